@@ -1,0 +1,424 @@
+//! The `ddtwatch` commands (INTERFACES.md, Command line).
+
+use std::io::{self, BufRead, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{ClockMode, Config, SourceConfig};
+use crate::engine::Engine;
+use crate::http::{AppState, router, wall_clock_ms};
+use crate::ingest::replay::{Progress, replay};
+use crate::ingest::simulator::{self, Scenario};
+use crate::ingest::{DeadLetterSink, Ingest, Pipeline};
+use crate::telemetry::{ProcessState, init_logging, registry};
+
+#[derive(Parser)]
+#[command(name = "ddtwatch", version, about = "Live monitoring of police data-driven technologies (LFR, ANPR)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Built-in simulator + embedded config: serves HTTP and prints breaches as they fire.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+        /// Simulated events applied per second of real time.
+        #[arg(long, default_value_t = 5000)]
+        speed: u64,
+        /// Events per simulated deployment.
+        #[arg(long, default_value_t = 30_000)]
+        events: usize,
+    },
+    /// The service: sources, conditions and receivers from the config.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Applies a recorded NDJSON stream on event time; prints one JSON line per breach transition.
+    Replay {
+        /// Configuration (default: the embedded demo config with the default profiles).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// NDJSON input file, or - for stdin.
+        #[arg(long, default_value = "-")]
+        input: String,
+        /// Write the final summaries (JSON) here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// Write dead letters (JSON lines with reason and payload) here instead of stderr.
+        #[arg(long)]
+        dead_letter: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Writes a deterministic NDJSON stream of a scenario to stdout.
+    Simulate {
+        #[arg(long, required_unless_present = "list")]
+        scenario: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// List the scenarios, what they simulate and which conditions they trip.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Validates a config and prints the effective conditions per system and deployment.
+    CheckConfig { file: PathBuf },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { listen, speed, events } => demo(listen, speed, events),
+        Command::Run { config, listen } => run(config, listen),
+        Command::Replay { config, input, summary, dead_letter, quiet } => {
+            replay_cmd(config, &input, summary, dead_letter, quiet)
+        }
+        Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
+        Command::CheckConfig { file } => return check_config(&file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration {}:\n{e}", path.display()))
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            for err in &e.0 {
+                println!("{err}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
+    for (system, name) in [("lfr", config.raw.defaults.lfr.as_deref()), ("anpr", config.raw.defaults.anpr.as_deref())] {
+        let name = name.unwrap_or(system);
+        let sys = if system == "lfr" { crate::event::System::Lfr } else { crate::event::System::Anpr };
+        println!("\n{system} (profile {name}):");
+        for c in config.conditions_for("", Some(sys)).iter() {
+            println!("  {}", describe_condition(c));
+        }
+    }
+    for id in config.deployment_conditions.keys() {
+        println!("\ndeployment {id}:");
+        for c in config.deployment_conditions[id].iter() {
+            println!("  {}", describe_condition(c));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn describe_condition(c: &crate::rules::Condition) -> String {
+    let params = serde_json::to_value(&c.kind).unwrap_or_default();
+    format!("{:<28} {:<9} {:<8} for {:<5} notify {:?} {}", c.id, c.kind.name(), c.severity.as_str(), c.for_, c.notify, params)
+}
+
+fn simulate(scenario: Option<&str>, events: usize, seed: u64, list: bool) -> anyhow::Result<ExitCode> {
+    if list {
+        for s in Scenario::ALL {
+            println!("{:<20} {}\n{:<20} trips: {:?}", s.name(), s.doc(), "", s.expected_breaches());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = scenario.unwrap_or_default();
+    let Some(s) = Scenario::parse(name) else {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        bail!("unknown scenario `{name}`{} (one of {})", crate::config::suggest(name, &names), names.join(", "));
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut err: Option<io::Error> = None;
+    simulator::generate(s, events, seed, |line| {
+        if err.is_none()
+            && let Err(e) = out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n"))
+        {
+            err = Some(e);
+        }
+    });
+    match err.map_or_else(|| out.flush(), Err) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => r.map(|_| ExitCode::SUCCESS).context("writing stdout"),
+    }
+}
+
+fn replay_cmd(
+    config: Option<PathBuf>,
+    input: &str,
+    summary: Option<PathBuf>,
+    dead_letter: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = match &config {
+        Some(p) => load_config(p)?,
+        None => Config::demo(),
+    };
+    let mut engine = Engine::new(Arc::new(config), ClockMode::Event);
+    let mut dead = match &dead_letter {
+        Some(p) => DeadLetterSink::file(p).with_context(|| format!("opening {}", p.display()))?,
+        None => DeadLetterSink::Stderr,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut on_transition = |t: &crate::rules::Transition| -> io::Result<()> {
+        serde_json::to_writer(&mut out, t)?;
+        out.write_all(b"\n")
+    };
+    let stats = if input == "-" {
+        let progress = Progress::new(None, quiet);
+        replay(&mut engine, io::stdin().lock(), &mut on_transition, &mut dead, &progress)
+    } else {
+        let f = std::fs::File::open(input).with_context(|| format!("opening {input}"))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        let progress = Progress::new(size, quiet);
+        replay(&mut engine, io::BufReader::with_capacity(1 << 20, f), &mut on_transition, &mut dead, &progress)
+    };
+    stats.context("reading input")?;
+    out.flush()?;
+    if let Some(path) = summary {
+        let mut json = serde_json::to_vec_pretty(&engine.summary())?;
+        json.push(b'\n');
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the HTTP bearer token from the configured file or environment variable.
+fn http_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
+    if let Some(path) = &config.raw.http.token_file {
+        let t = std::fs::read_to_string(path).with_context(|| format!("reading http.token_file {}", path.display()))?;
+        return Ok(Some(Arc::from(t.trim())));
+    }
+    if let Some(var) = &config.raw.http.token_env {
+        let t = std::env::var(var).with_context(|| format!("http.token_env: ${var} is not set"))?;
+        return Ok(Some(Arc::from(t.trim())));
+    }
+    Ok(None)
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("HTTP server")
+}
+
+/// Prints every transition (the `log` receiver).
+fn spawn_log_receiver(pipeline: &Pipeline, to_stdout: bool) {
+    let mut rx = pipeline.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(t) => {
+                    if to_stdout {
+                        println!("{}", crate::notify::describe(&t));
+                    } else {
+                        tracing::warn!(
+                            deployment = %t.deployment_id,
+                            condition = %t.condition,
+                            state = t.state.as_str(),
+                            severity = t.severity.as_str(),
+                            value = t.value,
+                            "breach transition"
+                        );
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(missed = n, "log receiver fell behind");
+                }
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")
+}
+
+fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCode> {
+    init_logging(false);
+    let config = Arc::new(Config::demo());
+    let engine = Engine::new(config, ClockMode::Event);
+    let pipeline = Pipeline::new(engine, DeadLetterSink::Stderr);
+    let process = Arc::new(ProcessState::default());
+    let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            pipeline: pipeline.clone(),
+            registry,
+            process: process.clone(),
+            token: None,
+            max_body_bytes: 16 << 20,
+            clock: wall_clock_ms,
+        };
+        process.ready.store(true, Ordering::Relaxed);
+        println!("ddtwatch demo: serving http://{addr}/metrics and http://{addr}/api/v1/deployments");
+        println!("simulating: an LFR deployment whose threshold is lowered, one with a silent camera, an ANPR deployment");
+        println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
+        spawn_log_receiver(&pipeline, true);
+        let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
+        let server = tokio::spawn(serve(listener, state));
+        let summary = tokio::spawn(summary_lines(pipeline.clone()));
+        tokio::select! {
+            r = server => { r??; }
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        feeder.abort();
+        summary.abort();
+        println!("\nddtwatch demo: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The demo's streams, merged in event-time order.
+fn demo_lines(events: usize) -> Vec<String> {
+    let mut all: Vec<(i64, String)> = Vec::new();
+    for s in [Scenario::ThresholdLowered, Scenario::CameraSilence, Scenario::AnprSteady] {
+        for line in simulator::generate_lines(s, events, 7) {
+            let ts = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["ts"].as_str().and_then(crate::event::parse_ts))
+                .unwrap_or(0);
+            all.push((ts, line));
+        }
+    }
+    all.sort_by_key(|(ts, _)| *ts);
+    all.into_iter().map(|(_, l)| l).collect()
+}
+
+async fn feed_demo(pipeline: Pipeline, speed: u64, events: usize) {
+    let lines = tokio::task::spawn_blocking(move || demo_lines(events)).await.unwrap_or_default();
+    let batch = (speed / 20).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for chunk in lines.chunks(batch) {
+        tick.tick().await;
+        pipeline.ingest(chunk.iter().map(|l| Ingest::Raw(l.as_bytes())), wall_clock_ms());
+    }
+    pipeline.finish();
+    println!("\ndemo stream finished ({} events); still serving — Ctrl-C to stop", lines.len());
+}
+
+async fn summary_lines(pipeline: Pipeline) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (now, deployments, applied, invalid, firing) = {
+            let e = pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+            (e.now(), e.deployments().count(), e.stats.applied_by_type.iter().sum::<u64>(), e.stats.invalid_total, e.firing())
+        };
+        println!(
+            "-- engine clock {} | {deployments} deployments | {applied} events applied | {invalid} invalid | {firing} conditions firing",
+            now.map(crate::event::format_ts).unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    init_logging(true);
+    let config = load_config(&config_path)?;
+    let listen = match listen {
+        Some(l) => l,
+        None => config.raw.http.listen.parse().context("http.listen")?,
+    };
+    let token = http_token(&config)?;
+    let mode = config.raw.clock;
+    let sources = config.raw.sources.clone();
+    if let Some(SourceConfig::Kafka { .. }) = sources.iter().find(|s| matches!(s, SourceConfig::Kafka { .. })) {
+        bail!("the kafka source is not available in this build yet; use `file` or `http` sources");
+    }
+    let dead = DeadLetterSink::from_config(config.raw.dead_letter.as_ref()).context("opening dead-letter sink")?;
+    let max_body = config.raw.http.max_body_bytes;
+    let config_hash = config.hash.clone();
+    let engine = Engine::new(Arc::new(config), mode);
+    let pipeline = Pipeline::new(engine, dead);
+    let process = Arc::new(ProcessState::default());
+    let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        tracing::info!(addr = %listener.local_addr()?, config_hash = %config_hash, "ddtwatch serving");
+        spawn_log_receiver(&pipeline, false);
+        for s in sources {
+            if let SourceConfig::File { path } = s {
+                let p = pipeline.clone();
+                tokio::task::spawn_blocking(move || follow_file(p, path));
+            }
+        }
+        let ticker = {
+            let p = pipeline.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    p.tick(wall_clock_ms());
+                }
+            })
+        };
+        process.ready.store(true, Ordering::Relaxed);
+        let state = AppState { pipeline, registry, process, token, max_body_bytes: max_body, clock: wall_clock_ms };
+        let r = serve(listener, state).await;
+        ticker.abort();
+        tracing::info!("ddtwatch stopped");
+        r.map(|_| ExitCode::SUCCESS)
+    })
+}
+
+/// A `file` source: applies the file's lines (then stays idle).
+fn follow_file(pipeline: Pipeline, path: PathBuf) {
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open file source");
+            return;
+        }
+    };
+    let mut reader = io::BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = buf.trim_ascii();
+                if !line.is_empty() {
+                    pipeline.ingest([Ingest::Raw(line)], wall_clock_ms());
+                    n += 1;
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "reading file source");
+                break;
+            }
+        }
+    }
+    tracing::info!(path = %path.display(), events = n, "file source finished");
+}

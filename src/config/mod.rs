@@ -1,0 +1,721 @@
+//! Configuration: YAML model, loading (with profile files), validation and the embedded default.
+//!
+//! Loading is two steps, as in quickwit's config crate: serde with `deny_unknown_fields` (so a
+//! misspelled key fails with its path and a "did you mean" hint), then [`Config::validate`]-style
+//! checks that need the whole picture (profiles exist, receivers exist, overrides name real
+//! conditions). Every problem is reported as `path: problem`, all at once.
+
+mod duration;
+
+pub use duration::Dur;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+use sha2::Digest;
+
+use crate::event::{Authorisation, System, parse_ts};
+use crate::rules::{Condition, Kind, parse_condition};
+
+/// One configuration problem, printed as `path: problem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// All problems found in a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// ` (did you mean "x"?)` for the closest candidate, or "" when nothing is close.
+pub fn suggest(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(s, _)| *s > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!(" (did you mean \"{c}\"?)"))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// Wall time: live consumption.
+    #[default]
+    Wall,
+    /// Event time (the watermark): replay.
+    Event,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to serve `/metrics`, health and the API on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// File holding the bearer token required by `POST /api/v1/events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding that token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Largest accepted `POST /api/v1/events` body, bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen(), token_file: None, token_env: None, max_body_bytes: default_max_body() }
+    }
+}
+
+/// A secret given by reference only (never inline).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    Kafka {
+        brokers: String,
+        #[serde(default = "default_topics")]
+        topics: Vec<String>,
+        #[serde(default = "default_group")]
+        group_id: String,
+        /// librdkafka properties passed through (e.g. `security.protocol`, `sasl.mechanism`).
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+        /// librdkafka properties whose values are secrets, read from files or env.
+        #[serde(default)]
+        secret_properties: BTreeMap<String, SecretRef>,
+    },
+    File {
+        path: PathBuf,
+    },
+    Http {},
+}
+
+fn default_topics() -> Vec<String> {
+    vec!["ddt.events".into()]
+}
+fn default_group() -> String {
+    "ddtwatch".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeadLetterConfig {
+    Kafka { topic: String },
+    File { path: PathBuf },
+    Stderr {},
+    Discard {},
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    pub kind: ReceiverKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Re-send interval while firing (CONDITIONS.md: default 1m).
+    #[serde(default = "default_resend")]
+    pub resend: Dur,
+    /// Give up retrying after this long (INTERFACES.md: default 24h).
+    #[serde(default = "default_max_age")]
+    pub max_age: Dur,
+}
+
+fn default_resend() -> Dur {
+    Dur::mins(1)
+}
+fn default_max_age() -> Dur {
+    Dur::hours(24)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiverKind {
+    /// Writes notifications to the log (and stdout in `demo`).
+    Log,
+    Webhook,
+    Alertmanager,
+}
+
+/// Engine timing parameters (CONDITIONS.md defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// An alert with no decision and no outcome this long after it is `unadjudicated`.
+    #[serde(default = "ten_minutes")]
+    pub adjudication_timeout: Dur,
+    /// Adjudications/outcomes whose alert is unknown are held this long.
+    #[serde(default = "ten_minutes")]
+    pub orphan_hold: Dur,
+    /// Events older than now − allowed_lateness still count in `deployment` windows.
+    #[serde(default = "five_minutes")]
+    pub allowed_lateness: Dur,
+    /// Events further ahead of the clock are dead-lettered `future_timestamp`.
+    #[serde(default = "one_hour")]
+    pub max_future: Dur,
+    /// Event ids are remembered at least this long (and at least the last `dedup_min_ids`).
+    #[serde(default = "one_hour")]
+    pub dedup_horizon: Dur,
+    #[serde(default = "million")]
+    pub dedup_min_ids: usize,
+}
+
+fn ten_minutes() -> Dur {
+    Dur::mins(10)
+}
+fn five_minutes() -> Dur {
+    Dur::mins(5)
+}
+fn one_hour() -> Dur {
+    Dur::hours(1)
+}
+fn million() -> usize {
+    1_000_000
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            adjudication_timeout: ten_minutes(),
+            orphan_hold: ten_minutes(),
+            allowed_lateness: five_minutes(),
+            max_future: one_hour(),
+            dedup_horizon: one_hour(),
+            dedup_min_ids: million(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lfr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anpr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    #[serde(default)]
+    pub conditions: Vec<Mapping>,
+}
+
+/// The authorisation as written in config (timestamps as RFC 3339 strings).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorisationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_list_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_floor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Per-deployment changes to the profile's conditions: `{id: ..., <key>: <value>}`.
+    #[serde(default)]
+    pub overrides: Vec<Mapping>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorisation: Option<AuthorisationConfig>,
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub clock: ClockMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// Allow-list of groups per attribute; others count as `other`, missing as `unknown`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub deployments: BTreeMap<String, DeploymentConfig>,
+    #[serde(default)]
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// A validated configuration, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub raw: RawConfig,
+    /// attribute → allowed groups (always including `other` and `unknown`).
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// profile name → validated conditions.
+    pub profiles: BTreeMap<String, Arc<Vec<Condition>>>,
+    /// deployment id → conditions after overrides.
+    pub deployment_conditions: BTreeMap<String, Arc<Vec<Condition>>>,
+    pub authorisations: BTreeMap<String, Authorisation>,
+    /// SHA-256 of the effective configuration (hex), shown in summaries and reports.
+    pub hash: String,
+}
+
+/// Embedded default profiles (also shipped as files in `config/profiles/`).
+pub const LFR_PROFILE: &str = include_str!("../../config/profiles/lfr.yaml");
+pub const ANPR_PROFILE: &str = include_str!("../../config/profiles/anpr.yaml");
+/// Embedded demo configuration (`ddtwatch demo`).
+pub const DEMO_CONFIG: &str = include_str!("../../config/demo.yaml");
+
+impl Config {
+    /// Loads a config file; `profiles_dir` is resolved relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![ConfigError::new(path.display().to_string(), e.to_string())]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_yaml(&text, Some(base))
+    }
+
+    /// The embedded demo configuration with the embedded default profiles.
+    pub fn demo() -> Config {
+        Config::from_yaml(DEMO_CONFIG, None).expect("embedded demo config is valid (tested)")
+    }
+
+    /// Parses and validates YAML. Without `base`, the embedded profiles stand in for
+    /// `profiles_dir`.
+    pub fn from_yaml(text: &str, base: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = deserialize(text, "")?;
+        let mut profiles = raw.profiles.clone();
+        let mut errors = Vec::new();
+        match (&raw.profiles_dir, base) {
+            (Some(dir), Some(base)) => load_profiles_dir(&base.join(dir), &mut profiles, &mut errors),
+            (Some(_), None) | (None, None) => {
+                for (name, text) in [("lfr", LFR_PROFILE), ("anpr", ANPR_PROFILE)] {
+                    if !profiles.contains_key(name) {
+                        match deserialize::<ProfileFile>(text, &format!("profiles.{name}")) {
+                            Ok(p) => {
+                                profiles.insert(name.into(), p);
+                            }
+                            Err(e) => errors.extend(e.0),
+                        }
+                    }
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        let mut raw = raw;
+        raw.profiles = profiles;
+        validate(raw, errors)
+    }
+
+    /// Conditions for a deployment: its own (with overrides), else its system's default profile.
+    pub fn conditions_for(&self, deployment_id: &str, system: Option<System>) -> Arc<Vec<Condition>> {
+        if let Some(c) = self.deployment_conditions.get(deployment_id) {
+            return c.clone();
+        }
+        let profile = match system {
+            Some(System::Lfr) => self.raw.defaults.lfr.as_deref().unwrap_or("lfr"),
+            Some(System::Anpr) => self.raw.defaults.anpr.as_deref().unwrap_or("anpr"),
+            None => return Arc::new(Vec::new()),
+        };
+        self.profiles.get(profile).cloned().unwrap_or_default()
+    }
+
+    /// Which profile a deployment uses (for display).
+    pub fn profile_name(&self, deployment_id: &str, system: Option<System>) -> Option<String> {
+        if let Some(p) = self.raw.deployments.get(deployment_id).and_then(|d| d.profile.clone()) {
+            return Some(p);
+        }
+        match system? {
+            System::Lfr => Some(self.raw.defaults.lfr.clone().unwrap_or_else(|| "lfr".into())),
+            System::Anpr => Some(self.raw.defaults.anpr.clone().unwrap_or_else(|| "anpr".into())),
+        }
+    }
+
+    /// The effective configuration as JSON with secret references redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.raw).unwrap_or_default();
+        redact(&mut v);
+        v
+    }
+}
+
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if k.contains("secret") || k.contains("token") || k.contains("password") {
+                    *val = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// serde with the key path of the failure and a did-you-mean for unknown fields.
+fn deserialize<T: serde::de::DeserializeOwned>(text: &str, prefix: &str) -> Result<T, ConfigErrors> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        let path = match (prefix.is_empty(), path.is_empty()) {
+            (true, true) => "(top level)".to_string(),
+            (true, false) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        ConfigErrors(vec![ConfigError::new(path, unknown_field_hint(&inner))])
+    })
+}
+
+/// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" into a short hint.
+fn unknown_field_hint(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_string();
+    };
+    let Some((field, rest)) = rest.split_once('`') else {
+        return msg.to_string();
+    };
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let loc = msg.find(" at line ").map(|i| &msg[i..]).unwrap_or("");
+    let hint = suggest(field, &expected);
+    if hint.is_empty() {
+        format!("unknown key `{field}` (expected one of {}){loc}", expected.join(", "))
+    } else {
+        format!("unknown key `{field}`{hint}{loc}")
+    }
+}
+
+fn load_profiles_dir(dir: &Path, profiles: &mut BTreeMap<String, ProfileFile>, errors: &mut Vec<ConfigError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(ConfigError::new("profiles_dir", format!("{}: {e}", dir.display())));
+            return;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        if profiles.contains_key(&name) {
+            errors.push(ConfigError::new(format!("profiles.{name}"), "defined both inline and in profiles_dir"));
+            continue;
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(text) => match deserialize::<ProfileFile>(&text, &format!("profiles.{name}")) {
+                Ok(p) => {
+                    profiles.insert(name, p);
+                }
+                Err(e) => errors.extend(e.0),
+            },
+            Err(e) => errors.push(ConfigError::new(format!("profiles.{name}"), e.to_string())),
+        }
+    }
+}
+
+fn parse_profile(name: &str, conditions: &[Mapping], errors: &mut Vec<ConfigError>) -> Vec<Condition> {
+    let mut out: Vec<Condition> = Vec::new();
+    for (i, m) in conditions.iter().enumerate() {
+        let path = format!("profiles.{name}.conditions[{i}]");
+        match parse_condition(m, &path) {
+            Ok(c) => {
+                if out.iter().any(|o| o.id == c.id) {
+                    errors.push(ConfigError::new(format!("{path}.id"), format!("duplicate condition id `{}`", c.id)));
+                }
+                out.push(c);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    out
+}
+
+fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, ConfigErrors> {
+    // Group allow-lists always include the catch-alls (INTERFACES.md: values outside → other).
+    let mut groups = BTreeMap::new();
+    for (attr, list) in &raw.groups {
+        let mut list = list.clone();
+        for catch_all in ["other", "unknown"] {
+            if !list.iter().any(|g| g == catch_all) {
+                list.push(catch_all.into());
+            }
+        }
+        groups.insert(attr.clone(), list);
+    }
+    let mut profiles = BTreeMap::new();
+    for (name, p) in &raw.profiles {
+        profiles.insert(name.clone(), Arc::new(parse_profile(name, &p.conditions, &mut errors)));
+    }
+    for (system, name) in [("lfr", &raw.defaults.lfr), ("anpr", &raw.defaults.anpr)] {
+        if let Some(name) = name
+            && !profiles.contains_key(name)
+        {
+            let names: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            errors.push(ConfigError::new(
+                format!("defaults.{system}"),
+                format!("no profile `{name}`{}", suggest(name, &names)),
+            ));
+        }
+    }
+    let mut deployment_conditions = BTreeMap::new();
+    let mut authorisations = BTreeMap::new();
+    for (id, d) in &raw.deployments {
+        let path = format!("deployments.{id}");
+        if let Some(a) = &d.authorisation {
+            match authorisation(a, &format!("{path}.authorisation")) {
+                Ok(a) => {
+                    authorisations.insert(id.clone(), a);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let Some(profile) = &d.profile else {
+            if !d.overrides.is_empty() {
+                errors.push(ConfigError::new(format!("{path}.overrides"), "overrides need an explicit `profile`"));
+            }
+            continue;
+        };
+        let Some(base) = raw.profiles.get(profile) else {
+            let names: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            errors.push(ConfigError::new(
+                format!("{path}.profile"),
+                format!("no profile `{profile}`{}", suggest(profile, &names)),
+            ));
+            continue;
+        };
+        let mut maps = base.conditions.clone();
+        for (i, o) in d.overrides.iter().enumerate() {
+            let opath = format!("{path}.overrides[{i}]");
+            let Some(oid) = o.get("id").and_then(Value::as_str) else {
+                errors.push(ConfigError::new(format!("{opath}.id"), "is required (the condition to change)"));
+                continue;
+            };
+            let Some(target) = maps.iter_mut().find(|m| m.get("id").and_then(Value::as_str) == Some(oid)) else {
+                let ids: Vec<&str> = base.conditions.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
+                errors.push(ConfigError::new(
+                    format!("{opath}.id"),
+                    format!("profile `{profile}` has no condition `{oid}`{}", suggest(oid, &ids)),
+                ));
+                continue;
+            };
+            for (k, v) in o {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+        let mut errs = Vec::new();
+        let conds = parse_profile(&format!("{profile}(deployment {id})"), &maps, &mut errs);
+        errors.extend(errs);
+        deployment_conditions.insert(id.clone(), Arc::new(conds));
+    }
+    // Receivers named by conditions must exist; receiver settings must be complete.
+    let receiver_names: Vec<&str> = raw.receivers.keys().map(String::as_str).collect();
+    let mut all_conditions: Vec<(&str, &Condition)> = Vec::new();
+    for (name, conds) in &profiles {
+        all_conditions.extend(conds.iter().map(|c| (name.as_str(), c)));
+    }
+    for (name, c) in all_conditions {
+        for r in &c.notify {
+            if !raw.receivers.contains_key(r) {
+                errors.push(ConfigError::new(
+                    format!("profiles.{name}.conditions[id={}].notify", c.id),
+                    format!("no receiver `{r}`{}", suggest(r, &receiver_names)),
+                ));
+            }
+        }
+        if let Kind::Disparity(d) = &c.kind
+            && !groups.contains_key(&d.attribute)
+        {
+            errors.push(ConfigError::new(
+                format!("profiles.{name}.conditions[id={}].attribute", c.id),
+                format!("`{}` has no allow-list under `groups` (attributes without one are not tabulated)", d.attribute),
+            ));
+        }
+    }
+    for (name, r) in &raw.receivers {
+        let path = format!("receivers.{name}");
+        if matches!(r.kind, ReceiverKind::Webhook | ReceiverKind::Alertmanager) && r.url.is_none() {
+            errors.push(ConfigError::new(format!("{path}.url"), "is required for this receiver kind"));
+        }
+        if r.kind == ReceiverKind::Webhook && r.secret_file.is_none() && r.secret_env.is_none() {
+            errors.push(ConfigError::new(format!("{path}.secret_file"), "a webhook needs secret_file or secret_env"));
+        }
+        if r.resend.ms() <= 0 {
+            errors.push(ConfigError::new(format!("{path}.resend"), "must be positive"));
+        }
+    }
+    for (i, s) in raw.sources.iter().enumerate() {
+        if let SourceConfig::Kafka { topics, brokers, properties, .. } = s {
+            if topics.is_empty() {
+                errors.push(ConfigError::new(format!("sources[{i}].topics"), "needs at least one topic"));
+            }
+            if brokers.trim().is_empty() {
+                errors.push(ConfigError::new(format!("sources[{i}].brokers"), "is empty"));
+            }
+            for k in properties.keys() {
+                if k.contains("password") || k.contains("secret") || k.ends_with(".key") {
+                    errors.push(ConfigError::new(
+                        format!("sources[{i}].properties.{k}"),
+                        "secrets go in secret_properties (file or env), never inline",
+                    ));
+                }
+            }
+        }
+    }
+    if raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        errors.push(ConfigError::new("http.listen", format!("`{}` is not host:port", raw.http.listen)));
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let hash = {
+        let canonical = serde_json::to_vec(&raw).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&canonical);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    Ok(Config { raw, groups, profiles, deployment_conditions, authorisations, hash })
+}
+
+fn authorisation(a: &AuthorisationConfig, path: &str) -> Result<Authorisation, ConfigError> {
+    let ts = |v: &Option<String>, key: &str| -> Result<Option<i64>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) => parse_ts(s)
+                .map(Some)
+                .ok_or_else(|| ConfigError::new(format!("{path}.{key}"), "must be RFC 3339 with an offset")),
+        }
+    };
+    Ok(Authorisation {
+        authority_token: None,
+        rank: a.rank.clone(),
+        window_start: ts(&a.window_start, "window_start")?,
+        window_end: ts(&a.window_end, "window_end")?,
+        location: a.location.clone(),
+        purpose: a.purpose.clone(),
+        max_list_size: a.max_list_size,
+        threshold_floor: a.threshold_floor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_demo_config_is_valid() {
+        let c = Config::demo();
+        assert!(!c.profiles["lfr"].is_empty());
+        assert!(!c.profiles["anpr"].is_empty());
+    }
+
+    #[test]
+    fn misspelled_top_level_key_has_path_and_hint() {
+        let e = Config::from_yaml("sorces: []\n", None).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("did you mean \"sources\""), "{msg}");
+    }
+
+    #[test]
+    fn misspelled_condition_key_has_path_and_hint() {
+        let yaml = "profiles:\n  p:\n    conditions:\n      - {id: r, kind: rate, numerator: false_alerts, denominatr: detections, max: 0.1}\n";
+        let e = Config::from_yaml(yaml, None).unwrap_err().to_string();
+        assert!(e.contains("profiles.p.conditions[0].denominatr"), "{e}");
+        assert!(e.contains("did you mean \"denominator\""), "{e}");
+    }
+
+    #[test]
+    fn override_of_unknown_condition_is_an_error() {
+        let yaml = "deployments:\n  d1: {profile: lfr, overrides: [{id: false_alert_rat, max: 0.1}]}\nreceivers: {oversight: {kind: log}, ops: {kind: log}}\ngroups: {ethnicity: [black], sex: [female]}\n";
+        let e = Config::from_yaml(yaml, None).unwrap_err().to_string();
+        assert!(e.contains("deployments.d1.overrides[0].id"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let yaml = "receivers: {oversight: {kind: webhook, url: 'http://x', secret_file: /run/s}, ops: {kind: log}}\ngroups: {ethnicity: [black], sex: [female]}\n";
+        let c = Config::from_yaml(yaml, None).unwrap();
+        let text = c.redacted().to_string();
+        assert!(!text.contains("/run/s"), "{text}");
+    }
+}

@@ -1,0 +1,582 @@
+//! One deployment's state: funnel counters, the alert ↔ decision ↔ outcome join, per-source
+//! system state, value series, and its conditions' breach lifecycles.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::config::{Config, Dur};
+use crate::event::{
+    Adjudication, Alert, Authorisation, Body, Decision, Deletion, Detection, Event, EventType, Groups, Millis,
+    Outcome, OutcomeResult, Phase, Status, System,
+};
+use crate::rules::{Condition, Counter, DriftValue, Evaluation, Kind, Lifecycle, QuantileValue, Window};
+
+use super::series::{DriftState, LatencySeries};
+use super::tally::{Contribution, GroupIndex, Tally, WindowedTally, bit};
+
+/// The latest human decision on an alert.
+#[derive(Debug, Clone)]
+pub struct DecisionRec {
+    pub decision: Decision,
+    pub ts: Millis,
+    pub seq: u64,
+    pub verified: bool,
+    pub reason_misread: bool,
+}
+
+/// The latest outcome of an alert.
+#[derive(Debug, Clone)]
+pub struct OutcomeRec {
+    pub result: OutcomeResult,
+    pub ts: Millis,
+    pub seq: u64,
+    pub engaged_slots: Arc<[usize]>,
+}
+
+/// One alert and what is known about it.
+#[derive(Debug, Clone)]
+pub struct AlertRec {
+    pub ts: Millis,
+    pub canary: bool,
+    pub subject_slots: Arc<[usize]>,
+    pub decision: Option<DecisionRec>,
+    pub outcome: Option<OutcomeRec>,
+    pub timed_out: bool,
+    pub first_decision_seen: bool,
+    /// Group slots used for `engaged_groups` until an outcome records them (all `unknown`).
+    pub unknown_slots: Arc<[usize]>,
+    pub contribution: Contribution,
+}
+
+impl AlertRec {
+    /// The alert's current contribution to the counters (CONDITIONS.md Counters, EVENTS.md
+    /// definitions of false and true alerts).
+    pub fn contribution(&self) -> Contribution {
+        let mut flags = 0u32;
+        if self.canary {
+            flags |= bit(Counter::CanaryAlerts);
+            return Contribution { flags, subject: self.subject_slots.clone(), engaged: Arc::from([]) };
+        }
+        flags |= bit(Counter::Alerts);
+        let decision = self.decision.as_ref();
+        let outcome = self.outcome.as_ref();
+        if let Some(d) = decision {
+            flags |= bit(Counter::Adjudicated);
+            match d.decision {
+                Decision::Engage => {
+                    flags |= bit(Counter::Engaged);
+                    if d.verified {
+                        flags |= bit(Counter::Verified);
+                    }
+                }
+                Decision::Dismiss => flags |= bit(Counter::Dismissed),
+            }
+        }
+        if let Some(o) = outcome {
+            flags |= bit(Counter::Outcomes);
+            if o.result == OutcomeResult::TrueMatch {
+                flags |= bit(Counter::TrueAlerts);
+            }
+        }
+        let outcome_false = outcome.is_some_and(|o| o.result.is_false());
+        let dismissed_unrefuted = decision.is_some_and(|d| {
+            d.decision == Decision::Dismiss
+                && !outcome.is_some_and(|o| o.result == OutcomeResult::TrueMatch && o.ts >= d.ts)
+        });
+        if outcome_false || dismissed_unrefuted {
+            flags |= bit(Counter::FalseAlerts);
+        }
+        if outcome_false && decision.is_some_and(|d| d.decision == Decision::Engage) {
+            flags |= bit(Counter::FalseEngaged);
+        }
+        let misread = outcome.is_some_and(|o| o.result == OutcomeResult::Misread)
+            || decision.is_some_and(|d| d.decision == Decision::Dismiss && d.reason_misread);
+        if misread {
+            flags |= bit(Counter::Misreads);
+        }
+        if self.timed_out && decision.is_none() && outcome.is_none() {
+            flags |= bit(Counter::Unadjudicated);
+        }
+        let engaged = outcome.map(|o| o.engaged_slots.clone()).unwrap_or_else(|| self.unknown_engaged());
+        Contribution { flags, subject: self.subject_slots.clone(), engaged }
+    }
+
+    fn unknown_engaged(&self) -> Arc<[usize]> {
+        self.unknown_slots.clone()
+    }
+}
+
+/// Latest value of a field with the event time it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped<T> {
+    pub value: T,
+    pub ts: Millis,
+}
+
+fn set_latest<T>(slot: &mut Option<Stamped<T>>, value: T, ts: Millis) {
+    if slot.as_ref().is_none_or(|s| ts >= s.ts) {
+        *slot = Some(Stamped { value, ts });
+    }
+}
+
+/// What a source (camera, console) last reported.
+#[derive(Debug, Clone, Default)]
+pub struct SourceState {
+    pub threshold: Option<Stamped<f64>>,
+    pub status_ts: Option<Millis>,
+    pub algorithm_version: Option<Stamped<String>>,
+    pub list_version: Option<Stamped<String>>,
+    pub list_size: Option<Stamped<u64>>,
+    pub list_built_at: Option<Stamped<Millis>>,
+    pub list_under_18: Option<Stamped<u64>>,
+    pub clock_offset_ms: Option<Stamped<i64>>,
+    pub capture_ok: Option<Stamped<bool>>,
+    /// Latest ts per event type.
+    pub last_seen: [Option<Millis>; 7],
+}
+
+/// A held adjudication/outcome whose alert has not arrived.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub event: Event,
+    pub held_at: Millis,
+    pub raw: Arc<[u8]>,
+}
+
+/// Per-condition runtime: the breach lifecycle plus any series it needs.
+#[derive(Debug, Clone)]
+pub struct ConditionRuntime {
+    pub condition: Condition,
+    pub lifecycle: Lifecycle,
+    /// Silence conditions: one lifecycle per source.
+    pub instances: BTreeMap<String, Lifecycle>,
+    pub drift: Option<DriftState>,
+    /// The latest evaluations (one, or one per silence instance).
+    pub last: Vec<Evaluation>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: String,
+    pub system: Option<System>,
+    pub phase: Option<Phase>,
+    pub started_at: Option<Millis>,
+    pub stopped_at: Option<Millis>,
+    pub first_ts: Option<Millis>,
+    pub last_ts: Option<Millis>,
+    pub groups: Arc<GroupIndex>,
+    pub total: Tally,
+    pub windows: Vec<WindowedTally>,
+    pub alerts: HashMap<String, AlertRec>,
+    /// (deadline, alert_id) for alerts that may become unadjudicated.
+    pub adjudication_deadlines: BTreeSet<(Millis, String)>,
+    pub held: HashMap<String, Vec<Held>>,
+    pub held_order: VecDeque<(Millis, String)>,
+    pub sources: BTreeMap<String, SourceState>,
+    pub first_threshold: Option<f64>,
+    pub first_algorithm: Option<String>,
+    pub authorisation: Option<Authorisation>,
+    pub authorisation_from_stream: bool,
+    pub window_tripped: bool,
+    pub announced_versions: HashSet<String>,
+    pub unknown_versions: BTreeSet<String>,
+    pub deletions: Vec<Deletion>,
+    pub latency: [LatencySeries; 3],
+    pub conditions: Vec<ConditionRuntime>,
+    pub events_by_type: [u64; 7],
+    pub outcomes_by_result: [u64; 5],
+    pub invalid_by_reason: BTreeMap<&'static str, u64>,
+    pub seq: u64,
+    pub config_hash: String,
+}
+
+impl Deployment {
+    pub fn new(id: &str, system: Option<System>, config: &Config, groups: Arc<GroupIndex>) -> Self {
+        let mut d = Deployment {
+            id: id.to_string(),
+            system,
+            phase: None,
+            started_at: None,
+            stopped_at: None,
+            first_ts: None,
+            last_ts: None,
+            total: Tally::new(groups.len),
+            groups,
+            windows: Vec::new(),
+            alerts: HashMap::new(),
+            adjudication_deadlines: BTreeSet::new(),
+            held: HashMap::new(),
+            held_order: VecDeque::new(),
+            sources: BTreeMap::new(),
+            first_threshold: None,
+            first_algorithm: None,
+            authorisation: config.authorisations.get(id).cloned(),
+            authorisation_from_stream: false,
+            window_tripped: false,
+            announced_versions: HashSet::new(),
+            unknown_versions: BTreeSet::new(),
+            deletions: Vec::new(),
+            latency: Default::default(),
+            conditions: Vec::new(),
+            events_by_type: [0; 7],
+            outcomes_by_result: [0; 5],
+            invalid_by_reason: BTreeMap::new(),
+            seq: 0,
+            config_hash: String::new(),
+        };
+        d.set_conditions(config);
+        d
+    }
+
+    /// (Re)binds the deployment to its conditions, keeping lifecycles and series of conditions
+    /// whose definition did not change.
+    pub fn set_conditions(&mut self, config: &Config) {
+        if self.system.is_none() {
+            return;
+        }
+        if self.config_hash == config.hash && !self.conditions.is_empty() {
+            return;
+        }
+        self.config_hash = config.hash.clone();
+        let conditions = config.conditions_for(&self.id, self.system);
+        let mut old: HashMap<String, ConditionRuntime> =
+            self.conditions.drain(..).map(|c| (c.condition.id.clone(), c)).collect();
+        for c in conditions.iter() {
+            let runtime = match old.remove(&c.id) {
+                Some(mut rt) if rt.condition.kind == c.kind => {
+                    rt.condition = c.clone();
+                    rt
+                }
+                _ => ConditionRuntime {
+                    condition: c.clone(),
+                    lifecycle: Lifecycle::default(),
+                    instances: BTreeMap::new(),
+                    drift: match &c.kind {
+                        Kind::Drift(spec) => Some(DriftState::new(spec)),
+                        _ => None,
+                    },
+                    last: Vec::new(),
+                },
+            };
+            if let Some(Window::Duration(d)) = c.kind.window() {
+                if !self.windows.iter().any(|w| w.width_ms == d.ms()) {
+                    self.windows.push(WindowedTally::new(d.ms(), self.groups.len));
+                }
+                if let Kind::Quantile(q) = &c.kind {
+                    self.latency[q.value as usize].keep_window(d.ms());
+                }
+            }
+            self.conditions.push(runtime);
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.phase == Some(Phase::Started)
+    }
+
+    /// Counts for a window ending at `now`.
+    pub fn tally(&self, window: Window, now: Millis) -> Tally {
+        match window {
+            Window::Duration(d) => match self.windows.iter().find(|w| w.width_ms == d.ms()) {
+                Some(w) => w.sum(now),
+                None => Tally::new(self.groups.len),
+            },
+            _ => self.total.clone(),
+        }
+    }
+
+    fn slots(&self, groups: &Groups) -> Arc<[usize]> {
+        (0..self.groups.attributes.len())
+            .map(|a| self.groups.slot(a, groups.get(&self.groups.attributes[a].0).map(String::as_str)))
+            .collect()
+    }
+
+    /// Applies a valid, non-duplicate event. Returns false for an `alert` reusing an alert_id
+    /// (a duplicate), and hands adjudications/outcomes of unknown alerts back for holding.
+    pub fn apply(&mut self, ev: &Event, now: Millis, timeout: Dur) -> Applied {
+        self.seq += 1;
+        if self.system.is_none() {
+            self.system = Some(ev.system);
+        }
+        let ty = ev.body.kind();
+        match &ev.body {
+            Body::Adjudication(a) if !self.alerts.contains_key(&a.alert_id) => return Applied::Hold,
+            Body::Outcome(o) if !self.alerts.contains_key(&o.alert_id) => return Applied::Hold,
+            Body::Alert(a) if self.alerts.contains_key(&a.alert_id) => return Applied::Duplicate,
+            _ => {}
+        }
+        self.first_ts = Some(self.first_ts.map_or(ev.ts, |t| t.min(ev.ts)));
+        self.last_ts = Some(self.last_ts.map_or(ev.ts, |t| t.max(ev.ts)));
+        self.events_by_type[ty.index()] += 1;
+        let src = self.sources.entry(ev.source_id.clone()).or_default();
+        let seen = &mut src.last_seen[ty.index()];
+        *seen = Some(seen.map_or(ev.ts, |t| t.max(ev.ts)));
+        match &ev.body {
+            Body::Detection(d) => self.detection(ev, d, now),
+            Body::Alert(a) => self.alert(ev, a, now, timeout),
+            Body::Adjudication(a) => self.adjudication(ev, a, now),
+            Body::Outcome(o) => self.outcome(ev, o, now),
+            Body::Status(s) => self.status(ev, s),
+            Body::Deployment(d) => {
+                match d.phase {
+                    Phase::Authorised => {
+                        if let Some(a) = &d.authorisation {
+                            self.authorisation = Some(a.clone());
+                            self.authorisation_from_stream = true;
+                        }
+                    }
+                    Phase::Started => {
+                        self.started_at.get_or_insert(ev.ts);
+                        self.stopped_at = None;
+                        if self.authorisation.is_none() {
+                            // CONDITIONS.md authorised_window: a started deployment with no authorisation.
+                            self.window_tripped = true;
+                        }
+                    }
+                    Phase::Stopped => {
+                        self.stopped_at = Some(ev.ts);
+                    }
+                }
+                // A late `authorised` never moves a started/stopped deployment back.
+                let rank = |p: Phase| p as u8;
+                if self.phase.is_none_or(|p| rank(d.phase) >= rank(p) || d.phase == Phase::Started) {
+                    self.phase = Some(d.phase);
+                }
+            }
+            Body::Deletion(d) => self.deletions.push(d.clone()),
+        }
+        Applied::Applied
+    }
+
+    fn check_window(&mut self, ts: Millis) {
+        if self.phase == Some(Phase::Stopped) {
+            return;
+        }
+        if let Some(a) = &self.authorisation {
+            let before = a.window_start.is_some_and(|s| ts < s);
+            let after = a.window_end.is_some_and(|e| ts > e);
+            if before || after {
+                self.window_tripped = true;
+            }
+        }
+    }
+
+    fn for_windows(&mut self, ts: Millis, now: Millis, f: impl Fn(&mut Tally)) {
+        f(&mut self.total);
+        for w in &mut self.windows {
+            if let Some(t) = w.at(ts, now) {
+                f(t);
+            }
+        }
+    }
+
+    fn detection(&mut self, ev: &Event, d: &Detection, now: Millis) {
+        self.check_window(ev.ts);
+        let mut exposure: Vec<(usize, i64)> = Vec::new();
+        for (a, (attr, _)) in self.groups.attributes.iter().enumerate() {
+            if let Some(counts) = d.exposure.get(attr) {
+                for (g, n) in counts {
+                    exposure.push((self.groups.slot(a, Some(g)), *n as i64));
+                }
+            }
+        }
+        let (count, canary) = (d.count as i64, d.canary_passes as i64);
+        self.for_windows(ev.ts, now, |t| {
+            t.counts[Counter::Detections.index()] += count;
+            t.counts[Counter::CanaryPasses.index()] += canary;
+            for (slot, n) in &exposure {
+                t.exposure[*slot] += n;
+            }
+        });
+        for rt in &mut self.conditions {
+            if let Some(drift) = &mut rt.drift {
+                let values = match drift.spec.value {
+                    DriftValue::Score => &d.scores,
+                    DriftValue::Quality => &d.quality,
+                    DriftValue::AlertScore => continue,
+                };
+                for &x in values {
+                    drift.push(x, ev.ts, now);
+                }
+            }
+        }
+    }
+
+    fn alert(&mut self, ev: &Event, a: &Alert, now: Millis, timeout: Dur) {
+        self.check_window(ev.ts);
+        let src = self.sources.get_mut(&ev.source_id).expect("source inserted in apply");
+        if src.status_ts.is_none_or(|s| ev.ts > s) {
+            set_latest(&mut src.threshold, a.threshold, ev.ts);
+        }
+        self.first_threshold.get_or_insert(a.threshold);
+        if !self.announced_versions.contains(&a.list_version) {
+            self.unknown_versions.insert(a.list_version.clone());
+        }
+        let mut rec = AlertRec {
+            ts: ev.ts,
+            canary: a.canary,
+            subject_slots: self.slots(&a.subject_groups),
+            decision: None,
+            outcome: None,
+            timed_out: false,
+            first_decision_seen: false,
+            unknown_slots: self.slots(&Groups::new()),
+            contribution: Contribution::default(),
+        };
+        rec.contribution = rec.contribution();
+        let c = rec.contribution.clone();
+        self.for_windows(ev.ts, now, |t| t.apply(&c, 1));
+        if !a.canary {
+            self.adjudication_deadlines.insert((ev.ts + timeout.ms(), a.alert_id.clone()));
+            if let Some(l) = a.latency_ms {
+                self.latency[QuantileValue::AlertLatency as usize].record(l as i64, ev.ts, now);
+            }
+            for rt in &mut self.conditions {
+                if let Some(drift) = &mut rt.drift
+                    && drift.spec.value == DriftValue::AlertScore
+                {
+                    drift.push(a.score, ev.ts, now);
+                }
+            }
+        }
+        self.alerts.insert(a.alert_id.clone(), rec);
+    }
+
+    /// Replaces an alert's contribution after its decision/outcome/timeout changed.
+    fn update_alert(&mut self, alert_id: &str, now: Millis, change: impl FnOnce(&mut AlertRec)) {
+        let Some(rec) = self.alerts.get_mut(alert_id) else { return };
+        change(rec);
+        let new = rec.contribution();
+        if new == rec.contribution {
+            return;
+        }
+        let old = std::mem::replace(&mut rec.contribution, new.clone());
+        let ts = rec.ts;
+        self.for_windows(ts, now, |t| {
+            t.apply(&old, -1);
+            t.apply(&new, 1);
+        });
+    }
+
+    fn adjudication(&mut self, ev: &Event, a: &Adjudication, now: Millis) {
+        let seq = self.seq;
+        let rec = &self.alerts[&a.alert_id];
+        if !rec.canary && !rec.first_decision_seen {
+            let latency = ev.ts - rec.ts;
+            let alert_ts = rec.ts;
+            self.latency[QuantileValue::AdjudicationLatency as usize].record(latency, alert_ts.max(ev.ts), now);
+        }
+        let d = DecisionRec {
+            decision: a.decision,
+            ts: ev.ts,
+            seq,
+            verified: a.verified,
+            reason_misread: a.reason_misread,
+        };
+        // CONDITIONS.md: several decisions → the latest ts stands (ties: later arrival).
+        self.update_alert(&a.alert_id, now, |rec| {
+            rec.first_decision_seen = true;
+            if rec.decision.as_ref().is_none_or(|old| d.ts >= old.ts) {
+                rec.decision = Some(d);
+            }
+        });
+    }
+
+    fn outcome(&mut self, ev: &Event, o: &Outcome, now: Millis) {
+        let seq = self.seq;
+        let rec = OutcomeRec { result: o.result, ts: ev.ts, seq, engaged_slots: self.slots(&o.engaged_groups) };
+        let replaced = self.alerts[&o.alert_id].outcome.as_ref().map(|old| (old.ts, old.result));
+        if replaced.is_none_or(|(ts, _)| ev.ts >= ts) {
+            if let Some((_, old)) = replaced {
+                self.outcomes_by_result[old as usize] -= 1;
+            }
+            self.outcomes_by_result[o.result as usize] += 1;
+        }
+        self.update_alert(&o.alert_id, now, |a| {
+            if a.outcome.as_ref().is_none_or(|old| rec.ts >= old.ts) {
+                a.outcome = Some(rec);
+            }
+        });
+    }
+
+    fn status(&mut self, ev: &Event, s: &Status) {
+        let src = self.sources.get_mut(&ev.source_id).expect("source inserted in apply");
+        src.status_ts = Some(src.status_ts.map_or(ev.ts, |t| t.max(ev.ts)));
+        if let Some(t) = s.threshold {
+            set_latest(&mut src.threshold, t, ev.ts);
+            self.first_threshold.get_or_insert(t);
+        }
+        if let Some(v) = &s.algorithm_version {
+            set_latest(&mut src.algorithm_version, v.clone(), ev.ts);
+            self.first_algorithm.get_or_insert_with(|| v.clone());
+        }
+        if let Some(o) = s.clock_offset_ms {
+            set_latest(&mut src.clock_offset_ms, o, ev.ts);
+        }
+        if let Some(ok) = s.capture_ok {
+            set_latest(&mut src.capture_ok, ok, ev.ts);
+        }
+        if let Some(l) = &s.list {
+            if let Some(v) = &l.version {
+                set_latest(&mut src.list_version, v.clone(), ev.ts);
+                self.unknown_versions.remove(v);
+                self.announced_versions.insert(v.clone());
+            }
+            if let Some(n) = l.size {
+                set_latest(&mut src.list_size, n, ev.ts);
+            }
+            if let Some(b) = l.built_at {
+                set_latest(&mut src.list_built_at, b, ev.ts);
+            }
+            if let Some(n) = l.under_18 {
+                set_latest(&mut src.list_under_18, n, ev.ts);
+            }
+        }
+    }
+
+    /// Live mode: |ts_emitted − receive time| is a clock-skew reading of the source.
+    pub fn observe_skew(&mut self, source: &str, skew_ms: i64, ts: Millis) {
+        if let Some(src) = self.sources.get_mut(source) {
+            set_latest(&mut src.clock_offset_ms, skew_ms, ts);
+        }
+    }
+
+    /// Marks alerts whose adjudication deadline passed (clock > alert ts + timeout).
+    pub fn expire_adjudications(&mut self, now: Millis) {
+        while let Some((deadline, _)) = self.adjudication_deadlines.first() {
+            if *deadline >= now {
+                break;
+            }
+            let (_, id) = self.adjudication_deadlines.pop_first().expect("checked non-empty");
+            self.update_alert(&id, now, |rec| rec.timed_out = true);
+        }
+        for w in &mut self.windows {
+            w.expire(now);
+        }
+        for l in &mut self.latency {
+            l.expire(now);
+        }
+    }
+
+    pub fn record_lag(&mut self, lag_ms: i64, ts: Millis, now: Millis) {
+        self.latency[QuantileValue::EventLag as usize].record(lag_ms, ts, now);
+    }
+
+    pub fn count(&self, c: Counter) -> u64 {
+        self.total.get(c)
+    }
+
+    pub fn event_type_count(&self, t: EventType) -> u64 {
+        self.events_by_type[t.index()]
+    }
+}
+
+/// What [`Deployment::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// An adjudication/outcome whose alert is unknown: hold it.
+    Hold,
+    /// An alert reusing an alert_id.
+    Duplicate,
+}

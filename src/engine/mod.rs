@@ -1,0 +1,491 @@
+//! The deterministic engine: every event goes through [`Engine::ingest`]; conditions are
+//! evaluated once per second of engine clock; breach transitions and dead letters queue up for
+//! the caller to drain.
+//!
+//! The engine never reads a clock. In `event` mode its clock is the watermark (largest applied
+//! event `ts`), so a replay of the same input gives the same output byte for byte; in `wall`
+//! mode the caller passes the receive time with every event and calls [`Engine::tick`].
+
+mod deployment;
+mod series;
+mod summary;
+pub mod tally;
+
+pub use deployment::{Applied, ConditionRuntime, Deployment, SourceState};
+pub use summary::*;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
+
+use crate::config::{ClockMode, Config};
+use crate::event::{Body, Event, EventType, Invalid, Millis, Reason, parse_line};
+use crate::rules::{BreachState, Transition, TransitionKind, evaluate};
+
+use deployment::Held;
+use tally::GroupIndex;
+
+/// An event that was not applied, for the dead-letter sink.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: Reason,
+    pub detail: String,
+    pub deployment_id: Option<String>,
+    pub payload: Arc<[u8]>,
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    Applied(EventType),
+    Held,
+    Duplicate,
+    Invalid(Reason),
+}
+
+/// One breach, open or closed (for `/api/v1/breaches` and reports).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BreachRecord {
+    pub deployment_id: String,
+    pub condition: String,
+    pub kind: &'static str,
+    pub severity: crate::rules::Severity,
+    #[serde(serialize_with = "summary::ser_ts")]
+    pub started_at: Millis,
+    #[serde(serialize_with = "summary::ser_ts")]
+    pub fired_at: Millis,
+    #[serde(serialize_with = "summary::ser_opt_ts")]
+    pub resolved_at: Option<Millis>,
+    pub value: Option<f64>,
+    pub limit: serde_json::Value,
+    pub notify: Vec<String>,
+}
+
+/// Identity hasher for already-hashed u128 event-id keys.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// Remembered event ids of one deployment (CONDITIONS.md Duplicates: ≥ 1h of engine clock and
+/// at least the last 1,000,000 ids).
+#[derive(Debug, Default, Clone)]
+struct Dedup {
+    seen: HashSet<u128, BuildHasherDefault<KeyHasher>>,
+    order: VecDeque<(Millis, u128)>,
+}
+
+fn id_key(id: &str) -> u128 {
+    // Two independent 64-bit SipHashes: a 128-bit key makes a collision (which would drop a
+    // valid event) negligible at millions of ids.
+    let mut a = std::hash::DefaultHasher::new();
+    (0u8, id).hash(&mut a);
+    let mut b = std::hash::DefaultHasher::new();
+    (1u8, id).hash(&mut b);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+impl Dedup {
+    /// True if the id is new (and remembers it).
+    fn insert(&mut self, id: &str, now: Millis, horizon: i64, min_ids: usize) -> bool {
+        let k = id_key(id);
+        if !self.seen.insert(k) {
+            return false;
+        }
+        self.order.push_back((now, k));
+        while self.order.len() > min_ids {
+            match self.order.front() {
+                Some((t, old)) if *t < now - horizon => {
+                    self.seen.remove(old);
+                    self.order.pop_front();
+                }
+                _ => break,
+            }
+        }
+        true
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.seen.contains(&id_key(id))
+    }
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    groups: Arc<GroupIndex>,
+    mode: ClockMode,
+    clock: Option<Millis>,
+    last_eval_sec: Option<i64>,
+    deployments: BTreeMap<String, Deployment>,
+    dedup: HashMap<String, Dedup>,
+    transitions: Vec<Transition>,
+    dead: Vec<DeadLetter>,
+    breaches: Vec<BreachRecord>,
+    open_breaches: HashMap<(String, String), usize>,
+    pub stats: EngineStats,
+}
+
+/// Process-wide totals (the metrics read them at scrape time).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EngineStats {
+    pub applied_by_type: [u64; 7],
+    pub invalid_total: u64,
+    pub invalid_by_reason: BTreeMap<&'static str, u64>,
+    pub duplicates: u64,
+    pub held: u64,
+    pub transitions_firing: u64,
+    pub transitions_resolved: u64,
+    pub evaluations: u64,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, mode: ClockMode) -> Self {
+        Engine {
+            groups: Arc::new(GroupIndex::new(&config.groups)),
+            config,
+            mode,
+            clock: None,
+            last_eval_sec: None,
+            deployments: BTreeMap::new(),
+            dedup: HashMap::new(),
+            transitions: Vec::new(),
+            dead: Vec::new(),
+            breaches: Vec::new(),
+            open_breaches: HashMap::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Engine clock (None before the first event in event mode).
+    pub fn now(&self) -> Option<Millis> {
+        self.clock
+    }
+
+    pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
+        self.deployments.values()
+    }
+
+    pub fn deployment(&self, id: &str) -> Option<&Deployment> {
+        self.deployments.get(id)
+    }
+
+    pub fn breaches(&self) -> &[BreachRecord] {
+        &self.breaches
+    }
+
+    pub fn drain_transitions(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.transitions)
+    }
+
+    pub fn drain_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Replaces the configuration; statistics and lifecycles of unchanged conditions stay.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        self.groups = Arc::new(GroupIndex::new(&config.groups));
+        self.config = config;
+        for d in self.deployments.values_mut() {
+            d.set_conditions(&self.config);
+        }
+    }
+
+    /// Parses and applies one message. `receive` is the wall time it arrived.
+    pub fn ingest(&mut self, payload: &[u8], receive: Millis) -> Ingested {
+        match parse_line(payload) {
+            Ok(ev) => self.apply(ev, payload, receive),
+            Err(e) => self.reject(e, payload),
+        }
+    }
+
+    /// Applies an already-parsed message (HTTP JSON arrays).
+    pub fn ingest_parsed(&mut self, parsed: Result<Event, Invalid>, payload: &[u8], receive: Millis) -> Ingested {
+        match parsed {
+            Ok(ev) => self.apply(ev, payload, receive),
+            Err(e) => self.reject(e, payload),
+        }
+    }
+
+    fn reject(&mut self, e: Invalid, payload: &[u8]) -> Ingested {
+        let reason = e.reason;
+        self.stats.invalid_total += 1;
+        *self.stats.invalid_by_reason.entry(reason.as_str()).or_default() += 1;
+        if let Some(id) = &e.deployment_id {
+            let d = self.deployment_mut(id, e.system);
+            d.total.counts[crate::rules::Counter::Invalid.index()] += 1;
+            *d.invalid_by_reason.entry(reason.as_str()).or_default() += 1;
+        }
+        self.dead.push(DeadLetter { reason, detail: e.detail, deployment_id: e.deployment_id, payload: Arc::from(payload) });
+        Ingested::Invalid(reason)
+    }
+
+    fn deployment_mut(&mut self, id: &str, system: Option<crate::event::System>) -> &mut Deployment {
+        let (config, groups) = (&self.config, &self.groups);
+        let d = self.deployments.entry(id.to_string()).or_insert_with(|| Deployment::new(id, system, config, groups.clone()));
+        if d.system.is_none() && system.is_some() {
+            d.system = system;
+            d.set_conditions(config);
+        }
+        d
+    }
+
+    fn apply(&mut self, ev: Event, payload: &[u8], receive: Millis) -> Ingested {
+        let now = match self.mode {
+            ClockMode::Event => self.clock.unwrap_or(ev.ts),
+            ClockMode::Wall => receive,
+        };
+        if ev.ts > now + self.config.raw.engine.max_future.ms() {
+            let e = Invalid {
+                reason: Reason::FutureTimestamp,
+                detail: format!("ts is more than {} ahead of the engine clock", self.config.raw.engine.max_future),
+                deployment_id: Some(ev.deployment_id.clone()),
+                system: Some(ev.system),
+            };
+            return self.reject(e, payload);
+        }
+        let engine_cfg = &self.config.raw.engine;
+        let dedup = self.dedup.entry(ev.deployment_id.clone()).or_default();
+        if dedup.contains(&ev.event_id) {
+            self.stats.duplicates += 1;
+            let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
+            d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
+            return Ingested::Duplicate;
+        }
+        let (horizon, min_ids) = (engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids);
+        let timeout = engine_cfg.adjudication_timeout;
+        // The clock a newly applied event would set (watermark in event mode).
+        let new_clock = match self.mode {
+            ClockMode::Event => Some(self.clock.map_or(ev.ts, |c| c.max(ev.ts))),
+            ClockMode::Wall => Some(receive),
+        };
+        let eval_now = new_clock.unwrap_or(now);
+        let mode = self.mode;
+        let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
+        let outcome = d.apply(&ev, eval_now, timeout);
+        match outcome {
+            Applied::Duplicate => {
+                d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
+                self.stats.duplicates += 1;
+                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(&ev.event_id, now, horizon, min_ids);
+                return Ingested::Duplicate;
+            }
+            Applied::Hold => {
+                let alert_id = match &ev.body {
+                    Body::Adjudication(a) => a.alert_id.clone(),
+                    Body::Outcome(o) => o.alert_id.clone(),
+                    _ => unreachable!("only decisions and outcomes are held"),
+                };
+                d.held_order.push_back((now, alert_id.clone()));
+                d.held.entry(alert_id).or_default().push(Held { event: ev.clone(), held_at: now, raw: Arc::from(payload) });
+                self.stats.held += 1;
+                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(&ev.event_id, now, horizon, min_ids);
+                return Ingested::Held;
+            }
+            Applied::Applied => {}
+        }
+        if mode == ClockMode::Wall {
+            if let Some(emitted) = ev.ts_emitted {
+                d.observe_skew(&ev.source_id, emitted - receive, ev.ts);
+            }
+            d.record_lag(receive - ev.ts, ev.ts, receive);
+        }
+        // An alert releases decisions/outcomes that arrived before it, in arrival order.
+        let mut released = Vec::new();
+        if let Body::Alert(a) = &ev.body
+            && let Some(held) = d.held.remove(&a.alert_id)
+        {
+            for h in held {
+                d.apply(&h.event, eval_now, timeout);
+                released.push(h.event.body.kind());
+            }
+        }
+        for k in released {
+            self.stats.applied_by_type[k.index()] += 1;
+        }
+        self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(&ev.event_id, eval_now, horizon, min_ids);
+        self.stats.applied_by_type[ev.body.kind().index()] += 1;
+        if self.mode == ClockMode::Event {
+            self.clock = new_clock;
+            self.maybe_evaluate();
+        }
+        Ingested::Applied(ev.body.kind())
+    }
+
+    /// Wall mode: advance the clock to `now` and evaluate if a new second began.
+    pub fn tick(&mut self, now: Millis) {
+        if self.mode == ClockMode::Wall {
+            self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
+            self.maybe_evaluate();
+        }
+    }
+
+    fn maybe_evaluate(&mut self) {
+        let Some(now) = self.clock else { return };
+        let sec = now.div_euclid(1000);
+        if self.last_eval_sec.is_some_and(|s| s >= sec) {
+            return;
+        }
+        self.last_eval_sec = Some(sec);
+        self.evaluate_all(now, false);
+    }
+
+    /// End of replay input: held orphans are dead-lettered, then a final evaluation at the
+    /// current clock (which does not move).
+    pub fn finish(&mut self) {
+        let Some(now) = self.clock else { return };
+        self.evaluate_all(now, true);
+    }
+
+    fn evaluate_all(&mut self, now: Millis, end_of_input: bool) {
+        self.stats.evaluations += 1;
+        let hold = self.config.raw.engine.orphan_hold.ms();
+        let ids: Vec<String> = self.deployments.keys().cloned().collect();
+        for id in ids {
+            let d = self.deployments.get_mut(&id).expect("listed");
+            // Orphans past their hold (or all of them at end of input).
+            let mut orphans = Vec::new();
+            while let Some((held_at, _)) = d.held_order.front() {
+                if !end_of_input && now - *held_at <= hold {
+                    break;
+                }
+                let (held_at, alert_id) = d.held_order.pop_front().expect("non-empty");
+                if let Some(list) = d.held.get_mut(&alert_id) {
+                    let (expired, keep): (Vec<Held>, Vec<Held>) =
+                        list.drain(..).partition(|h| end_of_input || h.held_at <= held_at);
+                    *list = keep;
+                    if list.is_empty() {
+                        d.held.remove(&alert_id);
+                    }
+                    orphans.extend(expired);
+                }
+            }
+            for h in orphans {
+                d.total.counts[crate::rules::Counter::Invalid.index()] += 1;
+                *d.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
+                self.stats.invalid_total += 1;
+                *self.stats.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
+                self.dead.push(DeadLetter {
+                    reason: Reason::Orphan,
+                    detail: format!("no alert with this alert_id arrived within {}", self.config.raw.engine.orphan_hold),
+                    deployment_id: Some(id.clone()),
+                    payload: h.raw,
+                });
+            }
+            d.expire_adjudications(now);
+            let mut conditions = std::mem::take(&mut d.conditions);
+            for rt in conditions.iter_mut() {
+                let evals = evaluate(rt, d, now);
+                for e in &evals {
+                    let (cond_id, lifecycle) = match &e.instance {
+                        None => (rt.condition.id.clone(), &mut rt.lifecycle),
+                        Some(src) => (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default()),
+                    };
+                    let Some(kind) = lifecycle.step(e.verdict, now, rt.condition.for_.ms()) else { continue };
+                    let started_at = lifecycle.since.unwrap_or(now);
+                    let t = Transition {
+                        deployment_id: id.clone(),
+                        system: d.system,
+                        condition: cond_id.clone(),
+                        kind: rt.condition.kind.name(),
+                        severity: rt.condition.severity,
+                        state: kind,
+                        at: now,
+                        started_at,
+                        value: e.value,
+                        lower: e.lower,
+                        upper: e.upper,
+                        samples: e.n,
+                        limit: e.limit.clone(),
+                        window: rt.condition.kind.window().map(|w| w.to_string()),
+                        summary: transition_summary(&rt.condition, &cond_id, kind, e),
+                        runbook: rt.condition.runbook.clone(),
+                        notify: rt.condition.notify.clone(),
+                        detail: e.detail.clone(),
+                    };
+                    let key = (id.clone(), cond_id.clone());
+                    match kind {
+                        TransitionKind::Firing => {
+                            self.stats.transitions_firing += 1;
+                            self.open_breaches.insert(key, self.breaches.len());
+                            self.breaches.push(BreachRecord {
+                                deployment_id: id.clone(),
+                                condition: cond_id,
+                                kind: t.kind,
+                                severity: t.severity,
+                                started_at,
+                                fired_at: now,
+                                resolved_at: None,
+                                value: e.value,
+                                limit: e.limit.clone(),
+                                notify: t.notify.clone(),
+                            });
+                        }
+                        TransitionKind::Resolved => {
+                            self.stats.transitions_resolved += 1;
+                            if let Some(i) = self.open_breaches.remove(&key) {
+                                self.breaches[i].resolved_at = Some(now);
+                            }
+                        }
+                    }
+                    self.transitions.push(t);
+                }
+                rt.last = evals;
+            }
+            d.conditions = conditions;
+        }
+    }
+
+    /// Summary of every deployment plus process-wide invalid counts (`replay --summary`).
+    pub fn summary(&self) -> ReplaySummary {
+        ReplaySummary {
+            summary_version: 1,
+            deployments: self.deployments.values().map(|d| DeploymentSummary::of(d, self.clock)).collect(),
+            invalid: InvalidSummary {
+                total: self.stats.invalid_total,
+                by_reason: self.stats.invalid_by_reason.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            },
+            duplicates: self.stats.duplicates,
+            config_hash: self.config.hash.clone(),
+            ddtwatch_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// How many conditions are firing across all deployments.
+    pub fn firing(&self) -> usize {
+        self.deployments
+            .values()
+            .flat_map(|d| d.conditions.iter())
+            .map(|rt| {
+                (rt.lifecycle.state == BreachState::Firing) as usize
+                    + rt.instances.values().filter(|l| l.state == BreachState::Firing).count()
+            })
+            .sum()
+    }
+}
+
+fn transition_summary(c: &crate::rules::Condition, id: &str, kind: TransitionKind, e: &crate::rules::Evaluation) -> String {
+    if let Some(s) = &c.summary {
+        return format!("{s} ({})", kind.as_str());
+    }
+    let value = match e.value {
+        Some(v) => format!("value {v:.6}"),
+        None => "no value".to_string(),
+    };
+    format!("{} {} {} ({value}, limit {})", c.kind.name(), id, kind.as_str(), e.limit)
+}

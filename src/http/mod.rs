@@ -1,0 +1,202 @@
+//! HTTP: `/metrics`, `/healthz`, `/readyz` and the JSON API (INTERFACES.md, HTTP).
+//!
+//! Errors are `{"error": "...", "detail": ...}` with the right status.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::DeploymentSummary;
+use crate::event::{format_ts, parse_value};
+use crate::ingest::{Ingest, Pipeline};
+use crate::rules::BreachState;
+use crate::telemetry::ProcessState;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub registry: Arc<Registry>,
+    pub process: Arc<ProcessState>,
+    /// Bearer token for POST /api/v1/events; None disables the endpoint.
+    pub token: Option<Arc<str>>,
+    pub max_body_bytes: usize,
+    /// Wall clock for received events (injected so tests can fix it).
+    pub clock: fn() -> i64,
+}
+
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/deployments", get(deployments))
+        .route("/api/v1/deployments/{id}", get(deployment))
+        .route("/api/v1/breaches", get(breaches))
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/events", post(post_events))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found", Value::Null) })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: &str, detail: Value) -> Response {
+    (status, Json(json!({"error": msg, "detail": detail}))).into_response()
+}
+
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let mut body = String::new();
+    let (res, ctype) = if openmetrics {
+        (
+            prometheus_client::encoding::text::encode(&mut body, &s.registry),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &s.registry),
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )
+    };
+    match res {
+        Ok(()) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed", Value::Null),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.process.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "not ready", json!("config loading or state restoring"))
+    }
+}
+
+async fn deployments(State(s): State<AppState>) -> Response {
+    let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+    let list: Vec<Value> = engine
+        .deployments()
+        .map(|d| {
+            let sum = DeploymentSummary::of(d, engine.now());
+            let firing: Vec<&str> =
+                sum.conditions.iter().filter(|c| c.state == BreachState::Firing.as_str()).map(|c| c.id.as_str()).collect();
+            json!({
+                "deployment_id": sum.deployment_id,
+                "system": sum.system,
+                "phase": sum.phase,
+                "first_ts": sum.first_ts.map(format_ts),
+                "last_ts": sum.last_ts.map(format_ts),
+                "counters": sum.counters,
+                "firing": firing,
+            })
+        })
+        .collect();
+    Json(json!({"deployments": list, "engine_clock": engine.now().map(format_ts)})).into_response()
+}
+
+async fn deployment(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+    match engine.deployment(&id) {
+        Some(d) => Json(DeploymentSummary::of(d, engine.now())).into_response(),
+        None => error(StatusCode::NOT_FOUND, "unknown deployment", json!(id)),
+    }
+}
+
+#[derive(Deserialize)]
+struct BreachQuery {
+    state: Option<String>,
+    deployment: Option<String>,
+}
+
+async fn breaches(State(s): State<AppState>, Query(q): Query<BreachQuery>) -> Response {
+    let which = q.state.as_deref().unwrap_or("all");
+    if !matches!(which, "firing" | "resolved" | "all") {
+        return error(StatusCode::BAD_REQUEST, "state must be firing, resolved or all", json!(which));
+    }
+    let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+    let list: Vec<_> = engine
+        .breaches()
+        .iter()
+        .filter(|b| q.deployment.as_ref().is_none_or(|d| &b.deployment_id == d))
+        .filter(|b| match which {
+            "firing" => b.resolved_at.is_none(),
+            "resolved" => b.resolved_at.is_some(),
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    Json(json!({"breaches": list})).into_response()
+}
+
+async fn config(State(s): State<AppState>) -> Response {
+    let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+    let c = engine.config();
+    let profiles: serde_json::Map<String, Value> =
+        c.profiles.iter().map(|(k, v)| (k.clone(), serde_json::to_value(&**v).unwrap_or_default())).collect();
+    Json(json!({"config": c.redacted(), "effective_profiles": profiles, "config_hash": c.hash})).into_response()
+}
+
+async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request<Body>) -> Response {
+    let Some(token) = &s.token else {
+        return error(StatusCode::FORBIDDEN, "event ingestion over HTTP is disabled", json!("set http.token_file or http.token_env"));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", Value::Null);
+    }
+    let body = match to_bytes(req.into_body(), s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large", json!({"max_body_bytes": s.max_body_bytes}));
+        }
+    };
+    let receive = (s.clock)();
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let pipeline = s.pipeline.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if first == Some(b'[') {
+            match serde_json::from_slice::<Vec<Value>>(&body) {
+                Ok(items) => {
+                    let msgs = items.into_iter().map(|v| {
+                        let raw = serde_json::to_vec(&v).unwrap_or_default();
+                        Ingest::Parsed(parse_value(v), raw)
+                    });
+                    return Ok(pipeline.ingest(msgs, receive));
+                }
+                Err(e) => return Err(format!("body is not a JSON array of events: {e}")),
+            }
+        }
+        let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+        Ok(pipeline.ingest(lines.map(Ingest::Raw), receive))
+    })
+    .await;
+    match result {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, "malformed body", json!(msg)),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "ingest task failed", Value::Null),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,13 @@
+//! Where events come from and where invalid ones go.
+//!
+//! - [`replay`]: NDJSON from a file or stdin, applied on event time, with progress on stderr.
+//! - [`simulator`]: deterministic scenario streams (`ddtwatch simulate`, `demo`).
+//! - [`dead_letter`]: the sink for events that were not applied, each with its reason.
+
+pub mod dead_letter;
+pub mod pipeline;
+pub mod replay;
+pub mod simulator;
+
+pub use dead_letter::DeadLetterSink;
+pub use pipeline::{BatchResult, Ingest, Pipeline};

@@ -1,0 +1,120 @@
+//! The live pipeline: one shared engine fed by every source (simulator, HTTP, files, Kafka),
+//! with its breach transitions fanned out to receivers and its dead letters written to the sink.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::engine::{Engine, Ingested};
+use crate::ingest::DeadLetterSink;
+use crate::rules::Transition;
+use crate::telemetry::SharedEngine;
+
+/// Outcome counts of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BatchResult {
+    pub accepted: u64,
+    pub held: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// The first few rejections: (1-based line, reason, detail).
+    pub errors: Vec<LineError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LineError {
+    pub line: usize,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+const MAX_REPORTED_ERRORS: usize = 10;
+
+#[derive(Clone)]
+pub struct Pipeline {
+    pub engine: SharedEngine,
+    transitions: broadcast::Sender<Transition>,
+    dead: Arc<Mutex<DeadLetterSink>>,
+}
+
+impl Pipeline {
+    pub fn new(engine: Engine, dead: DeadLetterSink) -> Self {
+        // Receivers that fall 4096 transitions behind see a Lagged error (logged); the durable
+        // outbox replaces this channel as the source of truth for notifications.
+        let (tx, _) = broadcast::channel(4096);
+        Pipeline { engine: Arc::new(Mutex::new(engine)), transitions: tx, dead: Arc::new(Mutex::new(dead)) }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.transitions.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies messages (each one event) received at wall time `receive`.
+    pub fn ingest<'a>(&self, messages: impl IntoIterator<Item = Ingest<'a>>, receive: i64) -> BatchResult {
+        let mut r = BatchResult::default();
+        let mut engine = self.lock();
+        for (i, m) in messages.into_iter().enumerate() {
+            let res = match m {
+                Ingest::Raw(bytes) => engine.ingest(bytes, receive),
+                Ingest::Parsed(parsed, raw) => engine.ingest_parsed(parsed, &raw, receive),
+            };
+            match res {
+                Ingested::Applied(_) => r.accepted += 1,
+                Ingested::Held => r.held += 1,
+                Ingested::Duplicate => r.duplicates += 1,
+                Ingested::Invalid(_) => r.rejected += 1,
+            }
+            for d in engine.drain_dead_letters() {
+                if r.errors.len() < MAX_REPORTED_ERRORS {
+                    r.errors.push(LineError { line: i + 1, reason: d.reason.as_str(), detail: d.detail.clone() });
+                }
+                self.dead_letter(&d);
+            }
+        }
+        self.flush(&mut engine);
+        r
+    }
+
+    /// Advances the wall clock (wall mode) and forwards what the evaluation produced.
+    pub fn tick(&self, now: i64) {
+        let mut engine = self.lock();
+        engine.tick(now);
+        self.flush(&mut engine);
+    }
+
+    /// End of a finite input (simulator/file): orphans dead-lettered, final evaluation.
+    pub fn finish(&self) {
+        let mut engine = self.lock();
+        engine.finish();
+        self.flush(&mut engine);
+    }
+
+    fn dead_letter(&self, d: &crate::engine::DeadLetter) {
+        let mut sink = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = sink.send(d) {
+            tracing::error!(error = %e, reason = d.reason.as_str(), "dead-letter sink failed");
+        }
+    }
+
+    fn flush(&self, engine: &mut Engine) {
+        for d in engine.drain_dead_letters() {
+            self.dead_letter(&d);
+        }
+        let _ = self.dead.lock().map(|mut s| s.flush());
+        for t in engine.drain_transitions() {
+            // No subscriber is not an error (e.g. before receivers start).
+            let _ = self.transitions.send(t);
+        }
+    }
+}
+
+/// One message for [`Pipeline::ingest`].
+pub enum Ingest<'a> {
+    Raw(&'a [u8]),
+    /// Already parsed (an element of a JSON array body) with its serialised form.
+    Parsed(Result<crate::event::Event, crate::event::Invalid>, Vec<u8>),
+}

@@ -1,0 +1,29 @@
+//! ddtwatch — a live-monitoring sidecar for police data-driven technologies (live facial
+//! recognition, ANPR).
+//!
+//! The pipeline, by module:
+//! - [`event`]: the event contract (schema_version 1): typed events, validation with reasons.
+//! - [`ingest`]: where events come from (file/stdin replay, HTTP, the simulator) and where
+//!   invalid ones go (dead letters).
+//! - [`engine`]: per-deployment state, the alert ↔ decision ↔ outcome join, counters, windows,
+//!   the engine clock, evaluation once per second of engine time.
+//! - [`stats`]: pure statistics (intervals, Fisher exact, PSI/KS/Page-Hinkley).
+//! - [`rules`]: the condition model, evaluation formulas and the breach lifecycle.
+//! - [`notify`]: where breach transitions go (receivers).
+//! - [`telemetry`]: every metric name and the logging setup.
+//! - [`http`]: `/metrics`, health, the API.
+//! - [`config`]: YAML model, loading, validation, embedded defaults.
+//! - [`cli`]: the `ddtwatch` commands.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod http;
+pub mod ingest;
+pub mod notify;
+pub mod rules;
+pub mod stats;
+pub mod telemetry;

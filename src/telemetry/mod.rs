@@ -1,0 +1,372 @@
+//! Every metric name ddtwatch exposes, and the logging setup.
+//!
+//! Metrics are read from the engine at scrape time by one [`prometheus_client`] collector, so
+//! the numbers on `/metrics` are the numbers in the API and the summaries: there is no second
+//! bookkeeping to drift apart. Labels come only from bounded sets (deployment and condition ids
+//! validated by charset, allow-listed groups, fixed enums); never tokens, plates, alert ids or
+//! free text.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::engine::{Engine, tally::SUBJ_ALERTS, tally::SUBJ_FALSE_ALERTS};
+use crate::event::{EventType, Reason};
+use crate::rules::{Counter, Kind};
+use crate::stats::wilson;
+
+/// All metric names (without the `_total` suffix prometheus-client adds to counters).
+pub mod names {
+    pub const BUILD_INFO: &str = "ddtwatch_build_info";
+    pub const EVENTS: &str = "ddtwatch_events";
+    pub const INVALID_EVENTS: &str = "ddtwatch_invalid_events";
+    pub const DUPLICATE_EVENTS: &str = "ddtwatch_duplicate_events";
+    pub const HELD_EVENTS: &str = "ddtwatch_held_events";
+    pub const ENGINE_CLOCK: &str = "ddtwatch_engine_clock_seconds";
+    pub const EVALUATIONS: &str = "ddtwatch_evaluations";
+    pub const DEPLOYMENTS: &str = "ddtwatch_deployments";
+    pub const DEPLOYMENT_INFO: &str = "ddtwatch_deployment_info";
+    pub const DETECTIONS: &str = "ddtwatch_detections";
+    pub const FUNNEL: &str = "ddtwatch_funnel";
+    pub const DEPLOYMENT_INVALID: &str = "ddtwatch_deployment_invalid_events";
+    pub const RATE: &str = "ddtwatch_rate";
+    pub const GROUP_ALERTS: &str = "ddtwatch_group_alerts";
+    pub const GROUP_FALSE_ALERTS: &str = "ddtwatch_group_false_alerts";
+    pub const GROUP_FALSE_ALERT_RATE: &str = "ddtwatch_group_false_alert_rate";
+    pub const CONDITION_STATE: &str = "ddtwatch_condition_state";
+    pub const CONDITION_VALUE: &str = "ddtwatch_condition_value";
+    pub const CONDITION_LIMIT: &str = "ddtwatch_condition_limit";
+    pub const CONDITION_SAMPLES: &str = "ddtwatch_condition_samples";
+    pub const DISPARITY_RATIO: &str = "ddtwatch_disparity_ratio";
+    pub const DISPARITY_P_VALUE: &str = "ddtwatch_disparity_p_value";
+    pub const DRIFT_STATISTIC: &str = "ddtwatch_drift_statistic";
+    pub const QUANTILE_SECONDS: &str = "ddtwatch_quantile_seconds";
+    pub const BREACHES: &str = "ddtwatch_breaches";
+    pub const TRANSITIONS: &str = "ddtwatch_transitions";
+    pub const CONDITIONS_FIRING: &str = "ddtwatch_conditions_firing";
+    pub const READY: &str = "ddtwatch_ready";
+
+    /// Every exposed sample name (counters with `_total`), for dashboard/rule checks.
+    pub const ALL_SAMPLES: &[&str] = &[
+        "ddtwatch_build_info",
+        "ddtwatch_events_total",
+        "ddtwatch_invalid_events_total",
+        "ddtwatch_duplicate_events_total",
+        "ddtwatch_held_events_total",
+        "ddtwatch_engine_clock_seconds",
+        "ddtwatch_evaluations_total",
+        "ddtwatch_deployments",
+        "ddtwatch_deployment_info",
+        "ddtwatch_detections_total",
+        "ddtwatch_funnel",
+        "ddtwatch_deployment_invalid_events_total",
+        "ddtwatch_rate",
+        "ddtwatch_group_alerts",
+        "ddtwatch_group_false_alerts",
+        "ddtwatch_group_false_alert_rate",
+        "ddtwatch_condition_state",
+        "ddtwatch_condition_value",
+        "ddtwatch_condition_limit",
+        "ddtwatch_condition_samples",
+        "ddtwatch_disparity_ratio",
+        "ddtwatch_disparity_p_value",
+        "ddtwatch_drift_statistic",
+        "ddtwatch_quantile_seconds",
+        "ddtwatch_breaches_total",
+        "ddtwatch_transitions_total",
+        "ddtwatch_conditions_firing",
+        "ddtwatch_ready",
+    ];
+}
+
+/// The engine shared between the ingest loop, HTTP handlers and the metrics collector.
+pub type SharedEngine = Arc<Mutex<Engine>>;
+
+/// Process state the collector reports besides the engine.
+#[derive(Debug, Default)]
+pub struct ProcessState {
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+/// Reads the engine at scrape time.
+#[derive(Debug)]
+pub struct EngineCollector {
+    engine: SharedEngine,
+    process: Arc<ProcessState>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("clock", &self.now()).finish_non_exhaustive()
+    }
+}
+
+/// Builds the registry with the engine collector.
+pub fn registry(engine: SharedEngine, process: Arc<ProcessState>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(EngineCollector { engine, process }));
+    r
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Collects samples of one metric family, then writes them.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    ty: MetricType,
+    samples: Vec<(Labels, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str, ty: MetricType) -> Self {
+        Family { name, help, ty, samples: Vec::new() }
+    }
+
+    fn add(&mut self, labels: Labels, v: f64) {
+        if v.is_finite() {
+            self.samples.push((labels, v));
+        }
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut me: MetricEncoder<'_> = enc.encode_descriptor(self.name, self.help, None, self.ty)?;
+        for (labels, v) in &self.samples {
+            let mut fam = me.encode_family(labels)?;
+            match self.ty {
+                MetricType::Counter => fam.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(v, None)?,
+                _ => fam.encode_gauge(v)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn l(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use names::*;
+        let engine = match self.engine.lock() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let g = MetricType::Gauge;
+        let c = MetricType::Counter;
+        let mut fams: Vec<Family> = Vec::new();
+
+        let mut f = Family::new(BUILD_INFO, "Build information", g);
+        f.add(l(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+        fams.push(f);
+        let mut f = Family::new(READY, "1 once config is loaded and state restored", g);
+        f.add(vec![], self.process.ready.load(std::sync::atomic::Ordering::Relaxed) as u8 as f64);
+        fams.push(f);
+
+        let s = &engine.stats;
+        let mut f = Family::new(EVENTS, "Events applied, by type", c);
+        for t in EventType::ALL {
+            f.add(l(&[("type", t.as_str())]), s.applied_by_type[t.index()] as f64);
+        }
+        fams.push(f);
+        let mut f = Family::new(INVALID_EVENTS, "Events dead-lettered, by reason", c);
+        for r in Reason::ALL {
+            f.add(l(&[("reason", r.as_str())]), *s.invalid_by_reason.get(r.as_str()).unwrap_or(&0) as f64);
+        }
+        fams.push(f);
+        let mut f = Family::new(DUPLICATE_EVENTS, "Re-delivered events ignored (event_id or alert_id seen)", c);
+        f.add(vec![], s.duplicates as f64);
+        fams.push(f);
+        let mut f = Family::new(HELD_EVENTS, "Decisions/outcomes held until their alert arrived", c);
+        f.add(vec![], s.held as f64);
+        fams.push(f);
+        let mut f = Family::new(EVALUATIONS, "Condition evaluation rounds", c);
+        f.add(vec![], s.evaluations as f64);
+        fams.push(f);
+        let mut f = Family::new(TRANSITIONS, "Breach transitions, by state", c);
+        f.add(l(&[("state", "firing")]), s.transitions_firing as f64);
+        f.add(l(&[("state", "resolved")]), s.transitions_resolved as f64);
+        fams.push(f);
+        let mut f = Family::new(ENGINE_CLOCK, "Engine clock (event-time watermark or wall time), Unix seconds", g);
+        if let Some(now) = engine.now() {
+            f.add(vec![], now as f64 / 1000.0);
+        }
+        fams.push(f);
+        let mut f = Family::new(CONDITIONS_FIRING, "Conditions currently firing across deployments", g);
+        f.add(vec![], engine.firing() as f64);
+        fams.push(f);
+
+        let mut deployments = Family::new(DEPLOYMENTS, "Deployments by phase", g);
+        let mut info = Family::new(DEPLOYMENT_INFO, "One per deployment, with its system and phase", g);
+        let mut detections = Family::new(DETECTIONS, "Faces processed (LFR) or plates read (ANPR)", c);
+        let mut funnel = Family::new(FUNNEL, "Funnel counters (current values; derived ones can decrease)", g);
+        let mut dep_invalid = Family::new(DEPLOYMENT_INVALID, "Invalid events naming this deployment", c);
+        let mut rates = Family::new(RATE, "Headline rates with Wilson 95% bounds", g);
+        let mut galerts = Family::new(GROUP_ALERTS, "Alerts by the list entry's recorded group", g);
+        let mut gfalse = Family::new(GROUP_FALSE_ALERTS, "False alerts by the list entry's recorded group", g);
+        let mut grate = Family::new(GROUP_FALSE_ALERT_RATE, "False alerts per alert by group, Wilson 95% bounds", g);
+        let mut state = Family::new(CONDITION_STATE, "Condition state: 0 ok, 1 pending, 2 firing, -1 insufficient data", g);
+        let mut value = Family::new(CONDITION_VALUE, "Condition value with interval bounds where it has one", g);
+        let mut limit = Family::new(CONDITION_LIMIT, "Configured limits of conditions", g);
+        let mut samples = Family::new(CONDITION_SAMPLES, "Samples behind a condition's value", g);
+        let mut ratio = Family::new(DISPARITY_RATIO, "Disparity ratios (max/min, max/geometric mean)", g);
+        let mut pval = Family::new(DISPARITY_P_VALUE, "Two-sided Fisher exact p-value, top group vs the rest", g);
+        let mut drift = Family::new(DRIFT_STATISTIC, "Drift statistics (psi, ks_d, ks_critical, page_hinkley)", g);
+        let mut quant = Family::new(QUANTILE_SECONDS, "Latency/lag quantiles of quantile conditions, seconds", g);
+        let mut breaches = Family::new(BREACHES, "Times each condition fired", c);
+        let mut by_phase = std::collections::BTreeMap::<&str, u64>::new();
+        for d in engine.deployments() {
+            let dep = d.id.as_str();
+            let sys = d.system.map(|s| s.as_str()).unwrap_or("unknown");
+            let phase = d.phase.map(|p| p.as_str()).unwrap_or("unknown");
+            *by_phase.entry(phase).or_default() += 1;
+            info.add(l(&[("deployment", dep), ("system", sys), ("phase", phase)]), 1.0);
+            detections.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Detections) as f64);
+            dep_invalid.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Invalid) as f64);
+            for k in Counter::ALL {
+                funnel.add(l(&[("deployment", dep), ("system", sys), ("stage", k.as_str())]), d.count(k) as f64);
+            }
+            for (name, x, n) in [
+                ("false_alerts_per_detection", Counter::FalseAlerts, Counter::Detections),
+                ("false_alerts_per_alert", Counter::FalseAlerts, Counter::Alerts),
+                ("override_rate", Counter::Dismissed, Counter::Adjudicated),
+                ("false_alert_engagement", Counter::FalseEngaged, Counter::FalseAlerts),
+            ] {
+                let (x, n) = (d.count(x), d.count(n));
+                if n > 0 {
+                    let i = wilson(x.min(n), n, 0.95);
+                    for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
+                        rates.add(l(&[("deployment", dep), ("system", sys), ("rate", name), ("bound", b)]), v);
+                    }
+                }
+            }
+            for (a, (attr, _)) in d.groups.attributes.iter().enumerate() {
+                for (slot, group) in d.groups.slots(a) {
+                    let cell = d.total.subject[slot];
+                    let (x, n) = (cell[SUBJ_FALSE_ALERTS].max(0) as u64, cell[SUBJ_ALERTS].max(0) as u64);
+                    let labels = l(&[("deployment", dep), ("system", sys), ("attribute", attr), ("group", group)]);
+                    galerts.add(labels.clone(), n as f64);
+                    gfalse.add(labels.clone(), x as f64);
+                    if n > 0 {
+                        let i = wilson(x.min(n), n, 0.95);
+                        for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
+                            let mut lb = labels.clone();
+                            lb.push(("bound", b.to_string()));
+                            grate.add(lb, v);
+                        }
+                    }
+                }
+            }
+            for rt in &d.conditions {
+                let cond = &rt.condition;
+                let mut entries: Vec<(String, &crate::rules::Lifecycle, Option<&crate::rules::Evaluation>)> = Vec::new();
+                if rt.instances.is_empty() {
+                    entries.push((cond.id.clone(), &rt.lifecycle, rt.last.first()));
+                } else {
+                    for (src, lc) in &rt.instances {
+                        let e = rt.last.iter().find(|e| e.instance.as_deref() == Some(src));
+                        entries.push((format!("{}/{src}", cond.id), lc, e));
+                    }
+                }
+                for (id, lc, e) in entries {
+                    let base = l(&[
+                        ("deployment", dep),
+                        ("system", sys),
+                        ("condition", &id),
+                        ("kind", cond.kind.name()),
+                        ("severity", cond.severity.as_str()),
+                    ]);
+                    state.add(base.clone(), lc.state.gauge() as f64);
+                    breaches.add(base.clone(), lc.times_fired as f64);
+                    let short = l(&[("deployment", dep), ("condition", &id)]);
+                    let Some(e) = e else { continue };
+                    for (b, v) in [("estimate", e.value), ("lower", e.lower), ("upper", e.upper)] {
+                        if let Some(v) = v {
+                            let mut lb = short.clone();
+                            lb.push(("bound", b.into()));
+                            value.add(lb, v);
+                        }
+                    }
+                    if let Some(n) = e.n {
+                        samples.add(short.clone(), n as f64);
+                    }
+                    if let Some(obj) = e.limit.as_object() {
+                        for (k, v) in obj {
+                            if let (Some(v), Some(k)) = (v.as_f64(), LIMIT_KEYS.iter().find(|x| **x == k)) {
+                                let mut lb = short.clone();
+                                lb.push(("limit", (*k).into()));
+                                limit.add(lb, v);
+                            }
+                        }
+                    }
+                    match &cond.kind {
+                        Kind::Disparity(spec) => {
+                            for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
+                                if let Some(v) = e.detail.get(key).and_then(|v| v.as_f64()) {
+                                    let mut lb = short.clone();
+                                    lb.push(("attribute", spec.attribute.clone()));
+                                    lb.push(("ratio", r.into()));
+                                    ratio.add(lb, v);
+                                }
+                            }
+                            if let Some(p) = e.detail.get("p_value").and_then(|v| v.as_f64()) {
+                                let mut lb = short.clone();
+                                lb.push(("attribute", spec.attribute.clone()));
+                                pval.add(lb, p);
+                            }
+                        }
+                        Kind::Drift(_) => {
+                            for (key, stat) in
+                                [("psi", "psi"), ("ks_d", "ks_d"), ("critical", "ks_critical"), ("statistic", "page_hinkley")]
+                            {
+                                if let Some(v) = e.detail.get(key).and_then(|v| v.as_f64()) {
+                                    let mut lb = short.clone();
+                                    lb.push(("statistic", stat.into()));
+                                    drift.add(lb, v);
+                                }
+                            }
+                        }
+                        Kind::Quantile(q) => {
+                            if let Some(v) = e.value {
+                                let mut lb = short.clone();
+                                lb.push(("quantile", format!("{}", q.q)));
+                                quant.add(lb, v);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for phase in ["authorised", "started", "stopped", "unknown"] {
+            deployments.add(l(&[("phase", phase)]), *by_phase.get(phase).unwrap_or(&0) as f64);
+        }
+        fams.extend([
+            deployments, info, detections, funnel, dep_invalid, rates, galerts, gfalse, grate, state, value, limit,
+            samples, ratio, pval, drift, quant, breaches,
+        ]);
+        for f in &fams {
+            f.encode(&mut enc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Limit keys exported as `ddtwatch_condition_limit{limit=...}` (a bounded set).
+const LIMIT_KEYS: &[&str] =
+    &["min", "max", "max_ratio", "alpha", "min_per_group", "max_gap", "within", "lambda", "delta", "hold", "critical"];
+
+/// Logging: JSON lines for `run`, human-readable for `demo` and the other commands.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DDTWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+#[allow(dead_code)]
+fn _assert_encode_metric<T: EncodeMetric>() {}
