@@ -1,0 +1,63 @@
+//! Configuration errors are user messages with the key path and a "did you mean" hint;
+//! `check-config` exits 2 on them and prints the effective conditions otherwise.
+
+mod common;
+
+use std::process::Command;
+
+fn check(path: &str) -> (Option<i32>, String) {
+    let out = Command::new(common::bin()).arg("check-config").arg(common::repo().join(path)).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn shipped_config_is_valid_and_shows_effective_conditions() {
+    let (code, out) = check("config/ddtwatch.yaml");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("threshold_floor"));
+    assert!(out.contains("misread_share"));
+    assert!(out.contains("deployment lfr-stratford-0425"));
+    // The override is in effect for that deployment.
+    let dep = out.split("deployment lfr-stratford-0425:").nth(1).unwrap();
+    assert!(dep.contains("0.0005"), "{dep}");
+}
+
+#[test]
+fn misspelled_condition_key() {
+    let (code, out) = check("tests/fixtures/misspelled_key.yaml");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("profiles.custom.conditions[0].denominatr: unknown key for kind `rate` (did you mean \"denominator\"?)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn misspelled_top_level_key() {
+    let (code, out) = check("tests/fixtures/misspelled_top_level.yaml");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("unknown key `recievers` (did you mean \"receivers\"?)"), "{out}");
+}
+
+#[test]
+fn all_value_errors_reported_at_once() {
+    let (code, out) = check("tests/fixtures/bad_values.yaml");
+    assert_eq!(code, Some(2), "{out}");
+    for needle in [
+        "http.listen: `not-an-address` is not host:port",
+        "profiles.p.conditions[0].denominator: `detectons` is not a counter (did you mean \"detections\"?)",
+        "no receiver `opps` (did you mean \"ops\"?)",
+        "`religion` has no allow-list under `groups`",
+        "profiles.p.conditions[3].max_gap",
+        "receivers.ops.secret_file: a webhook needs secret_file or secret_env",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let (code, out) = check("tests/fixtures/does-not-exist.yaml");
+    assert_eq!(code, Some(2));
+    assert!(out.contains("does-not-exist.yaml"), "{out}");
+}
