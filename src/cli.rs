@@ -134,7 +134,15 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 fn describe_condition(c: &crate::rules::Condition) -> String {
     let params = serde_json::to_value(&c.kind).unwrap_or_default();
-    format!("{:<28} {:<9} {:<8} for {:<5} notify {:?} {}", c.id, c.kind.name(), c.severity.as_str(), c.for_, c.notify, params)
+    format!(
+        "{:<28} {:<9} {:<8} for {:<5} notify {:?} {}",
+        c.id,
+        c.kind.name(),
+        c.severity.as_str(),
+        c.for_,
+        c.notify,
+        params
+    )
 }
 
 fn simulate(scenario: Option<&str>, events: usize, seed: u64, list: bool) -> anyhow::Result<ExitCode> {
@@ -281,7 +289,9 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         };
         process.ready.store(true, Ordering::Relaxed);
         println!("ddtwatch demo: serving http://{addr}/metrics and http://{addr}/api/v1/deployments");
-        println!("simulating: an LFR deployment whose threshold is lowered, one with a silent camera, an ANPR deployment");
+        println!(
+            "simulating: an LFR deployment whose threshold is lowered, one with a silent camera, an ANPR deployment"
+        );
         println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
         spawn_log_receiver(&pipeline, true);
         let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
@@ -333,7 +343,13 @@ async fn summary_lines(pipeline: Pipeline) {
         tick.tick().await;
         let (now, deployments, applied, invalid, firing) = {
             let e = pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
-            (e.now(), e.deployments().count(), e.stats.applied_by_type.iter().sum::<u64>(), e.stats.invalid_total, e.firing())
+            (
+                e.now(),
+                e.deployments().count(),
+                e.stats.applied_by_type.iter().sum::<u64>(),
+                e.stats.invalid_total,
+                e.firing(),
+            )
         };
         println!(
             "-- engine clock {} | {deployments} deployments | {applied} events applied | {invalid} invalid | {firing} conditions firing",

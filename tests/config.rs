@@ -27,7 +27,9 @@ fn misspelled_condition_key() {
     let (code, out) = check("tests/fixtures/misspelled_key.yaml");
     assert_eq!(code, Some(2), "{out}");
     assert!(
-        out.contains("profiles.custom.conditions[0].denominatr: unknown key for kind `rate` (did you mean \"denominator\"?)"),
+        out.contains(
+            "profiles.custom.conditions[0].denominatr: unknown key for kind `rate` (did you mean \"denominator\"?)"
+        ),
         "{out}"
     );
 }

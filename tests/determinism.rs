@@ -28,7 +28,10 @@ fn same_input_same_bytes() {
         .unwrap();
     assert!(sim.status.success());
     // Two deployments interleaved, so map iteration order would show up if it leaked.
-    let other = Command::new(common::bin()).args(["simulate", "--scenario", "anpr_steady", "--events", "30000"]).output().unwrap();
+    let other = Command::new(common::bin())
+        .args(["simulate", "--scenario", "anpr_steady", "--events", "30000"])
+        .output()
+        .unwrap();
     let mut data = sim.stdout.clone();
     data.extend_from_slice(&other.stdout);
     std::fs::write(&input, &data).unwrap();

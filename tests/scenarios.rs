@@ -54,7 +54,7 @@ fn threshold_lowered_through_the_cli() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.json");
-    let sim = Command::new(common::bin())
+    let mut sim = Command::new(common::bin())
         .args(["simulate", "--scenario", "threshold_lowered", "--events", "200000"])
         .stdout(Stdio::piped())
         .spawn()
@@ -64,9 +64,10 @@ fn threshold_lowered_through_the_cli() {
         .arg(common::repo().join("config/ddtwatch.yaml"))
         .arg("--summary")
         .arg(&out)
-        .stdin(sim.stdout.unwrap())
+        .stdin(sim.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(sim.wait().unwrap().success());
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     let stdout = String::from_utf8(replay.stdout).unwrap();
     let fired: BTreeSet<String> = stdout

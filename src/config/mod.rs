@@ -573,7 +573,8 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
                 continue;
             };
             let Some(target) = maps.iter_mut().find(|m| m.get("id").and_then(Value::as_str) == Some(oid)) else {
-                let ids: Vec<&str> = base.conditions.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
+                let ids: Vec<&str> =
+                    base.conditions.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
                 errors.push(ConfigError::new(
                     format!("{opath}.id"),
                     format!("profile `{profile}` has no condition `{oid}`{}", suggest(oid, &ids)),
@@ -609,7 +610,10 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
         {
             errors.push(ConfigError::new(
                 format!("profiles.{name}.conditions[id={}].attribute", c.id),
-                format!("`{}` has no allow-list under `groups` (attributes without one are not tabulated)", d.attribute),
+                format!(
+                    "`{}` has no allow-list under `groups` (attributes without one are not tabulated)",
+                    d.attribute
+                ),
             ));
         }
     }

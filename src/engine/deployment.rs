@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Dur};
 use crate::event::{
-    Adjudication, Alert, Authorisation, Body, Decision, Deletion, Detection, Event, EventType, Groups, Millis,
-    Outcome, OutcomeResult, Phase, Status, System,
+    Adjudication, Alert, Authorisation, Body, Decision, Deletion, Detection, Event, EventType, Groups, Millis, Outcome,
+    OutcomeResult, Phase, Status, System,
 };
 use crate::rules::{Condition, Counter, DriftValue, Evaluation, Kind, Lifecycle, QuantileValue, Window};
 

@@ -231,13 +231,21 @@ impl Engine {
             d.total.counts[crate::rules::Counter::Invalid.index()] += 1;
             *d.invalid_by_reason.entry(reason.as_str()).or_default() += 1;
         }
-        self.dead.push(DeadLetter { reason, detail: e.detail, deployment_id: e.deployment_id, payload: Arc::from(payload) });
+        self.dead.push(DeadLetter {
+            reason,
+            detail: e.detail,
+            deployment_id: e.deployment_id,
+            payload: Arc::from(payload),
+        });
         Ingested::Invalid(reason)
     }
 
     fn deployment_mut(&mut self, id: &str, system: Option<crate::event::System>) -> &mut Deployment {
         let (config, groups) = (&self.config, &self.groups);
-        let d = self.deployments.entry(id.to_string()).or_insert_with(|| Deployment::new(id, system, config, groups.clone()));
+        let d = self
+            .deployments
+            .entry(id.to_string())
+            .or_insert_with(|| Deployment::new(id, system, config, groups.clone()));
         if d.system.is_none() && system.is_some() {
             d.system = system;
             d.set_conditions(config);
@@ -282,7 +290,12 @@ impl Engine {
             Applied::Duplicate => {
                 d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
                 self.stats.duplicates += 1;
-                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(&ev.event_id, now, horizon, min_ids);
+                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(
+                    &ev.event_id,
+                    now,
+                    horizon,
+                    min_ids,
+                );
                 return Ingested::Duplicate;
             }
             Applied::Hold => {
@@ -292,9 +305,18 @@ impl Engine {
                     _ => unreachable!("only decisions and outcomes are held"),
                 };
                 d.held_order.push_back((now, alert_id.clone()));
-                d.held.entry(alert_id).or_default().push(Held { event: ev.clone(), held_at: now, raw: Arc::from(payload) });
+                d.held.entry(alert_id).or_default().push(Held {
+                    event: ev.clone(),
+                    held_at: now,
+                    raw: Arc::from(payload),
+                });
                 self.stats.held += 1;
-                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(&ev.event_id, now, horizon, min_ids);
+                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(
+                    &ev.event_id,
+                    now,
+                    horizon,
+                    min_ids,
+                );
                 return Ingested::Held;
             }
             Applied::Applied => {}
@@ -382,7 +404,10 @@ impl Engine {
                 *self.stats.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
                 self.dead.push(DeadLetter {
                     reason: Reason::Orphan,
-                    detail: format!("no alert with this alert_id arrived within {}", self.config.raw.engine.orphan_hold),
+                    detail: format!(
+                        "no alert with this alert_id arrived within {}",
+                        self.config.raw.engine.orphan_hold
+                    ),
                     deployment_id: Some(id.clone()),
                     payload: h.raw,
                 });
@@ -394,7 +419,9 @@ impl Engine {
                 for e in &evals {
                     let (cond_id, lifecycle) = match &e.instance {
                         None => (rt.condition.id.clone(), &mut rt.lifecycle),
-                        Some(src) => (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default()),
+                        Some(src) => {
+                            (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default())
+                        }
                     };
                     let Some(kind) = lifecycle.step(e.verdict, now, rt.condition.for_.ms()) else { continue };
                     let started_at = lifecycle.since.unwrap_or(now);
@@ -479,7 +506,12 @@ impl Engine {
     }
 }
 
-fn transition_summary(c: &crate::rules::Condition, id: &str, kind: TransitionKind, e: &crate::rules::Evaluation) -> String {
+fn transition_summary(
+    c: &crate::rules::Condition,
+    id: &str,
+    kind: TransitionKind,
+    e: &crate::rules::Evaluation,
+) -> String {
     if let Some(s) = &c.summary {
         return format!("{s} ({})", kind.as_str());
     }

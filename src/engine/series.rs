@@ -47,9 +47,12 @@ impl DriftState {
         };
         let window = match spec.window {
             Window::Last(n) => DriftWindow::Last { cap: n as usize, ring: VecDeque::new(), hist: template.clone() },
-            Window::Duration(d) => {
-                DriftWindow::Duration { width: d.ms(), bucket: (d.ms() / 60).max(1), buckets: BTreeMap::new(), template }
-            }
+            Window::Duration(d) => DriftWindow::Duration {
+                width: d.ms(),
+                bucket: (d.ms() / 60).max(1),
+                buckets: BTreeMap::new(),
+                template,
+            },
             Window::Deployment => DriftWindow::Last { cap: usize::MAX, ring: VecDeque::new(), hist: template },
         };
         let (delta, lambda) = match &spec.method {

@@ -79,7 +79,12 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(groups: usize) -> Self {
-        Tally { counts: [0; N_COUNTERS], subject: vec![[0; 4]; groups], engaged: vec![[0; 2]; groups], exposure: vec![0; groups] }
+        Tally {
+            counts: [0; N_COUNTERS],
+            subject: vec![[0; 4]; groups],
+            engaged: vec![[0; 2]; groups],
+            exposure: vec![0; groups],
+        }
     }
 
     pub fn get(&self, c: Counter) -> u64 {

@@ -25,8 +25,7 @@ pub fn parse_line(line: &[u8]) -> R<Event> {
             format!("{} bytes exceeds the {} byte limit", line.len(), MAX_EVENT_BYTES),
         ));
     }
-    let value: Value = serde_json::from_slice(line)
-        .map_err(|e| Invalid::new(Reason::MalformedJson, format!("{e}")))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| Invalid::new(Reason::MalformedJson, format!("{e}")))?;
     parse_value(value)
 }
 
@@ -145,9 +144,7 @@ fn ident(obj: &Obj, field: &str, max: usize) -> R<String> {
 fn timestamp(obj: &Obj, field: &str) -> R<Option<Millis>> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            parse_ts(s).map(Some).ok_or_else(|| range(field, "must be RFC 3339 with an offset"))
-        }
+        Some(Value::String(s)) => parse_ts(s).map(Some).ok_or_else(|| range(field, "must be RFC 3339 with an offset")),
         Some(_) => Err(wrong(field, "an RFC 3339 string")),
     }
 }

@@ -34,10 +34,7 @@ pub struct AppState {
 }
 
 pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -95,8 +92,12 @@ async fn deployments(State(s): State<AppState>) -> Response {
         .deployments()
         .map(|d| {
             let sum = DeploymentSummary::of(d, engine.now());
-            let firing: Vec<&str> =
-                sum.conditions.iter().filter(|c| c.state == BreachState::Firing.as_str()).map(|c| c.id.as_str()).collect();
+            let firing: Vec<&str> = sum
+                .conditions
+                .iter()
+                .filter(|c| c.state == BreachState::Firing.as_str())
+                .map(|c| c.id.as_str())
+                .collect();
             json!({
                 "deployment_id": sum.deployment_id,
                 "system": sum.system,
@@ -155,12 +156,14 @@ async fn config(State(s): State<AppState>) -> Response {
 
 async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request<Body>) -> Response {
     let Some(token) = &s.token else {
-        return error(StatusCode::FORBIDDEN, "event ingestion over HTTP is disabled", json!("set http.token_file or http.token_env"));
+        return error(
+            StatusCode::FORBIDDEN,
+            "event ingestion over HTTP is disabled",
+            json!("set http.token_file or http.token_env"),
+        );
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", Value::Null);
     }
@@ -179,7 +182,7 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request
                 Ok(items) => {
                     let msgs = items.into_iter().map(|v| {
                         let raw = serde_json::to_vec(&v).unwrap_or_default();
-                        Ingest::Parsed(parse_value(v), raw)
+                        Ingest::Parsed(Box::new(parse_value(v)), raw)
                     });
                     return Ok(pipeline.ingest(msgs, receive));
                 }

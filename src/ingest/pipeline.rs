@@ -60,7 +60,7 @@ impl Pipeline {
         for (i, m) in messages.into_iter().enumerate() {
             let res = match m {
                 Ingest::Raw(bytes) => engine.ingest(bytes, receive),
-                Ingest::Parsed(parsed, raw) => engine.ingest_parsed(parsed, &raw, receive),
+                Ingest::Parsed(parsed, raw) => engine.ingest_parsed(*parsed, &raw, receive),
             };
             match res {
                 Ingested::Applied(_) => r.accepted += 1,
@@ -116,5 +116,5 @@ impl Pipeline {
 pub enum Ingest<'a> {
     Raw(&'a [u8]),
     /// Already parsed (an element of a JSON array body) with its serialised form.
-    Parsed(Result<crate::event::Event, crate::event::Invalid>, Vec<u8>),
+    Parsed(Box<Result<crate::event::Event, crate::event::Invalid>>, Vec<u8>),
 }

@@ -44,12 +44,15 @@ impl Progress {
 
     fn update(&self, s: &ReplayStats) {
         if let Some(bar) = &self.bar {
-            if s.lines % 4096 == 0 {
+            if s.lines.is_multiple_of(4096) {
                 bar.set_position(s.bytes);
                 bar.set_message(format!("{} events, {} invalid", s.lines, s.invalid));
             }
-        } else if !self.quiet && s.lines % self.every == 0 {
-            eprintln!("replay: {} events ({} applied, {} invalid, {} duplicates)", s.lines, s.applied, s.invalid, s.duplicates);
+        } else if !self.quiet && s.lines.is_multiple_of(self.every) {
+            eprintln!(
+                "replay: {} events ({} applied, {} invalid, {} duplicates)",
+                s.lines, s.applied, s.invalid, s.duplicates
+            );
         }
     }
 

@@ -75,7 +75,9 @@ impl Scenario {
                 "LFR at a compliant threshold, but false matches are five times as likely for Black subjects"
             }
             Scenario::ScoreDrift => "LFR similarity scores shift up by 0.15 at half-time (camera or model change)",
-            Scenario::AutomationBias => "LFR operators engage on every alert: no overrides, every false alert acted upon",
+            Scenario::AutomationBias => {
+                "LFR operators engage on every alert: no overrides, every false alert acted upon"
+            }
             Scenario::CameraSilence => "LFR camera cam-2 sends nothing for 20 minutes at 40% of the run, then recovers",
             Scenario::UnauthorisedWindow => "LFR deployment keeps running after its authorised window ends (at 60%)",
             Scenario::AnprSteady => "ANPR deployment operating within every default condition",
@@ -326,7 +328,10 @@ pub fn generate(scenario: Scenario, events: usize, seed: u64, mut out: impl FnMu
                     break 'run;
                 }
             }
-            emit(&detection(&mut sim, cam, ts + 1, t >= frac(0.5), t, t0, &list_version, threshold, lowered), &mut emitted);
+            emit(
+                &detection(&mut sim, cam, ts + 1, t >= frac(0.5), t, t0, &list_version, threshold, lowered),
+                &mut emitted,
+            );
         }
         t += 1000;
     }
@@ -377,7 +382,13 @@ fn detection(
     }
     let line = Sim::line(m);
     // Alerts caused by this batch: per item, 1 in 800 faces (LFR), 1 in 500 reads (ANPR).
-    let p_alert = if anpr { 1.0 / 500.0 } else if lowered { 2.0 / 800.0 } else { 1.0 / 800.0 };
+    let p_alert = if anpr {
+        1.0 / 500.0
+    } else if lowered {
+        2.0 / 800.0
+    } else {
+        1.0 / 800.0
+    };
     for _ in 0..count {
         if sim.rng.chance(p_alert) {
             let at = ts + 200 + sim.rng.below(800) as i64;
@@ -411,7 +422,13 @@ fn alert(sim: &mut Sim, cam: &str, ts: Millis, list_version: &u32, threshold: f6
     m.insert("entry_token".into(), json!(sim.rng.hex()));
     m.insert(
         "category".into(),
-        json!(if anpr { "stolen_vehicle" } else if canary { "test" } else { "wanted" }),
+        json!(if anpr {
+            "stolen_vehicle"
+        } else if canary {
+            "test"
+        } else {
+            "wanted"
+        }),
     );
     if !anpr {
         m.insert("subject_groups".into(), Value::Object(groups.clone()));
@@ -455,9 +472,9 @@ fn alert(sim: &mut Sim, cam: &str, ts: Millis, list_version: &u32, threshold: f6
     let genuine = !sim.diffuse(format!("false {cell}"), p_false);
     let engage_all = sim.scenario == Scenario::AutomationBias;
     // Operators dismiss 70% of false matches and 2% of true ones (missed).
-    let engage = engage_all
-        || if genuine { !sim.diffuse("miss".into(), 0.02) } else { sim.diffuse("act".into(), 0.3) };
-    let decision_ts = ts + if engage_all { 2_000 + sim.rng.below(3_000) as i64 } else { 5_000 + sim.rng.below(55_000) as i64 };
+    let engage = engage_all || if genuine { !sim.diffuse("miss".into(), 0.02) } else { sim.diffuse("act".into(), 0.3) };
+    let decision_ts =
+        ts + if engage_all { 2_000 + sim.rng.below(3_000) as i64 } else { 5_000 + sim.rng.below(55_000) as i64 };
     let op = sim.operators[sim.rng.below(3) as usize].clone();
     let verifier = sim.operators[3 + sim.rng.below(3) as usize].clone();
     let mut m = sim.envelope("adjudication", "console-1", decision_ts);

@@ -5,10 +5,12 @@ use serde_json::{Map, Value, json};
 
 use super::lifecycle::Verdict;
 use super::model::*;
+use crate::engine::tally::{
+    ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED,
+};
 use crate::engine::{ConditionRuntime, Deployment};
-use crate::engine::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
 use crate::event::{Millis, format_ts};
-use crate::stats::{self, disparity, ks_binned, ks_critical, psi};
+use crate::stats::{disparity, ks_binned, ks_critical, psi};
 
 /// The result of one evaluation: verdict, value, bounds, sample size and kind-specific detail.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +132,9 @@ pub fn group_rows(d: &DisparitySpec, dep: &Deployment, now: Millis) -> Option<Ve
         .slots(a)
         .map(|(slot, g)| {
             let (x, n) = match d.source {
-                GroupSource::SubjectGroups => (t.subject[slot][subj(d.numerator)], t.subject[slot][subj(d.denominator)]),
+                GroupSource::SubjectGroups => {
+                    (t.subject[slot][subj(d.numerator)], t.subject[slot][subj(d.denominator)])
+                }
                 GroupSource::EngagedGroups => (t.engaged[slot][eng(d.numerator)], t.engaged[slot][eng(d.denominator)]),
                 GroupSource::Exposure => (t.engaged[slot][ENG_FALSE_ENGAGED], t.exposure[slot]),
             };
@@ -344,8 +348,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
             (v.map(|ms| ms as f64 / 1000.0), b, json!({"max": max.as_secs_f64()}))
         }
         StateCheck::CaptureOk => {
-            let (v, b) =
-                over_sources(dep, |s| s.capture_ok.as_ref().map(|t| t.value), |ok| !ok, |a, _| !a);
+            let (v, b) = over_sources(dep, |s| s.capture_ok.as_ref().map(|t| t.value), |ok| !ok, |a, _| !a);
             if v.is_none() {
                 return e;
             }
@@ -383,6 +386,3 @@ fn deadline(scope: &str, within: crate::config::Dur, dep: &Deployment, now: Mill
     }
     e
 }
-
-#[allow(unused)]
-fn _keep(_: stats::Interval) {}

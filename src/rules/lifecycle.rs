@@ -96,8 +96,7 @@ impl Lifecycle {
             }
             Verdict::Ok | Verdict::InsufficientData => {
                 let was_firing = self.state == BreachState::Firing;
-                self.state =
-                    if verdict == Verdict::Ok { BreachState::Ok } else { BreachState::InsufficientData };
+                self.state = if verdict == Verdict::Ok { BreachState::Ok } else { BreachState::InsufficientData };
                 if was_firing {
                     self.last_resolved_at = Some(now);
                     // `since` stays until the next breach so the resolved notification keeps its key.

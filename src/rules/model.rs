@@ -302,27 +302,12 @@ const KINDS: &[&str] = &["rate", "disparity", "drift", "quantile", "state", "sil
 
 fn params(kind: &str) -> &'static [&'static str] {
     match kind {
-        "rate" => &[
-            "numerator",
-            "denominator",
-            "min",
-            "max",
-            "window",
-            "min_denominator",
-            "confidence",
-            "interval",
-            "on",
-        ],
-        "disparity" => &[
-            "numerator",
-            "denominator",
-            "attribute",
-            "source",
-            "max_ratio",
-            "alpha",
-            "min_per_group",
-            "window",
-        ],
+        "rate" => {
+            &["numerator", "denominator", "min", "max", "window", "min_denominator", "confidence", "interval", "on"]
+        }
+        "disparity" => {
+            &["numerator", "denominator", "attribute", "source", "max_ratio", "alpha", "min_per_group", "window"]
+        }
         "drift" => &[
             "value",
             "method",
@@ -510,7 +495,11 @@ pub fn parse_condition(map: &Mapping, path: &str) -> Result<Condition, Vec<Confi
         }
     }
     let severity = r
-        .choice("severity", &[("critical", Severity::Critical), ("warning", Severity::Warning)], Some(Severity::Warning))
+        .choice(
+            "severity",
+            &[("critical", Severity::Critical), ("warning", Severity::Warning)],
+            Some(Severity::Warning),
+        )
         .unwrap_or(Severity::Warning);
     let for_ = r.dur("for").unwrap_or_default();
     let notify = match r.get("notify") {
@@ -622,7 +611,16 @@ fn disparity(r: &mut Reader<'_>) -> Option<DisparitySpec> {
              engaged/false_engaged (engaged_groups), false_engaged over detections (exposure)",
         );
     }
-    Some(DisparitySpec { numerator, denominator, attribute: attribute?, source, max_ratio, alpha, min_per_group, window })
+    Some(DisparitySpec {
+        numerator,
+        denominator,
+        attribute: attribute?,
+        source,
+        max_ratio,
+        alpha,
+        min_per_group,
+        window,
+    })
 }
 
 fn drift(r: &mut Reader<'_>) -> Option<DriftSpec> {

@@ -72,11 +72,7 @@ pub fn disparity(rows: &[(String, u64, u64)], min_per_group: u64, confidence: f6
             out.ratio_max_geomean = Some(max / geo);
         }
         let (a, n1) = (q[top].x, q[top].n);
-        let (c, n2) = q
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != top)
-            .fold((0, 0), |(x, n), (_, g)| (x + g.x, n + g.n));
+        let (c, n2) = q.iter().enumerate().filter(|(i, _)| *i != top).fold((0, 0), |(x, n), (_, g)| (x + g.x, n + g.n));
         out.p_value = Some(fisher_exact_two_sided(a, n1 - a, c, n2 - c));
         out.top_group = Some(q[top].group.clone());
     }

@@ -119,11 +119,23 @@ pub struct PageHinkley {
 
 impl PageHinkley {
     pub fn new(delta: f64, lambda: f64, min_values: u64) -> Self {
-        PageHinkley { delta, lambda, min_values, n: 0, mean: 0.0, up: 0.0, up_min: 0.0, down: 0.0, down_min: 0.0, detections: 0 }
+        PageHinkley {
+            delta,
+            lambda,
+            min_values,
+            n: 0,
+            mean: 0.0,
+            up: 0.0,
+            up_min: 0.0,
+            down: 0.0,
+            down_min: 0.0,
+            detections: 0,
+        }
     }
 
     fn reset(&mut self) {
-        *self = PageHinkley { detections: self.detections, ..PageHinkley::new(self.delta, self.lambda, self.min_values) };
+        *self =
+            PageHinkley { detections: self.detections, ..PageHinkley::new(self.delta, self.lambda, self.min_values) };
     }
 
     /// Current test statistic (the larger of the two directions).

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -137,7 +137,9 @@ impl Family {
         for (labels, v) in &self.samples {
             let mut fam = me.encode_family(labels)?;
             match self.ty {
-                MetricType::Counter => fam.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(v, None)?,
+                MetricType::Counter => {
+                    fam.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(v, None)?
+                }
                 _ => fam.encode_gauge(v)?,
             }
         }
@@ -209,7 +211,8 @@ impl Collector for EngineCollector {
         let mut galerts = Family::new(GROUP_ALERTS, "Alerts by the list entry's recorded group", g);
         let mut gfalse = Family::new(GROUP_FALSE_ALERTS, "False alerts by the list entry's recorded group", g);
         let mut grate = Family::new(GROUP_FALSE_ALERT_RATE, "False alerts per alert by group, Wilson 95% bounds", g);
-        let mut state = Family::new(CONDITION_STATE, "Condition state: 0 ok, 1 pending, 2 firing, -1 insufficient data", g);
+        let mut state =
+            Family::new(CONDITION_STATE, "Condition state: 0 ok, 1 pending, 2 firing, -1 insufficient data", g);
         let mut value = Family::new(CONDITION_VALUE, "Condition value with interval bounds where it has one", g);
         let mut limit = Family::new(CONDITION_LIMIT, "Configured limits of conditions", g);
         let mut samples = Family::new(CONDITION_SAMPLES, "Samples behind a condition's value", g);
@@ -263,7 +266,8 @@ impl Collector for EngineCollector {
             }
             for rt in &d.conditions {
                 let cond = &rt.condition;
-                let mut entries: Vec<(String, &crate::rules::Lifecycle, Option<&crate::rules::Evaluation>)> = Vec::new();
+                let mut entries: Vec<(String, &crate::rules::Lifecycle, Option<&crate::rules::Evaluation>)> =
+                    Vec::new();
                 if rt.instances.is_empty() {
                     entries.push((cond.id.clone(), &rt.lifecycle, rt.last.first()));
                 } else {
@@ -320,9 +324,12 @@ impl Collector for EngineCollector {
                             }
                         }
                         Kind::Drift(_) => {
-                            for (key, stat) in
-                                [("psi", "psi"), ("ks_d", "ks_d"), ("critical", "ks_critical"), ("statistic", "page_hinkley")]
-                            {
+                            for (key, stat) in [
+                                ("psi", "psi"),
+                                ("ks_d", "ks_d"),
+                                ("critical", "ks_critical"),
+                                ("statistic", "page_hinkley"),
+                            ] {
                                 if let Some(v) = e.detail.get(key).and_then(|v| v.as_f64()) {
                                     let mut lb = short.clone();
                                     lb.push(("statistic", stat.into()));
@@ -346,8 +353,24 @@ impl Collector for EngineCollector {
             deployments.add(l(&[("phase", phase)]), *by_phase.get(phase).unwrap_or(&0) as f64);
         }
         fams.extend([
-            deployments, info, detections, funnel, dep_invalid, rates, galerts, gfalse, grate, state, value, limit,
-            samples, ratio, pval, drift, quant, breaches,
+            deployments,
+            info,
+            detections,
+            funnel,
+            dep_invalid,
+            rates,
+            galerts,
+            gfalse,
+            grate,
+            state,
+            value,
+            limit,
+            samples,
+            ratio,
+            pval,
+            drift,
+            quant,
+            breaches,
         ]);
         for f in &fams {
             f.encode(&mut enc)?;
@@ -367,6 +390,3 @@ pub fn init_logging(json: bool) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
-
-#[allow(dead_code)]
-fn _assert_encode_metric<T: EncodeMetric>() {}

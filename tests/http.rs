@@ -1,0 +1,117 @@
+//! The HTTP API and /metrics against a real server on an ephemeral port, with a real client.
+
+mod common;
+
+use std::sync::Arc;
+
+use ddtwatch::config::{ClockMode, Config};
+use ddtwatch::engine::Engine;
+use ddtwatch::http::{AppState, router};
+use ddtwatch::ingest::simulator::{Scenario, generate_lines};
+use ddtwatch::ingest::{DeadLetterSink, Ingest, Pipeline};
+use ddtwatch::telemetry::{ProcessState, names, registry};
+
+const TOKEN: &str = "test-token-123";
+
+async fn start(max_body: usize) -> (String, Pipeline) {
+    let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
+    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
+    let process = Arc::new(ProcessState::default());
+    process.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let state = AppState {
+        pipeline: pipeline.clone(),
+        registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
+        process,
+        token: Some(Arc::from(TOKEN)),
+        max_body_bytes: max_body,
+        clock: || 0,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    (format!("http://{addr}"), pipeline)
+}
+
+#[tokio::test]
+async fn api_metrics_and_ingest() {
+    let (base, pipeline) = start(8 << 20).await;
+    let lines = generate_lines(Scenario::ThresholdLowered, 30_000, 1);
+    pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    pipeline.finish();
+    let c = reqwest::Client::new();
+
+    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+
+    let r = c.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let text = r.text().await.unwrap();
+    for name in names::ALL_SAMPLES {
+        assert!(text.lines().any(|l| l.starts_with(name)), "metric {name} missing");
+    }
+    assert!(text.contains(r#"ddtwatch_condition_state{deployment="lfr-sim-threshold-lowered",system="lfr",condition="threshold_floor",kind="state",severity="critical"} 0"#));
+    // Privacy: no tokens or alert ids in metrics.
+    assert!(!text.contains("a-1\""), "alert id in metrics");
+    let om = c.get(format!("{base}/metrics")).header("accept", "application/openmetrics-text").send().await.unwrap();
+    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(om.text().await.unwrap().ends_with("# EOF\n"));
+
+    let list: serde_json::Value =
+        c.get(format!("{base}/api/v1/deployments")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["deployments"][0]["deployment_id"], "lfr-sim-threshold-lowered");
+    let one: serde_json::Value = c
+        .get(format!("{base}/api/v1/deployments/lfr-sim-threshold-lowered"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["summary_version"], 1);
+    assert!(one["counters"]["detections"].as_u64().unwrap() > 0);
+    let r = c.get(format!("{base}/api/v1/deployments/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unknown deployment");
+
+    let b: serde_json::Value =
+        c.get(format!("{base}/api/v1/breaches?state=resolved")).send().await.unwrap().json().await.unwrap();
+    assert!(b["breaches"].as_array().unwrap().iter().any(|x| x["condition"] == "threshold_floor"));
+    assert_eq!(c.get(format!("{base}/api/v1/breaches?state=bogus")).send().await.unwrap().status(), 400);
+
+    let cfg = c.get(format!("{base}/api/v1/config")).send().await.unwrap().text().await.unwrap();
+    assert!(!cfg.contains("/etc/ddtwatch/webhook-secret"), "secret reference not redacted");
+    assert!(cfg.contains("<redacted>"));
+}
+
+#[tokio::test]
+async fn post_events_needs_the_token_and_respects_the_size_limit() {
+    let (base, pipeline) = start(64 * 1024).await;
+    let c = reqwest::Client::new();
+    let lines = generate_lines(Scenario::Steady, 200, 1);
+    let mut body = lines[..50].join("\n");
+    body.push_str("\n{not json\n");
+    let url = format!("{base}/api/v1/events");
+    assert_eq!(c.post(&url).body(body.clone()).send().await.unwrap().status(), 401);
+    assert_eq!(c.post(&url).bearer_auth("wrong").body(body.clone()).send().await.unwrap().status(), 401);
+    let r: serde_json::Value =
+        c.post(&url).bearer_auth(TOKEN).body(body.clone()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["accepted"], 50);
+    assert_eq!(r["rejected"], 1);
+    assert_eq!(r["errors"][0]["reason"], "malformed_json");
+    assert_eq!(r["errors"][0]["line"], 51);
+    // Re-delivery is absorbed by event_id dedup.
+    let r: serde_json::Value = c.post(&url).bearer_auth(TOKEN).body(body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["duplicates"], 50);
+    // A JSON array body.
+    let arr: Vec<serde_json::Value> = lines[50..60].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let r: serde_json::Value = c.post(&url).bearer_auth(TOKEN).json(&arr).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["accepted"], 10);
+    // Over the limit: 413 with a JSON error.
+    let big = "x".repeat(65 * 1024);
+    let r = c.post(&url).bearer_auth(TOKEN).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "body too large");
+    let e = pipeline.engine.lock().unwrap();
+    assert_eq!(e.stats.applied_by_type.iter().sum::<u64>(), 60);
+    assert_eq!(e.stats.duplicates, 50);
+}
