@@ -155,6 +155,23 @@ pub struct ConditionRuntime {
     pub last: Vec<Evaluation>,
 }
 
+impl ConditionRuntime {
+    /// (id, lifecycle, latest evaluation) per reported condition: the condition itself, or one
+    /// `<id>/<source>` entry per silence instance.
+    pub fn entries(&self) -> Vec<(String, &Lifecycle, Option<&Evaluation>)> {
+        if self.instances.is_empty() {
+            return vec![(self.condition.id.clone(), &self.lifecycle, self.last.first())];
+        }
+        self.instances
+            .iter()
+            .map(|(src, l)| {
+                let e = self.last.iter().find(|e| e.instance.as_deref() == Some(src));
+                (format!("{}/{src}", self.condition.id), l, e)
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub id: String,

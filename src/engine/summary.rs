@@ -9,20 +9,11 @@ use serde_json::Value;
 
 use super::deployment::Deployment;
 use super::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
-use crate::event::{Authorisation, EventType, Millis, OutcomeResult, System, format_ts};
+use crate::event::{Authorisation, EventType, Millis, OutcomeResult, System};
 use crate::rules::{BreachState, Counter, Lifecycle};
 use crate::stats::wilson;
 
-pub(crate) fn ser_ts<S: serde::Serializer>(ts: &Millis, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_ts(*ts))
-}
-
-pub(crate) fn ser_opt_ts<S: serde::Serializer>(ts: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
-    match ts {
-        Some(t) => s.serialize_str(&format_ts(*t)),
-        None => s.serialize_none(),
-    }
-}
+pub(crate) use crate::event::{ser_opt_ts, ser_ts};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplaySummary {
@@ -203,13 +194,8 @@ impl DeploymentSummary {
         rates.insert("canary_recall", rate_summary(counters.canary_alerts, counters.canary_passes));
         let mut conditions = Vec::new();
         for rt in &d.conditions {
-            if rt.instances.is_empty() {
-                conditions.push(lifecycle_summary(rt.condition.id.clone(), rt, &rt.lifecycle, rt.last.first()));
-            } else {
-                for (src, l) in &rt.instances {
-                    let e = rt.last.iter().find(|e| e.instance.as_deref() == Some(src));
-                    conditions.push(lifecycle_summary(format!("{}/{src}", rt.condition.id), rt, l, e));
-                }
+            for (id, l, e) in rt.entries() {
+                conditions.push(lifecycle_summary(id, rt, l, e));
             }
         }
         let mut groups = BTreeMap::new();

@@ -369,9 +369,15 @@ pub fn parse_ts(s: &str) -> Option<Millis> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
-fn ser_opt_ts<S: serde::Serializer>(ts: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+/// Serialises an optional timestamp as RFC 3339 (serde `serialize_with`).
+pub fn ser_opt_ts<S: serde::Serializer>(ts: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
     match ts {
         Some(t) => s.serialize_str(&format_ts(*t)),
         None => s.serialize_none(),
     }
+}
+
+/// Serialises a timestamp as RFC 3339 (serde `serialize_with`).
+pub fn ser_ts<S: serde::Serializer>(ts: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_ts(*ts))
 }

@@ -11,7 +11,7 @@ pub use model::*;
 
 use serde::Serialize;
 
-use crate::event::{Millis, System, format_ts};
+use crate::event::{Millis, System, format_ts, ser_ts};
 
 /// A breach transition: what receivers are told (CONDITIONS.md, "Breach lifecycle and
 /// notifications"). Emitted by the engine in order; `replay` prints one JSON line per transition.
@@ -46,8 +46,4 @@ impl Transition {
     pub fn idempotency_key(&self) -> String {
         format!("ddtwatch/{}/{}/{}", self.deployment_id, self.condition, format_ts(self.started_at))
     }
-}
-
-fn ser_ts<S: serde::Serializer>(ts: &Millis, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_ts(*ts))
 }

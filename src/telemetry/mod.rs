@@ -266,16 +266,7 @@ impl Collector for EngineCollector {
             }
             for rt in &d.conditions {
                 let cond = &rt.condition;
-                let mut entries: Vec<(String, &crate::rules::Lifecycle, Option<&crate::rules::Evaluation>)> =
-                    Vec::new();
-                if rt.instances.is_empty() {
-                    entries.push((cond.id.clone(), &rt.lifecycle, rt.last.first()));
-                } else {
-                    for (src, lc) in &rt.instances {
-                        let e = rt.last.iter().find(|e| e.instance.as_deref() == Some(src));
-                        entries.push((format!("{}/{src}", cond.id), lc, e));
-                    }
-                }
+                let entries = rt.entries();
                 for (id, lc, e) in entries {
                     let base = l(&[
                         ("deployment", dep),
