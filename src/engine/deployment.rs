@@ -1,6 +1,7 @@
 //! One deployment's state: funnel counters, the alert ↔ decision ↔ outcome join, per-source
 //! system state, value series, and its conditions' breach lifecycles.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -153,6 +154,10 @@ pub struct ConditionRuntime {
     pub drift: Option<DriftState>,
     /// The latest evaluations (one, or one per silence instance).
     pub last: Vec<Evaluation>,
+    /// Rate and disparity conditions: the counts of the last evaluation and its result. The
+    /// counts change far less often than once a second, and an unchanged table gives the same
+    /// interval / Fisher p-value, so the statistics are not recomputed.
+    pub memo: Option<(Vec<u64>, Evaluation)>,
 }
 
 impl ConditionRuntime {
@@ -262,6 +267,7 @@ impl Deployment {
             let runtime = match old.remove(&c.id) {
                 Some(mut rt) if rt.condition.kind == c.kind => {
                     rt.condition = c.clone();
+                    rt.memo = None;
                     rt
                 }
                 _ => ConditionRuntime {
@@ -273,6 +279,7 @@ impl Deployment {
                         _ => None,
                     },
                     last: Vec::new(),
+                    memo: None,
                 },
             };
             if let Some(Window::Duration(d)) = c.kind.window() {
@@ -291,14 +298,14 @@ impl Deployment {
         self.phase == Some(Phase::Started)
     }
 
-    /// Counts for a window ending at `now`.
-    pub fn tally(&self, window: Window, now: Millis) -> Tally {
+    /// Counts for a window ending at `now` (borrowed for the whole deployment).
+    pub fn tally(&self, window: Window, now: Millis) -> Cow<'_, Tally> {
         match window {
             Window::Duration(d) => match self.windows.iter().find(|w| w.width_ms == d.ms()) {
-                Some(w) => w.sum(now),
-                None => Tally::new(self.groups.len),
+                Some(w) => Cow::Owned(w.sum(now)),
+                None => Cow::Owned(Tally::new(self.groups.len)),
             },
-            _ => self.total.clone(),
+            _ => Cow::Borrowed(&self.total),
         }
     }
 
@@ -325,7 +332,10 @@ impl Deployment {
         self.first_ts = Some(self.first_ts.map_or(ev.ts, |t| t.min(ev.ts)));
         self.last_ts = Some(self.last_ts.map_or(ev.ts, |t| t.max(ev.ts)));
         self.events_by_type[ty.index()] += 1;
-        let src = self.sources.entry(ev.source_id.clone()).or_default();
+        if !self.sources.contains_key(&ev.source_id) {
+            self.sources.insert(ev.source_id.clone(), SourceState::default());
+        }
+        let src = self.sources.get_mut(&ev.source_id).expect("inserted above");
         let seen = &mut src.last_seen[ty.index()];
         *seen = Some(seen.map_or(ev.ts, |t| t.max(ev.ts)));
         match &ev.body {

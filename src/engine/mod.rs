@@ -98,11 +98,10 @@ fn id_key(id: &str) -> u128 {
 }
 
 impl Dedup {
-    /// True if the id is new (and remembers it).
-    fn insert(&mut self, id: &str, now: Millis, horizon: i64, min_ids: usize) -> bool {
-        let k = id_key(id);
+    /// Remembers a new id key (see [`id_key`]).
+    fn insert(&mut self, k: u128, now: Millis, horizon: i64, min_ids: usize) {
         if !self.seen.insert(k) {
-            return false;
+            return;
         }
         self.order.push_back((now, k));
         while self.order.len() > min_ids {
@@ -114,11 +113,6 @@ impl Dedup {
                 _ => break,
             }
         }
-        true
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.seen.contains(&id_key(id))
     }
 }
 
@@ -242,10 +236,10 @@ impl Engine {
 
     fn deployment_mut(&mut self, id: &str, system: Option<crate::event::System>) -> &mut Deployment {
         let (config, groups) = (&self.config, &self.groups);
-        let d = self
-            .deployments
-            .entry(id.to_string())
-            .or_insert_with(|| Deployment::new(id, system, config, groups.clone()));
+        if !self.deployments.contains_key(id) {
+            self.deployments.insert(id.to_string(), Deployment::new(id, system, config, groups.clone()));
+        }
+        let d = self.deployments.get_mut(id).expect("inserted above");
         if d.system.is_none() && system.is_some() {
             d.system = system;
             d.set_conditions(config);
@@ -268,14 +262,17 @@ impl Engine {
             return self.reject(e, payload);
         }
         let engine_cfg = &self.config.raw.engine;
-        let dedup = self.dedup.entry(ev.deployment_id.clone()).or_default();
-        if dedup.contains(&ev.event_id) {
+        if !self.dedup.contains_key(&ev.deployment_id) {
+            self.dedup.insert(ev.deployment_id.clone(), Dedup::default());
+        }
+        let key = id_key(&ev.event_id);
+        let dedup = self.dedup.get_mut(&ev.deployment_id).expect("inserted above");
+        if dedup.seen.contains(&key) {
             self.stats.duplicates += 1;
             let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
             d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
             return Ingested::Duplicate;
         }
-        let (horizon, min_ids) = (engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids);
         let timeout = engine_cfg.adjudication_timeout;
         // The clock a newly applied event would set (watermark in event mode).
         let new_clock = match self.mode {
@@ -283,6 +280,8 @@ impl Engine {
             ClockMode::Wall => Some(receive),
         };
         let eval_now = new_clock.unwrap_or(now);
+        // Every event that gets this far is remembered, whatever the deployment does with it.
+        dedup.insert(key, eval_now, engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids);
         let mode = self.mode;
         let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
         let outcome = d.apply(&ev, eval_now, timeout);
@@ -290,12 +289,6 @@ impl Engine {
             Applied::Duplicate => {
                 d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
                 self.stats.duplicates += 1;
-                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(
-                    &ev.event_id,
-                    now,
-                    horizon,
-                    min_ids,
-                );
                 return Ingested::Duplicate;
             }
             Applied::Hold => {
@@ -305,18 +298,8 @@ impl Engine {
                     _ => unreachable!("only decisions and outcomes are held"),
                 };
                 d.held_order.push_back((now, alert_id.clone()));
-                d.held.entry(alert_id).or_default().push(Held {
-                    event: ev.clone(),
-                    held_at: now,
-                    raw: Arc::from(payload),
-                });
+                d.held.entry(alert_id).or_default().push(Held { event: ev, held_at: now, raw: Arc::from(payload) });
                 self.stats.held += 1;
-                self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(
-                    &ev.event_id,
-                    now,
-                    horizon,
-                    min_ids,
-                );
                 return Ingested::Held;
             }
             Applied::Applied => {}
@@ -340,7 +323,6 @@ impl Engine {
         for k in released {
             self.stats.applied_by_type[k.index()] += 1;
         }
-        self.dedup.get_mut(&ev.deployment_id).expect("inserted above").insert(&ev.event_id, eval_now, horizon, min_ids);
         self.stats.applied_by_type[ev.body.kind().index()] += 1;
         if self.mode == ClockMode::Event {
             self.clock = new_clock;

@@ -26,6 +26,9 @@ pub struct DriftState {
 enum DriftWindow {
     /// The last N values as bin indices, and their histogram.
     Last { cap: usize, ring: VecDeque<u16>, hist: Histogram },
+    /// Every value since the baseline filled (`window: deployment`): bin counts only, so memory
+    /// does not grow with the number of values.
+    All { hist: Histogram },
     /// Bin counts per W/60 bucket of event time.
     Duration { width: i64, bucket: i64, buckets: BTreeMap<i64, Vec<u64>>, template: Histogram },
 }
@@ -53,7 +56,7 @@ impl DriftState {
                 buckets: BTreeMap::new(),
                 template,
             },
-            Window::Deployment => DriftWindow::Last { cap: usize::MAX, ring: VecDeque::new(), hist: template },
+            Window::Deployment => DriftWindow::All { hist: template },
         };
         let (delta, lambda) = match &spec.method {
             DriftMethod::PageHinkley { delta, lambda, .. } => (*delta, *lambda),
@@ -95,6 +98,7 @@ impl DriftState {
                     hist.counts[old as usize] -= 1;
                 }
             }
+            DriftWindow::All { hist } => hist.add(x),
             DriftWindow::Duration { width, bucket, buckets, template } => {
                 let k = ts.div_euclid(*bucket);
                 if k <= now.div_euclid(*bucket) - *width / *bucket {
@@ -110,7 +114,7 @@ impl DriftState {
     /// The current window's bin counts.
     pub fn current(&mut self, now: Millis) -> Vec<u64> {
         match &mut self.window {
-            DriftWindow::Last { hist, .. } => hist.counts.clone(),
+            DriftWindow::Last { hist, .. } | DriftWindow::All { hist } => hist.counts.clone(),
             DriftWindow::Duration { width, bucket, buckets, template } => {
                 let first = now.div_euclid(*bucket) - *width / *bucket + 1;
                 *buckets = buckets.split_off(&first);

@@ -44,8 +44,20 @@ impl Evaluation {
 /// Evaluates a condition; silence conditions give one evaluation per source.
 pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec<Evaluation> {
     match &rt.condition.kind {
-        Kind::Rate(r) => vec![rate(r, dep, now)],
-        Kind::Disparity(d) => vec![disparity_eval(d, dep, now)],
+        Kind::Rate(r) => {
+            let t = dep.tally(r.window, now);
+            let (x, n) = (t.get(r.numerator), t.get(r.denominator));
+            vec![memoised(&mut rt.memo, &[x, n], || rate(r, x, n))]
+        }
+        Kind::Disparity(d) => {
+            let Some(rows) = group_rows(d, dep, now) else {
+                let mut e = Evaluation::new(Verdict::InsufficientData);
+                e.limit = disparity_limit(d);
+                return vec![e];
+            };
+            let key: Vec<u64> = rows.iter().flat_map(|(_, x, n)| [*x, *n]).collect();
+            vec![memoised(&mut rt.memo, &key, || disparity_eval(d, &rows))]
+        }
         Kind::Drift(_) => vec![drift(rt, now)],
         Kind::Quantile(q) => vec![quantile(q, dep, now)],
         Kind::State(check) => vec![state(check, dep, now)],
@@ -71,9 +83,20 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
     }
 }
 
-fn rate(r: &RateSpec, dep: &Deployment, now: Millis) -> Evaluation {
-    let t = dep.tally(r.window, now);
-    let (x_raw, n) = (t.get(r.numerator), t.get(r.denominator));
+/// The previous evaluation when the counts it was computed from are unchanged; the statistics
+/// are pure functions of those counts and the (unchanged) condition.
+fn memoised(memo: &mut Option<(Vec<u64>, Evaluation)>, key: &[u64], f: impl FnOnce() -> Evaluation) -> Evaluation {
+    if let Some((k, e)) = memo
+        && k.as_slice() == key
+    {
+        return e.clone();
+    }
+    let e = f();
+    *memo = Some((key.to_vec(), e.clone()));
+    e
+}
+
+fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
     // CONDITIONS.md: a numerator above its denominator is computed on min(x, n), excess reported.
     let x = x_raw.min(n);
     let mut e = Evaluation::new(Verdict::InsufficientData);
@@ -144,11 +167,14 @@ pub fn group_rows(d: &DisparitySpec, dep: &Deployment, now: Millis) -> Option<Ve
     Some(rows)
 }
 
-fn disparity_eval(d: &DisparitySpec, dep: &Deployment, now: Millis) -> Evaluation {
+fn disparity_limit(d: &DisparitySpec) -> Value {
+    json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group})
+}
+
+fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)]) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group});
-    let Some(rows) = group_rows(d, dep, now) else { return e };
-    let r = disparity(&rows, d.min_per_group, 0.95);
+    e.limit = disparity_limit(d);
+    let r = disparity(rows, d.min_per_group, 0.95);
     e.n = Some(r.groups.iter().filter(|g| g.qualifies).map(|g| g.n).sum());
     e.value = r.ratio_max_min;
     e.detail = json!({

@@ -30,10 +30,17 @@ impl Histogram {
 
     /// Bin of x: the largest i with x ≥ edges[i] (1.0 lands in the last bin).
     pub fn bin(&self, x: f64) -> usize {
-        match self.edges.partition_point(|e| *e <= x) {
-            0 => 0,
-            i => i - 1,
+        let n = self.edges.len();
+        // Guess as if the edges were equal on [0, 1] (they usually are), then step to the exact
+        // bin: same answer as a binary search, in O(1) for equal edges.
+        let mut b = if x.is_nan() { 0 } else { ((x * n as f64) as usize).min(n - 1) };
+        while b + 1 < n && x >= self.edges[b + 1] {
+            b += 1;
         }
+        while b > 0 && x < self.edges[b] {
+            b -= 1;
+        }
+        b
     }
 
     pub fn add(&mut self, x: f64) {
@@ -265,6 +272,28 @@ mod tests {
                 d = d.max((fa - fb).abs());
             }
             prop_assert!((ks_binned(&ha.counts, &hb.counts) - d).abs() < 1e-12);
+        }
+
+        #[test]
+        fn bin_equals_binary_search(
+            mut inner in proptest::collection::vec(0.0f64..1.0, 0..20),
+            equal in 1usize..200,
+            use_equal: bool,
+            x in prop_oneof![-0.5f64..1.5, (0u32..=400).prop_map(|k| k as f64 / 400.0)],
+        ) {
+            let h = if use_equal {
+                Histogram::equal(equal)
+            } else {
+                inner.push(0.0);
+                inner.sort_by(f64::total_cmp);
+                inner.dedup();
+                Histogram::with_edges(inner)
+            };
+            let expected = match h.edges.partition_point(|e| *e <= x) {
+                0 => 0,
+                i => i - 1,
+            };
+            prop_assert_eq!(h.bin(x), expected);
         }
 
         #[test]
