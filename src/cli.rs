@@ -374,9 +374,13 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let dead = DeadLetterSink::from_config(config.raw.dead_letter.as_ref()).context("opening dead-letter sink")?;
     let max_body = config.raw.http.max_body_bytes;
     let config_hash = config.hash.clone();
-    let engine = Engine::new(Arc::new(config), mode);
+    let config = Arc::new(config);
+    let reload_every = config.raw.reload_interval;
+    let reloader = crate::config::reload::Reloader::new(config_path.clone(), config.clone());
+    let engine = Engine::new(config, mode);
     let pipeline = Pipeline::new(engine, dead);
     let process = Arc::new(ProcessState::default());
+    process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
     let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -398,13 +402,58 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
                 }
             })
         };
+        let reloads = tokio::spawn(watch_config(reloader, reload_every, pipeline.clone(), process.clone()));
         process.ready.store(true, Ordering::Relaxed);
         let state = AppState { pipeline, registry, process, token, max_body_bytes: max_body, clock: wall_clock_ms };
         let r = serve(listener, state).await;
         ticker.abort();
+        reloads.abort();
         tracing::info!("ddtwatch stopped");
         r.map(|_| ExitCode::SUCCESS)
     })
+}
+
+/// Hot reload loop: checks the config every `every` and on SIGHUP; applies a valid change,
+/// rejects (logs, counts) an invalid one and keeps the old config.
+async fn watch_config(
+    mut reloader: crate::config::reload::Reloader,
+    every: crate::config::Dur,
+    pipeline: Pipeline,
+    process: Arc<ProcessState>,
+) {
+    use crate::config::reload::ReloadOutcome;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(every.ms().max(100) as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => {}
+                _ = h.recv() => tracing::info!("SIGHUP: checking the config"),
+            },
+            None => {
+                tick.tick().await;
+            }
+        }
+        let old = reloader.current().hash.clone();
+        match reloader.check() {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Changed { config, restart_needed } => {
+                let new = config.hash.clone();
+                pipeline.reload(config);
+                process.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
+                tracing::info!(old_hash = %old, new_hash = %new, "config reloaded");
+                if !restart_needed.is_empty() {
+                    tracing::warn!(keys = ?restart_needed, "these config changes take effect only after a restart");
+                }
+            }
+            ReloadOutcome::Rejected(errors) => {
+                process.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(config_hash = %old, errors = %errors, "config reload rejected; the previous config stays in force");
+            }
+        }
+    }
 }
 
 /// A `file` source: applies the file's lines (then stays idle).

@@ -6,6 +6,7 @@
 //! conditions). Every problem is reported as `path: problem`, all at once.
 
 mod duration;
+pub mod reload;
 
 pub use duration::Dur;
 
@@ -315,6 +316,15 @@ pub struct RawConfig {
     pub receivers: BTreeMap<String, ReceiverConfig>,
     #[serde(default)]
     pub engine: EngineConfig,
+    /// How often `run` re-reads the config file (and profiles) for hot reload; SIGHUP reloads at
+    /// once. Polling content, not inotify: a Kubernetes ConfigMap update swaps a `..data`
+    /// symlink, which inotify watches on the old file miss.
+    #[serde(default = "five_seconds")]
+    pub reload_interval: Dur,
+}
+
+fn five_seconds() -> Dur {
+    Dur::secs(5)
 }
 
 /// A validated configuration, ready for the engine.

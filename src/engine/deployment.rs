@@ -264,8 +264,16 @@ impl Deployment {
         let mut old: HashMap<String, ConditionRuntime> =
             self.conditions.drain(..).map(|c| (c.condition.id.clone(), c)).collect();
         for c in conditions.iter() {
+            // Hot reload: a condition with the same id and kind keeps its breach lifecycle (a
+            // firing breach stays one breach, re-judged against the new limits), and a drift
+            // condition keeps its baseline and window if its definition is unchanged.
             let runtime = match old.remove(&c.id) {
-                Some(mut rt) if rt.condition.kind == c.kind => {
+                Some(mut rt) if rt.condition.kind.name() == c.kind.name() => {
+                    if rt.condition.kind != c.kind
+                        && let Kind::Drift(spec) = &c.kind
+                    {
+                        rt.drift = Some(DriftState::new(spec));
+                    }
                     rt.condition = c.clone();
                     rt.memo = None;
                     rt

@@ -80,11 +80,14 @@ impl Hasher for KeyHasher {
 }
 
 /// Remembered event ids of one deployment (CONDITIONS.md Duplicates: ≥ 1h of engine clock and
-/// at least the last 1,000,000 ids).
+/// at least the last 1,000,000 ids). Arrival order is kept as bare keys plus run-length
+/// (second, count) times, so an id costs ≈ 16 bytes in the set and 16 in the queue.
 #[derive(Debug, Default, Clone)]
 struct Dedup {
     seen: HashSet<u128, BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<(Millis, u128)>,
+    order: VecDeque<u128>,
+    /// (engine-clock second, how many of the oldest ids in `order` arrived in it)
+    times: VecDeque<(i64, u32)>,
 }
 
 fn id_key(id: &str) -> u128 {
@@ -103,14 +106,23 @@ impl Dedup {
         if !self.seen.insert(k) {
             return;
         }
-        self.order.push_back((now, k));
+        self.order.push_back(k);
+        let sec = now.div_euclid(1000);
+        match self.times.back_mut() {
+            Some((s, n)) if *s == sec => *n += 1,
+            _ => self.times.push_back((sec, 1)),
+        }
         while self.order.len() > min_ids {
-            match self.order.front() {
-                Some((t, old)) if *t < now - horizon => {
-                    self.seen.remove(old);
-                    self.order.pop_front();
-                }
-                _ => break,
+            let Some((sec, n)) = self.times.front_mut() else { break };
+            // Every id of this run arrived before the end of its second.
+            if *sec * 1000 + 999 >= now - horizon {
+                break;
+            }
+            let old = self.order.pop_front().expect("runs count ids in order");
+            self.seen.remove(&old);
+            *n -= 1;
+            if *n == 0 {
+                self.times.pop_front();
             }
         }
     }
@@ -177,6 +189,11 @@ impl Engine {
 
     pub fn deployment(&self, id: &str) -> Option<&Deployment> {
         self.deployments.get(id)
+    }
+
+    /// Event ids currently remembered for duplicate detection, over all deployments.
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.values().map(|d| d.seen.len()).sum()
     }
 
     pub fn breaches(&self) -> &[BreachRecord] {

@@ -2,12 +2,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use hdrhistogram::Histogram as Hdr;
-
 use crate::event::Millis;
 use crate::rules::{Baseline, DriftMethod, DriftSpec, Window};
 use crate::stats::drift::Shift;
-use crate::stats::{Histogram, PageHinkley};
+use crate::stats::{Histogram, PageHinkley, SparseHdr as Hdr};
 
 /// State of one drift condition.
 #[derive(Debug, Clone)]
@@ -133,13 +131,13 @@ impl DriftState {
 /// A latency/lag series: one HDR histogram for the deployment and bucketed ones per window.
 #[derive(Debug, Clone)]
 pub struct LatencySeries {
-    pub total: Hdr<u64>,
-    windows: BTreeMap<i64, (i64, BTreeMap<i64, Hdr<u64>>)>,
+    pub total: Hdr,
+    windows: BTreeMap<i64, (i64, BTreeMap<i64, Hdr>)>,
 }
 
-fn hdr() -> Hdr<u64> {
-    // CONDITIONS.md `quantile`: HDR histogram with 3 significant digits.
-    Hdr::new(3).expect("3 significant digits is valid")
+fn hdr() -> Hdr {
+    // CONDITIONS.md `quantile`: HDR histogram with 3 significant digits (see stats::hdr).
+    Hdr::new()
 }
 
 impl Default for LatencySeries {
@@ -156,11 +154,11 @@ impl LatencySeries {
 
     pub fn record(&mut self, value_ms: i64, ts: Millis, now: Millis) {
         let v = value_ms.max(0) as u64;
-        self.total.saturating_record(v);
+        self.total.record(v);
         for (width, (bucket, buckets)) in self.windows.iter_mut() {
             let k = ts.div_euclid(*bucket);
             if k > now.div_euclid(*bucket) - *width / *bucket {
-                buckets.entry(k).or_insert_with(hdr).saturating_record(v);
+                buckets.entry(k).or_insert_with(hdr).record(v);
             }
         }
     }
@@ -182,7 +180,7 @@ impl LatencySeries {
                 if let Some((bucket, buckets)) = self.windows.get(&d.ms()) {
                     let first = now.div_euclid(*bucket) - d.ms() / *bucket + 1;
                     for (_, h) in buckets.range(first..) {
-                        let _ = out.add(h);
+                        out.add(h);
                     }
                 }
                 merged = out;

@@ -86,6 +86,11 @@ impl Pipeline {
         self.flush(&mut engine);
     }
 
+    /// Hot reload: new conditions (lifecycles and statistics kept, see `Engine::reload`).
+    pub fn reload(&self, config: Arc<crate::config::Config>) {
+        self.lock().reload(config);
+    }
+
     /// End of a finite input (simulator/file): orphans dead-lettered, final evaluation.
     pub fn finish(&self) {
         let mut engine = self.lock();

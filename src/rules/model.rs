@@ -204,6 +204,19 @@ pub enum QuantileValue {
     EventLag,
 }
 
+impl QuantileValue {
+    pub const ALL: [QuantileValue; 3] =
+        [QuantileValue::AdjudicationLatency, QuantileValue::AlertLatency, QuantileValue::EventLag];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantileValue::AdjudicationLatency => "adjudication_latency",
+            QuantileValue::AlertLatency => "alert_latency",
+            QuantileValue::EventLag => "event_lag",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuantileSpec {
     pub value: QuantileValue,

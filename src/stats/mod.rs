@@ -5,8 +5,10 @@
 
 pub mod disparity;
 pub mod drift;
+pub mod hdr;
 pub mod interval;
 
 pub use disparity::{DisparityResult, GroupRate, disparity, fisher_exact_two_sided};
 pub use drift::{Histogram, PageHinkley, ks_binned, ks_critical, psi};
+pub use hdr::SparseHdr;
 pub use interval::{Interval, IntervalMethod, clopper_pearson, wilson, z_for_confidence};

@@ -48,6 +48,11 @@ pub mod names {
     pub const TRANSITIONS: &str = "ddtwatch_transitions";
     pub const CONDITIONS_FIRING: &str = "ddtwatch_conditions_firing";
     pub const READY: &str = "ddtwatch_ready";
+    pub const ADJUDICATION_LATENCY: &str = "ddtwatch_adjudication_latency_seconds";
+    pub const ALERT_LATENCY: &str = "ddtwatch_alert_latency_seconds";
+    pub const EVENT_LAG: &str = "ddtwatch_event_lag_seconds";
+    pub const CONFIG_RELOADS: &str = "ddtwatch_config_reload";
+    pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
 
     /// Every exposed sample name (counters with `_total`), for dashboard/rule checks.
     pub const ALL_SAMPLES: &[&str] = &[
@@ -79,6 +84,17 @@ pub mod names {
         "ddtwatch_transitions_total",
         "ddtwatch_conditions_firing",
         "ddtwatch_ready",
+        "ddtwatch_adjudication_latency_seconds_bucket",
+        "ddtwatch_adjudication_latency_seconds_sum",
+        "ddtwatch_adjudication_latency_seconds_count",
+        "ddtwatch_alert_latency_seconds_bucket",
+        "ddtwatch_alert_latency_seconds_sum",
+        "ddtwatch_alert_latency_seconds_count",
+        "ddtwatch_event_lag_seconds_bucket",
+        "ddtwatch_event_lag_seconds_sum",
+        "ddtwatch_event_lag_seconds_count",
+        "ddtwatch_config_reload_total",
+        "ddtwatch_config_last_reload_success_timestamp_seconds",
     ];
 }
 
@@ -89,6 +105,51 @@ pub type SharedEngine = Arc<Mutex<Engine>>;
 #[derive(Debug, Default)]
 pub struct ProcessState {
     pub ready: std::sync::atomic::AtomicBool,
+    pub reloads_ok: std::sync::atomic::AtomicU64,
+    pub reloads_failed: std::sync::atomic::AtomicU64,
+    /// Unix ms of the last successful load (start or reload); 0 before.
+    pub last_reload_ok_ms: std::sync::atomic::AtomicI64,
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets: from sub-second alert latency to
+/// hour-long event lag.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+
+/// A histogram family built from the engine's HDR series at scrape time.
+struct HistFamily {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Labels, f64, u64, Vec<(f64, u64)>)>,
+}
+
+impl HistFamily {
+    /// Cumulative bucket counts of a latency series (ms): a value counts in a bucket when its
+    /// whole HDR bucket (3 significant digits) is at or below the bound.
+    fn add(&mut self, labels: Labels, h: &crate::stats::SparseHdr) {
+        // prometheus-client accumulates, so it is given per-bucket (non-cumulative) counts.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .map(|&le| {
+                let upto = h.count_le((le * 1000.0) as u64);
+                let n = upto - below;
+                below = upto;
+                (le, n)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, h.len() - below));
+        self.samples.push((labels, h.sum() as f64 / 1000.0, h.len(), buckets));
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut me = enc.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
+        for (labels, sum, count, buckets) in &self.samples {
+            me.encode_family(labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads the engine at scrape time.
@@ -168,6 +229,17 @@ impl Collector for EngineCollector {
         let mut f = Family::new(READY, "1 once config is loaded and state restored", g);
         f.add(vec![], self.process.ready.load(std::sync::atomic::Ordering::Relaxed) as u8 as f64);
         fams.push(f);
+        let p = &self.process;
+        let mut f = Family::new(CONFIG_RELOADS, "Config reloads by result (a rejected file keeps the old config)", c);
+        f.add(l(&[("result", "success")]), p.reloads_ok.load(std::sync::atomic::Ordering::Relaxed) as f64);
+        f.add(l(&[("result", "failure")]), p.reloads_failed.load(std::sync::atomic::Ordering::Relaxed) as f64);
+        fams.push(f);
+        let mut f = Family::new(CONFIG_LAST_RELOAD, "When the config in force was loaded, Unix seconds", g);
+        let last = p.last_reload_ok_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 {
+            f.add(vec![], last as f64 / 1000.0);
+        }
+        fams.push(f);
 
         let s = &engine.stats;
         let mut f = Family::new(EVENTS, "Events applied, by type", c);
@@ -221,6 +293,13 @@ impl Collector for EngineCollector {
         let mut drift = Family::new(DRIFT_STATISTIC, "Drift statistics (psi, ks_d, ks_critical, page_hinkley)", g);
         let mut quant = Family::new(QUANTILE_SECONDS, "Latency/lag quantiles of quantile conditions, seconds", g);
         let mut breaches = Family::new(BREACHES, "Times each condition fired", c);
+        let hist = |name, help| HistFamily { name, help, samples: Vec::new() };
+        // Indexed by QuantileValue.
+        let mut latency = [
+            hist(ADJUDICATION_LATENCY, "Alert to first human decision, whole deployment"),
+            hist(ALERT_LATENCY, "Capture to alert (the alert's latency_ms), whole deployment"),
+            hist(EVENT_LAG, "Receive time minus event ts (live mode), whole deployment"),
+        ];
         let mut by_phase = std::collections::BTreeMap::<&str, u64>::new();
         for d in engine.deployments() {
             let dep = d.id.as_str();
@@ -228,6 +307,12 @@ impl Collector for EngineCollector {
             let phase = d.phase.map(|p| p.as_str()).unwrap_or("unknown");
             *by_phase.entry(phase).or_default() += 1;
             info.add(l(&[("deployment", dep), ("system", sys), ("phase", phase)]), 1.0);
+            for q in crate::rules::QuantileValue::ALL {
+                let h = &d.latency[q as usize].total;
+                if !h.is_empty() {
+                    latency[q as usize].add(l(&[("deployment", dep)]), h);
+                }
+            }
             detections.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Detections) as f64);
             dep_invalid.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Invalid) as f64);
             for k in Counter::ALL {
@@ -365,6 +450,9 @@ impl Collector for EngineCollector {
         ]);
         for f in &fams {
             f.encode(&mut enc)?;
+        }
+        for h in &latency {
+            h.encode(&mut enc)?;
         }
         Ok(())
     }

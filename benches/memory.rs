@@ -1,0 +1,107 @@
+//! Memory of the engine: 1,000 LFR deployments (embedded LFR profile: 26 conditions, PSI and
+//! Page-Hinkley drift, disparity tables, HDR latencies), 10M events round-robin over them
+//! (detections with 10 scores; every 100th event an alert with a decision and an outcome).
+//! Prints resident memory (VmRSS) after every million events, and how much of the growth is the
+//! event-id dedup set that CONDITIONS.md requires (≥ 1h and ≥ the last 1,000,000 ids per
+//! deployment) versus everything else.
+//!
+//! `cargo bench --bench memory` (env `DDTWATCH_MEM_EVENTS` to change the 10M).
+
+use std::sync::Arc;
+
+use ddtwatch::config::{ClockMode, Config};
+use ddtwatch::engine::Engine;
+use ddtwatch::event::format_ts;
+
+const T0: i64 = 1_777_107_600_000;
+const DEPLOYMENTS: usize = 1000;
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let total: usize = std::env::var("DDTWATCH_MEM_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let mut engine = Engine::new(Arc::new(Config::demo()), ClockMode::Event);
+    let feed = |engine: &mut Engine, line: String| {
+        engine.ingest(line.as_bytes(), 0);
+    };
+    let before = rss_mb();
+    for d in 0..DEPLOYMENTS {
+        let head = format!(
+            r#""schema_version":1,"deployment_id":"lfr-{d}","system":"lfr","source_id":"cam-1","ts":"{}""#,
+            format_ts(T0)
+        );
+        feed(&mut engine, format!(r#"{{{head},"event_id":"s{d}","type":"deployment","phase":"started"}}"#));
+        feed(
+            &mut engine,
+            format!(
+                r#"{{{head},"event_id":"t{d}","type":"status","threshold":0.64,"list":{{"version":"l1","size":1800,"built_at":"{}"}}}}"#,
+                format_ts(T0 - 3_600_000)
+            ),
+        );
+    }
+    println!(
+        "engine with {DEPLOYMENTS} started LFR deployments: RSS {:.1} MB (process before: {before:.1} MB)",
+        rss_mb()
+    );
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let groups = ["asian", "black", "mixed", "white", "other"];
+    let started = std::time::Instant::now();
+    for i in 0..total {
+        let d = i % DEPLOYMENTS;
+        // 1,000 events per second across all deployments.
+        let ts = format_ts(T0 + 1000 + i as i64);
+        let head = format!(r#""schema_version":1,"deployment_id":"lfr-{d}","system":"lfr","ts":"{ts}""#);
+        let line = if i % 100 == 99 {
+            let a = i / 100;
+            let g = groups[a % groups.len()];
+            feed(
+                &mut engine,
+                format!(
+                    r#"{{{head},"event_id":"a{i}","source_id":"cam-1","type":"alert","alert_id":"x{a}","score":0.7,"threshold":0.64,"list_version":"l1","subject_groups":{{"ethnicity":"{g}","sex":"male"}}}}"#
+                ),
+            );
+            feed(
+                &mut engine,
+                format!(
+                    r#"{{{head},"event_id":"j{i}","source_id":"console","type":"adjudication","alert_id":"x{a}","decision":"engage","verified":true}}"#
+                ),
+            );
+            format!(
+                r#"{{{head},"event_id":"o{i}","source_id":"team","type":"outcome","alert_id":"x{a}","result":"{}"}}"#,
+                if a % 3 == 0 { "not_located" } else { "true_match" }
+            )
+        } else {
+            let scores: Vec<String> = (0..10).map(|_| format!("{:.3}", rnd() * 0.5)).collect();
+            format!(
+                r#"{{{head},"event_id":"d{i}","source_id":"cam-1","type":"detection","count":10,"scores":[{}]}}"#,
+                scores.join(",")
+            )
+        };
+        feed(&mut engine, line);
+        if (i + 1) % 1_000_000 == 0 {
+            println!(
+                "{:>5}M events: RSS {:7.1} MB, dedup ids held {:>9}, {:.0} events/s",
+                (i + 1) / 1_000_000,
+                rss_mb(),
+                engine.dedup_len(),
+                (i + 1) as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let s = engine.summary();
+    let alerts: u64 = s.deployments.iter().map(|d| d.counters.alerts).sum();
+    println!("done: {} deployments, {alerts} alerts, RSS {:.1} MB", s.deployments.len(), rss_mb());
+}

@@ -1,0 +1,129 @@
+//! Hot reload: re-read the config file, and swap it in only if it is valid.
+//!
+//! The file is polled (every `reload_interval`, and at once on SIGHUP) by content rather than
+//! watched with inotify: a Kubernetes ConfigMap volume updates by swapping the `..data` symlink,
+//! so the watched inode never changes; reading through the path always sees the new content.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Config, ConfigErrors};
+
+/// What one check found.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// Same effective configuration as the one in force (or the same invalid file as last time).
+    Unchanged,
+    /// A valid, different configuration: apply it. `restart_needed` lists keys that changed but
+    /// only take effect on restart (listen address, sources, state directory, clock).
+    Changed { config: Arc<Config>, restart_needed: Vec<&'static str> },
+    /// The file changed but does not validate; the old configuration stays in force.
+    Rejected(ConfigErrors),
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    current: Arc<Config>,
+    /// The error text of the last rejected file, so one bad edit is reported (and counted) once.
+    last_rejected: Option<String>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, current: Arc<Config>) -> Self {
+        Reloader { path, current, last_rejected: None }
+    }
+
+    pub fn current(&self) -> &Arc<Config> {
+        &self.current
+    }
+
+    pub fn check(&mut self) -> ReloadOutcome {
+        match Config::load(&self.path) {
+            Ok(new) => {
+                self.last_rejected = None;
+                if new.hash == self.current.hash {
+                    return ReloadOutcome::Unchanged;
+                }
+                let (old, newr) = (&self.current.raw, &new.raw);
+                let mut restart_needed = Vec::new();
+                if old.http.listen != newr.http.listen {
+                    restart_needed.push("http.listen");
+                }
+                if serde_json::to_value(&old.sources).ok() != serde_json::to_value(&newr.sources).ok() {
+                    restart_needed.push("sources");
+                }
+                if old.state_dir != newr.state_dir {
+                    restart_needed.push("state_dir");
+                }
+                if old.clock != newr.clock {
+                    restart_needed.push("clock");
+                }
+                let config = Arc::new(new);
+                self.current = config.clone();
+                ReloadOutcome::Changed { config, restart_needed }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.last_rejected.as_deref() == Some(text.as_str()) {
+                    return ReloadOutcome::Unchanged;
+                }
+                self.last_rejected = Some(text);
+                ReloadOutcome::Rejected(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "groups: {sex: [female, male, unknown]}\nprofiles:\n  lfr:\n    conditions:\n      - {id: far, kind: rate, numerator: false_alerts, denominator: detections, max: 0.001}\n";
+
+    #[test]
+    fn valid_change_invalid_change_and_symlink_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        // ConfigMap layout: ddtwatch.yaml -> ..data/ddtwatch.yaml, ..data -> ..2026_1
+        let v1 = dir.path().join("..2026_1");
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::write(v1.join("ddtwatch.yaml"), BASE).unwrap();
+        std::os::unix::fs::symlink("..2026_1", dir.path().join("..data")).unwrap();
+        let path = dir.path().join("ddtwatch.yaml");
+        std::os::unix::fs::symlink("..data/ddtwatch.yaml", &path).unwrap();
+        let first = Arc::new(Config::load(&path).unwrap());
+        let mut r = Reloader::new(path.clone(), first.clone());
+        assert!(matches!(r.check(), ReloadOutcome::Unchanged));
+
+        // Swap the symlink to a new directory, as the kubelet does.
+        let v2 = dir.path().join("..2026_2");
+        std::fs::create_dir(&v2).unwrap();
+        std::fs::write(v2.join("ddtwatch.yaml"), BASE.replace("0.001", "0.002")).unwrap();
+        std::os::unix::fs::symlink("..2026_2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        match r.check() {
+            ReloadOutcome::Changed { config, restart_needed } => {
+                assert_ne!(config.hash, first.hash);
+                assert!(restart_needed.is_empty());
+            }
+            other => panic!("expected a change, got {other:?}"),
+        }
+        assert!(matches!(r.check(), ReloadOutcome::Unchanged));
+
+        // An invalid edit is rejected once, and the valid config stays current.
+        let good = r.current().hash.clone();
+        std::fs::write(v2.join("ddtwatch.yaml"), BASE.replace("max:", "maxx:")).unwrap();
+        match r.check() {
+            ReloadOutcome::Rejected(e) => assert!(e.to_string().contains("maxx"), "{e}"),
+            other => panic!("expected rejection, got {other:?}"),
+        }
+        assert!(matches!(r.check(), ReloadOutcome::Unchanged), "the same bad file is reported once");
+        assert_eq!(r.current().hash, good);
+
+        // A change to a restart-only key is applied and flagged.
+        std::fs::write(v2.join("ddtwatch.yaml"), format!("http: {{listen: \"127.0.0.1:9999\"}}\n{BASE}")).unwrap();
+        match r.check() {
+            ReloadOutcome::Changed { restart_needed, .. } => assert_eq!(restart_needed, vec!["http.listen"]),
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Hot reload of `ddtwatch run` (a real process): a valid change keeps statistics and the open
+//! breach (no second firing), an invalid one is rejected and counted while the old config stays,
+//! and a relaxed limit resolves the breach.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "reload-test-token";
+
+fn config(floor: &str) -> String {
+    format!(
+        r#"http: {{listen: "127.0.0.1:PORT", token_env: DDTWATCH_TEST_TOKEN}}
+clock: event
+reload_interval: 100ms
+sources: [{{kind: http}}]
+dead_letter: {{kind: discard}}
+groups: {{sex: [female, male, unknown]}}
+defaults: {{lfr: lfr}}
+profiles:
+  lfr:
+    conditions:
+      - {{id: threshold_floor, kind: state, check: threshold_floor, min: {floor}, severity: critical}}
+"#
+    )
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` every 50 ms until it returns Some, failing after 20 s.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn event(id: &str, ty: &str, ts: &str, extra: Value) -> Value {
+    let mut v = json!({"schema_version": 1, "event_id": id, "deployment_id": "lfr-r", "system": "lfr",
+        "source_id": "cam-1", "type": ty, "ts": ts});
+    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    v
+}
+
+#[tokio::test]
+async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("ddtwatch.yaml");
+    let write = |floor: &str| std::fs::write(&path, config(floor).replace("PORT", &port.to_string())).unwrap();
+    write("0.6");
+    let _server = Server(
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("DDTWATCH_TEST_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    until("readyz", || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) }).await;
+    let post = |events: Vec<Value>| {
+        let body = events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        c.post(format!("{base}/api/v1/events")).bearer_auth(TOKEN).body(body).send()
+    };
+    let r = post(vec![
+        event("e1", "deployment", "2026-04-25T09:00:00Z", json!({"phase": "started"})),
+        event("e2", "status", "2026-04-25T09:00:00Z", json!({"threshold": 0.5})),
+        event("e3", "detection", "2026-04-25T09:00:01Z", json!({"count": 7, "scores": [0.1, 0.2]})),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let condition =
+        |d: &Value| d["conditions"].as_array().unwrap().iter().find(|c| c["id"] == "threshold_floor").cloned();
+    let summary =
+        || async { c.get(format!("{base}/api/v1/deployments/lfr-r")).send().await.ok()?.json::<Value>().await.ok() };
+    let metrics = || async { c.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok() };
+    let d = summary().await.unwrap();
+    assert_eq!(condition(&d).unwrap()["state"], "firing");
+    assert_eq!(condition(&d).unwrap()["times_fired"], 1);
+    let first_hash =
+        c.get(format!("{base}/api/v1/config")).send().await.unwrap().json::<Value>().await.unwrap()["config_hash"]
+            .clone();
+
+    // A stricter-but-still-breached limit: same breach, statistics kept, no second firing.
+    write("0.55");
+    until("reload to 0.55", || async {
+        let d = summary().await?;
+        (condition(&d)?["limit"]["min"] == json!(0.55) || d["config_hash"] != first_hash).then_some(d)
+    })
+    .await;
+    post(vec![event("e4", "detection", "2026-04-25T09:00:02Z", json!({"count": 3, "scores": [0.3]}))]).await.unwrap();
+    let d = summary().await.unwrap();
+    let cond = condition(&d).unwrap();
+    assert_eq!(cond["limit"]["min"], json!(0.55));
+    assert_eq!(cond["state"], "firing");
+    assert_eq!(cond["times_fired"], 1, "a reload must not fire the open breach again");
+    assert_eq!(d["counters"]["detections"], 10, "statistics survive the reload");
+    let m = metrics().await.unwrap();
+    assert!(m.contains(r#"ddtwatch_transitions_total{state="firing"} 1"#), "{m}");
+    assert!(m.contains(r#"ddtwatch_config_reload_total{result="success"} 1"#));
+
+    // An invalid file: rejected, counted once, old config in force.
+    std::fs::write(&path, config("0.55").replace("PORT", &port.to_string()).replace("check:", "chek:")).unwrap();
+    until("rejected reload", || async {
+        metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reload_total{result="failure"} 1"#))
+    })
+    .await;
+    let d = summary().await.unwrap();
+    assert_eq!(condition(&d).unwrap()["limit"]["min"], json!(0.55));
+
+    // Relaxing the floor below the threshold resolves the breach at the next evaluation.
+    write("0.4");
+    until("reload to 0.4", || async {
+        metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reload_total{result="success"} 2"#))
+    })
+    .await;
+    post(vec![event("e5", "detection", "2026-04-25T09:00:03Z", json!({"count": 1, "scores": [0.3]}))]).await.unwrap();
+    let d = summary().await.unwrap();
+    let cond = condition(&d).unwrap();
+    assert_eq!(cond["state"], "ok");
+    assert_eq!(cond["times_fired"], 1);
+    let m = metrics().await.unwrap();
+    assert!(m.contains(r#"ddtwatch_transitions_total{state="resolved"} 1"#), "{m}");
+}
