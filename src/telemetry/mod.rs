@@ -120,8 +120,11 @@ pub const LATENCY_BUCKETS: &[f64] =
 struct HistFamily {
     name: &'static str,
     help: &'static str,
-    samples: Vec<(Labels, f64, u64, Vec<(f64, u64)>)>,
+    samples: Vec<HistSample>,
 }
+
+/// Labels, sum, count, (upper bound, count in that bucket alone).
+type HistSample = (Labels, f64, u64, Vec<(f64, u64)>);
 
 impl HistFamily {
     /// Cumulative bucket counts of a latency series (ms): a value counts in a bucket when its
