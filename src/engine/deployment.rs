@@ -154,10 +154,10 @@ pub struct ConditionRuntime {
     pub drift: Option<DriftState>,
     /// The latest evaluations (one, or one per silence instance).
     pub last: Vec<Evaluation>,
-    /// Rate and disparity conditions: the counts of the last evaluation and its result. The
-    /// counts change far less often than once a second, and an unchanged table gives the same
-    /// interval / Fisher p-value, so the statistics are not recomputed.
-    pub memo: Option<(Vec<u64>, Evaluation)>,
+    /// Rate and disparity conditions: the counts behind `last`. The counts change far less
+    /// often than once a second, and an unchanged table gives the same interval / Fisher
+    /// p-value, so the statistics are not recomputed.
+    pub memo: Option<Vec<u64>>,
 }
 
 impl ConditionRuntime {

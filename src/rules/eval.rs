@@ -47,7 +47,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
         Kind::Rate(r) => {
             let t = dep.tally(r.window, now);
             let (x, n) = (t.get(r.numerator), t.get(r.denominator));
-            vec![memoised(&mut rt.memo, &[x, n], || rate(r, x, n))]
+            vec![memoised(&mut rt.memo, &rt.last, &[x, n], || rate(r, x, n))]
         }
         Kind::Disparity(d) => {
             let Some(rows) = group_rows(d, dep, now) else {
@@ -56,7 +56,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 return vec![e];
             };
             let key: Vec<u64> = rows.iter().flat_map(|(_, x, n)| [*x, *n]).collect();
-            vec![memoised(&mut rt.memo, &key, || disparity_eval(d, &rows))]
+            vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_eval(d, &rows))]
         }
         Kind::Drift(_) => vec![drift(rt, now)],
         Kind::Quantile(q) => vec![quantile(q, dep, now)],
@@ -83,17 +83,21 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
     }
 }
 
-/// The previous evaluation when the counts it was computed from are unchanged; the statistics
-/// are pure functions of those counts and the (unchanged) condition.
-fn memoised(memo: &mut Option<(Vec<u64>, Evaluation)>, key: &[u64], f: impl FnOnce() -> Evaluation) -> Evaluation {
-    if let Some((k, e)) = memo
-        && k.as_slice() == key
+/// The previous evaluation (`last`) when the counts it was computed from are unchanged; the
+/// statistics are pure functions of those counts and the (unchanged) condition.
+fn memoised(
+    memo: &mut Option<Vec<u64>>,
+    last: &[Evaluation],
+    key: &[u64],
+    f: impl FnOnce() -> Evaluation,
+) -> Evaluation {
+    if let (Some(k), [e]) = (memo.as_deref(), last)
+        && k == key
     {
         return e.clone();
     }
-    let e = f();
-    *memo = Some((key.to_vec(), e.clone()));
-    e
+    *memo = Some(key.to_vec());
+    f()
 }
 
 fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
