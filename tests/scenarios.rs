@@ -24,7 +24,7 @@ macro_rules! scenario_test {
     ($name:ident, $scenario:expr) => {
         #[test]
         fn $name() {
-            for seed in [1, 2] {
+            for seed in [1, 2, 3] {
                 assert_eq!(fired($scenario, 100_000, seed), expected($scenario), "{} seed {seed}", $scenario.name());
             }
         }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::deployment::Deployment;
 use super::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
 use crate::event::{Authorisation, EventType, Millis, OutcomeResult, System};
-use crate::rules::{BreachState, Counter, Lifecycle};
+use crate::rules::{BreachState, Counter, Lifecycle, QuantileValue};
 use crate::stats::wilson;
 
 pub(crate) use crate::event::{ser_opt_ts, ser_ts};
@@ -119,7 +119,20 @@ pub struct DeploymentSummary {
     pub invalid_by_reason: BTreeMap<&'static str, u64>,
     pub authorisation: Option<Authorisation>,
     pub sources: Vec<String>,
+    /// Whole-deployment latency quantiles (seconds) per series with samples.
+    pub latency: BTreeMap<&'static str, LatencySummary>,
     pub config_hash: String,
+}
+
+/// Quantiles of one latency series from its HDR histogram (3 significant digits), seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySummary {
+    pub n: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 /// Headline rates shown for every deployment regardless of its conditions (both false-alert
@@ -263,6 +276,16 @@ impl DeploymentSummary {
             invalid_by_reason: d.invalid_by_reason.clone(),
             authorisation: d.authorisation.clone(),
             sources: d.sources.keys().cloned().collect(),
+            latency: QuantileValue::ALL
+                .iter()
+                .filter(|q| !d.latency[**q as usize].total.is_empty())
+                .map(|q| {
+                    let h = &d.latency[*q as usize].total;
+                    let at = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+                    let s = LatencySummary { n: h.len(), p50: at(0.5), p90: at(0.9), p95: at(0.95), p99: at(0.99), max: at(1.0) };
+                    (q.as_str(), s)
+                })
+                .collect(),
             config_hash: d.config_hash.clone(),
         }
     }

@@ -232,7 +232,8 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
         DriftMethod::Psi { max, .. } => {
             e.limit = json!({"max": max});
             let v = psi(&current, &ds.baseline.counts);
-            e.detail = json!({"psi": v, "baseline_n": nb, "window_n": m, "baseline_full": baseline_full});
+            e.detail = json!({"psi": v, "baseline_n": nb, "window_n": m, "baseline_full": baseline_full,
+                "edges": ds.baseline.edges, "baseline_counts": ds.baseline.counts, "window_counts": current});
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -243,7 +244,8 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
             let d = ks_binned(&current, &ds.baseline.counts);
             let crit = if m > 0 && nb > 0 { ks_critical(m, nb, *alpha) } else { f64::NAN };
             e.limit = json!({"alpha": alpha, "critical": if crit.is_finite() { json!(crit) } else { Value::Null }});
-            e.detail = json!({"ks_d": d, "critical": if crit.is_finite() { json!(crit) } else { Value::Null }, "baseline_n": nb, "window_n": m});
+            e.detail = json!({"ks_d": d, "critical": if crit.is_finite() { json!(crit) } else { Value::Null },
+                "baseline_n": nb, "window_n": m, "baseline_full": baseline_full, "bins": current.len()});
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
