@@ -227,10 +227,21 @@ fn http_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
     Ok(None)
 }
 
-async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
+/// Serves HTTP until SIGINT or SIGTERM, then tells the sources to stop.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
         })
         .await
         .context("HTTP server")
@@ -295,7 +306,7 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
         spawn_log_receiver(&pipeline, true);
         let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
-        let server = tokio::spawn(serve(listener, state));
+        let server = tokio::spawn(serve(listener, state, tokio::sync::watch::channel(false).0));
         let summary = tokio::spawn(summary_lines(pipeline.clone()));
         tokio::select! {
             r = server => { r??; }
@@ -368,10 +379,11 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let token = http_token(&config)?;
     let mode = config.raw.clock;
     let sources = config.raw.sources.clone();
-    if let Some(SourceConfig::Kafka { .. }) = sources.iter().find(|s| matches!(s, SourceConfig::Kafka { .. })) {
-        bail!("the kafka source is not available in this build yet; use `file` or `http` sources");
-    }
-    let dead = DeadLetterSink::from_config(config.raw.dead_letter.as_ref()).context("opening dead-letter sink")?;
+    let kafka_stats = Arc::new(crate::ingest::kafka::KafkaStats::default());
+    let dead = DeadLetterSink::from_config(config.raw.dead_letter.as_ref(), &sources, &kafka_stats)
+        .context("opening dead-letter sink")?;
+    let grace = Duration::from_millis(config.raw.engine.shutdown_grace.ms().max(0) as u64);
+    let commit_interval = Duration::from_millis(config.raw.engine.commit_interval.ms().max(100) as u64);
     let max_body = config.raw.http.max_body_bytes;
     let config_hash = config.hash.clone();
     let config = Arc::new(config);
@@ -379,17 +391,28 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let reloader = crate::config::reload::Reloader::new(config_path.clone(), config.clone());
     let engine = Engine::new(config, mode);
     let pipeline = Pipeline::new(engine, dead);
-    let process = Arc::new(ProcessState::default());
+    let process = Arc::new(ProcessState { kafka: Some(kafka_stats.clone()), ..ProcessState::default() });
     process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
     let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, config_hash = %config_hash, "ddtwatch serving");
         spawn_log_receiver(&pipeline, false);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut consumers = Vec::new();
         for s in sources {
-            if let SourceConfig::File { path } = s {
-                let p = pipeline.clone();
-                tokio::task::spawn_blocking(move || follow_file(p, path));
+            match s {
+                SourceConfig::File { path } => {
+                    let p = pipeline.clone();
+                    tokio::task::spawn_blocking(move || follow_file(p, path));
+                }
+                SourceConfig::Kafka { .. } => {
+                    let opts = crate::ingest::kafka::ConsumeOptions { commit_interval, grace };
+                    let task =
+                        crate::ingest::kafka::consume(s, pipeline.clone(), kafka_stats.clone(), opts, stop_rx.clone());
+                    consumers.push(tokio::spawn(task));
+                }
+                SourceConfig::Http {} => {}
             }
         }
         let ticker = {
@@ -405,7 +428,16 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         let reloads = tokio::spawn(watch_config(reloader, reload_every, pipeline.clone(), process.clone()));
         process.ready.store(true, Ordering::Relaxed);
         let state = AppState { pipeline, registry, process, token, max_body_bytes: max_body, clock: wall_clock_ms };
-        let r = serve(listener, state).await;
+        let r = serve(listener, state, stop_tx).await;
+        // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.
+        for c in consumers {
+            match tokio::time::timeout(grace, c).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "kafka source failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "kafka source panicked"),
+                Err(_) => tracing::warn!("kafka source did not stop within the grace period"),
+            }
+        }
         ticker.abort();
         reloads.abort();
         tracing::info!("ddtwatch stopped");

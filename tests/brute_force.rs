@@ -151,7 +151,7 @@ fn brute(events: &[(i64, Value)], clock: i64) -> Brute {
     type Latest = Option<(i64, usize, Value)>;
     let mut alerts: BTreeMap<String, (i64, bool, &'static str, Latest, Latest)> = BTreeMap::new();
     let later = |cur: &Latest, ts: i64, arrival: usize| cur.as_ref().is_none_or(|(t, a, _)| (ts, arrival) >= (*t, *a));
-    for (arrival, (ts, v)) in events.iter().enumerate() {
+    for (ts, v) in events.iter() {
         match v["type"].as_str().unwrap() {
             "detection" => c("detections", v["count"].as_u64().unwrap()),
             "alert" => {
@@ -182,11 +182,14 @@ fn brute(events: &[(i64, Value)], clock: i64) -> Brute {
             continue;
         }
         c("alerts", 1);
-        let dec = decision.as_ref().map(|(t, _, v)| (*t, v["decision"] == "engage", v.get("verifier_token").is_some(), v["reason"] == "misread"));
+        let dec = decision.as_ref().map(|(t, _, v)| {
+            (*t, v["decision"] == "engage", v.get("verifier_token").is_some(), v["reason"] == "misread")
+        });
         let out = outcome.as_ref().map(|(t, _, v)| (*t, v["result"].as_str().unwrap().to_string()));
         let engaged = dec.is_some_and(|d| d.1);
         let outcome_false = out.as_ref().is_some_and(|o| o.1 == "false_match");
-        let dismissed_unrefuted = dec.is_some_and(|d| !d.1) && !out.as_ref().is_some_and(|o| o.1 == "true_match" && o.0 >= dec.unwrap().0);
+        let dismissed_unrefuted =
+            dec.is_some_and(|d| !d.1) && !out.as_ref().is_some_and(|o| o.1 == "true_match" && o.0 >= dec.unwrap().0);
         let false_alert = outcome_false || dismissed_unrefuted;
         let false_engaged = outcome_false && engaged;
         c("adjudicated", dec.is_some() as u64);

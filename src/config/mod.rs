@@ -211,6 +211,16 @@ pub struct EngineConfig {
     pub dedup_horizon: Dur,
     #[serde(default = "million")]
     pub dedup_min_ids: usize,
+    /// Kafka source: how often stored offsets are committed.
+    #[serde(default = "five_seconds")]
+    pub commit_interval: Dur,
+    /// On SIGTERM: how long sources get to finish in-flight events and commit.
+    #[serde(default = "ten_seconds")]
+    pub shutdown_grace: Dur,
+}
+
+fn ten_seconds() -> Dur {
+    Dur::secs(10)
 }
 
 fn ten_minutes() -> Dur {
@@ -235,6 +245,8 @@ impl Default for EngineConfig {
             max_future: one_hour(),
             dedup_horizon: one_hour(),
             dedup_min_ids: million(),
+            commit_interval: five_seconds(),
+            shutdown_grace: ten_seconds(),
         }
     }
 }

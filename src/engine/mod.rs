@@ -32,6 +32,8 @@ pub struct DeadLetter {
     pub detail: String,
     pub deployment_id: Option<String>,
     pub payload: Arc<[u8]>,
+    /// Kafka coordinates of the message, set by the Kafka source (DLQ headers).
+    pub origin: Option<crate::ingest::kafka::Origin>,
 }
 
 /// What happened to one message.
@@ -247,6 +249,7 @@ impl Engine {
             detail: e.detail,
             deployment_id: e.deployment_id,
             payload: Arc::from(payload),
+            origin: None,
         });
         Ingested::Invalid(reason)
     }
@@ -409,6 +412,7 @@ impl Engine {
                     ),
                     deployment_id: Some(id.clone()),
                     payload: h.raw,
+                    origin: None,
                 });
             }
             d.expire_adjudications(now);

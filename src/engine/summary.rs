@@ -282,7 +282,14 @@ impl DeploymentSummary {
                 .map(|q| {
                     let h = &d.latency[*q as usize].total;
                     let at = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-                    let s = LatencySummary { n: h.len(), p50: at(0.5), p90: at(0.9), p95: at(0.95), p99: at(0.99), max: at(1.0) };
+                    let s = LatencySummary {
+                        n: h.len(),
+                        p50: at(0.5),
+                        p90: at(0.9),
+                        p95: at(0.95),
+                        p99: at(0.99),
+                        max: at(1.0),
+                    };
                     (q.as_str(), s)
                 })
                 .collect(),

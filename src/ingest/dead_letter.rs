@@ -16,6 +16,8 @@ pub enum DeadLetterSink {
     Stderr,
     /// Counted in metrics only (tests, `discard` in config).
     Discard,
+    /// A Kafka topic (`dead_letter: {kind: kafka, topic}`), produced with the source's settings.
+    Kafka(super::kafka::KafkaDlq),
 }
 
 impl DeadLetterSink {
@@ -24,11 +26,25 @@ impl DeadLetterSink {
         Ok(DeadLetterSink::File(BufWriter::new(f)))
     }
 
-    /// The sink a config names (Kafka topics are handled by the Kafka source).
-    pub fn from_config(c: Option<&DeadLetterConfig>) -> io::Result<Self> {
+    /// The sink a config names. A Kafka DLQ uses the first Kafka source's brokers and settings.
+    pub fn from_config(
+        c: Option<&DeadLetterConfig>,
+        sources: &[crate::config::SourceConfig],
+        stats: &std::sync::Arc<super::kafka::KafkaStats>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         match c {
-            Some(DeadLetterConfig::File { path }) => DeadLetterSink::file(path),
+            Some(DeadLetterConfig::File { path }) => {
+                DeadLetterSink::file(path).with_context(|| format!("opening {}", path.display()))
+            }
             Some(DeadLetterConfig::Discard {}) => Ok(DeadLetterSink::Discard),
+            Some(DeadLetterConfig::Kafka { topic }) => {
+                let source = sources
+                    .iter()
+                    .find(|s| matches!(s, crate::config::SourceConfig::Kafka { .. }))
+                    .context("dead_letter kind kafka needs a kafka source for its brokers")?;
+                Ok(DeadLetterSink::Kafka(super::kafka::KafkaDlq::new(source, topic, stats.clone())?))
+            }
             _ => Ok(DeadLetterSink::Stderr),
         }
     }
@@ -61,13 +77,28 @@ impl DeadLetterSink {
                 Ok(())
             }
             DeadLetterSink::Discard => Ok(()),
+            DeadLetterSink::Kafka(k) => {
+                k.send(dl);
+                Ok(())
+            }
         }
     }
 
+    /// Writes buffered file output (cheap; after every batch).
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             DeadLetterSink::File(w) => w.flush(),
             _ => Ok(()),
+        }
+    }
+
+    /// Makes every dead letter so far durable before the offsets of their messages are
+    /// committed: file fsync'd, Kafka producer acknowledged. False if that did not happen.
+    pub fn sync(&mut self, timeout: std::time::Duration) -> bool {
+        match self {
+            DeadLetterSink::File(w) => w.flush().and_then(|_| w.get_ref().sync_data()).is_ok(),
+            DeadLetterSink::Kafka(k) => k.flush(timeout),
+            _ => true,
         }
     }
 }

@@ -79,6 +79,23 @@ impl Pipeline {
         r
     }
 
+    /// Applies one Kafka message; its dead letters carry the message's coordinates.
+    pub fn ingest_message(&self, payload: &[u8], receive: i64, origin: crate::ingest::kafka::Origin) -> Ingested {
+        let mut engine = self.lock();
+        let res = engine.ingest(payload, receive);
+        for mut d in engine.drain_dead_letters() {
+            d.origin = Some(origin.clone());
+            self.dead_letter(&d);
+        }
+        self.flush(&mut engine);
+        res
+    }
+
+    /// See [`DeadLetterSink::sync`].
+    pub fn sync_dead_letters(&self, timeout: std::time::Duration) -> bool {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).sync(timeout)
+    }
+
     /// Advances the wall clock (wall mode) and forwards what the evaluation produced.
     pub fn tick(&self, now: i64) {
         let mut engine = self.lock();

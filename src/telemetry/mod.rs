@@ -51,6 +51,15 @@ pub mod names {
     pub const ADJUDICATION_LATENCY: &str = "ddtwatch_adjudication_latency_seconds";
     pub const ALERT_LATENCY: &str = "ddtwatch_alert_latency_seconds";
     pub const EVENT_LAG: &str = "ddtwatch_event_lag_seconds";
+    pub const KAFKA_MESSAGES: &str = "ddtwatch_kafka_messages";
+    pub const KAFKA_BYTES: &str = "ddtwatch_kafka_bytes";
+    pub const KAFKA_COMMITS: &str = "ddtwatch_kafka_commits";
+    pub const KAFKA_PARTITIONS_ASSIGNED: &str = "ddtwatch_kafka_partitions_assigned";
+    pub const KAFKA_PARTITIONS_REVOKED: &str = "ddtwatch_kafka_partitions_revoked";
+    pub const KAFKA_CONSUMER_LAG: &str = "ddtwatch_kafka_consumer_lag";
+    pub const KAFKA_CLIENT_ERRORS: &str = "ddtwatch_kafka_client_errors";
+    pub const KAFKA_BROKER_UP: &str = "ddtwatch_kafka_broker_up";
+    pub const DEAD_LETTERS_PRODUCED: &str = "ddtwatch_dead_letters_produced";
     pub const CONFIG_RELOADS: &str = "ddtwatch_config_reload";
     pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
 
@@ -109,6 +118,8 @@ pub struct ProcessState {
     pub reloads_failed: std::sync::atomic::AtomicU64,
     /// Unix ms of the last successful load (start or reload); 0 before.
     pub last_reload_ok_ms: std::sync::atomic::AtomicI64,
+    /// The Kafka source's counters when one runs.
+    pub kafka: Option<Arc<crate::ingest::kafka::KafkaStats>>,
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets: from sub-second alert latency to
@@ -243,6 +254,42 @@ impl Collector for EngineCollector {
             f.add(vec![], last as f64 / 1000.0);
         }
         fams.push(f);
+
+        if let Some(k) = &p.kafka {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut counter = |name, help, labels: Labels, v: &std::sync::atomic::AtomicU64| {
+                let mut f = Family::new(name, help, c);
+                f.add(labels, v.load(Relaxed) as f64);
+                fams.push(f);
+            };
+            counter(KAFKA_MESSAGES, "Kafka messages consumed", vec![], &k.messages);
+            counter(KAFKA_BYTES, "Kafka message payload bytes consumed", vec![], &k.bytes);
+            counter(
+                KAFKA_PARTITIONS_ASSIGNED,
+                "Partitions assigned to this instance (rebalances)",
+                vec![],
+                &k.assigned,
+            );
+            counter(KAFKA_PARTITIONS_REVOKED, "Partitions revoked from this instance (rebalances)", vec![], &k.revoked);
+            counter(KAFKA_CLIENT_ERRORS, "Kafka client errors (broker down, receive errors)", vec![], &k.client_errors);
+            let mut f = Family::new(KAFKA_COMMITS, "Offset commits by result", c);
+            f.add(l(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
+            f.add(l(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
+            fams.push(f);
+            let mut f = Family::new(DEAD_LETTERS_PRODUCED, "Dead letters produced to the DLQ topic by result", c);
+            f.add(l(&[("result", "success")]), k.dlq_produced.load(Relaxed) as f64);
+            f.add(l(&[("result", "failure")]), k.dlq_failed.load(Relaxed) as f64);
+            fams.push(f);
+            let mut f = Family::new(KAFKA_BROKER_UP, "0 while librdkafka reports all brokers down", g);
+            f.add(vec![], k.broker_up.load(Relaxed) as u8 as f64);
+            fams.push(f);
+            let mut f =
+                Family::new(KAFKA_CONSUMER_LAG, "Consumer lag per partition (messages), librdkafka statistics", g);
+            for ((topic, part), lag) in k.lag.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                f.add(l(&[("topic", topic), ("partition", &part.to_string())]), *lag as f64);
+            }
+            fams.push(f);
+        }
 
         let s = &engine.stats;
         let mut f = Family::new(EVENTS, "Events applied, by type", c);

@@ -1,0 +1,215 @@
+//! The Kafka source against a real Kafka-protocol broker (tansu, started here on an ephemeral
+//! port from the binary `scripts/test` installs): a 110k-event stream over 3 partitions and three
+//! deployments, with invalid messages, consumed by `ddtwatch run`; the API's counters equal an
+//! event-time replay of the same events, and every invalid message is on the DLQ topic with its
+//! reason and origin headers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ddtwatch::ingest::simulator::{Scenario, generate_lines};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::Value;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tansu() -> PathBuf {
+    let path = std::env::var_os("DDTWATCH_TANSU").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        cache.join("ddtwatch-tools/tansu/bin/tansu")
+    });
+    assert!(
+        path.exists(),
+        "no tansu broker at {} — run scripts/test (it installs it) or set DDTWATCH_TANSU",
+        path.display()
+    );
+    path
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_broker() -> (Proc, String) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let p = Proc(
+        Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("broker port", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    for (topic, parts) in [("ddt.events", "3"), ("ddt.events.dlq", "1")] {
+        let st = Command::new(tansu())
+            .args(["topic", "create", topic, "--partitions", parts, "--broker", &url])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "creating topic {topic}");
+    }
+    (p, format!("127.0.0.1:{port}"))
+}
+
+fn http_json(url: &str) -> Option<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.ok()?.json::<Value>().await.ok() })
+}
+
+fn http_text(url: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
+    let (_broker, brokers) = start_broker();
+    // Three deployments; ≥ 100k events.
+    let mut lines: Vec<String> = Vec::new();
+    lines.extend(generate_lines(Scenario::ThresholdLowered, 40_000, 7));
+    lines.extend(generate_lines(Scenario::AnprSteady, 40_000, 7));
+    lines.extend(generate_lines(Scenario::DemographicSkew, 30_000, 7));
+    let bad = [
+        r#"{"schema_version":1,"event_id":"bad-1","deployment_id":"lfr-sim-threshold-lowered","system":"lfr","source_id":"cam-1","type":"detection","ts":"2026-04-25T09:00:00Z","count":"seven"}"#.to_string(),
+        "this is not json".to_string(),
+        r#"{"schema_version":9,"event_id":"bad-3","deployment_id":"anpr-sim-anpr-steady","system":"anpr","source_id":"c","type":"detection","ts":"2026-04-25T09:00:00Z","count":1}"#.to_string(),
+    ];
+    let all: Vec<String> = lines.iter().chain(bad.iter()).cloned().collect();
+
+    // Produce, keyed by deployment_id (the operational system's contract).
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
+    for l in &all {
+        let key = serde_json::from_str::<Value>(l)
+            .ok()
+            .and_then(|v| v["deployment_id"].as_str().map(String::from))
+            .unwrap_or_default();
+        let mut rec = BaseRecord::to("ddt.events").payload(l.as_str()).key(key.as_str());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    // The reference: an event-time replay of the same events in file order.
+    let replayed = common::replay(common::example_config(), &all);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\"}}")).unwrap();
+    v["clock"] = "event".into();
+    v["sources"] = serde_yaml::from_str(&format!(
+        "[{{kind: kafka, brokers: \"{brokers}\", topics: [ddt.events], group_id: ddtwatch-test}}]"
+    ))
+    .unwrap();
+    v["dead_letter"] = serde_yaml::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
+    v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
+    v["engine"] = serde_yaml::from_str("{commit_interval: 500ms}").unwrap();
+    let path = dir.path().join("ddtwatch.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    let _run = Proc(
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    wait_for("all messages consumed", Duration::from_secs(300), || {
+        http_text(&format!("{base}/metrics"))
+            .is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") as usize == all.len())
+    });
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("consumed {} messages in {secs:.1}s ({:.0}/s incl. startup)", all.len(), all.len() as f64 / secs);
+
+    let mut expected = BTreeMap::new();
+    for d in &replayed.summary.deployments {
+        expected.insert(d.deployment_id.clone(), serde_json::to_value(&d.counters).unwrap());
+    }
+    assert_eq!(expected.len(), 3);
+    for (id, counters) in &expected {
+        let d = http_json(&format!("{base}/api/v1/deployments/{id}")).unwrap();
+        assert_eq!(&d["counters"], counters, "deployment {id}");
+        let groups = replayed.summary.deployments.iter().find(|x| &x.deployment_id == id).unwrap();
+        assert_eq!(d["groups"], serde_json::to_value(&groups.groups).unwrap(), "groups of {id}");
+    }
+
+    // Every invalid message is on the DLQ with its reason and origin, before its offset commit.
+    wait_for("dead letters produced", Duration::from_secs(30), || {
+        http_text(&format!("{base}/metrics")).is_some_and(|m| {
+            metric(&m, r#"ddtwatch_dead_letters_produced_total{result="success"}"#) as u64
+                == replayed.summary.invalid.total
+        })
+    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["ddt.events.dlq"]).unwrap();
+    let mut reasons = Vec::new();
+    let start = Instant::now();
+    while reasons.len() < bad.len() && start.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let h = m.headers().expect("dead letters carry headers");
+            let get = |k: &str| {
+                h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).to_string())
+            };
+            assert_eq!(get("ddtwatch-source-topic").as_deref(), Some("ddt.events"));
+            assert!(get("ddtwatch-source-offset").is_some());
+            assert!(bad.iter().any(|b| b.as_bytes() == m.payload().unwrap()), "DLQ value is the original message");
+            reasons.push(get("ddtwatch-reason").unwrap());
+        }
+    }
+    reasons.sort();
+    assert_eq!(reasons, vec!["malformed_json", "unsupported_version", "wrong_type"]);
+}
