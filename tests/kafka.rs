@@ -54,7 +54,10 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn start_broker() -> (Proc, String) {
-    let port = free_port();
+    start_broker_on(free_port())
+}
+
+fn start_broker_on(port: u16) -> (Proc, String) {
     let url = format!("tcp://127.0.0.1:{port}");
     let p = Proc(
         Command::new(tansu())
@@ -98,25 +101,28 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }
 
-#[test]
-fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
-    let (_broker, brokers) = start_broker();
-    // Three deployments; ≥ 100k events.
-    let mut lines: Vec<String> = Vec::new();
-    lines.extend(generate_lines(Scenario::ThresholdLowered, 40_000, 7));
-    lines.extend(generate_lines(Scenario::AnprSteady, 40_000, 7));
-    lines.extend(generate_lines(Scenario::DemographicSkew, 30_000, 7));
-    let bad = [
-        r#"{"schema_version":1,"event_id":"bad-1","deployment_id":"lfr-sim-threshold-lowered","system":"lfr","source_id":"cam-1","type":"detection","ts":"2026-04-25T09:00:00Z","count":"seven"}"#.to_string(),
-        "this is not json".to_string(),
-        r#"{"schema_version":9,"event_id":"bad-3","deployment_id":"anpr-sim-anpr-steady","system":"anpr","source_id":"c","type":"detection","ts":"2026-04-25T09:00:00Z","count":1}"#.to_string(),
-    ];
-    let all: Vec<String> = lines.iter().chain(bad.iter()).cloned().collect();
+/// Writes a `run` config for a Kafka source at `brokers` with its HTTP API on `port`.
+fn run_config(dir: &std::path::Path, brokers: &str, port: u16) -> PathBuf {
+    let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\"}}")).unwrap();
+    v["clock"] = "event".into();
+    v["sources"] = serde_yaml::from_str(&format!(
+        "[{{kind: kafka, brokers: \"{brokers}\", topics: [ddt.events], group_id: ddtwatch-test}}]"
+    ))
+    .unwrap();
+    v["dead_letter"] = serde_yaml::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
+    v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
+    v["engine"] = serde_yaml::from_str("{commit_interval: 500ms}").unwrap();
+    let path = dir.join("ddtwatch.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    path
+}
 
-    // Produce, keyed by deployment_id (the operational system's contract).
+fn produce(brokers: &str, lines: &[String]) {
     let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
-    for l in &all {
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    for l in lines {
         let key = serde_json::from_str::<Value>(l)
             .ok()
             .and_then(|v| v["deployment_id"].as_str().map(String::from))
@@ -133,25 +139,69 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
         }
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// ddtwatch started while the broker is down is ready all the same, reports the outage, and
+/// consumes once the broker comes up — by itself.
+#[test]
+fn ready_without_broker_and_consumes_when_it_comes_up() {
+    let broker_port = free_port();
+    let brokers = format!("127.0.0.1:{broker_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = run_config(dir.path(), &brokers, port);
+    let _run = Proc(
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("readyz 200 with the broker down", Duration::from_secs(30), || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status() == 200) })
+    });
+    wait_for("the outage in metrics", Duration::from_secs(30), || {
+        http_text(&format!("{base}/metrics")).is_some_and(|m| metric(&m, "ddtwatch_kafka_client_errors_total") >= 1.0)
+    });
+    let (_broker, _) = start_broker_on(broker_port);
+    let lines = generate_lines(Scenario::AnprSteady, 5_000, 3);
+    produce(&brokers, &lines);
+    wait_for("consumption after the broker came up", Duration::from_secs(120), || {
+        http_text(&format!("{base}/metrics"))
+            .is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") as usize == lines.len())
+    });
+    let m = http_text(&format!("{base}/metrics")).unwrap();
+    assert_eq!(metric(&m, "ddtwatch_kafka_broker_up"), 1.0);
+}
+
+#[test]
+fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
+    let (_broker, brokers) = start_broker();
+    // Three deployments; ≥ 100k events.
+    let mut lines: Vec<String> = Vec::new();
+    lines.extend(generate_lines(Scenario::ThresholdLowered, 40_000, 7));
+    lines.extend(generate_lines(Scenario::AnprSteady, 40_000, 7));
+    lines.extend(generate_lines(Scenario::DemographicSkew, 30_000, 7));
+    let bad = [
+        r#"{"schema_version":1,"event_id":"bad-1","deployment_id":"lfr-sim-threshold-lowered","system":"lfr","source_id":"cam-1","type":"detection","ts":"2026-04-25T09:00:00Z","count":"seven"}"#.to_string(),
+        "this is not json".to_string(),
+        r#"{"schema_version":9,"event_id":"bad-3","deployment_id":"anpr-sim-anpr-steady","system":"anpr","source_id":"c","type":"detection","ts":"2026-04-25T09:00:00Z","count":1}"#.to_string(),
+    ];
+    let all: Vec<String> = lines.iter().chain(bad.iter()).cloned().collect();
+
+    // Produced keyed by deployment_id (the operational system's contract).
+    produce(&brokers, &all);
 
     // The reference: an event-time replay of the same events in file order.
     let replayed = common::replay(common::example_config(), &all);
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\"}}")).unwrap();
-    v["clock"] = "event".into();
-    v["sources"] = serde_yaml::from_str(&format!(
-        "[{{kind: kafka, brokers: \"{brokers}\", topics: [ddt.events], group_id: ddtwatch-test}}]"
-    ))
-    .unwrap();
-    v["dead_letter"] = serde_yaml::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
-    v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
-    v["engine"] = serde_yaml::from_str("{commit_interval: 500ms}").unwrap();
-    let path = dir.path().join("ddtwatch.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    let path = run_config(dir.path(), &brokers, port);
     let _run = Proc(
         Command::new(common::bin())
             .args(["run", "--config"])
