@@ -16,7 +16,7 @@ use super::series::{DriftState, LatencySeries};
 use super::tally::{Contribution, GroupIndex, Tally, WindowedTally, bit};
 
 /// The latest human decision on an alert.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DecisionRec {
     pub decision: Decision,
     pub ts: Millis,
@@ -26,7 +26,7 @@ pub struct DecisionRec {
 }
 
 /// The latest outcome of an alert.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeRec {
     pub result: OutcomeResult,
     pub ts: Millis,
@@ -35,7 +35,7 @@ pub struct OutcomeRec {
 }
 
 /// One alert and what is known about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AlertRec {
     pub ts: Millis,
     pub canary: bool,
@@ -108,7 +108,7 @@ impl AlertRec {
 }
 
 /// Latest value of a field with the event time it came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stamped<T> {
     pub value: T,
     pub ts: Millis,
@@ -121,7 +121,7 @@ fn set_latest<T>(slot: &mut Option<Stamped<T>>, value: T, ts: Millis) {
 }
 
 /// What a source (camera, console) last reported.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SourceState {
     pub threshold: Option<Stamped<f64>>,
     pub status_ts: Option<Millis>,

@@ -8,6 +8,7 @@
 
 mod deployment;
 mod series;
+pub mod snapshot;
 mod summary;
 pub mod tally;
 
@@ -191,6 +192,34 @@ impl Engine {
 
     pub fn deployment(&self, id: &str) -> Option<&Deployment> {
         self.deployments.get(id)
+    }
+
+    /// The deployment's state as bytes (see [`snapshot`]).
+    pub fn snapshot(&self, id: &str, through: Option<snapshot::Through>) -> Option<Vec<u8>> {
+        let d = self.deployments.get(id)?;
+        Some(snapshot::DeploymentSnapshot::of(d, through, self.clock).to_bytes())
+    }
+
+    /// Replaces (or adds) a deployment from a snapshot; returns its id and the offset it covers.
+    /// Event ids are not in snapshots: re-delivery after a restore is skipped by offset (Kafka).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(String, Option<snapshot::Through>), String> {
+        let s = snapshot::DeploymentSnapshot::from_bytes(bytes)?;
+        let (id, through, last_ts) = (s.deployment_id.clone(), s.through.clone(), s.taken_at);
+        let d = s.restore(&self.config, self.groups.clone());
+        if self.mode == ClockMode::Event
+            && let Some(t) = last_ts.or(d.last_ts)
+        {
+            self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
+        }
+        self.deployments.insert(id.clone(), d);
+        Ok((id, through))
+    }
+
+    /// Forgets a deployment (it moved to another instance).
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.dedup.remove(id);
+        self.open_breaches.retain(|(d, _), _| d != id);
+        self.deployments.remove(id).is_some()
     }
 
     /// Event ids currently remembered for duplicate detection, over all deployments.

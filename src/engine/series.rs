@@ -8,8 +8,10 @@ use crate::stats::drift::Shift;
 use crate::stats::{Histogram, PageHinkley, SparseHdr as Hdr};
 
 /// State of one drift condition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DriftState {
+    /// Rebound from the condition on restore (see engine::snapshot).
+    #[serde(skip, default = "DriftSpec::placeholder")]
     pub spec: DriftSpec,
     pub baseline: Histogram,
     /// Values still needed to fill a `first: N` baseline (0 when full or explicit).
@@ -20,7 +22,7 @@ pub struct DriftState {
     pub last_detection: Option<(Millis, Shift)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum DriftWindow {
     /// The last N values as bin indices, and their histogram.
     Last { cap: usize, ring: VecDeque<u16>, hist: Histogram },
@@ -129,7 +131,7 @@ impl DriftState {
 }
 
 /// A latency/lag series: one HDR histogram for the deployment and bucketed ones per window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LatencySeries {
     pub total: Hdr,
     windows: BTreeMap<i64, (i64, BTreeMap<i64, Hdr>)>,

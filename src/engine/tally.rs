@@ -68,7 +68,7 @@ pub const ENG_ENGAGED: usize = 0;
 pub const ENG_FALSE_ENGAGED: usize = 1;
 
 /// A set of counts: the overall counters plus the per-group tables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     pub counts: [i64; N_COUNTERS],
     pub subject: Vec<[i64; 4]>,
@@ -142,7 +142,7 @@ pub const fn bit(c: Counter) -> u32 {
 }
 
 /// What one alert currently adds to the counters: counter bits and its group slots.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Contribution {
     pub flags: u32,
     /// One slot per tabulated attribute, from the alert's `subject_groups`.
@@ -152,7 +152,7 @@ pub struct Contribution {
 }
 
 /// Counts of events with ts in (now − W, now], kept in W/60 buckets keyed by bucket number.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WindowedTally {
     pub width_ms: i64,
     bucket_ms: i64,

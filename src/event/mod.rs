@@ -150,7 +150,7 @@ pub struct Alert {
     pub latency_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Engage,
@@ -175,7 +175,7 @@ pub struct Adjudication {
     pub reason_misread: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeResult {
     TrueMatch,
@@ -275,7 +275,7 @@ pub struct DeploymentEvent {
     pub authorisation: Option<Authorisation>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Deletion {
     pub scope: String,
     pub up_to: Millis,

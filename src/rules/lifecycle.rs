@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::event::Millis;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreachState {
     #[default]
@@ -61,7 +61,7 @@ impl TransitionKind {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Lifecycle {
     pub state: BreachState,
     /// Start of the current pending/firing period (t0): part of the idempotency key.

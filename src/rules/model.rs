@@ -196,6 +196,20 @@ pub struct DriftSpec {
     pub baseline: Baseline,
 }
 
+impl DriftSpec {
+    /// Stands in for the spec while a deserialised drift state waits to be rebound to its
+    /// condition (`engine::snapshot`); never evaluated.
+    pub fn placeholder() -> Self {
+        DriftSpec {
+            value: DriftValue::Score,
+            method: DriftMethod::Ks { alpha: 0.05 },
+            window: Window::Deployment,
+            min_samples: 0,
+            baseline: Baseline::First(0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QuantileValue {

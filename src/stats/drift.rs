@@ -101,7 +101,7 @@ pub fn ks_critical(n: u64, m: u64, alpha: f64) -> f64 {
 }
 
 /// Which way a Page-Hinkley detection went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shift {
     Up,

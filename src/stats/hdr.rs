@@ -13,7 +13,7 @@ const SUB_BUCKET_HALF_COUNT_MAGNITUDE: u32 = 10;
 const SUB_BUCKET_MASK: u64 = (1 << (SUB_BUCKET_HALF_COUNT_MAGNITUDE + 1)) - 1;
 const LEADING_ZERO_COUNT_BASE: u32 = 64 - (SUB_BUCKET_HALF_COUNT_MAGNITUDE + 1);
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SparseHdr {
     /// lowest equivalent value of a bucket → count
     counts: BTreeMap<u64, u64>,

@@ -1,0 +1,286 @@
+//! Deployment state snapshots: everything a deployment has accumulated (counters, the alert
+//! join, windows, series, per-source state, breach lifecycles), serialised so the deployment can
+//! move to another instance (Kafka `ddt.state` topic on rebalance) or survive a restart.
+//!
+//! Conditions are not stored: on restore the deployment is bound to the *current* config and
+//! each condition's runtime (lifecycle, silence instances, drift state) is taken over by id when
+//! its kind is unchanged — a drift state only when its definition is identical.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::deployment::{AlertRec, Deployment, Held, SourceState};
+use super::series::{DriftState, LatencySeries};
+use super::tally::{GroupIndex, Tally, WindowedTally};
+use crate::config::Config;
+use crate::event::{Authorisation, Deletion, Millis, Phase, Reason, System, parse_line};
+use crate::rules::{Kind, Lifecycle};
+
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Where the events in a snapshot came from: it holds every event of its deployment up to and
+/// including this offset (Kafka), so a consumer restoring it skips re-delivered ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Through {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AuthorisationState {
+    authority_token: Option<String>,
+    rank: Option<String>,
+    window_start: Option<Millis>,
+    window_end: Option<Millis>,
+    location: Option<String>,
+    purpose: Option<String>,
+    max_list_size: Option<u64>,
+    threshold_floor: Option<f64>,
+}
+
+impl From<&Authorisation> for AuthorisationState {
+    fn from(a: &Authorisation) -> Self {
+        AuthorisationState {
+            authority_token: a.authority_token.clone(),
+            rank: a.rank.clone(),
+            window_start: a.window_start,
+            window_end: a.window_end,
+            location: a.location.clone(),
+            purpose: a.purpose.clone(),
+            max_list_size: a.max_list_size,
+            threshold_floor: a.threshold_floor,
+        }
+    }
+}
+
+impl From<AuthorisationState> for Authorisation {
+    fn from(a: AuthorisationState) -> Self {
+        Authorisation {
+            authority_token: a.authority_token,
+            rank: a.rank,
+            window_start: a.window_start,
+            window_end: a.window_end,
+            location: a.location,
+            purpose: a.purpose,
+            max_list_size: a.max_list_size,
+            threshold_floor: a.threshold_floor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ConditionState {
+    kind: String,
+    lifecycle: Lifecycle,
+    instances: BTreeMap<String, Lifecycle>,
+    drift: Option<DriftState>,
+    /// The drift definition the state was built for (JSON), to detect a changed definition.
+    drift_spec: Option<String>,
+}
+
+/// A held decision/outcome: its original bytes (re-parsed on restore).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HeldState {
+    raw: String,
+    held_at: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentSnapshot {
+    pub snapshot_version: u32,
+    pub deployment_id: String,
+    pub system: Option<System>,
+    pub through: Option<Through>,
+    /// The engine clock when taken.
+    pub taken_at: Option<Millis>,
+    phase: Option<Phase>,
+    started_at: Option<Millis>,
+    stopped_at: Option<Millis>,
+    first_ts: Option<Millis>,
+    last_ts: Option<Millis>,
+    /// The group allow-list the tallies are indexed by; restoring under a different one starts
+    /// the per-group cells afresh (counters are kept).
+    groups: Vec<(String, Vec<String>)>,
+    total: Tally,
+    windows: Vec<WindowedTally>,
+    alerts: HashMap<String, AlertRec>,
+    adjudication_deadlines: BTreeSet<(Millis, String)>,
+    held: Vec<(String, Vec<HeldState>)>,
+    held_order: VecDeque<(Millis, String)>,
+    sources: BTreeMap<String, SourceState>,
+    first_threshold: Option<f64>,
+    first_algorithm: Option<String>,
+    authorisation: Option<AuthorisationState>,
+    authorisation_from_stream: bool,
+    window_tripped: bool,
+    announced_versions: HashSet<String>,
+    unknown_versions: BTreeSet<String>,
+    deletions: Vec<Deletion>,
+    latency: [LatencySeries; 3],
+    conditions: BTreeMap<String, ConditionState>,
+    events_by_type: [u64; 7],
+    outcomes_by_result: [u64; 5],
+    invalid_by_reason: BTreeMap<String, u64>,
+    seq: u64,
+}
+
+impl DeploymentSnapshot {
+    pub fn of(d: &Deployment, through: Option<Through>, taken_at: Option<Millis>) -> Self {
+        DeploymentSnapshot {
+            snapshot_version: SNAPSHOT_VERSION,
+            deployment_id: d.id.clone(),
+            system: d.system,
+            through,
+            taken_at,
+            phase: d.phase,
+            started_at: d.started_at,
+            stopped_at: d.stopped_at,
+            first_ts: d.first_ts,
+            last_ts: d.last_ts,
+            groups: d.groups.attributes.clone(),
+            total: d.total.clone(),
+            windows: d.windows.clone(),
+            alerts: d.alerts.clone(),
+            adjudication_deadlines: d.adjudication_deadlines.clone(),
+            held: d
+                .held
+                .iter()
+                .map(|(k, v)| {
+                    let list = v
+                        .iter()
+                        .map(|h| HeldState { raw: String::from_utf8_lossy(&h.raw).into_owned(), held_at: h.held_at })
+                        .collect();
+                    (k.clone(), list)
+                })
+                .collect(),
+            held_order: d.held_order.clone(),
+            sources: d.sources.clone(),
+            first_threshold: d.first_threshold,
+            first_algorithm: d.first_algorithm.clone(),
+            authorisation: d.authorisation.as_ref().map(AuthorisationState::from),
+            authorisation_from_stream: d.authorisation_from_stream,
+            window_tripped: d.window_tripped,
+            announced_versions: d.announced_versions.clone(),
+            unknown_versions: d.unknown_versions.clone(),
+            deletions: d.deletions.clone(),
+            latency: d.latency.clone(),
+            conditions: d
+                .conditions
+                .iter()
+                .map(|rt| {
+                    let state = ConditionState {
+                        kind: rt.condition.kind.name().to_string(),
+                        lifecycle: rt.lifecycle.clone(),
+                        instances: rt.instances.clone(),
+                        drift: rt.drift.clone(),
+                        drift_spec: rt.drift.as_ref().and_then(|ds| serde_json::to_string(&ds.spec).ok()),
+                    };
+                    (rt.condition.id.clone(), state)
+                })
+                .collect(),
+            events_by_type: d.events_by_type,
+            outcomes_by_result: d.outcomes_by_result,
+            invalid_by_reason: d.invalid_by_reason.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            seq: d.seq,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshot serialises")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let s: DeploymentSnapshot = serde_json::from_slice(bytes).map_err(|e| format!("bad snapshot: {e}"))?;
+        if s.snapshot_version != SNAPSHOT_VERSION {
+            return Err(format!("snapshot_version {} is not supported", s.snapshot_version));
+        }
+        Ok(s)
+    }
+
+    /// Rebuilds the deployment under the current config.
+    pub fn restore(self, config: &Config, groups: Arc<GroupIndex>) -> Deployment {
+        let mut d = Deployment::new(&self.deployment_id, self.system, config, groups.clone());
+        let same_groups = groups.attributes == self.groups;
+        d.phase = self.phase;
+        d.started_at = self.started_at;
+        d.stopped_at = self.stopped_at;
+        d.first_ts = self.first_ts;
+        d.last_ts = self.last_ts;
+        if same_groups {
+            d.total = self.total;
+            d.windows = self.windows;
+            d.alerts = self.alerts;
+        } else {
+            // Different allow-list: per-group cells would be indexed wrongly; keep the counters.
+            d.total.counts = self.total.counts;
+            d.alerts = self
+                .alerts
+                .into_iter()
+                .map(|(k, mut a)| {
+                    a.subject_slots = Arc::from([]);
+                    a.unknown_slots = Arc::from([]);
+                    a.contribution.subject = Arc::from([]);
+                    a.contribution.engaged = Arc::from([]);
+                    if let Some(o) = a.outcome.as_mut() {
+                        o.engaged_slots = Arc::from([]);
+                    }
+                    (k, a)
+                })
+                .collect();
+        }
+        d.adjudication_deadlines = self.adjudication_deadlines;
+        for (alert_id, list) in self.held {
+            let held: Vec<Held> = list
+                .into_iter()
+                .filter_map(|h| {
+                    let event = parse_line(h.raw.as_bytes()).ok()?;
+                    Some(Held { event, held_at: h.held_at, raw: Arc::from(h.raw.into_bytes()) })
+                })
+                .collect();
+            if !held.is_empty() {
+                d.held.insert(alert_id, held);
+            }
+        }
+        d.held_order = self.held_order;
+        d.sources = self.sources;
+        d.first_threshold = self.first_threshold;
+        d.first_algorithm = self.first_algorithm;
+        // A config authorisation stands unless the stream supplied one (as at apply time).
+        if self.authorisation_from_stream || d.authorisation.is_none() {
+            d.authorisation = self.authorisation.map(Authorisation::from);
+        }
+        d.authorisation_from_stream = self.authorisation_from_stream;
+        d.window_tripped = self.window_tripped;
+        d.announced_versions = self.announced_versions;
+        d.unknown_versions = self.unknown_versions;
+        d.deletions = self.deletions;
+        d.latency = self.latency;
+        d.events_by_type = self.events_by_type;
+        d.outcomes_by_result = self.outcomes_by_result;
+        d.invalid_by_reason = self
+            .invalid_by_reason
+            .into_iter()
+            .filter_map(|(k, v)| Reason::ALL.iter().find(|r| r.as_str() == k).map(|r| (r.as_str(), v)))
+            .collect();
+        d.seq = self.seq;
+        let mut states = self.conditions;
+        for rt in &mut d.conditions {
+            let Some(st) = states.remove(&rt.condition.id) else { continue };
+            if st.kind != rt.condition.kind.name() {
+                continue;
+            }
+            rt.lifecycle = st.lifecycle;
+            rt.instances = st.instances;
+            if let (Kind::Drift(spec), Some(mut ds)) = (&rt.condition.kind, st.drift)
+                && st.drift_spec == serde_json::to_string(spec).ok()
+            {
+                ds.spec = spec.clone();
+                rt.drift = Some(ds);
+            }
+        }
+        d
+    }
+}
