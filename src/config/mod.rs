@@ -133,11 +133,20 @@ pub enum SourceConfig {
         /// librdkafka properties whose values are secrets, read from files or env.
         #[serde(default)]
         secret_properties: BTreeMap<String, SecretRef>,
+        /// Compacted topic of deployment snapshots (key = deployment_id): written before each
+        /// offset commit, read on partition assignment, so deployments move with partitions.
+        /// Empty string: off.
+        #[serde(default = "default_state_topic")]
+        state_topic: String,
     },
     File {
         path: PathBuf,
     },
     Http {},
+}
+
+fn default_state_topic() -> String {
+    "ddt.state".into()
 }
 
 fn default_topics() -> Vec<String> {

@@ -7,7 +7,7 @@
 //! topic before the offset of its message is committed). Re-delivery after a crash is absorbed
 //! by event_id dedup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::config::{SecretRef, SourceConfig};
 use crate::engine::DeadLetter;
+use crate::engine::snapshot::Through;
 use crate::ingest::Pipeline;
 
 /// Where a message came from (DLQ headers).
@@ -46,6 +47,10 @@ pub struct KafkaStats {
     pub dlq_produced: AtomicU64,
     pub dlq_failed: AtomicU64,
     pub client_errors: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub restored: AtomicU64,
+    /// Re-delivered messages skipped because a restored snapshot already holds them.
+    pub skipped: AtomicU64,
     /// False while librdkafka reports all brokers down.
     pub broker_up: AtomicBool,
     /// (topic, partition) → consumer lag (messages), from librdkafka statistics.
@@ -82,9 +87,193 @@ pub fn client_config(source: &SourceConfig) -> anyhow::Result<ClientConfig> {
     Ok(c)
 }
 
+/// What the consumer knows about deployments and partitions, shared with the rebalance
+/// callbacks.
+#[derive(Default)]
+struct Tracking {
+    /// deployment (message key) → the partition its events come from.
+    owner: HashMap<String, (String, i32)>,
+    /// Last processed offset per partition.
+    last_offset: HashMap<(String, i32), i64>,
+    /// Deployments with events since their last snapshot.
+    dirty: HashSet<String>,
+    /// Restored deployments: their events up to this offset are already in the snapshot.
+    skip_through: HashMap<String, Through>,
+}
+
 struct Ctx {
     stats: Arc<KafkaStats>,
     pipeline: Pipeline,
+    tracking: Mutex<Tracking>,
+    /// Snapshot producer and topic (None: state topic off).
+    state: Option<(ThreadedProducer<DlqContext>, String)>,
+    /// Client settings for the state-topic reader.
+    client: ClientConfig,
+    grace: Duration,
+}
+
+impl Ctx {
+    fn track(&self) -> std::sync::MutexGuard<'_, Tracking> {
+        self.tracking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Snapshots every deployment changed since the last checkpoint to the state topic and waits
+    /// for the broker's acknowledgement, then makes dead letters durable. Only after this may
+    /// offsets be committed (true).
+    fn checkpoint(&self) -> bool {
+        if let Some((producer, topic)) = &self.state {
+            let dirty: Vec<(String, Through)> = {
+                let mut t = self.track();
+                let dirty: Vec<String> = t.dirty.drain().collect();
+                dirty
+                    .into_iter()
+                    .filter_map(|id| {
+                        let (topic, partition) = t.owner.get(&id)?.clone();
+                        let offset = *t.last_offset.get(&(topic.clone(), partition))?;
+                        Some((id, Through { topic, partition, offset }))
+                    })
+                    .collect()
+            };
+            if !dirty.is_empty() {
+                let snaps: Vec<(String, Vec<u8>)> = {
+                    let engine = self.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+                    dirty
+                        .into_iter()
+                        .filter_map(|(id, th)| Some((id.clone(), engine.snapshot(&id, Some(th))?)))
+                        .collect()
+                };
+                for (id, bytes) in &snaps {
+                    let mut rec = BaseRecord::to(topic).key(id.as_str()).payload(bytes.as_slice());
+                    loop {
+                        match producer.send(rec) {
+                            Ok(()) => break,
+                            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                                rec = r;
+                                producer.poll(Duration::from_millis(50));
+                            }
+                            Err((e, _)) => {
+                                tracing::error!(error = %e, "snapshot rejected by the producer");
+                                self.track().dirty.insert(id.clone());
+                                return false;
+                            }
+                        }
+                    }
+                }
+                if producer.flush(self.grace).is_err() || producer.in_flight_count() > 0 {
+                    tracing::warn!("snapshots not acknowledged; offsets not committed this round");
+                    self.track().dirty.extend(snaps.into_iter().map(|(id, _)| id));
+                    return false;
+                }
+                self.stats.snapshots.fetch_add(snaps.len() as u64, Ordering::Relaxed);
+            }
+        }
+        if !self.pipeline.sync_dead_letters(self.grace) {
+            tracing::warn!("dead letters not yet acknowledged; offsets not committed this round");
+            return false;
+        }
+        true
+    }
+
+    /// Reads the state topic to its end and restores the deployments whose events come from the
+    /// given partitions.
+    fn restore(&self, assigned: &[(String, i32)]) {
+        let Some((_, topic)) = &self.state else { return };
+        let mut latest: HashMap<String, Vec<u8>> = HashMap::new();
+        match read_topic(&self.client, topic, self.grace) {
+            Ok(records) => {
+                for (k, v) in records {
+                    latest.insert(k, v);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, topic = %topic, "cannot read the state topic; assigned deployments start empty");
+                return;
+            }
+        }
+        let mut restored = 0u64;
+        tracing::info!(snapshots = latest.len(), "state topic read");
+        for (id, bytes) in latest {
+            let Ok(snap) = crate::engine::snapshot::DeploymentSnapshot::from_bytes(&bytes) else {
+                tracing::warn!("unreadable snapshot on the state topic, skipped");
+                continue;
+            };
+            let Some(th) = snap.through.clone() else { continue };
+            if !assigned.iter().any(|(t, p)| *t == th.topic && *p == th.partition) {
+                continue;
+            }
+            let mut engine = self.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+            match engine.restore(&bytes) {
+                Ok(_) => {
+                    drop(engine);
+                    let mut t = self.track();
+                    t.owner.insert(id.clone(), (th.topic.clone(), th.partition));
+                    t.skip_through.insert(id, th);
+                    restored += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "snapshot not restored"),
+            }
+        }
+        self.stats.restored.fetch_add(restored, Ordering::Relaxed);
+        tracing::info!(deployments = restored, "deployment state restored from the state topic");
+    }
+}
+
+/// Every (key, value) of a topic from the beginning to its current end, in order.
+fn read_topic(client: &ClientConfig, topic: &str, timeout: Duration) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    use rdkafka::consumer::BaseConsumer;
+    let mut c = client.clone();
+    c.set("group.id", format!("ddtwatch-state-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let reader: BaseConsumer = c.create().context("creating the state reader")?;
+    let md = reader.fetch_metadata(Some(topic), timeout).context("state topic metadata")?;
+    let parts: Vec<i32> =
+        md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if parts.is_empty() {
+        anyhow::bail!("state topic {topic} has no partitions (does it exist?)");
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in &parts {
+        let (_, high) = reader.fetch_watermarks(topic, *p, timeout).context("state topic watermarks")?;
+        if high > 0 {
+            ends.insert(*p, high);
+            tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    reader.assign(&tpl)?;
+    tracing::debug!(topic, ends = ?ends, "reading the state topic");
+    // Read until every partition reached its high watermark and then nothing more arrives for a
+    // moment (some Kafka-protocol brokers report watermarks that lag the log).
+    let deadline = std::time::Instant::now() + timeout * 3;
+    let mut done: HashSet<i32> = HashSet::new();
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out reading the state topic");
+        }
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle_since = std::time::Instant::now();
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                out.push((key, m.payload().unwrap_or_default().to_vec()));
+                if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                    done.insert(m.partition());
+                }
+            }
+            Some(Err(e)) => anyhow::bail!("reading the state topic: {e}"),
+            None => {
+                if done.len() >= ends.len() && idle_since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl ClientContext for Ctx {
@@ -113,12 +302,31 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             self.stats.revoked.fetch_add(tpl.count() as u64, Ordering::Relaxed);
-            // Offsets of applied events go with the partitions we hand over.
-            if self.pipeline.sync_dead_letters(Duration::from_secs(10)) {
+            // State and offsets of applied events go with the partitions we hand over.
+            if self.checkpoint() {
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
                     Err(e) => tracing::warn!(error = %e, "commit on revoke failed"),
                 }
+            }
+            if self.state.is_some() {
+                let revoked: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let gone: Vec<String> = {
+                    let mut t = self.track();
+                    let gone: Vec<String> =
+                        t.owner.iter().filter(|(_, tp)| revoked.contains(tp)).map(|(id, _)| id.clone()).collect();
+                    for id in &gone {
+                        t.owner.remove(id);
+                        t.skip_through.remove(id);
+                    }
+                    gone
+                };
+                let mut engine = self.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+                for id in &gone {
+                    engine.remove(id);
+                }
+                tracing::info!(deployments = gone.len(), "deployments handed over");
             }
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
@@ -128,6 +336,10 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Assign(tpl) = rebalance {
             self.stats.assigned.fetch_add(tpl.count() as u64, Ordering::Relaxed);
             tracing::info!(partitions = tpl.count(), "partitions assigned");
+            let assigned: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            // Before the first message of these partitions is fetched.
+            self.restore(&assigned);
         }
     }
 
@@ -144,9 +356,10 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// Counts DLQ deliveries.
+/// Counts deliveries of the DLQ producer (`dlq: true`) or logs failures of the state producer.
 pub struct DlqContext {
     pub stats: Arc<KafkaStats>,
+    pub dlq: bool,
 }
 
 impl ClientContext for DlqContext {}
@@ -154,11 +367,16 @@ impl ClientContext for DlqContext {}
 impl ProducerContext for DlqContext {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        match r {
-            Ok(_) => self.stats.dlq_produced.fetch_add(1, Ordering::Relaxed),
-            Err((e, _)) => {
+        match (r, self.dlq) {
+            (Ok(_), true) => self.stats.dlq_produced.fetch_add(1, Ordering::Relaxed),
+            (Err((e, _)), true) => {
                 tracing::error!(error = %e, "dead letter could not be produced");
                 self.stats.dlq_failed.fetch_add(1, Ordering::Relaxed)
+            }
+            (Ok(_), false) => 0,
+            (Err((e, _)), false) => {
+                tracing::error!(error = %e, "snapshot could not be produced");
+                self.stats.client_errors.fetch_add(1, Ordering::Relaxed)
             }
         };
     }
@@ -174,7 +392,8 @@ impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
         let mut c = client_config(source)?;
         c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
-        let producer = c.create_with_context(DlqContext { stats }).context("creating the dead-letter producer")?;
+        let producer =
+            c.create_with_context(DlqContext { stats, dlq: true }).context("creating the dead-letter producer")?;
         Ok(KafkaDlq { producer, topic: topic.to_string() })
     }
 
@@ -228,8 +447,25 @@ pub async fn consume(
     opts: ConsumeOptions,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let SourceConfig::Kafka { topics, group_id, .. } = &source else { anyhow::bail!("not a kafka source") };
-    let mut c = client_config(&source)?;
+    let SourceConfig::Kafka { topics, group_id, state_topic, .. } = &source else {
+        anyhow::bail!("not a kafka source")
+    };
+    let base = client_config(&source)?;
+    let state = if state_topic.is_empty() {
+        None
+    } else {
+        let mut pc = base.clone();
+        pc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", "67108864");
+        let producer: ThreadedProducer<DlqContext> = pc
+            .create_with_context(DlqContext { stats: stats.clone(), dlq: false })
+            .context("creating the state-topic producer")?;
+        Some((producer, state_topic.clone()))
+    };
+    let mut c = base.clone();
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -239,7 +475,14 @@ pub async fn consume(
         c.set("auto.offset.reset", "earliest");
     }
     let consumer: StreamConsumer<Ctx> = c
-        .create_with_context(Ctx { stats: stats.clone(), pipeline: pipeline.clone() })
+        .create_with_context(Ctx {
+            stats: stats.clone(),
+            pipeline: pipeline.clone(),
+            tracking: Mutex::new(Tracking::default()),
+            state,
+            client: base,
+            grace: opts.grace,
+        })
         .context("creating the Kafka consumer")?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).context("subscribing")?;
@@ -248,8 +491,7 @@ pub async fn consume(
     let mut commit_tick = tokio::time::interval(opts.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let commit = |mode: CommitMode, consumer: &StreamConsumer<Ctx>| {
-        if !pipeline.sync_dead_letters(opts.grace) {
-            tracing::warn!("dead letters not yet acknowledged; offsets not committed this round");
+        if !consumer.context().checkpoint() {
             return;
         }
         match consumer.commit_consumer_state(mode) {
@@ -269,7 +511,30 @@ pub async fn consume(
                     stats.messages.fetch_add(1, Ordering::Relaxed);
                     stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     let origin = Origin { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
-                    pipeline.ingest_message(payload, crate::http::wall_clock_ms(), origin);
+                    let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                    let skip = {
+                        let mut t = consumer.context().track();
+                        let tp = (origin.topic.clone(), origin.partition);
+                        t.last_offset.insert(tp.clone(), origin.offset);
+                        match &key {
+                            Some(k) if !k.is_empty() => {
+                                let covered = t.skip_through.get(k).is_some_and(|th| {
+                                    th.topic == origin.topic && th.partition == origin.partition && origin.offset <= th.offset
+                                });
+                                if !covered {
+                                    t.owner.insert(k.clone(), tp);
+                                    t.dirty.insert(k.clone());
+                                }
+                                covered
+                            }
+                            _ => false,
+                        }
+                    };
+                    if skip {
+                        stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        pipeline.ingest_message(payload, crate::http::wall_clock_ms(), origin);
+                    }
                     if let Err(e) = consumer.store_offset_from_message(&msg) {
                         tracing::warn!(error = %e, "storing offset failed");
                     }

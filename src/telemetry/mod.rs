@@ -59,6 +59,9 @@ pub mod names {
     pub const KAFKA_CONSUMER_LAG: &str = "ddtwatch_kafka_consumer_lag";
     pub const KAFKA_CLIENT_ERRORS: &str = "ddtwatch_kafka_client_errors";
     pub const KAFKA_BROKER_UP: &str = "ddtwatch_kafka_broker_up";
+    pub const STATE_SNAPSHOTS: &str = "ddtwatch_state_snapshots";
+    pub const STATE_RESTORED: &str = "ddtwatch_state_restored_deployments";
+    pub const KAFKA_SKIPPED: &str = "ddtwatch_kafka_skipped_messages";
     pub const DEAD_LETTERS_PRODUCED: &str = "ddtwatch_dead_letters_produced";
     pub const CONFIG_RELOADS: &str = "ddtwatch_config_reload";
     pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
@@ -272,6 +275,9 @@ impl Collector for EngineCollector {
             );
             counter(KAFKA_PARTITIONS_REVOKED, "Partitions revoked from this instance (rebalances)", vec![], &k.revoked);
             counter(KAFKA_CLIENT_ERRORS, "Kafka client errors (broker down, receive errors)", vec![], &k.client_errors);
+            counter(STATE_SNAPSHOTS, "Deployment snapshots written to the state topic", vec![], &k.snapshots);
+            counter(STATE_RESTORED, "Deployments restored from the state topic on assignment", vec![], &k.restored);
+            counter(KAFKA_SKIPPED, "Re-delivered messages already in a restored snapshot", vec![], &k.skipped);
             let mut f = Family::new(KAFKA_COMMITS, "Offset commits by result", c);
             f.add(l(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
             f.add(l(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
