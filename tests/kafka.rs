@@ -150,15 +150,7 @@ fn ready_without_broker_and_consumes_when_it_comes_up() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = run_config(dir.path(), &brokers, port);
-    let _run = Proc(
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _run = spawn_run(&path);
     let base = format!("http://127.0.0.1:{port}");
     wait_for("readyz 200 with the broker down", Duration::from_secs(30), || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -202,15 +194,7 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = run_config(dir.path(), &brokers, port);
-    let _run = Proc(
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _run = spawn_run(&path);
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     wait_for("all messages consumed", Duration::from_secs(300), || {
