@@ -58,24 +58,30 @@ fn start_broker() -> (Proc, String) {
 }
 
 fn start_broker_on(port: u16) -> (Proc, String) {
+    let (p, brokers) = run_broker(port, "memory://tansu/", std::path::Path::new("."));
+    create_topics(port);
+    (p, brokers)
+}
+
+/// The broker process only (topics persist in `storage` across restarts unless it is memory;
+/// tansu resolves a `sqlite://` path against its working directory `cwd`).
+fn run_broker(port: u16, storage: &str, cwd: &std::path::Path) -> (Proc, String) {
     let url = format!("tcp://127.0.0.1:{port}");
     let p = Proc(
         Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+            .current_dir(cwd)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     wait_for("broker port", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    (p, format!("127.0.0.1:{port}"))
+}
+
+fn create_topics(port: u16) {
+    let url = format!("tcp://127.0.0.1:{port}");
     for (topic, parts) in [("ddt.events", "3"), ("ddt.events.dlq", "1"), ("ddt.state", "1")] {
         let st = Command::new(tansu())
             .args(["topic", "create", topic, "--partitions", parts, "--broker", &url])
@@ -84,7 +90,6 @@ fn start_broker_on(port: u16) -> (Proc, String) {
             .unwrap();
         assert!(st.success(), "creating topic {topic}");
     }
-    (p, format!("127.0.0.1:{port}"))
 }
 
 fn http_json(url: &str) -> Option<Value> {
@@ -407,4 +412,34 @@ fn two_instances_split_then_one_takes_over() {
         counters(&base_a).is_some_and(|c| c == expected)
     });
     drop(a);
+}
+
+/// The broker restarts mid-stream (persistent sqlite storage): ddtwatch reconnects by itself and
+/// ends with the same counters as a replay of the whole stream.
+#[test]
+fn broker_restart_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = "sqlite://tansu.db";
+    let port = free_port();
+    let (broker, brokers) = run_broker(port, storage, dir.path());
+    create_topics(port);
+    let lines = six_deployments(5_000);
+    let half = lines.len() / 2;
+    let expected = expected_counters(&lines);
+    let http = free_port();
+    let _run = spawn_run(&run_config(dir.path(), &brokers, http));
+    let base = format!("http://127.0.0.1:{http}");
+    produce(&brokers, &lines[..half]);
+    wait_for("first half consumed", Duration::from_secs(120), || {
+        http_text(&format!("{base}/metrics"))
+            .is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") as usize >= half)
+    });
+    drop(broker); // SIGKILL the broker
+    let (_broker, _) = run_broker(port, storage, dir.path());
+    produce(&brokers, &lines[half..]);
+    wait_for("every deployment equal to the replay", Duration::from_secs(180), || {
+        counters(&base).is_some_and(|c| c == expected)
+    });
+    let m = http_text(&format!("{base}/metrics")).unwrap();
+    assert!(metric(&m, "ddtwatch_kafka_client_errors_total") >= 1.0, "the outage was visible in metrics");
 }
