@@ -78,6 +78,20 @@ enum Command {
     },
     /// Validates a config and prints the effective conditions per system and deployment.
     CheckConfig { file: PathBuf },
+    /// The audit log: `audit verify FILE...` checks its hash chain (rotated files first, in order).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Verifies the hash chain; exit 0 when intact, 1 naming the first broken record.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -90,6 +104,7 @@ pub fn main() -> ExitCode {
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::Audit { action: AuditAction::Verify { files } } => audit_verify(&files),
     };
     match result {
         Ok(code) => code,
@@ -389,9 +404,21 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let config = Arc::new(config);
     let reload_every = config.raw.reload_interval;
     let reloader = crate::config::reload::Reloader::new(config_path.clone(), config.clone());
-    let engine = Engine::new(config, mode);
+    let engine = Engine::new(config.clone(), mode);
     let pipeline = Pipeline::new(engine, dead);
-    let process = Arc::new(ProcessState { kafka: Some(kafka_stats.clone()), ..ProcessState::default() });
+    let audit = match &config.raw.state_dir {
+        Some(dir) => {
+            let log = crate::audit::AuditLog::open(&dir.join("audit.log"), 64 << 20)
+                .with_context(|| format!("opening the audit log in {}", dir.display()))?;
+            let log = Arc::new(std::sync::Mutex::new(log));
+            crate::audit::record(&log, "config", serde_json::json!({"event": "loaded", "config_hash": config.hash}));
+            pipeline.set_audit(log.clone());
+            Some(log)
+        }
+        None => None,
+    };
+    let process =
+        Arc::new(ProcessState { kafka: Some(kafka_stats.clone()), audit: audit.clone(), ..ProcessState::default() });
     process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
     let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
     runtime()?.block_on(async move {
@@ -445,6 +472,20 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     })
 }
 
+fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match crate::audit::verify(files).context("reading the audit log")? {
+        crate::audit::Verdict::Ok { records, first_seq, last_seq } => {
+            println!("OK: {records} records, seq {first_seq}..{last_seq}, hash chain intact");
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::audit::Verdict::Broken { file, line, seq, problem } => {
+            let seq = seq.map(|s| format!(" (seq {s})")).unwrap_or_default();
+            println!("BROKEN: {}: record at line {line}{seq}: {problem}", file.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 /// Hot reload loop: checks the config every `every` and on SIGHUP; applies a valid change,
 /// rejects (logs, counts) an invalid one and keeps the old config.
 async fn watch_config(
@@ -473,6 +514,13 @@ async fn watch_config(
             ReloadOutcome::Changed { config, restart_needed } => {
                 let new = config.hash.clone();
                 pipeline.reload(config);
+                if let Some(a) = &process.audit {
+                    crate::audit::record(
+                        a,
+                        "config",
+                        serde_json::json!({"event": "reloaded", "old_hash": old, "config_hash": new}),
+                    );
+                }
                 process.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
                 tracing::info!(old_hash = %old, new_hash = %new, "config reloaded");
@@ -482,6 +530,13 @@ async fn watch_config(
             }
             ReloadOutcome::Rejected(errors) => {
                 process.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(a) = &process.audit {
+                    crate::audit::record(
+                        a,
+                        "config",
+                        serde_json::json!({"event": "reload_rejected", "config_hash": old, "errors": errors.to_string()}),
+                    );
+                }
                 tracing::error!(config_hash = %old, errors = %errors, "config reload rejected; the previous config stays in force");
             }
         }

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -15,6 +15,7 @@ fn config(floor: &str) -> String {
     format!(
         r#"http: {{listen: "127.0.0.1:PORT", token_env: DDTWATCH_TEST_TOKEN}}
 clock: event
+state_dir: STATE
 reload_interval: 100ms
 sources: [{{kind: http}}]
 dead_letter: {{kind: discard}}
@@ -64,7 +65,9 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = dir.path().join("ddtwatch.yaml");
-    let write = |floor: &str| std::fs::write(&path, config(floor).replace("PORT", &port.to_string())).unwrap();
+    let state = dir.path().join("state");
+    let fill = |text: String| text.replace("PORT", &port.to_string()).replace("STATE", &state.to_string_lossy());
+    let write = |floor: &str| std::fs::write(&path, fill(config(floor))).unwrap();
     write("0.6");
     let _server = Server(
         Command::new(common::bin())
@@ -122,7 +125,7 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     assert!(m.contains(r#"ddtwatch_config_reload_total{result="success"} 1"#));
 
     // An invalid file: rejected, counted once, old config in force.
-    std::fs::write(&path, config("0.55").replace("PORT", &port.to_string()).replace("check:", "chek:")).unwrap();
+    std::fs::write(&path, fill(config("0.55")).replace("check:", "chek:")).unwrap();
     until("rejected reload", || async {
         metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reload_total{result="failure"} 1"#))
     })
@@ -143,4 +146,46 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     assert_eq!(cond["times_fired"], 1);
     let m = metrics().await.unwrap();
     assert!(m.contains(r#"ddtwatch_transitions_total{state="resolved"} 1"#), "{m}");
+
+    // The audit log holds every step, and its hash chain verifies; an edit is named.
+    let log = state.join("audit.log");
+    let records: Vec<Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["kind"].as_str().unwrap(),
+                r["data"]["event"]
+                    .as_str()
+                    .or(r["data"]["state"].as_str())
+                    .or(r["data"]["phase"].as_str())
+                    .unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "config:loaded",
+        "lifecycle:started",
+        "breach:firing",
+        "config:reloaded",
+        "config:reload_rejected",
+        "breach:resolved",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "{want} missing from the audit log: {kinds:?}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(TOKEN), "no tokens in the audit log");
+    let verify = |expect_ok: bool| {
+        let out = Command::new(common::bin()).args(["audit", "verify"]).arg(&log).output().unwrap();
+        assert_eq!(out.status.success(), expect_ok, "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(verify(true).starts_with("OK"));
+    let tampered = text.replacen("\"state\":\"firing\"", "\"state\":\"ok\"", 1);
+    std::fs::write(&log, tampered).unwrap();
+    let out = verify(false);
+    let firing_seq = records.iter().find(|r| r["kind"] == "breach").unwrap()["seq"].as_u64().unwrap();
+    assert!(out.contains(&format!("(seq {firing_seq})")), "{out}");
 }

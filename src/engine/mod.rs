@@ -143,6 +143,8 @@ pub struct Engine {
     dead: Vec<DeadLetter>,
     breaches: Vec<BreachRecord>,
     open_breaches: HashMap<(String, String), usize>,
+    /// Deployment phase changes (for the audit log), drained by the pipeline.
+    lifecycle: Vec<(String, crate::event::Phase, Millis)>,
     pub stats: EngineStats,
 }
 
@@ -173,6 +175,7 @@ impl Engine {
             dead: Vec::new(),
             breaches: Vec::new(),
             open_breaches: HashMap::new(),
+            lifecycle: Vec::new(),
             stats: EngineStats::default(),
         }
     }
@@ -233,6 +236,10 @@ impl Engine {
 
     pub fn drain_transitions(&mut self) -> Vec<Transition> {
         std::mem::take(&mut self.transitions)
+    }
+
+    pub fn drain_lifecycle(&mut self) -> Vec<(String, crate::event::Phase, Millis)> {
+        std::mem::take(&mut self.lifecycle)
     }
 
     pub fn drain_dead_letters(&mut self) -> Vec<DeadLetter> {
@@ -371,6 +378,9 @@ impl Engine {
         }
         for k in released {
             self.stats.applied_by_type[k.index()] += 1;
+        }
+        if let Body::Deployment(dep) = &ev.body {
+            self.lifecycle.push((ev.deployment_id.clone(), dep.phase, ev.ts));
         }
         self.stats.applied_by_type[ev.body.kind().index()] += 1;
         if self.mode == ClockMode::Event {

@@ -35,6 +35,7 @@ pub struct Pipeline {
     pub engine: SharedEngine,
     transitions: broadcast::Sender<Transition>,
     dead: Arc<Mutex<DeadLetterSink>>,
+    audit: Arc<Mutex<Option<crate::audit::SharedAudit>>>,
 }
 
 impl Pipeline {
@@ -42,7 +43,17 @@ impl Pipeline {
         // Receivers that fall 4096 transitions behind see a Lagged error (logged); the durable
         // outbox replaces this channel as the source of truth for notifications.
         let (tx, _) = broadcast::channel(4096);
-        Pipeline { engine: Arc::new(Mutex::new(engine)), transitions: tx, dead: Arc::new(Mutex::new(dead)) }
+        Pipeline {
+            engine: Arc::new(Mutex::new(engine)),
+            transitions: tx,
+            dead: Arc::new(Mutex::new(dead)),
+            audit: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Breach transitions and deployment lifecycle changes go to this audit log from now on.
+    pub fn set_audit(&self, log: crate::audit::SharedAudit) {
+        *self.audit.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
@@ -127,7 +138,22 @@ impl Pipeline {
             self.dead_letter(&d);
         }
         let _ = self.dead.lock().map(|mut s| s.flush());
+        let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(a) = &audit {
+            for (deployment, phase, ts) in engine.drain_lifecycle() {
+                crate::audit::record(
+                    a,
+                    "lifecycle",
+                    serde_json::json!({"deployment": deployment, "phase": phase.as_str(), "event_ts": crate::event::format_ts(ts)}),
+                );
+            }
+        } else {
+            engine.drain_lifecycle();
+        }
         for t in engine.drain_transitions() {
+            if let Some(a) = &audit {
+                crate::audit::record(a, "breach", serde_json::to_value(&t).unwrap_or_default());
+            }
             // No subscriber is not an error (e.g. before receivers start).
             let _ = self.transitions.send(t);
         }

@@ -59,6 +59,7 @@ pub mod names {
     pub const KAFKA_CONSUMER_LAG: &str = "ddtwatch_kafka_consumer_lag";
     pub const KAFKA_CLIENT_ERRORS: &str = "ddtwatch_kafka_client_errors";
     pub const KAFKA_BROKER_UP: &str = "ddtwatch_kafka_broker_up";
+    pub const AUDIT_RECORDS: &str = "ddtwatch_audit_records";
     pub const STATE_SNAPSHOTS: &str = "ddtwatch_state_snapshots";
     pub const STATE_RESTORED: &str = "ddtwatch_state_restored_deployments";
     pub const KAFKA_SKIPPED: &str = "ddtwatch_kafka_skipped_messages";
@@ -123,6 +124,8 @@ pub struct ProcessState {
     pub last_reload_ok_ms: std::sync::atomic::AtomicI64,
     /// The Kafka source's counters when one runs.
     pub kafka: Option<Arc<crate::ingest::kafka::KafkaStats>>,
+    /// The audit log when `state_dir` is set.
+    pub audit: Option<crate::audit::SharedAudit>,
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets: from sub-second alert latency to
@@ -258,6 +261,11 @@ impl Collector for EngineCollector {
         }
         fams.push(f);
 
+        if let Some(a) = &p.audit {
+            let mut f = Family::new(AUDIT_RECORDS, "Audit log records written by this process", c);
+            f.add(vec![], a.lock().unwrap_or_else(|p| p.into_inner()).written as f64);
+            fams.push(f);
+        }
         if let Some(k) = &p.kafka {
             use std::sync::atomic::Ordering::Relaxed;
             let mut counter = |name, help, labels: Labels, v: &std::sync::atomic::AtomicU64| {

@@ -1,0 +1,326 @@
+//! The tamper-evident audit log: append-only JSON lines in `state_dir`, each holding the SHA-256
+//! of the previous record, so an edit, deletion, reorder or truncation is detectable
+//! (`ddtwatch audit verify`).
+//!
+//! Record: `{"seq":n,"ts":"RFC 3339","kind":"...","data":{...},"prev":"<hex>","hash":"<hex>"}` with
+//! `hash = SHA-256(prev ‖ "\n" ‖ {"seq","ts","kind","data"} as compact JSON)`. The first record of a
+//! log has `prev` = 64 zeros. A side file `<log>.head` holds the last seq and hash (written on
+//! every append) so cutting records off the end is detected too. Rotation renames the log to
+//! `<log>.<first seq>` and the chain continues into the new file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    pub ts: String,
+    pub kind: String,
+    pub data: Value,
+    pub prev: String,
+    pub hash: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash a record must carry.
+pub fn record_hash(prev: &str, seq: u64, ts: &str, kind: &str, data: &Value) -> String {
+    let body = json!({"seq": seq, "ts": ts, "kind": kind, "data": data});
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(serde_json::to_vec(&body).expect("json"));
+    hex(&h.finalize())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Appends records; every append is fsync'd before it returns.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    last: String,
+    bytes: u64,
+    max_bytes: u64,
+    pub written: u64,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log, continuing the chain from its last record.
+    pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
+        let (mut seq, mut last) = (0u64, GENESIS.to_string());
+        if let Ok(f) = File::open(path) {
+            for line in BufReader::new(f).lines() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let r: Record = serde_json::from_str(&line).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("audit log {}: {e}", path.display()))
+                })?;
+                seq = r.seq;
+                last = r.hash;
+            }
+        } else if let Ok(h) = std::fs::read(head_path(path)) {
+            // The log was rotated away and not re-created yet: continue from the head.
+            if let Ok(h) = serde_json::from_slice::<Head>(&h) {
+                seq = h.seq;
+                last = h.hash;
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let bytes = file.metadata()?.len();
+        Ok(AuditLog { path: path.to_path_buf(), file, seq, last, bytes, max_bytes, written: 0 })
+    }
+
+    /// Appends one record (kind: breach, notification, config, lifecycle, …).
+    pub fn append(&mut self, kind: &str, data: Value, ts: i64) -> io::Result<Record> {
+        if self.max_bytes > 0 && self.bytes >= self.max_bytes {
+            self.rotate()?;
+        }
+        let seq = self.seq + 1;
+        let ts = crate::event::format_ts(ts);
+        let hash = record_hash(&self.last, seq, &ts, kind, &data);
+        let r = Record { seq, ts, kind: kind.to_string(), data, prev: self.last.clone(), hash: hash.clone() };
+        let mut line = serde_json::to_vec(&r).expect("json");
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()?;
+        self.bytes += line.len() as u64;
+        self.seq = seq;
+        self.last = hash.clone();
+        self.written += 1;
+        write_head(&self.path, &Head { seq, hash })?;
+        Ok(r)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let rotated = self.path.with_extension(format!("log.{}", self.seq));
+        std::fs::rename(&self.path, &rotated)?;
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+fn head_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".head");
+    PathBuf::from(p)
+}
+
+fn write_head(path: &Path, head: &Head) -> io::Result<()> {
+    let tmp = {
+        let mut p = head_path(path).into_os_string();
+        p.push(".tmp");
+        PathBuf::from(p)
+    };
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(head).expect("json"))?;
+        f.sync_data()?;
+    }
+    std::fs::rename(tmp, head_path(path))
+}
+
+/// Shared handle used by the service.
+pub type SharedAudit = std::sync::Arc<std::sync::Mutex<AuditLog>>;
+
+/// Appends a record at the current wall time; a failure is logged (the service keeps running,
+/// and `ddtwatch_audit_records_total` stops growing).
+pub fn record(log: &SharedAudit, kind: &str, data: Value) {
+    let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = l.append(kind, data, crate::http::wall_clock_ms()) {
+        tracing::error!(error = %e, kind, "audit log append failed");
+    }
+}
+
+/// What `audit verify` found.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Ok {
+        records: u64,
+        first_seq: u64,
+        last_seq: u64,
+    },
+    /// The first record (1-based line in the concatenated input, file) that breaks the chain.
+    Broken {
+        file: PathBuf,
+        line: usize,
+        seq: Option<u64>,
+        problem: String,
+    },
+}
+
+/// Verifies files in chain order (rotated ones first, the live log last). The first file may
+/// start after genesis (older files archived elsewhere): its first `prev` is taken as given.
+/// If a `.head` file sits beside the last file, the log must end at that record.
+pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
+    let (mut prev, mut expect_seq): (Option<String>, Option<u64>) = (None, None);
+    let (mut records, mut first_seq, mut last_seq) = (0u64, None, 0u64);
+    for file in files {
+        let f = File::open(file)?;
+        for (i, line) in BufReader::new(f).lines().enumerate() {
+            let line = line?;
+            let broken = |seq, problem: String| Verdict::Broken { file: file.clone(), line: i + 1, seq, problem };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let r: Record = match serde_json::from_str(&line) {
+                Ok(r) => r,
+                Err(e) => return Ok(broken(None, format!("not a record ({e}); truncated or edited"))),
+            };
+            if let Some(p) = &prev
+                && &r.prev != p
+            {
+                return Ok(broken(Some(r.seq), "prev does not match the previous record's hash (a record before it was deleted, reordered or edited)".into()));
+            }
+            if prev.is_none() && first_seq.is_none() && r.seq == 1 && r.prev != GENESIS {
+                return Ok(broken(Some(r.seq), "first record does not start the chain".into()));
+            }
+            if let Some(s) = expect_seq
+                && r.seq != s
+            {
+                return Ok(broken(Some(r.seq), format!("seq {} where {s} was expected (deleted or reordered)", r.seq)));
+            }
+            let want = record_hash(&r.prev, r.seq, &r.ts, &r.kind, &r.data);
+            if want != r.hash {
+                return Ok(broken(Some(r.seq), "hash does not match the record's content (edited)".into()));
+            }
+            first_seq.get_or_insert(r.seq);
+            last_seq = r.seq;
+            records += 1;
+            prev = Some(r.hash);
+            expect_seq = Some(r.seq + 1);
+        }
+    }
+    if let Some(last_file) = files.last()
+        && let Ok(h) = std::fs::read(head_path(last_file))
+        && let Ok(head) = serde_json::from_slice::<Head>(&h)
+        && (head.seq != last_seq || prev.as_deref() != Some(head.hash.as_str()))
+    {
+        return Ok(Verdict::Broken {
+            file: last_file.clone(),
+            line: 0,
+            seq: Some(last_seq + 1),
+            problem: format!("the log ends at seq {last_seq} but its head says {} (records cut off the end)", head.seq),
+        });
+    }
+    Ok(Verdict::Ok { records, first_seq: first_seq.unwrap_or(0), last_seq })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(n: u64, dir: &Path) -> PathBuf {
+        let path = dir.join("audit.log");
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        for i in 0..n {
+            log.append("breach", json!({"deployment": "d", "condition": "c", "i": i}), 1_777_107_600_000 + i as i64)
+                .unwrap();
+        }
+        path
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
+    }
+
+    fn write(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    fn broken_seq(v: Verdict) -> Option<u64> {
+        match v {
+            Verdict::Broken { seq, .. } => seq,
+            Verdict::Ok { .. } => panic!("tampering not detected"),
+        }
+    }
+
+    #[test]
+    fn intact_log_verifies_and_reopening_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(5, dir.path());
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        log.append("config", json!({"hash": "x"}), 0).unwrap();
+        assert_eq!(verify(&[path]).unwrap(), Verdict::Ok { records: 6, first_seq: 1, last_seq: 6 });
+    }
+
+    #[test]
+    fn edit_delete_swap_and_truncate_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(6, dir.path());
+        let orig = lines(&path);
+
+        let mut edited = orig.clone();
+        edited[2] = edited[2].replace("\"i\":2", "\"i\":9");
+        write(&path, &edited);
+        assert_eq!(broken_seq(verify(std::slice::from_ref(&path)).unwrap()), Some(3));
+
+        let mut deleted = orig.clone();
+        deleted.remove(3);
+        write(&path, &deleted);
+        assert_eq!(broken_seq(verify(std::slice::from_ref(&path)).unwrap()), Some(5));
+
+        let mut swapped = orig.clone();
+        swapped.swap(1, 2);
+        write(&path, &swapped);
+        assert_eq!(broken_seq(verify(std::slice::from_ref(&path)).unwrap()), Some(3));
+
+        // Whole records cut off the end: the head file says more were written.
+        write(&path, &orig[..4]);
+        assert_eq!(broken_seq(verify(std::slice::from_ref(&path)).unwrap()), Some(5));
+
+        // A torn last line.
+        let mut torn = orig.clone();
+        torn[5].truncate(20);
+        write(&path, &torn);
+        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verdict::Broken { line: 6, .. }));
+
+        write(&path, &orig);
+        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 6, .. }));
+    }
+
+    #[test]
+    fn rotation_keeps_the_chain_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(&path, 600).unwrap();
+        for i in 0..12 {
+            log.append("breach", json!({"i": i}), i).unwrap();
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("audit.log."))
+            .filter(|p| !p.to_string_lossy().ends_with(".head"))
+            .collect();
+        assert!(files.len() >= 2, "rotated: {files:?}");
+        files.sort_by_key(|p| p.extension().unwrap().to_string_lossy().parse::<u64>().unwrap());
+        files.push(path.clone());
+        assert_eq!(verify(&files).unwrap(), Verdict::Ok { records: 12, first_seq: 1, last_seq: 12 });
+        // Dropping a middle file breaks the link.
+        let mut missing = files.clone();
+        missing.remove(1);
+        assert!(matches!(verify(&missing).unwrap(), Verdict::Broken { .. }));
+    }
+}
