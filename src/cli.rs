@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -417,6 +417,11 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         }
         None => None,
     };
+    if let Some(dir) = &config.raw.state_dir {
+        restore_snapshot(&pipeline, &dir.join("snapshot.json"))?;
+    }
+    let snapshot_every = Duration::from_millis(config.raw.engine.snapshot_interval.ms().max(100) as u64);
+    let snapshot_path = config.raw.state_dir.as_ref().map(|d| d.join("snapshot.json"));
     let process =
         Arc::new(ProcessState { kafka: Some(kafka_stats.clone()), audit: audit.clone(), ..ProcessState::default() });
     process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
@@ -453,7 +458,22 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             })
         };
         let reloads = tokio::spawn(watch_config(reloader, reload_every, pipeline.clone(), process.clone()));
+        let snapshots = snapshot_path.clone().map(|path| {
+            let p = pipeline.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(snapshot_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let (p, path) = (p.clone(), path.clone());
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || write_snapshot(&p, &path)).await {
+                        tracing::error!(error = %e, "writing the state snapshot failed");
+                    }
+                }
+            })
+        });
         process.ready.store(true, Ordering::Relaxed);
+        let pipeline_for_shutdown = pipeline.clone();
         let state = AppState { pipeline, registry, process, token, max_body_bytes: max_body, clock: wall_clock_ms };
         let r = serve(listener, state, stop_tx).await;
         // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.
@@ -467,9 +487,52 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         }
         ticker.abort();
         reloads.abort();
+        if let Some(s) = snapshots {
+            s.abort();
+        }
+        if let Some(path) = &snapshot_path {
+            match write_snapshot(&pipeline_for_shutdown, path) {
+                Ok(()) => tracing::info!(path = %path.display(), "state snapshot written at shutdown"),
+                Err(e) => tracing::error!(error = %e, "writing the shutdown snapshot failed"),
+            }
+        }
         tracing::info!("ddtwatch stopped");
         r.map(|_| ExitCode::SUCCESS)
     })
+}
+
+/// Writes the engine state atomically (temp file, fsync, rename).
+fn write_snapshot(pipeline: &Pipeline, path: &Path) -> anyhow::Result<()> {
+    let bytes = {
+        let engine = pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_vec(&engine.snapshot_all())?
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Restores `state_dir/snapshot.json` if it exists; a corrupt one is an error (not silently lost).
+fn restore_snapshot(pipeline: &Pipeline, path: &Path) -> anyhow::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a snapshot", path.display()))?;
+    let mut engine = pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+    let n = engine.restore_all(&v).map_err(|e| anyhow::anyhow!("restoring {}: {e}", path.display()))?;
+    tracing::info!(deployments = n, path = %path.display(), "state restored from snapshot");
+    Ok(())
 }
 
 fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -552,6 +615,18 @@ fn follow_file(pipeline: Pipeline, path: PathBuf) {
             return;
         }
     };
+    let key = path.to_string_lossy().to_string();
+    // Resume where a restored snapshot stopped.
+    let mut pos = pipeline.engine.lock().map(|e| e.source_positions.get(&key).copied().unwrap_or(0)).unwrap_or(0);
+    let mut f = f;
+    if pos > 0 {
+        use std::io::Seek;
+        if let Err(e) = f.seek(io::SeekFrom::Start(pos)) {
+            tracing::error!(path = %path.display(), error = %e, "cannot seek the file source");
+            return;
+        }
+        tracing::info!(path = %path.display(), offset = pos, "file source resumes after the snapshot");
+    }
     let mut reader = io::BufReader::new(f);
     let mut buf = Vec::new();
     let mut n = 0u64;
@@ -559,10 +634,11 @@ fn follow_file(pipeline: Pipeline, path: PathBuf) {
         buf.clear();
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) => break,
-            Ok(_) => {
+            Ok(read) => {
+                pos += read as u64;
                 let line = buf.trim_ascii();
                 if !line.is_empty() {
-                    pipeline.ingest([Ingest::Raw(line)], wall_clock_ms());
+                    pipeline.ingest_file_line(line, wall_clock_ms(), &key, pos);
                     n += 1;
                 }
             }

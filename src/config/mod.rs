@@ -223,9 +223,16 @@ pub struct EngineConfig {
     /// Kafka source: how often stored offsets are committed.
     #[serde(default = "five_seconds")]
     pub commit_interval: Dur,
+    /// How often `run` writes `state_dir/snapshot.json` (also written at shutdown).
+    #[serde(default = "thirty_seconds")]
+    pub snapshot_interval: Dur,
     /// On SIGTERM: how long sources get to finish in-flight events and commit.
     #[serde(default = "ten_seconds")]
     pub shutdown_grace: Dur,
+}
+
+fn thirty_seconds() -> Dur {
+    Dur::secs(30)
 }
 
 fn ten_seconds() -> Dur {
@@ -255,6 +262,7 @@ impl Default for EngineConfig {
             dedup_horizon: one_hour(),
             dedup_min_ids: million(),
             commit_interval: five_seconds(),
+            snapshot_interval: thirty_seconds(),
             shutdown_grace: ten_seconds(),
         }
     }

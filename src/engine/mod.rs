@@ -143,6 +143,9 @@ pub struct Engine {
     dead: Vec<DeadLetter>,
     breaches: Vec<BreachRecord>,
     open_breaches: HashMap<(String, String), usize>,
+    /// Read positions of `file` sources (path → byte offset), kept with the state they produced
+    /// so a restored snapshot resumes each file exactly where its events stop.
+    pub source_positions: BTreeMap<String, u64>,
     /// Deployment phase changes (for the audit log), drained by the pipeline.
     lifecycle: Vec<(String, crate::event::Phase, Millis)>,
     pub stats: EngineStats,
@@ -176,6 +179,7 @@ impl Engine {
             breaches: Vec::new(),
             open_breaches: HashMap::new(),
             lifecycle: Vec::new(),
+            source_positions: BTreeMap::new(),
             stats: EngineStats::default(),
         }
     }
@@ -216,6 +220,56 @@ impl Engine {
         }
         self.deployments.insert(id.clone(), d);
         Ok((id, through))
+    }
+
+    /// The whole engine state for `state_dir/snapshot.json`: clock, file positions, breach
+    /// history and every deployment.
+    pub fn snapshot_all(&self) -> serde_json::Value {
+        let deployments: Vec<serde_json::Value> = self
+            .deployments
+            .values()
+            .map(|d| serde_json::to_value(snapshot::DeploymentSnapshot::of(d, None, self.clock)).expect("snapshot"))
+            .collect();
+        serde_json::json!({
+            "engine_snapshot_version": 1,
+            "clock": self.clock,
+            "source_positions": self.source_positions,
+            "stats": self.stats,
+            "deployments": deployments,
+        })
+    }
+
+    /// Restores [`Engine::snapshot_all`]; returns how many deployments came back.
+    pub fn restore_all(&mut self, v: &serde_json::Value) -> Result<usize, String> {
+        if v["engine_snapshot_version"] != 1 {
+            return Err("engine_snapshot_version is not 1".into());
+        }
+        let mut n = 0;
+        for d in v["deployments"].as_array().ok_or("no deployments array")? {
+            self.restore(&serde_json::to_vec(d).map_err(|e| e.to_string())?)?;
+            n += 1;
+        }
+        if let Some(c) = v["clock"].as_i64() {
+            self.clock = Some(self.clock.map_or(c, |x| x.max(c)));
+        }
+        if let Some(p) = v["source_positions"].as_object() {
+            for (k, pos) in p {
+                self.source_positions.insert(k.clone(), pos.as_u64().unwrap_or(0));
+            }
+        }
+        if let Some(s) = v.get("stats") {
+            let s = s.clone();
+            self.stats.applied_by_type = serde_json::from_value(s["applied_by_type"].clone()).unwrap_or_default();
+            self.stats.invalid_total = s["invalid_total"].as_u64().unwrap_or(0);
+            self.stats.duplicates = s["duplicates"].as_u64().unwrap_or(0);
+            self.stats.held = s["held"].as_u64().unwrap_or(0);
+            for (k, c) in s["invalid_by_reason"].as_object().into_iter().flatten() {
+                if let Some(r) = Reason::ALL.iter().find(|r| r.as_str() == k) {
+                    self.stats.invalid_by_reason.insert(r.as_str(), c.as_u64().unwrap_or(0));
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Forgets a deployment (it moved to another instance).

@@ -102,6 +102,16 @@ impl Pipeline {
         res
     }
 
+    /// Applies one line of a `file` source and records the position after it, under one lock, so
+    /// a snapshot never holds a line's effect without its position (or the reverse).
+    pub fn ingest_file_line(&self, line: &[u8], receive: i64, path: &str, next: u64) -> Ingested {
+        let mut engine = self.lock();
+        let res = engine.ingest(line, receive);
+        engine.source_positions.insert(path.to_string(), next);
+        self.flush(&mut engine);
+        res
+    }
+
     /// See [`DeadLetterSink::sync`].
     pub fn sync_dead_letters(&self, timeout: std::time::Duration) -> bool {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).sync(timeout)

@@ -1,0 +1,110 @@
+//! `run` with a file source and `state_dir`: the engine state is snapshotted (periodically and at
+//! shutdown) with the file position it covers; after a SIGKILL the restarted process restores
+//! it and resumes the file exactly there, ending with the counters of a replay of everything.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ddtwatch::ingest::simulator::{Scenario, generate_lines};
+use serde_json::Value;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn counters(base: &str) -> Option<BTreeMap<String, Value>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let list: Value =
+        rt.block_on(async { reqwest::get(format!("{base}/api/v1/deployments")).await.ok()?.json().await.ok() })?;
+    list["deployments"]
+        .as_array()?
+        .iter()
+        .map(|d| Some((d["deployment_id"].as_str()?.to_string(), d["counters"].clone())))
+        .collect()
+}
+
+fn expected(lines: &[String]) -> BTreeMap<String, Value> {
+    let r = common::replay(common::example_config(), lines);
+    r.summary
+        .deployments
+        .iter()
+        .map(|d| (d.deployment_id.clone(), serde_json::to_value(&d.counters).unwrap()))
+        .collect()
+}
+
+#[test]
+fn file_source_resumes_from_the_snapshot_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = generate_lines(Scenario::ThresholdLowered, 20_000, 4);
+    lines.extend(generate_lines(Scenario::AnprMisreads, 20_000, 4));
+    let half = lines.len() / 2;
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, lines[..half].join("\n") + "\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let state = dir.path().join("state");
+    let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\"}}")).unwrap();
+    v["clock"] = "event".into();
+    v["state_dir"] = state.to_string_lossy().to_string().into();
+    v["sources"] = serde_yaml::from_str(&format!("[{{kind: file, path: \"{}\"}}]", input.display())).unwrap();
+    v["dead_letter"] = serde_yaml::from_str("{kind: discard}").unwrap();
+    v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
+    v["engine"] = serde_yaml::from_str("{snapshot_interval: 200ms}").unwrap();
+    let path = dir.path().join("ddtwatch.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    let spawn = || {
+        Proc(
+            Command::new(common::bin())
+                .args(["run", "--config"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let snapshot = state.join("snapshot.json");
+    let first_len = std::fs::metadata(&input).unwrap().len();
+    let covers = |len: u64| {
+        std::fs::read(&snapshot)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|s| s["source_positions"][input.to_string_lossy().as_ref()] == len)
+    };
+
+    let mut first = spawn();
+    wait_for("the first half applied", || counters(&base).is_some_and(|c| c == expected(&lines[..half])));
+    wait_for("a snapshot covering the first half", || covers(first_len));
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+    f.write_all((lines[half..].join("\n") + "\n").as_bytes()).unwrap();
+    drop(f);
+    let mut second = spawn();
+    let all = expected(&lines);
+    wait_for("everything applied exactly once", || counters(&base).is_some_and(|c| c == all));
+
+    // SIGTERM: a final snapshot covering the whole file, exit 0.
+    assert!(Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap().success());
+    assert!(second.0.wait().unwrap().success());
+    assert!(covers(std::fs::metadata(&input).unwrap().len()), "shutdown snapshot covers the whole file");
+}
