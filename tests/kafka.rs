@@ -8,7 +8,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use common::Proc;
 use std::time::{Duration, Instant};
 
 use ddtwatch::ingest::simulator::{Scenario, generate_lines};
@@ -17,18 +19,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn tansu() -> PathBuf {
     let path = std::env::var_os("DDTWATCH_TANSU").map(PathBuf::from).unwrap_or_else(|| {
@@ -54,7 +44,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn start_broker() -> (Proc, String) {
-    start_broker_on(free_port())
+    start_broker_on(common::free_port())
 }
 
 fn start_broker_on(port: u16) -> (Proc, String) {
@@ -67,7 +57,7 @@ fn start_broker_on(port: u16) -> (Proc, String) {
 /// tansu resolves a `sqlite://` path against its working directory `cwd`).
 fn run_broker(port: u16, storage: &str, cwd: &std::path::Path) -> (Proc, String) {
     let url = format!("tcp://127.0.0.1:{port}");
-    let p = Proc(
+    let p = common::Proc(
         Command::new(tansu())
             .current_dir(cwd)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
@@ -150,10 +140,10 @@ fn produce(brokers: &str, lines: &[String]) {
 /// consumes once the broker comes up — by itself.
 #[test]
 fn ready_without_broker_and_consumes_when_it_comes_up() {
-    let broker_port = free_port();
+    let broker_port = common::free_port();
     let brokers = format!("127.0.0.1:{broker_port}");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let path = run_config(dir.path(), &brokers, port);
     let _run = spawn_run(&path);
     let base = format!("http://127.0.0.1:{port}");
@@ -197,7 +187,7 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
     let replayed = common::replay(common::example_config(), &all);
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let path = run_config(dir.path(), &brokers, port);
     let _run = spawn_run(&path);
     let base = format!("http://127.0.0.1:{port}");
@@ -256,7 +246,7 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
 /// `ddtwatch run`; its log goes to the test's stderr with DDTWATCH_TEST_LOGS=1.
 fn spawn_run(path: &std::path::Path) -> Proc {
     let logs = || if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-    Proc(
+    common::Proc(
         Command::new(common::bin())
             .args(["run", "--config"])
             .arg(path)
@@ -283,25 +273,6 @@ fn six_deployments(per: usize) -> Vec<String> {
     lines
 }
 
-/// deployment id → counters, from an instance's API (None if it is not answering).
-fn counters(base: &str) -> Option<BTreeMap<String, Value>> {
-    let list = http_json(&format!("{base}/api/v1/deployments"))?;
-    let mut out = BTreeMap::new();
-    for d in list["deployments"].as_array()? {
-        out.insert(d["deployment_id"].as_str()?.to_string(), d["counters"].clone());
-    }
-    Some(out)
-}
-
-fn expected_counters(lines: &[String]) -> BTreeMap<String, Value> {
-    let r = common::replay(common::example_config(), lines);
-    r.summary
-        .deployments
-        .iter()
-        .map(|d| (d.deployment_id.clone(), serde_json::to_value(&d.counters).unwrap()))
-        .collect()
-}
-
 /// kill -9 mid-stream, restart: the deployments come back from the state topic, re-delivered
 /// messages are skipped by offset, and the totals equal a replay of the whole stream.
 #[test]
@@ -310,9 +281,9 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
     let (_broker, brokers) = start_broker();
     let lines = six_deployments(10_000);
     let half = lines.len() / 2;
-    let expected = expected_counters(&lines);
+    let expected = common::replay_counters(&lines);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let path = run_config(dir.path(), &brokers, port);
     let base = format!("http://127.0.0.1:{port}");
     produce(&brokers, &lines[..half]);
@@ -351,7 +322,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
     produce(&brokers, &lines[half..]);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(60), || {
-        let c = counters(&base);
+        let c = common::api_counters(&base);
         if std::env::var_os("DDTWATCH_TEST_LOGS").is_some()
             && let Some(c) = &c
         {
@@ -382,10 +353,10 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
 fn two_instances_split_then_one_takes_over() {
     let (_broker, brokers) = start_broker();
     let lines = six_deployments(10_000);
-    let expected = expected_counters(&lines);
+    let expected = common::replay_counters(&lines);
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
-    let (port_a, port_b) = (free_port(), free_port());
+    let (port_a, port_b) = (common::free_port(), common::free_port());
     let a = spawn_run(&run_config(dir_a.path(), &brokers, port_a));
     let mut b = spawn_run(&run_config(dir_b.path(), &brokers, port_b));
     let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
@@ -398,7 +369,7 @@ fn two_instances_split_then_one_takes_over() {
     });
     produce(&brokers, &lines);
     wait_for("the two halves together equal the replay", Duration::from_secs(180), || {
-        let (Some(ca), Some(cb)) = (counters(&base_a), counters(&base_b)) else { return false };
+        let (Some(ca), Some(cb)) = (common::api_counters(&base_a), common::api_counters(&base_b)) else { return false };
         let mut union = ca.clone();
         union.extend(cb.clone());
         !ca.is_empty() && !cb.is_empty() && union.len() == ca.len() + cb.len() && union == expected
@@ -409,7 +380,7 @@ fn two_instances_split_then_one_takes_over() {
     let exit = b.0.wait().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
     wait_for("a holds every deployment with its history", Duration::from_secs(120), || {
-        counters(&base_a).is_some_and(|c| c == expected)
+        common::api_counters(&base_a).is_some_and(|c| c == expected)
     });
     drop(a);
 }
@@ -420,13 +391,13 @@ fn two_instances_split_then_one_takes_over() {
 fn broker_restart_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let storage = "sqlite://tansu.db";
-    let port = free_port();
+    let port = common::free_port();
     let (broker, brokers) = run_broker(port, storage, dir.path());
     create_topics(port);
     let lines = six_deployments(5_000);
     let half = lines.len() / 2;
-    let expected = expected_counters(&lines);
-    let http = free_port();
+    let expected = common::replay_counters(&lines);
+    let http = common::free_port();
     let _run = spawn_run(&run_config(dir.path(), &brokers, http));
     let base = format!("http://127.0.0.1:{http}");
     produce(&brokers, &lines[..half]);
@@ -438,7 +409,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     let (_broker, _) = run_broker(port, storage, dir.path());
     produce(&brokers, &lines[half..]);
     wait_for("every deployment equal to the replay", Duration::from_secs(180), || {
-        counters(&base).is_some_and(|c| c == expected)
+        common::api_counters(&base).is_some_and(|c| c == expected)
     });
     let m = http_text(&format!("{base}/metrics")).unwrap();
     assert!(metric(&m, "ddtwatch_kafka_client_errors_total") >= 1.0, "the outage was visible in metrics");

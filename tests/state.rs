@@ -4,21 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ddtwatch::ingest::simulator::{Scenario, generate_lines};
 use serde_json::Value;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -26,26 +17,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn counters(base: &str) -> Option<BTreeMap<String, Value>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let list: Value =
-        rt.block_on(async { reqwest::get(format!("{base}/api/v1/deployments")).await.ok()?.json().await.ok() })?;
-    list["deployments"]
-        .as_array()?
-        .iter()
-        .map(|d| Some((d["deployment_id"].as_str()?.to_string(), d["counters"].clone())))
-        .collect()
-}
-
-fn expected(lines: &[String]) -> BTreeMap<String, Value> {
-    let r = common::replay(common::example_config(), lines);
-    r.summary
-        .deployments
-        .iter()
-        .map(|d| (d.deployment_id.clone(), serde_json::to_value(&d.counters).unwrap()))
-        .collect()
 }
 
 #[test]
@@ -56,7 +27,7 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     let half = lines.len() / 2;
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, lines[..half].join("\n") + "\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let state = dir.path().join("state");
     let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
     let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
@@ -70,7 +41,7 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     let path = dir.path().join("ddtwatch.yaml");
     std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
     let spawn = || {
-        Proc(
+        common::Proc(
             Command::new(common::bin())
                 .args(["run", "--config"])
                 .arg(&path)
@@ -91,7 +62,9 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     };
 
     let mut first = spawn();
-    wait_for("the first half applied", || counters(&base).is_some_and(|c| c == expected(&lines[..half])));
+    wait_for("the first half applied", || {
+        common::api_counters(&base).is_some_and(|c| c == common::replay_counters(&lines[..half]))
+    });
     wait_for("a snapshot covering the first half", || covers(first_len));
     first.0.kill().unwrap();
     first.0.wait().unwrap();
@@ -100,8 +73,8 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     f.write_all((lines[half..].join("\n") + "\n").as_bytes()).unwrap();
     drop(f);
     let mut second = spawn();
-    let all = expected(&lines);
-    wait_for("everything applied exactly once", || counters(&base).is_some_and(|c| c == all));
+    let all = common::replay_counters(&lines);
+    wait_for("everything applied exactly once", || common::api_counters(&base).is_some_and(|c| c == all));
 
     // SIGTERM: a final snapshot covering the whole file, exit 0.
     assert!(Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap().success());

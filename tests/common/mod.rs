@@ -45,3 +45,41 @@ pub fn replay<S: AsRef<str>>(config: Arc<Config>, lines: &[S]) -> Replayed {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ddtwatch"))
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// deployment id → counters from a running instance's `/api/v1/deployments` (None if it is not
+/// answering).
+pub fn api_counters(base: &str) -> Option<std::collections::BTreeMap<String, serde_json::Value>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let list: serde_json::Value =
+        rt.block_on(async { reqwest::get(format!("{base}/api/v1/deployments")).await.ok()?.json().await.ok() })?;
+    list["deployments"]
+        .as_array()?
+        .iter()
+        .map(|d| Some((d["deployment_id"].as_str()?.to_string(), d["counters"].clone())))
+        .collect()
+}
+
+/// deployment id → counters of an event-time replay of `lines` with the example config.
+pub fn replay_counters(lines: &[String]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let r = replay(example_config(), lines);
+    r.summary
+        .deployments
+        .iter()
+        .map(|d| (d.deployment_id.clone(), serde_json::to_value(&d.counters).unwrap()))
+        .collect()
+}
