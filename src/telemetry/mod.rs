@@ -108,6 +108,19 @@ pub mod names {
         "ddtwatch_event_lag_seconds_count",
         "ddtwatch_config_reload_total",
         "ddtwatch_config_last_reload_success_timestamp_seconds",
+        "ddtwatch_audit_records_total",
+        "ddtwatch_kafka_messages_total",
+        "ddtwatch_kafka_bytes_total",
+        "ddtwatch_kafka_commits_total",
+        "ddtwatch_kafka_partitions_assigned_total",
+        "ddtwatch_kafka_partitions_revoked_total",
+        "ddtwatch_kafka_consumer_lag",
+        "ddtwatch_kafka_client_errors_total",
+        "ddtwatch_kafka_broker_up",
+        "ddtwatch_dead_letters_produced_total",
+        "ddtwatch_state_snapshots_total",
+        "ddtwatch_state_restored_deployments_total",
+        "ddtwatch_kafka_skipped_messages_total",
     ];
 }
 

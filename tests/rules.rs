@@ -1,0 +1,70 @@
+//! Prometheus rules for ddtwatch's health (dashboards/rules): valid for promtool, every alert
+//! unit-tested by promtool, and every metric they query is one ddtwatch exposes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use ddtwatch::telemetry::names::ALL_SAMPLES;
+
+fn rules_dir() -> std::path::PathBuf {
+    common::repo().join("dashboards/rules")
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .expect("promtool not found: scripts/test installs it (Debian package prometheus)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn rules_pass_promtool_check_and_unit_tests() {
+    let check = promtool(&["check", "rules", "ddtwatch.rules.yml"]);
+    assert!(check.contains("SUCCESS"), "{check}");
+    let test = promtool(&["test", "rules", "ddtwatch.rules.test.yml"]);
+    assert!(test.contains("SUCCESS"), "{test}");
+}
+
+#[test]
+fn every_alert_has_a_unit_test_and_every_metric_exists() {
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(rules_dir().join("ddtwatch.rules.yml")).unwrap()).unwrap();
+    let tests = std::fs::read_to_string(rules_dir().join("ddtwatch.rules.test.yml")).unwrap();
+    let mut alerts = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    let metric = regex_lite_names;
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            if let Some(a) = r["alert"].as_str() {
+                alerts.insert(a.to_string());
+            }
+            used.extend(metric(r["expr"].as_str().unwrap()));
+        }
+    }
+    assert!(alerts.len() >= 6);
+    for a in &alerts {
+        assert!(tests.contains(&format!("alertname: {a}")), "alert {a} has no promtool unit test");
+    }
+    for m in &used {
+        assert!(ALL_SAMPLES.contains(&m.as_str()), "the rules query {m}, which ddtwatch does not expose");
+    }
+}
+
+/// `ddtwatch_…` metric names in a PromQL expression (recording rules are `ddtwatch:…`).
+fn regex_lite_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("ddtwatch_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
