@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Generates the Grafana dashboards in this folder (one JSON file each).
+
+    python3 dashboards/generate.py          # write
+    python3 dashboards/generate.py --check  # exit 1 if a committed file differs (scripts/test)
+
+Every dashboard has a `datasource` variable (type prometheus) used by every panel and, where
+it applies, a `deployment` variable from label_values — no __inputs, no hard-coded uid, so file
+provisioning and the Grafana sidecar both load them. Metric names must be ones ddtwatch exposes
+(tests/dashboards.rs checks them against src/telemetry/mod.rs).
+"""
+import json
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def variables(deployment=True, multi=True):
+    v = [{
+        "name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+        "current": {"selected": False, "text": "", "value": ""}, "hide": 0, "refresh": 1, "regex": "", "options": [],
+    }]
+    if deployment:
+        v.append({
+            "name": "deployment", "label": "Deployment", "type": "query", "datasource": DS,
+            "query": {"query": "label_values(ddtwatch_deployment_info, deployment)", "refId": "deployment"},
+            "refresh": 2, "includeAll": multi, "multi": multi,
+            "current": {"selected": False, "text": "", "value": ""}, "options": [], "hide": 0,
+            "sort": 1, "regex": "",
+        })
+    return {"list": v}
+
+
+class Board:
+    def __init__(self, uid, title, description, deployment=True, multi=True):
+        self.uid, self.title, self.description = uid, title, description
+        self.deployment, self.multi = deployment, multi
+        self.panels, self.y, self.x, self.row_h = [], 0, 0, 0
+
+    def panel(self, title, targets, kind="timeseries", w=12, h=8, unit=None, description="",
+              thresholds=None, min_=None, max_=None, extra=None):
+        if self.x + w > 24:
+            self.x, self.y = 0, self.y + self.row_h
+            self.row_h = 0
+        p = {
+            "id": len(self.panels) + 1, "type": kind, "title": title, "description": description,
+            "datasource": DS, "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
+            "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": lf,
+                         "range": kind in ("timeseries", "heatmap", "state-timeline"),
+                         "instant": kind not in ("timeseries", "heatmap", "state-timeline")}
+                        for i, (e, lf) in enumerate(targets)],
+            "fieldConfig": {"defaults": {}, "overrides": []}, "options": {},
+        }
+        d = p["fieldConfig"]["defaults"]
+        if unit:
+            d["unit"] = unit
+        if min_ is not None:
+            d["min"] = min_
+        if max_ is not None:
+            d["max"] = max_
+        if thresholds:
+            d["thresholds"] = {"mode": "absolute", "steps": [{"color": "green", "value": None}] +
+                               [{"color": c, "value": v} for v, c in thresholds]}
+        if extra:
+            p.update(extra)
+        self.panels.append(p)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return p
+
+    def json(self):
+        return {
+            "uid": self.uid, "title": self.title, "description": self.description,
+            "tags": ["ddtwatch"], "timezone": "utc", "schemaVersion": 39, "version": 1,
+            "editable": True, "graphTooltip": 1, "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"}, "timepicker": {},
+            "templating": variables(self.deployment, self.multi),
+            # The breach timeline is a state-timeline panel of ddtwatch_condition_state: the
+            # strict dashboard schema admits no Prometheus annotation queries.
+            "annotations": {"list": []},
+            "panels": self.panels, "links": [],
+        }
+
+
+D = 'deployment=~"$deployment"'
+
+
+def overview():
+    b = Board("ddtwatch-overview", "ddtwatch — overview", "All deployments at a glance", multi=True)
+    b.panel("Active deployments", [('sum(ddtwatch_deployments{phase="started"})', "started")], "stat", w=6, h=4)
+    b.panel("Conditions firing", [("sum(ddtwatch_conditions_firing)", "firing")], "stat", w=6, h=4,
+            thresholds=[(1, "red")])
+    b.panel("Events applied /s", [("sum(rate(ddtwatch_events_total[$__rate_interval]))", "events/s")],
+            "stat", w=6, h=4, unit="ops")
+    b.panel("Invalid events /s", [("sum(rate(ddtwatch_invalid_events_total[$__rate_interval]))", "invalid/s")],
+            "stat", w=6, h=4, unit="ops", thresholds=[(1, "orange")])
+    b.panel("Faces / plates processed per second",
+            [(f"sum by (deployment) (rate(ddtwatch_detections_total{{{D}}}[$__rate_interval]))", "{{deployment}}")],
+            unit="ops")
+    b.panel("Alerts (cumulative)", [(f'ddtwatch_funnel{{{D},stage="alerts"}}', "{{deployment}}")])
+    b.panel("False alerts per face processed (Wilson 95%)",
+            [(f'ddtwatch_rate{{{D},rate="false_alerts_per_detection",bound="estimate"}}', "{{deployment}}"),
+             (f'ddtwatch_rate{{{D},rate="false_alerts_per_detection",bound="upper"}}', "{{deployment}} upper"),
+             (f'ddtwatch_rate{{{D},rate="false_alerts_per_detection",bound="lower"}}', "{{deployment}} lower")],
+            unit="percentunit", description="Both false-alert rates are always shown (DOMAIN.md).")
+    b.panel("False alerts per alert (Wilson 95%)",
+            [(f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="estimate"}}', "{{deployment}}"),
+             (f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="upper"}}', "{{deployment}} upper"),
+             (f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="lower"}}', "{{deployment}} lower")],
+            unit="percentunit")
+    b.panel("Conditions by state", [(f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == 2)", "{{deployment}} firing"),
+                                    (f"count by (deployment) (ddtwatch_condition_state{{{D}}} == -1)", "{{deployment}} insufficient data")],
+            "table", w=12)
+    b.panel("Breaches fired", [(f"sum by (deployment, condition) (ddtwatch_breaches_total{{{D}}})", "{{deployment}} {{condition}}")],
+            "table", w=12)
+    return b
+
+
+def detail():
+    b = Board("ddtwatch-deployment", "ddtwatch — deployment detail", "One deployment: funnel, rates, oversight, list", multi=False)
+    b.panel("Funnel", [(f'ddtwatch_funnel{{{D},stage=~"alerts|adjudicated|engaged|outcomes|true_alerts|false_alerts"}}', "{{stage}}")],
+            "bargauge", w=12)
+    b.panel("Faces / plates processed", [(f"ddtwatch_detections_total{{{D}}}", "detections")], "stat", w=12)
+    b.panel("Rates with bounds", [(f'ddtwatch_rate{{{D},bound="estimate"}}', "{{rate}}"),
+                                  (f'ddtwatch_rate{{{D},bound="upper"}}', "{{rate}} upper")], unit="percentunit")
+    b.panel("Condition values vs limits", [(f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}}"),
+                                           (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{limit}}")], "table")
+    b.panel("Override rate (dismissed / adjudicated)",
+            [(f'ddtwatch_rate{{{D},rate="override_rate",bound="estimate"}}', "override"),
+             (f'ddtwatch_rate{{{D},rate="false_alert_engagement",bound="estimate"}}', "false alerts acted upon")],
+            unit="percentunit", thresholds=[(0.99, "red")])
+    b.panel("Adjudication latency (heatmap)",
+            [(f"sum by (le) (increase(ddtwatch_adjudication_latency_seconds_bucket{{{D}}}[$__rate_interval]))", "{{le}}")],
+            "heatmap", extra={"options": {"calculate": False, "yAxis": {"unit": "s"}}})
+    b.panel("Adjudication latency p95", [(f'ddtwatch_quantile_seconds{{{D},condition="adjudication_latency"}}', "p95")],
+            unit="s", thresholds=[(120, "red")])
+    b.panel("Condition states (0 ok, 1 pending, 2 firing, -1 no data)",
+            [(f"ddtwatch_condition_state{{{D}}}", "{{condition}}")], "state-timeline", w=24, h=10)
+    return b
+
+
+def fairness():
+    b = Board("ddtwatch-fairness", "ddtwatch — fairness", "Per-group false-alert rates, disparity and sample sizes", multi=False)
+    b.panel("False-alert rate by group (Wilson 95%)",
+            [(f'ddtwatch_group_false_alert_rate{{{D},bound="estimate"}}', "{{attribute}}={{group}}"),
+             (f'ddtwatch_group_false_alert_rate{{{D},bound="upper"}}', "{{attribute}}={{group}} upper"),
+             (f'ddtwatch_group_false_alert_rate{{{D},bound="lower"}}', "{{attribute}}={{group}} lower")],
+            unit="percentunit", w=24)
+    b.panel("Disparity ratios vs limit", [(f"ddtwatch_disparity_ratio{{{D}}}", "{{condition}} {{ratio}}"),
+                                          (f'ddtwatch_condition_limit{{{D},limit="max_ratio"}}', "{{condition}} limit")],
+            thresholds=[(1.25, "red")])
+    b.panel("Fisher exact p-value (top group vs rest)", [(f"ddtwatch_disparity_p_value{{{D}}}", "{{condition}}")],
+            thresholds=[(0.01, "green")], extra={"fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": [
+                {"color": "red", "value": None}, {"color": "green", "value": 0.01}]}}, "overrides": []}})
+    b.panel("Alerts per group (small samples are visible)", [(f"ddtwatch_group_alerts{{{D}}}", "{{attribute}}={{group}}")],
+            "table")
+    b.panel("False alerts per group", [(f"ddtwatch_group_false_alerts{{{D}}}", "{{attribute}}={{group}}")], "table")
+    return b
+
+
+def drift():
+    b = Board("ddtwatch-drift", "ddtwatch — drift", "Score and quality drift against the baseline", multi=False)
+    b.panel("PSI vs limit", [(f'ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}}"),
+                             (f'ddtwatch_condition_limit{{{D},limit="max"}} and on (condition) ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}} limit")],
+            thresholds=[(0.25, "red")])
+    b.panel("Page-Hinkley statistic", [(f'ddtwatch_drift_statistic{{{D},statistic="page_hinkley"}}', "{{condition}}")])
+    b.panel("Drift conditions state", [(f'ddtwatch_condition_state{{{D},kind="drift"}}', "{{condition}}")], "state-timeline", w=24)
+    b.panel("Drift samples", [(f'ddtwatch_condition_samples{{{D}}} and on (condition) ddtwatch_drift_statistic{{{D}}}', "{{condition}}")], "table", w=24)
+    return b
+
+
+def health():
+    b = Board("ddtwatch-health", "ddtwatch — health", "ddtwatch itself: ingest, lag, invalid events, reloads", deployment=False)
+    b.panel("Build", [("ddtwatch_build_info", "{{version}}")], "table", w=8, h=4)
+    b.panel("Ready", [("ddtwatch_ready", "ready")], "stat", w=8, h=4)
+    b.panel("Engine clock lag (now - clock)", [("time() - ddtwatch_engine_clock_seconds", "lag")], "stat", w=8, h=4, unit="s")
+    b.panel("Events applied by type /s", [("sum by (type) (rate(ddtwatch_events_total[$__rate_interval]))", "{{type}}")], unit="ops")
+    b.panel("Invalid events by reason /s", [("sum by (reason) (rate(ddtwatch_invalid_events_total[$__rate_interval]))", "{{reason}}")], unit="ops")
+    b.panel("Duplicates and held events", [("ddtwatch_duplicate_events_total", "duplicates"), ("ddtwatch_held_events_total", "held")])
+    b.panel("Evaluation rounds /s", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
+    b.panel("Config reloads", [("ddtwatch_config_reload_total", "{{result}}")], "stat", w=12)
+    b.panel("Breach transitions", [("ddtwatch_transitions_total", "{{state}}")], "stat", w=12)
+    b.panel("Kafka consumer lag by partition", [("ddtwatch_kafka_consumer_lag", "{{topic}}/{{partition}}")],
+            thresholds=[(1000, "orange")])
+    b.panel("Kafka messages consumed /s", [("rate(ddtwatch_kafka_messages_total[$__rate_interval])", "messages/s")], unit="ops")
+    b.panel("Offset commits", [("ddtwatch_kafka_commits_total", "{{result}}")], w=8)
+    b.panel("Dead letters produced", [("ddtwatch_dead_letters_produced_total", "{{result}}")], w=8)
+    b.panel("Broker reachable", [("ddtwatch_kafka_broker_up", "up")], "stat", w=8)
+    b.panel("Audit records written", [("ddtwatch_audit_records_total", "records")], "stat", w=12)
+    b.panel("State snapshots / restores", [("ddtwatch_state_snapshots_total", "snapshots"),
+                                           ("ddtwatch_state_restored_deployments_total", "restored")], w=12)
+    return b
+
+
+BOARDS = {"overview.json": overview, "deployment.json": detail, "fairness.json": fairness,
+          "drift.json": drift, "health.json": health}
+
+
+def main():
+    check = "--check" in sys.argv
+    stale = []
+    for name, make in BOARDS.items():
+        text = json.dumps(make().json(), indent=2, sort_keys=False) + "\n"
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("dashboards out of date (run python3 dashboards/generate.py):", ", ".join(stale))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
