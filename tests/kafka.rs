@@ -7,134 +7,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::Proc;
+use common::broker::*;
 use std::time::{Duration, Instant};
 
 use ddtwatch::ingest::simulator::{Scenario, generate_lines};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use serde_json::Value;
-
-fn tansu() -> PathBuf {
-    let path = std::env::var_os("DDTWATCH_TANSU").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-        cache.join("ddtwatch-tools/tansu/bin/tansu")
-    });
-    assert!(
-        path.exists(),
-        "no tansu broker at {} — run scripts/test (it installs it) or set DDTWATCH_TANSU",
-        path.display()
-    );
-    path
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn start_broker() -> (Proc, String) {
-    start_broker_on(common::free_port())
-}
-
-fn start_broker_on(port: u16) -> (Proc, String) {
-    let (p, brokers) = run_broker(port, "memory://tansu/", std::path::Path::new("."));
-    create_topics(port);
-    (p, brokers)
-}
-
-/// The broker process only (topics persist in `storage` across restarts unless it is memory;
-/// tansu resolves a `sqlite://` path against its working directory `cwd`).
-fn run_broker(port: u16, storage: &str, cwd: &std::path::Path) -> (Proc, String) {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let p = common::Proc(
-        Command::new(tansu())
-            .current_dir(cwd)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("broker port", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    (p, format!("127.0.0.1:{port}"))
-}
-
-fn create_topics(port: u16) {
-    let url = format!("tcp://127.0.0.1:{port}");
-    for (topic, parts) in [("ddt.events", "3"), ("ddt.events.dlq", "1"), ("ddt.state", "1")] {
-        let st = Command::new(tansu())
-            .args(["topic", "create", topic, "--partitions", parts, "--broker", &url])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "creating topic {topic}");
-    }
-}
-
-fn http_json(url: &str) -> Option<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async { reqwest::get(url).await.ok()?.json::<Value>().await.ok() })
-}
-
-fn http_text(url: &str) -> Option<String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
-}
-
-/// Writes a `run` config for a Kafka source at `brokers` with its HTTP API on `port`.
-fn run_config(dir: &std::path::Path, brokers: &str, port: u16) -> PathBuf {
-    let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\"}}")).unwrap();
-    v["clock"] = "event".into();
-    v["sources"] = serde_yaml::from_str(&format!(
-        "[{{kind: kafka, brokers: \"{brokers}\", topics: [ddt.events], group_id: ddtwatch-test, properties: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}}}]"
-    ))
-    .unwrap();
-    v["dead_letter"] = serde_yaml::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
-    v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
-    v["engine"] = serde_yaml::from_str("{commit_interval: 500ms}").unwrap();
-    let path = dir.join("ddtwatch.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
-    path
-}
-
-fn produce(brokers: &str, lines: &[String]) {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
-    for l in lines {
-        let key = serde_json::from_str::<Value>(l)
-            .ok()
-            .and_then(|v| v["deployment_id"].as_str().map(String::from))
-            .unwrap_or_default();
-        let mut rec = BaseRecord::to("ddt.events").payload(l.as_str()).key(key.as_str());
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
 
 /// ddtwatch started while the broker is down is ready all the same, reports the outage, and
 /// consumes once the broker comes up — by itself.
@@ -241,20 +122,6 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
     }
     reasons.sort();
     assert_eq!(reasons, vec!["malformed_json", "unsupported_version", "wrong_type"]);
-}
-
-/// `ddtwatch run`; its log goes to the test's stderr with DDTWATCH_TEST_LOGS=1.
-fn spawn_run(path: &std::path::Path) -> Proc {
-    let logs = || if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-    common::Proc(
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(logs())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// Six deployments (one per scenario), so keyed partitioning spreads them over 3 partitions.
