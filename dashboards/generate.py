@@ -110,8 +110,8 @@ def overview():
              (f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="upper"}}', "{{deployment}} upper"),
              (f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="lower"}}', "{{deployment}} lower")],
             unit="percentunit")
-    b.panel("Conditions by state", [(f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == 2)", "{{deployment}} firing"),
-                                    (f"count by (deployment) (ddtwatch_condition_state{{{D}}} == -1)", "{{deployment}} insufficient data")],
+    b.panel("Conditions by state", [(f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == bool 2)", "{{deployment}} firing"),
+                                    (f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == bool -1)", "{{deployment}} insufficient data")],
             "table", w=12)
     b.panel("Breaches fired", [(f"sum by (deployment, condition) (ddtwatch_breaches_total{{{D}}})", "{{deployment}} {{condition}}")],
             "table", w=12)

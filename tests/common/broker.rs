@@ -140,4 +140,3 @@ pub fn spawn_run(path: &std::path::Path) -> Proc {
             .unwrap(),
     )
 }
-
