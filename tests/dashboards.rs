@@ -24,18 +24,6 @@ fn dashboards() -> Vec<(String, Value)> {
     out
 }
 
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("ddtwatch_") {
-        let tail = &rest[i..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        out.push(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    out
-}
-
 #[test]
 fn five_dashboards_valid_against_the_grafana_schema() {
     let path = common::repo().join("../shared/tools/monitoring-check/grafana-dashboard.strict.schema.json");
@@ -75,7 +63,7 @@ fn dashboards_are_provisioning_safe_and_query_real_metrics() {
             for t in p["targets"].as_array().unwrap() {
                 assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}/{title}: target datasource");
                 let expr = t["expr"].as_str().unwrap();
-                for m in metric_names(expr) {
+                for m in common::metric_names(expr) {
                     assert!(ALL_SAMPLES.contains(&m.as_str()), "{name}/{title}: {m} is not a ddtwatch metric");
                 }
                 queries += 1;

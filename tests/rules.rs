@@ -38,7 +38,7 @@ fn every_alert_has_a_unit_test_and_every_metric_exists() {
     let tests = std::fs::read_to_string(rules_dir().join("ddtwatch.rules.test.yml")).unwrap();
     let mut alerts = BTreeSet::new();
     let mut used = BTreeSet::new();
-    let metric = regex_lite_names;
+    let metric = common::metric_names;
     for g in rules["groups"].as_sequence().unwrap() {
         for r in g["rules"].as_sequence().unwrap() {
             if let Some(a) = r["alert"].as_str() {
@@ -54,17 +54,4 @@ fn every_alert_has_a_unit_test_and_every_metric_exists() {
     for m in &used {
         assert!(ALL_SAMPLES.contains(&m.as_str()), "the rules query {m}, which ddtwatch does not expose");
     }
-}
-
-/// `ddtwatch_…` metric names in a PromQL expression (recording rules are `ddtwatch:…`).
-fn regex_lite_names(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("ddtwatch_") {
-        let tail = &rest[i..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        out.push(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    out
 }

@@ -85,3 +85,16 @@ pub fn replay_counters(lines: &[String]) -> std::collections::BTreeMap<String, s
         .map(|d| (d.deployment_id.clone(), serde_json::to_value(&d.counters).unwrap()))
         .collect()
 }
+
+/// `ddtwatch_…` metric names in a PromQL expression (recording rules are `ddtwatch:…`).
+pub fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("ddtwatch_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
