@@ -55,6 +55,8 @@ async fn api_metrics_and_ingest() {
         "ddtwatch_dead_letters_produced",
         "ddtwatch_state_",
         "ddtwatch_audit_",
+        "ddtwatch_outbox_",
+        "ddtwatch_notifications_",
     ];
     for name in names::ALL_SAMPLES.iter().filter(|n| !live_only.iter().any(|p| n.starts_with(p))) {
         assert!(text.lines().any(|l| l.starts_with(name)), "metric {name} missing");

@@ -21,10 +21,11 @@ sources: [{{kind: http}}]
 dead_letter: {{kind: discard}}
 groups: {{sex: [female, male, unknown]}}
 defaults: {{lfr: lfr}}
+receivers: {{ops: {{kind: log}}}}
 profiles:
   lfr:
     conditions:
-      - {{id: threshold_floor, kind: state, check: threshold_floor, min: {floor}, severity: critical}}
+      - {{id: threshold_floor, kind: state, check: threshold_floor, min: {floor}, severity: critical, notify: [ops]}}
 "#
     )
 }
@@ -147,6 +148,14 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     let m = metrics().await.unwrap();
     assert!(m.contains(r#"ddtwatch_transitions_total{state="resolved"} 1"#), "{m}");
 
+    // Both transitions went through the outbox to the `ops` log receiver, once each.
+    until("notifications delivered", || async {
+        metrics().await.filter(|m| m.contains(r#"ddtwatch_notifications_total{receiver="ops",result="delivered"} 2"#))
+    })
+    .await;
+    let m = metrics().await.unwrap();
+    assert!(m.contains("ddtwatch_outbox_depth 0"), "{m}");
+
     // The audit log holds every step, and its hash chain verifies; an edit is named.
     let log = state.join("audit.log");
     let records: Vec<Value> =
@@ -172,6 +181,7 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
         "config:reloaded",
         "config:reload_rejected",
         "breach:resolved",
+        "notification:",
     ] {
         assert!(kinds.iter().any(|k| k == want), "{want} missing from the audit log: {kinds:?}");
     }

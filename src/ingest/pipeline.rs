@@ -36,6 +36,7 @@ pub struct Pipeline {
     transitions: broadcast::Sender<Transition>,
     dead: Arc<Mutex<DeadLetterSink>>,
     audit: Arc<Mutex<Option<crate::audit::SharedAudit>>>,
+    outbox: Arc<Mutex<Option<crate::notify::outbox::SharedOutbox>>>,
 }
 
 impl Pipeline {
@@ -48,12 +49,19 @@ impl Pipeline {
             transitions: tx,
             dead: Arc::new(Mutex::new(dead)),
             audit: Arc::new(Mutex::new(None)),
+            outbox: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Breach transitions and deployment lifecycle changes go to this audit log from now on.
     pub fn set_audit(&self, log: crate::audit::SharedAudit) {
         *self.audit.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    }
+
+    /// Breach transitions are journaled here (one notification per receiver) before the call
+    /// that applied their events returns.
+    pub fn set_outbox(&self, outbox: crate::notify::outbox::SharedOutbox) {
+        *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(outbox);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
@@ -160,7 +168,18 @@ impl Pipeline {
         } else {
             engine.drain_lifecycle();
         }
+        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for t in engine.drain_transitions() {
+            if let Some(o) = &outbox {
+                let key = format!("{}/{}", t.idempotency_key(), t.state.as_str());
+                let body = serde_json::to_value(&t).unwrap_or_default();
+                let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &t.notify {
+                    if let Err(e) = o.enqueue(r, &key, body.clone(), crate::http::wall_clock_ms()) {
+                        tracing::error!(error = %e, receiver = %r, "outbox write failed");
+                    }
+                }
+            }
             if let Some(a) = &audit {
                 crate::audit::record(a, "breach", serde_json::to_value(&t).unwrap_or_default());
             }

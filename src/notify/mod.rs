@@ -2,6 +2,8 @@
 //! transition); the durable outbox, Alertmanager and signed webhooks build on the same
 //! [`Transition`] stream.
 
+pub mod outbox;
+
 use crate::rules::Transition;
 
 /// One human-readable line for a transition (demo output, `log` receivers).

@@ -60,6 +60,9 @@ pub mod names {
     pub const KAFKA_CLIENT_ERRORS: &str = "ddtwatch_kafka_client_errors";
     pub const KAFKA_BROKER_UP: &str = "ddtwatch_kafka_broker_up";
     pub const AUDIT_RECORDS: &str = "ddtwatch_audit_records";
+    pub const OUTBOX_DEPTH: &str = "ddtwatch_outbox_depth";
+    pub const OUTBOX_OLDEST: &str = "ddtwatch_outbox_oldest_pending_age_seconds";
+    pub const NOTIFICATIONS: &str = "ddtwatch_notifications";
     pub const STATE_SNAPSHOTS: &str = "ddtwatch_state_snapshots";
     pub const STATE_RESTORED: &str = "ddtwatch_state_restored_deployments";
     pub const KAFKA_SKIPPED: &str = "ddtwatch_kafka_skipped_messages";
@@ -109,6 +112,9 @@ pub mod names {
         "ddtwatch_config_reload_total",
         "ddtwatch_config_last_reload_success_timestamp_seconds",
         "ddtwatch_audit_records_total",
+        "ddtwatch_outbox_depth",
+        "ddtwatch_outbox_oldest_pending_age_seconds",
+        "ddtwatch_notifications_total",
         "ddtwatch_kafka_messages_total",
         "ddtwatch_kafka_bytes_total",
         "ddtwatch_kafka_commits_total",
@@ -139,6 +145,8 @@ pub struct ProcessState {
     pub kafka: Option<Arc<crate::ingest::kafka::KafkaStats>>,
     /// The audit log when `state_dir` is set.
     pub audit: Option<crate::audit::SharedAudit>,
+    /// The notification outbox when `state_dir` is set.
+    pub outbox: Option<crate::notify::outbox::SharedOutbox>,
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets: from sub-second alert latency to
@@ -277,6 +285,24 @@ impl Collector for EngineCollector {
         if let Some(a) = &p.audit {
             let mut f = Family::new(AUDIT_RECORDS, "Audit log records written by this process", c);
             f.add(vec![], a.lock().unwrap_or_else(|p| p.into_inner()).written as f64);
+            fams.push(f);
+        }
+        if let Some(o) = &p.outbox {
+            let o = o.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = Family::new(OUTBOX_DEPTH, "Notifications waiting in the outbox", g);
+            f.add(vec![], o.depth() as f64);
+            fams.push(f);
+            let mut f = Family::new(OUTBOX_OLDEST, "Age of the oldest pending notification (0 when none)", g);
+            f.add(vec![], o.oldest_age(crate::http::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
+            fams.push(f);
+            let mut f = Family::new(NOTIFICATIONS, "Notification attempts by receiver and result", c);
+            let receivers: std::collections::BTreeSet<&String> = engine.config().raw.receivers.keys().collect();
+            for r in receivers {
+                for result in ["delivered", "failed", "retry"] {
+                    let n = o.results.get(&(r.clone(), result)).copied().unwrap_or(0);
+                    f.add(l(&[("receiver", r), ("result", result)]), n as f64);
+                }
+            }
             fams.push(f);
         }
         if let Some(k) = &p.kafka {

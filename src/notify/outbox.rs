@@ -1,0 +1,234 @@
+//! The notification outbox: every breach transition becomes one notification per receiver,
+//! journaled (JSON lines, fsync'd) in `state_dir/outbox.jsonl` before the events that caused it
+//! are acknowledged; a dispatcher delivers from here and journals the result. A restart replays
+//! the journal: pending notifications are sent again, delivered ones never.
+//!
+//! Journal lines: `{"op":"enqueue","id":n,"receiver":"…","key":"…","at":ms,"notification":{…}}`
+//! and `{"op":"delivered"|"failed","id":n,"at":ms,"attempts":k,"detail":"…"}`. The journal is
+//! compacted (rewritten with the pending entries only) when it passes `compact_bytes`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub type SharedOutbox = std::sync::Arc<std::sync::Mutex<Outbox>>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub id: u64,
+    pub receiver: String,
+    /// Idempotency key of the breach plus the transition state (`…/firing`, `…/resolved`).
+    pub key: String,
+    pub at: i64,
+    pub attempts: u32,
+    pub notification: Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Enqueue { id: u64, receiver: String, key: String, at: i64, notification: Value },
+    Delivered { id: u64, at: i64, attempts: u32 },
+    Failed { id: u64, at: i64, attempts: u32, detail: String },
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    path: PathBuf,
+    file: File,
+    pending: BTreeMap<u64, Entry>,
+    /// (receiver, key) of every notification ever enqueued (delivered or not): no duplicates.
+    seen: HashSet<(String, String)>,
+    next_id: u64,
+    bytes: u64,
+    compact_bytes: u64,
+    /// (receiver, result) → count since start (metrics).
+    pub results: BTreeMap<(String, &'static str), u64>,
+}
+
+impl Outbox {
+    pub fn open(path: &Path, compact_bytes: u64) -> io::Result<Self> {
+        let mut pending = BTreeMap::new();
+        let mut seen = HashSet::new();
+        let mut next_id = 1;
+        if let Ok(f) = File::open(path) {
+            for line in BufReader::new(f).lines() {
+                let line = line?;
+                // A torn last line (crash mid-write) was never acknowledged: skip it.
+                let Ok(l) = serde_json::from_str::<Line>(&line) else { continue };
+                match l {
+                    Line::Enqueue { id, receiver, key, at, notification } => {
+                        seen.insert((receiver.clone(), key.clone()));
+                        next_id = next_id.max(id + 1);
+                        pending.insert(id, Entry { id, receiver, key, at, attempts: 0, notification });
+                    }
+                    Line::Delivered { id, .. } | Line::Failed { id, .. } => {
+                        pending.remove(&id);
+                    }
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let bytes = file.metadata()?.len();
+        Ok(Outbox {
+            path: path.to_path_buf(),
+            file,
+            pending,
+            seen,
+            next_id,
+            bytes,
+            compact_bytes,
+            results: BTreeMap::new(),
+        })
+    }
+
+    fn write(&mut self, l: &Line) -> io::Result<()> {
+        let mut b = serde_json::to_vec(l).expect("json");
+        b.push(b'\n');
+        self.file.write_all(&b)?;
+        self.file.sync_data()?;
+        self.bytes += b.len() as u64;
+        Ok(())
+    }
+
+    /// Journals a notification (durable on return). None if this receiver already has this key.
+    pub fn enqueue(&mut self, receiver: &str, key: &str, notification: Value, now: i64) -> io::Result<Option<u64>> {
+        if !self.seen.insert((receiver.to_string(), key.to_string())) {
+            return Ok(None);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.write(&Line::Enqueue {
+            id,
+            receiver: receiver.into(),
+            key: key.into(),
+            at: now,
+            notification: notification.clone(),
+        })?;
+        self.pending
+            .insert(id, Entry { id, receiver: receiver.into(), key: key.into(), at: now, attempts: 0, notification });
+        Ok(Some(id))
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Entry> {
+        self.pending.values()
+    }
+
+    /// Records a delivery attempt's end: delivered, or failed for good (permanent error / too old).
+    pub fn finish(&mut self, id: u64, delivered: bool, detail: &str, now: i64) -> io::Result<()> {
+        let Some(e) = self.pending.remove(&id) else { return Ok(()) };
+        let attempts = e.attempts + 1;
+        let line = if delivered {
+            Line::Delivered { id, at: now, attempts }
+        } else {
+            Line::Failed { id, at: now, attempts, detail: detail.into() }
+        };
+        self.write(&line)?;
+        *self.results.entry((e.receiver, if delivered { "delivered" } else { "failed" })).or_default() += 1;
+        if self.compact_bytes > 0 && self.bytes > self.compact_bytes {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// A retryable failure: counted, stays pending.
+    pub fn retry(&mut self, id: u64) {
+        if let Some(e) = self.pending.get_mut(&id) {
+            e.attempts += 1;
+            *self.results.entry((e.receiver.clone(), "retry")).or_default() += 1;
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Age (ms) of the oldest pending notification.
+    pub fn oldest_age(&self, now: i64) -> Option<i64> {
+        self.pending.values().map(|e| now - e.at).max()
+    }
+
+    /// Rewrites the journal with the pending entries only (temp file, fsync, rename).
+    fn compact(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("jsonl.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            for e in self.pending.values() {
+                let l = Line::Enqueue {
+                    id: e.id,
+                    receiver: e.receiver.clone(),
+                    key: e.key.clone(),
+                    at: e.at,
+                    notification: e.notification.clone(),
+                };
+                let mut b = serde_json::to_vec(&l).expect("json");
+                b.push(b'\n');
+                f.write_all(&b)?;
+            }
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.bytes = self.file.metadata()?.len();
+        // Keys of delivered notifications are forgotten with the compaction; a transition is
+        // enqueued once when it happens, so that only matters for re-delivered events, which the
+        // engine's dedup already drops.
+        self.seen = self.pending.values().map(|e| (e.receiver.clone(), e.key.clone())).collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pending_survive_a_restart_and_delivered_are_not_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut o = Outbox::open(&path, 0).unwrap();
+        let a = o.enqueue("ops", "ddtwatch/d/c/t/firing", json!({"n": 1}), 1000).unwrap().unwrap();
+        let b = o.enqueue("oversight", "ddtwatch/d/c/t/firing", json!({"n": 1}), 1000).unwrap().unwrap();
+        assert_eq!(o.enqueue("ops", "ddtwatch/d/c/t/firing", json!({"n": 1}), 1001).unwrap(), None, "same key twice");
+        o.finish(a, true, "", 2000).unwrap();
+        assert_eq!(o.depth(), 1);
+        assert_eq!(o.oldest_age(61_000), Some(60_000));
+        drop(o);
+        // Restart (as after SIGKILL): only `b` is pending, the key of `a` is still known.
+        let mut o = Outbox::open(&path, 0).unwrap();
+        assert_eq!(o.pending().map(|e| e.id).collect::<Vec<_>>(), vec![b]);
+        assert_eq!(o.enqueue("ops", "ddtwatch/d/c/t/firing", json!({}), 3000).unwrap(), None);
+        let c = o.enqueue("ops", "ddtwatch/d/c/t/resolved", json!({}), 3000).unwrap().unwrap();
+        assert!(c > b, "ids keep growing across restarts");
+        o.finish(b, false, "permanent 400", 4000).unwrap();
+        assert_eq!(o.results.get(&("oversight".to_string(), "failed")), Some(&1));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_compaction_keeps_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut o = Outbox::open(&path, 300).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            ids.push(o.enqueue("ops", &format!("k{i}"), json!({"i": i}), i).unwrap().unwrap());
+        }
+        for id in &ids[..4] {
+            o.finish(*id, true, "", 10).unwrap();
+        }
+        drop(o);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"op\":\"enq");
+        std::fs::write(&path, text).unwrap();
+        let o = Outbox::open(&path, 300).unwrap();
+        assert_eq!(o.pending().map(|e| e.id).collect::<Vec<_>>(), ids[4..].to_vec());
+    }
+}
