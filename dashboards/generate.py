@@ -115,6 +115,9 @@ def overview():
             "table", w=12)
     b.panel("Breaches fired", [(f"sum by (deployment, condition) (ddtwatch_breaches_total{{{D}}})", "{{deployment}} {{condition}}")],
             "table", w=12)
+    b.panel("Notifications by result", [("sum by (result) (ddtwatch_notifications_total)", "{{result}}")], "stat", w=12)
+    b.panel("Outbox: pending notifications", [("sum(ddtwatch_outbox_depth)", "pending")], "stat", w=12,
+            thresholds=[(1, "orange")])
     return b
 
 
@@ -162,7 +165,7 @@ def fairness():
 
 def drift():
     b = Board("ddtwatch-drift", "ddtwatch — drift", "Score and quality drift against the baseline", multi=False)
-    b.panel("PSI vs limit", [(f'ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}}"),
+    b.panel("PSI / KS vs limit", [(f'ddtwatch_drift_statistic{{{D},statistic=~"psi|ks_d|ks_critical"}}', "{{condition}} {{statistic}}"),
                              (f'ddtwatch_condition_limit{{{D},limit="max"}} and on (condition) ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}} limit")],
             thresholds=[(0.25, "red")])
     b.panel("Page-Hinkley statistic", [(f'ddtwatch_drift_statistic{{{D},statistic="page_hinkley"}}', "{{condition}}")])
@@ -179,6 +182,9 @@ def health():
     b.panel("Events applied by type /s", [("sum by (type) (rate(ddtwatch_events_total[$__rate_interval]))", "{{type}}")], unit="ops")
     b.panel("Invalid events by reason /s", [("sum by (reason) (rate(ddtwatch_invalid_events_total[$__rate_interval]))", "{{reason}}")], unit="ops")
     b.panel("Duplicates and held events", [("ddtwatch_duplicate_events_total", "duplicates"), ("ddtwatch_held_events_total", "held")])
+    b.panel("Event lag p95 (receive - ts, live mode)",
+            [("histogram_quantile(0.95, sum by (le) (rate(ddtwatch_event_lag_seconds_bucket[$__rate_interval])))", "p95"),
+             ("sum(ddtwatch_event_lag_seconds_sum) / sum(ddtwatch_event_lag_seconds_count)", "mean")], unit="s")
     b.panel("Evaluation rounds /s", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
     b.panel("Config reloads", [("ddtwatch_config_reload_total", "{{result}}")], "stat", w=12)
     b.panel("Breach transitions", [("ddtwatch_transitions_total", "{{state}}")], "stat", w=12)
@@ -188,6 +194,10 @@ def health():
     b.panel("Offset commits", [("ddtwatch_kafka_commits_total", "{{result}}")], w=8)
     b.panel("Dead letters produced", [("ddtwatch_dead_letters_produced_total", "{{result}}")], w=8)
     b.panel("Broker reachable", [("ddtwatch_kafka_broker_up", "up")], "stat", w=8)
+    b.panel("Outbox depth", [("ddtwatch_outbox_depth", "pending")], "stat", w=8, thresholds=[(1, "orange")])
+    b.panel("Oldest pending notification", [("ddtwatch_outbox_oldest_pending_age_seconds", "age")], "stat", w=8,
+            unit="s", thresholds=[(300, "red")])
+    b.panel("Notifications by receiver and result", [("ddtwatch_notifications_total", "{{receiver}} {{result}}")], w=8)
     b.panel("Audit records written", [("ddtwatch_audit_records_total", "records")], "stat", w=12)
     b.panel("State snapshots / restores", [("ddtwatch_state_snapshots_total", "snapshots"),
                                            ("ddtwatch_state_restored_deployments_total", "restored")], w=12)
