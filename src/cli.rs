@@ -231,15 +231,12 @@ fn replay_cmd(
 
 /// Reads the HTTP bearer token from the configured file or environment variable.
 fn http_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
-    if let Some(path) = &config.raw.http.token_file {
-        let t = std::fs::read_to_string(path).with_context(|| format!("reading http.token_file {}", path.display()))?;
-        return Ok(Some(Arc::from(t.trim())));
+    let http = &config.raw.http;
+    if http.token_file.is_none() && http.token_env.is_none() {
+        return Ok(None);
     }
-    if let Some(var) = &config.raw.http.token_env {
-        let t = std::env::var(var).with_context(|| format!("http.token_env: ${var} is not set"))?;
-        return Ok(Some(Arc::from(t.trim())));
-    }
-    Ok(None)
+    let secret = crate::config::SecretRef { file: http.token_file.clone(), env: http.token_env.clone() };
+    Ok(Some(Arc::from(secret.read("http.token")?.trim())))
 }
 
 /// Serves HTTP until SIGINT or SIGTERM, then tells the sources to stop.

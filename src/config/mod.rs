@@ -118,6 +118,22 @@ pub struct SecretRef {
     pub env: Option<String>,
 }
 
+impl SecretRef {
+    /// The secret's value: the file's content (trimmed), else the environment variable's.
+    pub fn read(&self, name: &str) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        if let Some(path) = &self.file {
+            let v = std::fs::read_to_string(path)
+                .with_context(|| format!("reading secret {name} from {}", path.display()))?;
+            return Ok(v.trim().to_string());
+        }
+        if let Some(var) = &self.env {
+            return std::env::var(var).with_context(|| format!("secret {name}: ${var} is not set"));
+        }
+        anyhow::bail!("secret {name}: neither file nor env given")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {

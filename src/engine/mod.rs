@@ -34,7 +34,7 @@ pub struct DeadLetter {
     pub deployment_id: Option<String>,
     pub payload: Arc<[u8]>,
     /// Kafka coordinates of the message, set by the Kafka source (DLQ headers).
-    pub origin: Option<crate::ingest::kafka::Origin>,
+    pub origin: Option<snapshot::Through>,
 }
 
 /// What happened to one message.

@@ -20,8 +20,9 @@ use crate::rules::{Kind, Lifecycle};
 
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-/// Where the events in a snapshot came from: it holds every event of its deployment up to and
-/// including this offset (Kafka), so a consumer restoring it skips re-delivered ones.
+/// A Kafka message position. In a snapshot: it holds every event of its deployment up to and
+/// including this offset, so a consumer restoring it skips re-delivered ones. On a dead letter:
+/// the message it came from (DLQ headers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Through {
     pub topic: String,

@@ -22,18 +22,10 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
-use crate::config::{SecretRef, SourceConfig};
+use crate::config::SourceConfig;
 use crate::engine::DeadLetter;
 use crate::engine::snapshot::Through;
 use crate::ingest::Pipeline;
-
-/// Where a message came from (DLQ headers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-}
 
 /// Counters of the Kafka source and DLQ producer, read by the metrics collector.
 #[derive(Debug, Default)]
@@ -57,19 +49,6 @@ pub struct KafkaStats {
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
-/// Reads a secret property value from its file or environment variable.
-pub fn read_secret(name: &str, r: &SecretRef) -> anyhow::Result<String> {
-    if let Some(path) = &r.file {
-        let v =
-            std::fs::read_to_string(path).with_context(|| format!("reading secret {name} from {}", path.display()))?;
-        return Ok(v.trim().to_string());
-    }
-    if let Some(var) = &r.env {
-        return std::env::var(var).with_context(|| format!("secret {name}: ${var} is not set"));
-    }
-    anyhow::bail!("secret {name}: neither file nor env given")
-}
-
 /// librdkafka client configuration of a `kafka` source (secrets resolved).
 pub fn client_config(source: &SourceConfig) -> anyhow::Result<ClientConfig> {
     let SourceConfig::Kafka { brokers, properties, secret_properties, .. } = source else {
@@ -82,9 +61,45 @@ pub fn client_config(source: &SourceConfig) -> anyhow::Result<ClientConfig> {
         c.set(k, v);
     }
     for (k, r) in secret_properties {
-        c.set(k, read_secret(k, r)?);
+        c.set(k, r.read(k)?);
     }
     Ok(c)
+}
+
+/// Client settings of the producers that must not lose a record (DLQ, state topic).
+fn reliable_producer_config(base: &ClientConfig) -> ClientConfig {
+    let mut c = base.clone();
+    c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+    c
+}
+
+/// Queues a record, waiting (polling) while librdkafka's local queue is full, so none is dropped.
+fn send_retrying<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, str, [u8], C::DeliveryOpaque>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Checkpoints (snapshots, dead letters) and then commits the stored offsets; nothing stored
+/// since the last commit is not a failure.
+fn checkpoint_and_commit<C: Consumer<Ctx>>(consumer: &C, ctx: &Ctx, mode: CommitMode) {
+    if !ctx.checkpoint() {
+        return;
+    }
+    match consumer.commit_consumer_state(mode) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+    }
 }
 
 /// What the consumer knows about deployments and partitions, shared with the rebalance
@@ -143,20 +158,11 @@ impl Ctx {
                         .collect()
                 };
                 for (id, bytes) in &snaps {
-                    let mut rec = BaseRecord::to(topic).key(id.as_str()).payload(bytes.as_slice());
-                    loop {
-                        match producer.send(rec) {
-                            Ok(()) => break,
-                            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                                rec = r;
-                                producer.poll(Duration::from_millis(50));
-                            }
-                            Err((e, _)) => {
-                                tracing::error!(error = %e, "snapshot rejected by the producer");
-                                self.track().dirty.insert(id.clone());
-                                return false;
-                            }
-                        }
+                    let rec = BaseRecord::to(topic).key(id.as_str()).payload(bytes.as_slice());
+                    if let Err(e) = send_retrying(producer, rec) {
+                        tracing::error!(error = %e, "snapshot rejected by the producer");
+                        self.track().dirty.insert(id.clone());
+                        return false;
                     }
                 }
                 if producer.flush(self.grace).is_err() || producer.in_flight_count() > 0 {
@@ -303,12 +309,7 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             self.stats.revoked.fetch_add(tpl.count() as u64, Ordering::Relaxed);
             // State and offsets of applied events go with the partitions we hand over.
-            if self.checkpoint() {
-                match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-                    Err(e) => tracing::warn!(error = %e, "commit on revoke failed"),
-                }
-            }
+            checkpoint_and_commit(consumer, self, CommitMode::Sync);
             if self.state.is_some() {
                 let revoked: Vec<(String, i32)> =
                     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
@@ -390,10 +391,9 @@ pub struct KafkaDlq {
 
 impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
-        let mut c = client_config(source)?;
-        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
-        let producer =
-            c.create_with_context(DlqContext { stats, dlq: true }).context("creating the dead-letter producer")?;
+        let producer = reliable_producer_config(&client_config(source)?)
+            .create_with_context(DlqContext { stats, dlq: true })
+            .context("creating the dead-letter producer")?;
         Ok(KafkaDlq { producer, topic: topic.to_string() })
     }
 
@@ -410,19 +410,9 @@ impl KafkaDlq {
                 .insert(Header { key: "ddtwatch-source-offset", value: Some(&o.offset.to_string()) });
         }
         let key = d.deployment_id.as_deref().unwrap_or("");
-        let mut record = BaseRecord::to(&self.topic).payload(&d.payload[..]).key(key).headers(headers);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => {
-                    tracing::error!(error = %e, reason = d.reason.as_str(), "dead letter rejected by the producer");
-                    return;
-                }
-            }
+        let record = BaseRecord::to(&self.topic).payload(&d.payload[..]).key(key).headers(headers);
+        if let Err(e) = send_retrying(&self.producer, record) {
+            tracing::error!(error = %e, reason = d.reason.as_str(), "dead letter rejected by the producer");
         }
     }
 
@@ -454,12 +444,8 @@ pub async fn consume(
     let state = if state_topic.is_empty() {
         None
     } else {
-        let mut pc = base.clone();
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.max.bytes", "67108864");
+        let mut pc = reliable_producer_config(&base);
+        pc.set("compression.type", "lz4").set("message.max.bytes", "67108864");
         let producer: ThreadedProducer<DlqContext> = pc
             .create_with_context(DlqContext { stats: stats.clone(), dlq: false })
             .context("creating the state-topic producer")?;
@@ -490,15 +476,8 @@ pub async fn consume(
     tracing::info!(topics = ?names, group = %group_id, "kafka source consuming");
     let mut commit_tick = tokio::time::interval(opts.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let commit = |mode: CommitMode, consumer: &StreamConsumer<Ctx>| {
-        if !consumer.context().checkpoint() {
-            return;
-        }
-        match consumer.commit_consumer_state(mode) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
-        }
-    };
+    let commit =
+        |mode: CommitMode, consumer: &StreamConsumer<Ctx>| checkpoint_and_commit(consumer, consumer.context(), mode);
     loop {
         tokio::select! {
             biased;
@@ -510,7 +489,7 @@ pub async fn consume(
                     let payload = msg.payload().unwrap_or_default();
                     stats.messages.fetch_add(1, Ordering::Relaxed);
                     stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    let origin = Origin { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
+                    let origin = Through { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
                     let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
                     let skip = {
                         let mut t = consumer.context().track();

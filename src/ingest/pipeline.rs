@@ -99,7 +99,7 @@ impl Pipeline {
     }
 
     /// Applies one Kafka message; its dead letters carry the message's coordinates.
-    pub fn ingest_message(&self, payload: &[u8], receive: i64, origin: crate::ingest::kafka::Origin) -> Ingested {
+    pub fn ingest_message(&self, payload: &[u8], receive: i64, origin: crate::engine::snapshot::Through) -> Ingested {
         let mut engine = self.lock();
         let res = engine.ingest(payload, receive);
         for mut d in engine.drain_dead_letters() {
