@@ -472,7 +472,12 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             })
         };
         let reloads = tokio::spawn(watch_config(reloader, reload_every, pipeline.clone(), process.clone()));
-        let dispatcher = outbox.clone().map(|o| tokio::spawn(dispatch(o, pipeline.clone(), audit.clone())));
+        let dispatcher = outbox.clone().map(|o| {
+            let d = crate::notify::dispatch::Dispatcher::new(o, audit.clone());
+            let engine = pipeline.engine.clone();
+            let receivers = move || engine.lock().map(|e| e.config().raw.receivers.clone()).unwrap_or_default();
+            tokio::spawn(crate::notify::dispatch::run(d, receivers, pipeline.outbox_wake.clone(), wall_clock_ms))
+        });
         let snapshots = snapshot_path.clone().map(|path| {
             let p = pipeline.clone();
             tokio::spawn(async move {
@@ -517,56 +522,6 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         tracing::info!("ddtwatch stopped");
         r.map(|_| ExitCode::SUCCESS)
     })
-}
-
-/// Delivers pending notifications from the outbox. `log` receivers deliver by writing a log line;
-/// `webhook` and `alertmanager` delivery is not built yet: their notifications stay pending (and
-/// show in `ddtwatch_outbox_depth` / oldest age) until it is. A notification for a receiver no
-/// longer in the config fails for good.
-async fn dispatch(
-    outbox: crate::notify::outbox::SharedOutbox,
-    pipeline: Pipeline,
-    audit: Option<crate::audit::SharedAudit>,
-) {
-    use crate::config::ReceiverKind;
-    let mut warned = std::collections::HashSet::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        let receivers = pipeline.engine.lock().map(|e| e.config().raw.receivers.clone()).unwrap_or_default();
-        let mut o = outbox.lock().unwrap_or_else(|p| p.into_inner());
-        let pending: Vec<(u64, String, String)> =
-            o.pending().map(|e| (e.id, e.receiver.clone(), e.key.clone())).collect();
-        for (id, receiver, key) in pending {
-            let now = wall_clock_ms();
-            let result = match receivers.get(&receiver).map(|r| r.kind) {
-                Some(ReceiverKind::Log) => {
-                    tracing::info!(receiver = %receiver, key = %key, "notification delivered (log receiver)");
-                    Some((true, String::new()))
-                }
-                Some(kind) => {
-                    if warned.insert(receiver.clone()) {
-                        tracing::warn!(receiver = %receiver, kind = ?kind, "delivery for this receiver kind is not built yet; its notifications stay in the outbox");
-                    }
-                    None
-                }
-                None => Some((false, format!("receiver `{receiver}` is not in the config"))),
-            };
-            if let Some((delivered, detail)) = result {
-                if let Err(e) = o.finish(id, delivered, &detail, now) {
-                    tracing::error!(error = %e, "outbox write failed");
-                    continue;
-                }
-                if let Some(a) = &audit {
-                    crate::audit::record(
-                        a,
-                        "notification",
-                        serde_json::json!({"receiver": receiver, "key": key, "result": if delivered { "delivered" } else { "failed" }, "detail": detail}),
-                    );
-                }
-            }
-        }
-    }
 }
 
 /// Writes the engine state atomically (temp file, fsync, rename).

@@ -197,6 +197,40 @@ pub struct ReceiverConfig {
     /// Give up retrying after this long (INTERFACES.md: default 24h).
     #[serde(default = "default_max_age")]
     pub max_age: Dur,
+    /// First retry waits up to this long (full jitter), doubling per attempt …
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: Dur,
+    /// … up to at most this long between attempts.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+    /// Per-request timeout (a timeout is retried).
+    #[serde(default = "default_receiver_timeout")]
+    pub timeout: Dur,
+}
+
+impl ReceiverConfig {
+    /// The shared retry policy with this receiver's settings.
+    pub fn retry_policy(&self) -> crate::notify::retry::RetryPolicy {
+        crate::notify::retry::RetryPolicy {
+            initial_ms: self.backoff_initial.ms(),
+            max_interval_ms: self.backoff_max.ms(),
+            max_age_ms: self.max_age.ms(),
+        }
+    }
+
+    pub fn secret(&self) -> SecretRef {
+        SecretRef { file: self.secret_file.clone(), env: self.secret_env.clone() }
+    }
+}
+
+fn default_backoff_initial() -> Dur {
+    Dur::secs(1)
+}
+fn default_backoff_max() -> Dur {
+    Dur::mins(5)
+}
+fn default_receiver_timeout() -> Dur {
+    Dur::secs(10)
 }
 
 fn default_resend() -> Dur {

@@ -37,6 +37,8 @@ pub struct Pipeline {
     dead: Arc<Mutex<DeadLetterSink>>,
     audit: Arc<Mutex<Option<crate::audit::SharedAudit>>>,
     outbox: Arc<Mutex<Option<crate::notify::outbox::SharedOutbox>>>,
+    /// Woken whenever a notification is enqueued (the dispatcher waits on it).
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Pipeline {
@@ -50,6 +52,7 @@ impl Pipeline {
             dead: Arc::new(Mutex::new(dead)),
             audit: Arc::new(Mutex::new(None)),
             outbox: Arc::new(Mutex::new(None)),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -178,6 +181,9 @@ impl Pipeline {
                     if let Err(e) = o.enqueue(r, &key, body.clone(), crate::http::wall_clock_ms()) {
                         tracing::error!(error = %e, receiver = %r, "outbox write failed");
                     }
+                }
+                if !t.notify.is_empty() {
+                    self.outbox_wake.notify_one();
                 }
             }
             if let Some(a) = &audit {

@@ -1,8 +1,13 @@
-//! Where breach transitions go. This first cut has the `log` receiver (stdout/log line per
-//! transition); the durable outbox, Alertmanager and signed webhooks build on the same
-//! [`Transition`] stream.
+//! Where breach transitions go: each becomes one notification per receiver in the durable
+//! [`outbox`] (before the events that caused it are acknowledged); the [`dispatch`]er delivers
+//! them to `log`, [`webhook`] (Standard Webhooks signed) and [`alertmanager`] receivers under one
+//! [`retry`] policy.
 
+pub mod alertmanager;
+pub mod dispatch;
 pub mod outbox;
+pub mod retry;
+pub mod webhook;
 
 use crate::rules::Transition;
 

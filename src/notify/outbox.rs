@@ -43,6 +43,9 @@ pub struct Outbox {
     pending: BTreeMap<u64, Entry>,
     /// (receiver, key) of every notification ever enqueued (delivered or not): no duplicates.
     seen: HashSet<(String, String)>,
+    /// (receiver, breach key) → the delivered `firing` notification of a breach whose `resolved`
+    /// is not delivered yet: what the Alertmanager receiver re-sends while the breach lasts.
+    active: BTreeMap<(String, String), Entry>,
     next_id: u64,
     bytes: u64,
     compact_bytes: u64,
@@ -54,6 +57,7 @@ impl Outbox {
     pub fn open(path: &Path, compact_bytes: u64) -> io::Result<Self> {
         let mut pending = BTreeMap::new();
         let mut seen = HashSet::new();
+        let mut active = BTreeMap::new();
         let mut next_id = 1;
         if let Ok(f) = File::open(path) {
             for line in BufReader::new(f).lines() {
@@ -66,7 +70,12 @@ impl Outbox {
                         next_id = next_id.max(id + 1);
                         pending.insert(id, Entry { id, receiver, key, at, attempts: 0, notification });
                     }
-                    Line::Delivered { id, .. } | Line::Failed { id, .. } => {
+                    Line::Delivered { id, .. } => {
+                        if let Some(e) = pending.remove(&id) {
+                            track_active(&mut active, e);
+                        }
+                    }
+                    Line::Failed { id, .. } => {
                         pending.remove(&id);
                     }
                 }
@@ -82,6 +91,7 @@ impl Outbox {
             file,
             pending,
             seen,
+            active,
             next_id,
             bytes,
             compact_bytes,
@@ -121,6 +131,16 @@ impl Outbox {
         self.pending.values()
     }
 
+    /// Delivered `firing` notifications whose breach has not been delivered as resolved.
+    pub fn active(&self) -> impl Iterator<Item = &Entry> {
+        self.active.values()
+    }
+
+    /// Counts a result that does not change an entry (e.g. an Alertmanager re-send).
+    pub fn count(&mut self, receiver: &str, result: &'static str) {
+        *self.results.entry((receiver.to_string(), result)).or_default() += 1;
+    }
+
     /// Records a delivery attempt's end: delivered, or failed for good (permanent error / too old).
     pub fn finish(&mut self, id: u64, delivered: bool, detail: &str, now: i64) -> io::Result<()> {
         let Some(e) = self.pending.remove(&id) else { return Ok(()) };
@@ -131,7 +151,10 @@ impl Outbox {
             Line::Failed { id, at: now, attempts, detail: detail.into() }
         };
         self.write(&line)?;
-        *self.results.entry((e.receiver, if delivered { "delivered" } else { "failed" })).or_default() += 1;
+        *self.results.entry((e.receiver.clone(), if delivered { "delivered" } else { "failed" })).or_default() += 1;
+        if delivered {
+            track_active(&mut self.active, e);
+        }
         if self.compact_bytes > 0 && self.bytes > self.compact_bytes {
             self.compact()?;
         }
@@ -160,17 +183,25 @@ impl Outbox {
         let tmp = self.path.with_extension("jsonl.tmp");
         {
             let mut f = File::create(&tmp)?;
-            for e in self.pending.values() {
-                let l = Line::Enqueue {
-                    id: e.id,
-                    receiver: e.receiver.clone(),
-                    key: e.key.clone(),
-                    at: e.at,
-                    notification: e.notification.clone(),
-                };
-                let mut b = serde_json::to_vec(&l).expect("json");
+            let mut put = |l: &Line| -> io::Result<()> {
+                let mut b = serde_json::to_vec(l).expect("json");
                 b.push(b'\n');
-                f.write_all(&b)?;
+                f.write_all(&b)
+            };
+            let enqueue = |e: &Entry| Line::Enqueue {
+                id: e.id,
+                receiver: e.receiver.clone(),
+                key: e.key.clone(),
+                at: e.at,
+                notification: e.notification.clone(),
+            };
+            // Open breaches keep their delivered firing notification (for re-sends after restart).
+            for e in self.active.values() {
+                put(&enqueue(e))?;
+                put(&Line::Delivered { id: e.id, at: e.at, attempts: e.attempts })?;
+            }
+            for e in self.pending.values() {
+                put(&enqueue(e))?;
             }
             f.sync_data()?;
         }
@@ -180,9 +211,24 @@ impl Outbox {
         // Keys of delivered notifications are forgotten with the compaction; a transition is
         // enqueued once when it happens, so that only matters for re-delivered events, which the
         // engine's dedup already drops.
-        self.seen = self.pending.values().map(|e| (e.receiver.clone(), e.key.clone())).collect();
+        self.seen =
+            self.pending.values().chain(self.active.values()).map(|e| (e.receiver.clone(), e.key.clone())).collect();
         Ok(())
     }
+}
+
+/// `…/<started_at>/firing` delivered opens the breach; `…/resolved` delivered closes it.
+fn track_active(active: &mut BTreeMap<(String, String), Entry>, e: Entry) {
+    if let Some(base) = e.key.strip_suffix("/firing") {
+        active.insert((e.receiver.clone(), base.to_string()), e);
+    } else if let Some(base) = e.key.strip_suffix("/resolved") {
+        active.remove(&(e.receiver.clone(), base.to_string()));
+    }
+}
+
+/// The breach part of a notification key (without the trailing `/<state>`).
+pub fn breach_key(key: &str) -> &str {
+    key.rsplit_once('/').map(|(b, _)| b).unwrap_or(key)
 }
 
 #[cfg(test)]

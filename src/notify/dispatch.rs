@@ -1,0 +1,292 @@
+//! The dispatcher: delivers the outbox's pending notifications to their receivers with the
+//! shared [`RetryPolicy`], journals each end (delivered / failed for good) in the outbox and
+//! every attempt in the audit log, and re-sends open breaches to Alertmanager every `resend`.
+//!
+//! Time is a parameter ([`Dispatcher::run_due`] takes `now`), so tests drive hours of retries
+//! without sleeping; `run` calls it with the wall clock.
+//!
+//! Order: a breach's `resolved` is never sent to a receiver before its `firing` has been
+//! delivered there (or failed for good) — otherwise an Alertmanager could see the resolution
+//! first and then re-open the alert.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::outbox::{SharedOutbox, breach_key};
+use super::retry::Verdict;
+use crate::audit::SharedAudit;
+use crate::config::{ReceiverConfig, ReceiverKind};
+use crate::event::Millis;
+
+pub struct Dispatcher {
+    outbox: SharedOutbox,
+    audit: Option<SharedAudit>,
+    client: reqwest::Client,
+    /// Notification id → earliest time of its next attempt (after a retryable failure).
+    next_try: HashMap<u64, Millis>,
+    /// (receiver, breach key) → next Alertmanager re-send.
+    next_resend: HashMap<(String, String), Millis>,
+    warned: HashSet<String>,
+    /// Source of the jitter (seedable for tests).
+    rng: fastrand::Rng,
+}
+
+/// One pending notification, copied out of the outbox so no lock is held while sending.
+struct Due {
+    id: u64,
+    receiver: String,
+    key: String,
+    at: Millis,
+    attempts: u32,
+    notification: Value,
+}
+
+impl Dispatcher {
+    pub fn new(outbox: SharedOutbox, audit: Option<SharedAudit>) -> Self {
+        // reqwest is built with rustls and no built-in crypto provider: use ring (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ddtwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client");
+        Dispatcher {
+            outbox,
+            audit,
+            client,
+            next_try: HashMap::new(),
+            next_resend: HashMap::new(),
+            warned: HashSet::new(),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = fastrand::Rng::with_seed(seed);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, super::outbox::Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends everything due at `now`; returns when the next retry or re-send is due (None: nothing
+    /// scheduled; new notifications can arrive at any time).
+    pub async fn run_due(&mut self, receivers: &BTreeMap<String, ReceiverConfig>, now: Millis) -> Option<Millis> {
+        let due: Vec<Due> = self
+            .lock()
+            .pending()
+            .map(|e| Due {
+                id: e.id,
+                receiver: e.receiver.clone(),
+                key: e.key.clone(),
+                at: e.at,
+                attempts: e.attempts,
+                notification: e.notification.clone(),
+            })
+            .collect();
+        let mut next: Option<Millis> = None;
+        let mut soonest = |t: Millis| next = Some(next.map_or(t, |n: Millis| n.min(t)));
+        // (receiver, breach) with an earlier notification still undelivered.
+        let mut blocked: HashSet<(String, String)> = HashSet::new();
+        for d in due {
+            let breach = (d.receiver.clone(), breach_key(&d.key).to_string());
+            if blocked.contains(&breach) {
+                continue;
+            }
+            if let Some(&t) = self.next_try.get(&d.id)
+                && t > now
+            {
+                soonest(t);
+                blocked.insert(breach);
+                continue;
+            }
+            let Some(r) = receivers.get(&d.receiver) else {
+                self.finish(&d, false, &format!("receiver `{}` is not in the config", d.receiver), now);
+                continue;
+            };
+            let policy = r.retry_policy();
+            if now - d.at > policy.max_age_ms {
+                self.finish(&d, false, &format!("undelivered after max_age {}", r.max_age), now);
+                continue;
+            }
+            let verdict = match r.kind {
+                ReceiverKind::Log => {
+                    tracing::info!(receiver = %d.receiver, key = %d.key, "notification delivered (log receiver)");
+                    Verdict::Delivered
+                }
+                ReceiverKind::Webhook => self.send_webhook(&d, r, now).await,
+                ReceiverKind::Alertmanager => {
+                    let firing = d.key.ends_with("/firing");
+                    let body = json!([super::alertmanager::alert(&d.notification, firing, now, r.resend.ms())]);
+                    self.send_alertmanager(r, &body, now).await
+                }
+            };
+            self.audit_attempt(&d, d.attempts + 1, &verdict);
+            match verdict {
+                Verdict::Delivered => {
+                    if r.kind == ReceiverKind::Alertmanager {
+                        self.next_resend.insert(breach.clone(), now + r.resend.ms());
+                    }
+                    self.finish(&d, true, "", now);
+                }
+                Verdict::Permanent(detail) => self.finish(&d, false, &detail, now),
+                Verdict::Retry { detail, after_ms } => {
+                    let unit = self.rng.f64();
+                    match policy.next_attempt(d.attempts, after_ms, d.at, now, unit) {
+                        Some(t) => {
+                            tracing::warn!(receiver = %d.receiver, attempt = d.attempts + 1, %detail, retry_in_ms = t - now, "notification not delivered; will retry");
+                            self.lock().retry(d.id);
+                            self.next_try.insert(d.id, t);
+                            soonest(t);
+                            blocked.insert(breach);
+                        }
+                        None => {
+                            self.finish(&d, false, &format!("{detail}; giving up: max_age {} reached", r.max_age), now)
+                        }
+                    }
+                }
+            }
+        }
+        // Alertmanager re-sends of open breaches (endsAt moves forward each time).
+        let active: Vec<(String, String, Value)> = self
+            .lock()
+            .active()
+            .map(|e| (e.receiver.clone(), breach_key(&e.key).to_string(), e.notification.clone()))
+            .collect();
+        let live: HashSet<(String, String)> = active.iter().map(|(r, b, _)| (r.clone(), b.clone())).collect();
+        self.next_resend.retain(|k, _| live.contains(k));
+        for (receiver, breach, notification) in active {
+            let Some(r) = receivers.get(&receiver).filter(|r| r.kind == ReceiverKind::Alertmanager) else { continue };
+            let k = (receiver.clone(), breach);
+            // After a restart the schedule is unknown: re-send at once (Alertmanager merges it).
+            let due_at = *self.next_resend.get(&k).unwrap_or(&now);
+            if due_at > now {
+                soonest(due_at);
+                continue;
+            }
+            let body = json!([super::alertmanager::alert(&notification, true, now, r.resend.ms())]);
+            let v = self.send_alertmanager(r, &body, now).await;
+            let result = if v == Verdict::Delivered { "resent" } else { "resend_failed" };
+            if v != Verdict::Delivered {
+                tracing::warn!(receiver = %receiver, ?v, "Alertmanager re-send failed");
+            }
+            self.lock().count(&receiver, result);
+            let t = now + r.resend.ms();
+            self.next_resend.insert(k, t);
+            soonest(t);
+        }
+        next
+    }
+
+    fn finish(&mut self, d: &Due, delivered: bool, detail: &str, now: Millis) {
+        self.next_try.remove(&d.id);
+        if !delivered {
+            tracing::error!(receiver = %d.receiver, %detail, "notification failed for good");
+        }
+        if let Err(e) = self.lock().finish(d.id, delivered, detail, now) {
+            tracing::error!(error = %e, "outbox write failed");
+        }
+        if let Some(a) = &self.audit {
+            crate::audit::record(
+                a,
+                "notification",
+                json!({"receiver": d.receiver, "key": d.key, "result": if delivered { "delivered" } else { "failed" },
+                       "attempts": d.attempts + 1, "detail": detail}),
+            );
+        }
+    }
+
+    /// Every HTTP attempt that did not end the notification is audited too (the end is audited
+    /// by `finish`).
+    fn audit_attempt(&self, d: &Due, attempt: u32, v: &Verdict) {
+        if let (Some(a), Verdict::Retry { detail, .. }) = (&self.audit, v) {
+            crate::audit::record(
+                a,
+                "notification",
+                json!({"receiver": d.receiver, "key": d.key, "result": "retry", "attempts": attempt, "detail": detail}),
+            );
+        }
+    }
+
+    async fn post(
+        &self,
+        r: &ReceiverConfig,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        now: Millis,
+    ) -> Verdict {
+        let mut req = self
+            .client
+            .post(url)
+            .timeout(Duration::from_millis(r.timeout.ms().max(1) as u64))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                Verdict::from_status(resp.status().as_u16(), retry_after.as_deref(), now)
+            }
+            Err(e) => Verdict::Retry { detail: format!("request failed: {}", error_chain(&e)), after_ms: None },
+        }
+    }
+
+    async fn send_webhook(&mut self, d: &Due, r: &ReceiverConfig, now: Millis) -> Verdict {
+        let secret = match r.secret().read(&format!("receivers.{}", d.receiver)) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.warned.insert(d.receiver.clone()) {
+                    tracing::error!(receiver = %d.receiver, error = %e, "webhook secret unavailable; notifications wait");
+                }
+                return Verdict::Retry { detail: format!("{e:#}"), after_ms: None };
+            }
+        };
+        let mut body = d.notification.clone();
+        body["idempotency_key"] = json!(d.key);
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let ts = now.div_euclid(1000);
+        let sig = super::webhook::sign(&secret, &d.key, ts, &bytes);
+        let url = r.url.clone().unwrap_or_default();
+        let headers =
+            [("webhook-id", d.key.clone()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", sig)];
+        self.post(r, &url, bytes, &headers, now).await
+    }
+
+    async fn send_alertmanager(&self, r: &ReceiverConfig, body: &Value, now: Millis) -> Verdict {
+        let url = format!("{}/api/v2/alerts", r.url.as_deref().unwrap_or_default().trim_end_matches('/'));
+        self.post(r, &url, serde_json::to_vec(body).expect("json"), &[], now).await
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// `run`'s dispatcher task: wakes when a notification is enqueued (`wake`), when a retry or
+/// re-send is due, and at least every second.
+pub async fn run(
+    mut d: Dispatcher,
+    receivers: impl Fn() -> BTreeMap<String, ReceiverConfig>,
+    wake: Arc<tokio::sync::Notify>,
+    clock: fn() -> Millis,
+) {
+    loop {
+        let now = clock();
+        let next = d.run_due(&receivers(), now).await;
+        let wait = next.map_or(1000, |t| (t - clock()).clamp(0, 1000));
+        let _ = tokio::time::timeout(Duration::from_millis(wait as u64), wake.notified()).await;
+    }
+}

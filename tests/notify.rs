@@ -1,0 +1,218 @@
+//! Webhook delivery under faults, on injected time: a receiver in the test (axum on an ephemeral
+//! port) verifies every Standard Webhooks signature and can be told to fail. The dispatcher is
+//! driven with a simulated clock (`run_due(now)`), so ten minutes of outage take no real time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use ddtwatch::config::{ClockMode, Config};
+use ddtwatch::engine::Engine;
+use ddtwatch::ingest::{DeadLetterSink, Ingest, Pipeline, simulator};
+use ddtwatch::notify::dispatch::Dispatcher;
+use ddtwatch::notify::outbox::{Outbox, SharedOutbox};
+use ddtwatch::notify::webhook;
+use serde_json::Value;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// What the receiver saw. `now` is the simulated unix time in seconds (for signature freshness).
+#[derive(Default)]
+struct Hook {
+    down: bool,
+    now: i64,
+    /// (path, webhook-id) → 2xx answers given.
+    acked: BTreeMap<(String, String), u32>,
+    /// (path, webhook-id) → simulated times (s) of every request.
+    attempts: BTreeMap<(String, String), Vec<i64>>,
+    bad_signatures: u32,
+    throttled: HashSet<String>,
+}
+
+type Shared = Arc<Mutex<Hook>>;
+
+async fn receive(State(s): State<Shared>, Path(name): Path<String>, h: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (id, ts, sig) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    let mut s = s.lock().unwrap();
+    let now = s.now;
+    s.attempts.entry((name.clone(), id.clone())).or_default().push(now);
+    if webhook::verify(SECRET, &id, &ts, &sig, &body, now, webhook::DEFAULT_TOLERANCE_SECS).is_err() {
+        s.bad_signatures += 1;
+        return (StatusCode::UNAUTHORIZED, HeaderMap::new());
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["idempotency_key"], id.as_str(), "the body names its idempotency key");
+    match name.as_str() {
+        "reject" => return (StatusCode::UNPROCESSABLE_ENTITY, HeaderMap::new()),
+        "throttle" if s.throttled.insert(id.clone()) => {
+            let mut hm = HeaderMap::new();
+            hm.insert("retry-after", "120".parse().unwrap());
+            return (StatusCode::TOO_MANY_REQUESTS, hm);
+        }
+        _ if s.down => return (StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new()),
+        _ => {}
+    }
+    *s.acked.entry((name, id)).or_default() += 1;
+    (StatusCode::OK, HeaderMap::new())
+}
+
+async fn start_receiver() -> (Shared, String) {
+    let s: Shared = Arc::default();
+    let app = Router::new().route("/hook/{name}", post(receive)).with_state(s.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (s, base)
+}
+
+/// The demo configuration with its two receivers pointed at the test receiver.
+fn config(base: &str, secret_file: &std::path::Path, oversight: &str, ops: &str) -> Config {
+    let text = ddtwatch::config::DEMO_CONFIG.replace(
+        "  oversight: {kind: log}\n  ops: {kind: log}",
+        &format!(
+            "  oversight: {{kind: webhook, url: \"{base}/hook/{oversight}\", secret_file: {f}}}\n  ops: {{kind: webhook, url: \"{base}/hook/{ops}\", secret_file: {f}}}",
+            f = secret_file.display()
+        ),
+    );
+    Config::from_yaml(&text, None).unwrap()
+}
+
+/// Replays a breach-tripping scenario through a pipeline whose outbox is `outbox`.
+fn enqueue_breaches(config: &Config, outbox: &SharedOutbox) {
+    let pipeline = Pipeline::new(Engine::new(Arc::new(config.clone()), ClockMode::Event), DeadLetterSink::Discard);
+    pipeline.set_outbox(outbox.clone());
+    let lines = simulator::generate_lines(simulator::Scenario::ThresholdLowered, 3000, 11);
+    pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    pipeline.engine.lock().unwrap().finish();
+}
+
+struct Setup {
+    hook: Shared,
+    outbox: SharedOutbox,
+    journal: std::path::PathBuf,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(oversight: &str, ops: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let (hook, base) = start_receiver().await;
+    let config = config(&base, &secret_file, oversight, ops);
+    let journal = dir.path().join("outbox.jsonl");
+    let outbox = Arc::new(Mutex::new(Outbox::open(&journal, 0).unwrap()));
+    enqueue_breaches(&config, &outbox);
+    Setup { hook, outbox, journal, config, _dir: dir }
+}
+
+fn wall_ms() -> i64 {
+    ddtwatch::http::wall_clock_ms()
+}
+
+#[tokio::test]
+async fn ten_minute_outage_then_every_notification_delivered_once() {
+    let s = setup("oversight", "ops").await;
+    let enqueued: BTreeMap<(String, String), ()> =
+        s.outbox.lock().unwrap().pending().map(|e| ((e.receiver.clone(), e.key.clone()), ())).collect();
+    assert!(enqueued.len() >= 3, "the scenario trips breaches for both receivers: {enqueued:?}");
+    assert!(enqueued.keys().any(|(_, k)| k.ends_with("/resolved")), "and resolves one");
+    let receivers = s.config.raw.receivers.clone();
+    let mut d = Dispatcher::new(s.outbox.clone(), None).with_seed(5);
+
+    // Ten simulated minutes of 503s.
+    let t0 = wall_ms();
+    let mut now = t0;
+    s.hook.lock().unwrap().down = true;
+    let mut passes = 0;
+    while now < t0 + 600_000 {
+        s.hook.lock().unwrap().now = now / 1000;
+        let next = d.run_due(&receivers, now).await.expect("retries are scheduled during the outage");
+        assert!(next > now || next == now, "the next attempt is not in the past");
+        now = next.max(now + 1);
+        passes += 1;
+    }
+    {
+        let h = s.hook.lock().unwrap();
+        assert!(h.acked.is_empty());
+        assert_eq!(h.bad_signatures, 0, "every attempt is signed");
+        for ((_, id), times) in &h.attempts {
+            assert!(times.len() >= 3, "{id} was retried during the outage: {times:?}");
+            // Exponential backoff with a 5 min cap: far fewer than one attempt per second.
+            assert!(times.len() <= 40, "{id} attempted {} times in 10 minutes", times.len());
+        }
+        // Ordering: no resolved was attempted while its firing was undelivered.
+        assert!(h.attempts.keys().all(|(_, id)| id.ends_with("/firing")), "{:?}", h.attempts.keys());
+    }
+    assert!(passes > 3);
+    assert_eq!(s.outbox.lock().unwrap().depth(), enqueued.len(), "nothing dropped during the outage");
+
+    // Recovery: everything goes out once, firing before resolved.
+    s.hook.lock().unwrap().down = false;
+    for _ in 0..100 {
+        if s.outbox.lock().unwrap().depth() == 0 {
+            break;
+        }
+        s.hook.lock().unwrap().now = now / 1000;
+        let next = d.run_due(&receivers, now).await;
+        now = next.unwrap_or(now + 1000).max(now + 1);
+    }
+    let h = s.hook.lock().unwrap();
+    let acked: BTreeMap<(String, String), ()> = h.acked.keys().map(|k| (k.clone(), ())).collect();
+    assert_eq!(acked, enqueued, "every (receiver, key) acknowledged");
+    assert!(h.acked.values().all(|&n| n == 1), "none twice: {:?}", h.acked);
+    let o = s.outbox.lock().unwrap();
+    let delivered: u64 = o.results.iter().filter(|((_, r), _)| *r == "delivered").map(|(_, n)| n).sum();
+    let retries: u64 = o.results.iter().filter(|((_, r), _)| *r == "retry").map(|(_, n)| n).sum();
+    assert_eq!(delivered as usize, enqueued.len());
+    assert!(retries >= 3 * enqueued.len() as u64 / 2, "retries counted: {retries}");
+    drop(o);
+    // The journal agrees after a restart: nothing left to send.
+    assert_eq!(Outbox::open(&s.journal, 0).unwrap().depth(), 0);
+}
+
+#[tokio::test]
+async fn permanent_4xx_is_recorded_not_retried_and_retry_after_is_honoured() {
+    let s = setup("throttle", "reject").await;
+    let receivers = s.config.raw.receivers.clone();
+    let (ops, oversight): (Vec<String>, Vec<String>) = {
+        let o = s.outbox.lock().unwrap();
+        let ops = o.pending().filter(|e| e.receiver == "ops").map(|e| e.key.clone()).collect();
+        let ov = o.pending().filter(|e| e.receiver == "oversight").map(|e| e.key.clone()).collect();
+        (ops, ov)
+    };
+    assert!(!ops.is_empty() && !oversight.is_empty());
+    let mut d = Dispatcher::new(s.outbox.clone(), None).with_seed(9);
+    let t0 = wall_ms();
+    let mut now = t0;
+    for _ in 0..200 {
+        if s.outbox.lock().unwrap().depth() == 0 {
+            break;
+        }
+        s.hook.lock().unwrap().now = now / 1000;
+        now = d.run_due(&receivers, now).await.unwrap_or(now + 1000).max(now + 1);
+    }
+    assert_eq!(s.outbox.lock().unwrap().depth(), 0);
+    let h = s.hook.lock().unwrap();
+    for k in &ops {
+        let times = &h.attempts[&("reject".to_string(), k.clone())];
+        assert_eq!(times.len(), 1, "a 422 is not retried: {k}");
+    }
+    let o = s.outbox.lock().unwrap();
+    assert_eq!(o.results.get(&("ops".to_string(), "failed")).copied(), Some(ops.len() as u64));
+    // Every oversight notification: a 429 with Retry-After: 120, then delivered exactly 120 s later
+    // (resolved ones wait for their firing, so only the first of a breach starts at t0).
+    for k in &oversight {
+        let times = &h.attempts[&("throttle".to_string(), k.clone())];
+        assert_eq!(times.len(), 2, "{k}: {times:?}");
+        assert_eq!(times[1] - times[0], 120, "Retry-After honoured for {k}");
+        assert_eq!(h.acked[&("throttle".to_string(), k.clone())], 1);
+    }
+    assert_eq!(o.results.get(&("oversight".to_string(), "delivered")).copied(), Some(oversight.len() as u64));
+}
