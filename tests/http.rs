@@ -38,7 +38,7 @@ async fn api_metrics_and_ingest() {
     let lines = generate_lines(Scenario::ThresholdLowered, 30_000, 1);
     pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
     pipeline.finish();
-    let c = reqwest::Client::new();
+    let c = ddtwatch::notify::http_client();
 
     assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
@@ -115,7 +115,7 @@ async fn api_metrics_and_ingest() {
 #[tokio::test]
 async fn post_events_needs_the_token_and_respects_the_size_limit() {
     let (base, pipeline) = start(64 * 1024).await;
-    let c = reqwest::Client::new();
+    let c = ddtwatch::notify::http_client();
     let lines = generate_lines(Scenario::Steady, 200, 1);
     let mut body = lines[..50].join("\n");
     body.push_str("\n{not json\n");

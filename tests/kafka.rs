@@ -30,7 +30,9 @@ fn ready_without_broker_and_consumes_when_it_comes_up() {
     let base = format!("http://127.0.0.1:{port}");
     wait_for("readyz 200 with the broker down", Duration::from_secs(30), || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async { reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status() == 200) })
+        rt.block_on(async {
+            ddtwatch::notify::http_client().get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+        })
     });
     wait_for("the outage in metrics", Duration::from_secs(30), || {
         http_text(&format!("{base}/metrics")).is_some_and(|m| metric(&m, "ddtwatch_kafka_client_errors_total") >= 1.0)

@@ -23,7 +23,7 @@ fn query(prom: &str, q: &str) -> Value {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let r = reqwest::get(format!("{prom}/api/v1/query?query={encoded}")).await;
+        let r = ddtwatch::notify::http_client().get(format!("{prom}/api/v1/query?query={encoded}")).send().await;
         match r {
             Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
@@ -123,7 +123,16 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     // The rules loaded and evaluated without errors.
     let rules: Value = {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async { reqwest::get(format!("{prom}/api/v1/rules")).await.unwrap().json().await.unwrap() })
+        rt.block_on(async {
+            ddtwatch::notify::http_client()
+                .get(format!("{prom}/api/v1/rules"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
     };
     let groups = rules["data"]["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);

@@ -134,7 +134,7 @@ async fn ten_minute_outage_then_every_notification_delivered_once() {
     while now < t0 + 600_000 {
         s.hook.lock().unwrap().now = now / 1000;
         let next = d.run_due(&receivers, now).await.expect("retries are scheduled during the outage");
-        assert!(next > now || next == now, "the next attempt is not in the past");
+        assert!(next >= now, "the next attempt is not in the past");
         now = next.max(now + 1);
         passes += 1;
     }

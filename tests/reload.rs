@@ -81,7 +81,7 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let c = reqwest::Client::new();
+    let c = ddtwatch::notify::http_client();
     until("readyz", || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) }).await;
     let post = |events: Vec<Value>| {
         let body = events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");

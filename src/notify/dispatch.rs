@@ -46,12 +46,7 @@ struct Due {
 
 impl Dispatcher {
     pub fn new(outbox: SharedOutbox, audit: Option<SharedAudit>) -> Self {
-        // reqwest is built with rustls and no built-in crypto provider: use ring (idempotent).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ddtwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client");
+        let client = super::http_client();
         Dispatcher {
             outbox,
             audit,

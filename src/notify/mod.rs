@@ -32,3 +32,10 @@ pub fn describe(t: &Transition) -> String {
         crate::event::format_ts(t.started_at),
     )
 }
+
+/// An HTTP client for receivers (and tests): reqwest over rustls with the ring provider, which
+/// is installed process-wide here first (reqwest is built without a default provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().user_agent(concat!("ddtwatch/", env!("CARGO_PKG_VERSION"))).build().expect("HTTP client")
+}

@@ -296,9 +296,15 @@ impl Collector for EngineCollector {
             f.add(vec![], o.oldest_age(crate::http::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
             fams.push(f);
             let mut f = Family::new(NOTIFICATIONS, "Notification attempts by receiver and result", c);
-            let receivers: std::collections::BTreeSet<&String> = engine.config().raw.receivers.keys().collect();
-            for r in receivers {
-                for result in ["delivered", "failed", "retry"] {
+            for (r, rc) in &engine.config().raw.receivers {
+                let results: &[&str] = match rc.kind {
+                    // Re-sends of open breaches while firing (CONDITIONS.md `resend`).
+                    crate::config::ReceiverKind::Alertmanager => {
+                        &["delivered", "failed", "retry", "resent", "resend_failed"]
+                    }
+                    _ => &["delivered", "failed", "retry"],
+                };
+                for &result in results {
                     let n = o.results.get(&(r.clone(), result)).copied().unwrap_or(0);
                     f.add(l(&[("receiver", r), ("result", result)]), n as f64);
                 }

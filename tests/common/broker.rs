@@ -75,12 +75,12 @@ pub fn create_topics(port: u16) {
 
 pub fn http_json(url: &str) -> Option<Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async { reqwest::get(url).await.ok()?.json::<Value>().await.ok() })
+    rt.block_on(async { ddtwatch::notify::http_client().get(url).send().await.ok()?.json::<Value>().await.ok() })
 }
 
 pub fn http_text(url: &str) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+    rt.block_on(async { ddtwatch::notify::http_client().get(url).send().await.ok()?.text().await.ok() })
 }
 
 pub fn metric(text: &str, name: &str) -> f64 {

@@ -67,8 +67,9 @@ pub fn free_port() -> u16 {
 /// answering).
 pub fn api_counters(base: &str) -> Option<std::collections::BTreeMap<String, serde_json::Value>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let list: serde_json::Value =
-        rt.block_on(async { reqwest::get(format!("{base}/api/v1/deployments")).await.ok()?.json().await.ok() })?;
+    let list: serde_json::Value = rt.block_on(async {
+        ddtwatch::notify::http_client().get(format!("{base}/api/v1/deployments")).send().await.ok()?.json().await.ok()
+    })?;
     list["deployments"]
         .as_array()?
         .iter()

@@ -1,0 +1,264 @@
+//! Notification delivery by a real `ddtwatch run` process: to a real Alertmanager (the Debian
+//! `prometheus-alertmanager`, installed by scripts/test) and, across a SIGKILL between the breach
+//! and its delivery, to a signed-webhook receiver in the test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::Proc;
+use ddtwatch::notify::webhook;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "delivery-test-token";
+const SECRET: &str = "whsec_c2VjcmV0LWZvci10aGUtZGVsaXZlcnktdGVzdA==";
+
+fn config(port: u16, state: &Path, receiver: &str) -> String {
+    format!(
+        r#"http: {{listen: "127.0.0.1:{port}", token_env: DDTWATCH_TEST_TOKEN}}
+clock: event
+state_dir: {state}
+sources: [{{kind: http}}]
+dead_letter: {{kind: discard}}
+groups: {{sex: [female, male, unknown]}}
+defaults: {{lfr: lfr}}
+receivers:
+  {receiver}
+profiles:
+  lfr:
+    conditions:
+      - {{id: threshold_floor, kind: state, check: threshold_floor, min: 0.6, severity: critical, notify: [oversight],
+          runbook: "https://runbooks.example.org/threshold_floor"}}
+"#,
+        state = state.display()
+    )
+}
+
+fn spawn_run(path: &Path, env: &[(&str, &str)]) -> Proc {
+    let logs = || if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+    let mut c = Command::new(common::bin());
+    c.args(["run", "--config"]).arg(path).env("DDTWATCH_TEST_TOKEN", TOKEN).stdout(Stdio::null()).stderr(logs());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Proc(c.spawn().unwrap())
+}
+
+/// Polls `f` every 50 ms until it returns Some, failing after `secs`.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: u64, mut f: impl FnMut() -> F) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn event(id: &str, ty: &str, ts: &str, extra: Value) -> Value {
+    let mut v = json!({"schema_version": 1, "event_id": id, "deployment_id": "lfr-d", "system": "lfr",
+        "source_id": "cam-1", "type": ty, "ts": ts});
+    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    v
+}
+
+async fn post_events(c: &reqwest::Client, base: &str, events: &[Value]) {
+    let body = events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    let r = c.post(format!("{base}/api/v1/events")).bearer_auth(TOKEN).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Threshold 0.5 under the 0.6 floor: the breach fires at once.
+fn breach_events() -> Vec<Value> {
+    vec![
+        event("e1", "deployment", "2026-04-25T09:00:00Z", json!({"phase": "started"})),
+        event("e2", "status", "2026-04-25T09:00:00Z", json!({"threshold": 0.5})),
+        event("e3", "detection", "2026-04-25T09:00:01Z", json!({"count": 4, "scores": [0.1]})),
+    ]
+}
+
+async fn metrics(c: &reqwest::Client, base: &str) -> Option<String> {
+    c.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()
+}
+
+fn alertmanager_binary() -> PathBuf {
+    for p in ["/usr/bin/prometheus-alertmanager", "/usr/local/bin/alertmanager"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("no Alertmanager binary: scripts/test installs the Debian package prometheus-alertmanager");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn breaches_reach_a_real_alertmanager_are_resent_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let am_port = common::free_port();
+    let am_config = dir.path().join("alertmanager.yml");
+    // The routing example shipped in config/ (critical → oversight, warning → ops), as is.
+    std::fs::copy(common::repo().join("config/alertmanager.yml"), &am_config).unwrap();
+    let _am = Proc(
+        Command::new(alertmanager_binary())
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let am = format!("http://127.0.0.1:{am_port}");
+    let c = ddtwatch::notify::http_client();
+    until("alertmanager ready", 30, || async {
+        c.get(format!("{am}/-/ready")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+
+    let port = common::free_port();
+    let path = dir.path().join("ddtwatch.yaml");
+    let receiver = format!("oversight: {{kind: alertmanager, url: \"{am}\", resend: 1s}}");
+    std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
+    let _run = spawn_run(&path, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    until("ddtwatch ready", 30, || async {
+        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    post_events(&c, &base, &breach_events()).await;
+
+    let alerts = || async {
+        let v: Value = c.get(format!("{am}/api/v2/alerts")).send().await.ok()?.json().await.ok()?;
+        let list: Vec<Value> =
+            v.as_array()?.iter().filter(|a| a["labels"]["alertname"] == "threshold_floor").cloned().collect();
+        Some(list)
+    };
+    let alert = until("the alert in Alertmanager", 30, || async { alerts().await?.into_iter().next() }).await;
+    let labels = &alert["labels"];
+    assert_eq!(labels["deployment"], "lfr-d");
+    assert_eq!(labels["system"], "lfr");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["condition_kind"], "state");
+    assert_eq!(alert["annotations"]["runbook_url"], "https://runbooks.example.org/threshold_floor");
+    assert!(alert["annotations"]["summary"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(alert["startsAt"], "2026-04-25T09:00:01.000Z", "startsAt is when the breach started");
+    assert_eq!(alert["status"]["state"], "active");
+    // Routed by the shipped example: critical → the oversight receiver.
+    assert_eq!(alert["receivers"][0]["name"], "oversight");
+
+    // While firing it is re-sent every `resend` (1 s here), moving endsAt forward.
+    let first_end = alert["endsAt"].as_str().unwrap().to_string();
+    until("a re-send that moves endsAt", 30, || async {
+        let a = alerts().await?.into_iter().next()?;
+        (a["endsAt"].as_str()? > first_end.as_str()).then_some(())
+    })
+    .await;
+    let m = metrics(&c, &base).await.unwrap();
+    assert!(m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="delivered"} 1"#), "{m}");
+    assert!(m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="resent"}"#), "{m}");
+
+    // Threshold back above the floor: resolved, and Alertmanager no longer lists it as active.
+    post_events(
+        &c,
+        &base,
+        &[
+            event("e4", "status", "2026-04-25T09:00:05Z", json!({"threshold": 0.7})),
+            event("e5", "detection", "2026-04-25T09:00:06Z", json!({"count": 1, "scores": [0.1]})),
+        ],
+    )
+    .await;
+    until("the alert resolved in Alertmanager", 30, || async { alerts().await.filter(|l| l.is_empty()) }).await;
+    let m = until("resolved delivered", 30, || async {
+        metrics(&c, &base)
+            .await
+            .filter(|m| m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="delivered"} 2"#))
+    })
+    .await;
+    assert!(m.contains("ddtwatch_outbox_depth 0"), "{m}");
+}
+
+/// The receiver: holds the first request forever (ddtwatch is killed while it waits), then
+/// acknowledges; every request's signature is checked.
+#[derive(Default)]
+struct Hook {
+    requests: Vec<String>,
+    acked: BTreeMap<String, u32>,
+    bad_signatures: u32,
+}
+
+async fn hook(State(s): State<Arc<Mutex<Hook>>>, h: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let id = header("webhook-id");
+    let first = {
+        let mut s = s.lock().unwrap();
+        let now = ddtwatch::http::wall_clock_ms() / 1000;
+        let ok =
+            webhook::verify(SECRET, &id, &header("webhook-timestamp"), &header("webhook-signature"), &body, now, 300);
+        if ok.is_err() {
+            s.bad_signatures += 1;
+            return StatusCode::UNAUTHORIZED;
+        }
+        s.requests.push(id.clone());
+        s.requests.len() == 1
+    };
+    if first {
+        std::future::pending::<()>().await;
+    }
+    *s.lock().unwrap().acked.entry(id).or_default() += 1;
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_between_breach_and_delivery_then_delivered_exactly_once() {
+    let s: Arc<Mutex<Hook>> = Arc::default();
+    let app = axum::Router::new().route("/hook", post(hook)).with_state(s.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let path = dir.path().join("ddtwatch.yaml");
+    let receiver = format!("oversight: {{kind: webhook, url: \"{hook_url}\", secret_env: DDTWATCH_TEST_HOOK_SECRET}}");
+    std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
+    let env = [("DDTWATCH_TEST_HOOK_SECRET", SECRET)];
+    let base = format!("http://127.0.0.1:{port}");
+    let c = ddtwatch::notify::http_client();
+    let ready = || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) };
+
+    let mut run = spawn_run(&path, &env);
+    until("ddtwatch ready", 30, ready).await;
+    post_events(&c, &base, &breach_events()).await;
+    // The notification is durable (the POST above returned after the outbox fsync) and in flight.
+    until("the first delivery attempt", 30, || async { (!s.lock().unwrap().requests.is_empty()).then_some(()) }).await;
+    run.0.kill().unwrap(); // SIGKILL
+    run.0.wait().unwrap();
+    assert!(s.lock().unwrap().acked.is_empty(), "nothing was acknowledged before the crash");
+
+    let _run = spawn_run(&path, &env);
+    until("ddtwatch ready again", 30, ready).await;
+    let m = until("delivery after the restart", 30, || async {
+        metrics(&c, &base).await.filter(|m| {
+            m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="delivered"} 1"#)
+                && m.contains("ddtwatch_outbox_depth 0")
+        })
+    })
+    .await;
+    assert!(m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="failed"} 0"#), "{m}");
+    let h = s.lock().unwrap();
+    assert_eq!(h.bad_signatures, 0);
+    assert_eq!(h.acked.len(), 1, "one notification: {:?}", h.acked);
+    let (key, n) = h.acked.iter().next().unwrap();
+    assert_eq!(*n, 1, "acknowledged exactly once");
+    assert_eq!(key, "ddtwatch/lfr-d/threshold_floor/2026-04-25T09:00:01Z/firing");
+    assert_eq!(h.requests, vec![key.clone(), key.clone()], "the retry carries the same webhook-id");
+}
