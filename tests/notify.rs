@@ -216,3 +216,27 @@ async fn permanent_4xx_is_recorded_not_retried_and_retry_after_is_honoured() {
     }
     assert_eq!(o.results.get(&("oversight".to_string(), "delivered")).copied(), Some(oversight.len() as u64));
 }
+
+/// The Python verifier documented in README.md accepts ddtwatch's signatures and rejects a
+/// tampered body (the snippet is run as written).
+#[test]
+fn readme_python_verifier_agrees_with_the_signer() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("### Verifying ddtwatch webhooks").expect("README section")..];
+    let start = section.find("```python\n").unwrap() + "```python\n".len();
+    let snippet = &section[start..start + section[start..].find("```").unwrap()];
+    let now = wall_ms() / 1000;
+    let body = br#"{"condition":"threshold_floor","state":"firing"}"#;
+    let id = "ddtwatch/lfr-1/threshold_floor/2026-04-25T09:00:01Z/firing";
+    for secret in [SECRET, "a plain secret"] {
+        let sig = webhook::sign(secret, id, now, body);
+        let script = format!(
+            "{snippet}\nh = {{'webhook-id': {id:?}, 'webhook-timestamp': '{now}', 'webhook-signature': {sig:?}}}\nprint(verify({secret:?}, h, b{body:?}), verify({secret:?}, h, b{tampered:?}))\n",
+            body = String::from_utf8_lossy(body),
+            tampered = String::from_utf8_lossy(body).replace("firing", "resolved"),
+        );
+        let out = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3");
+        assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True False", "{script}");
+    }
+}
