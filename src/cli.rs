@@ -78,6 +78,26 @@ enum Command {
     },
     /// Validates a config and prints the effective conditions per system and deployment.
     CheckConfig { file: PathBuf },
+    /// The publishable record of one deployment (Markdown, JSON or CSV), from a running instance
+    /// (`--url`) or a `replay --summary` file.
+    Report {
+        #[arg(long)]
+        deployment: String,
+        #[arg(long, value_enum, default_value = "md")]
+        format: crate::report::Format,
+        /// A running ddtwatch (e.g. http://127.0.0.1:9464): asks its report endpoint.
+        #[arg(long, conflicts_with = "summary", required_unless_present = "summary")]
+        url: Option<String>,
+        /// A `replay --summary` file (or one deployment summary from the API).
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// Audit log files (oldest first) to name the notifications sent for each breach.
+        #[arg(long, requires = "summary")]
+        audit: Vec<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// The audit log: `audit verify FILE...` checks its hash chain (rotated files first, in order).
     Audit {
         #[command(subcommand)]
@@ -105,6 +125,9 @@ pub fn main() -> ExitCode {
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Audit { action: AuditAction::Verify { files } } => audit_verify(&files),
+        Command::Report { deployment, format, url, summary, audit, output } => {
+            report_cmd(&deployment, format, url.as_deref(), summary.as_deref(), &audit, output.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -556,6 +579,64 @@ fn restore_snapshot(pipeline: &Pipeline, path: &Path) -> anyhow::Result<()> {
     let n = engine.restore_all(&v).map_err(|e| anyhow::anyhow!("restoring {}: {e}", path.display()))?;
     tracing::info!(deployments = n, path = %path.display(), "state restored from snapshot");
     Ok(())
+}
+
+fn report_cmd(
+    deployment: &str,
+    format: crate::report::Format,
+    url: Option<&str>,
+    summary: Option<&Path>,
+    audit: &[PathBuf],
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let text = match (url, summary) {
+        (Some(url), _) => {
+            let f = match format {
+                crate::report::Format::Md => "md",
+                crate::report::Format::Json => "json",
+                crate::report::Format::Csv => "csv",
+            };
+            let endpoint = format!("{}/api/v1/deployments/{deployment}/report?format={f}", url.trim_end_matches('/'));
+            runtime()?.block_on(async {
+                let resp = crate::notify::http_client()
+                    .get(&endpoint)
+                    .send()
+                    .await
+                    .with_context(|| format!("asking {endpoint}"))?;
+                let status = resp.status();
+                let body = resp.text().await?;
+                if !status.is_success() {
+                    bail!("{endpoint} answered {status}: {body}");
+                }
+                Ok::<_, anyhow::Error>(body)
+            })?
+        }
+        (None, Some(path)) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+            // A replay summary holds `deployments`; an API summary is one deployment.
+            let one = match v["deployments"].as_array() {
+                Some(list) => list.iter().find(|d| d["deployment_id"] == deployment).cloned().with_context(|| {
+                    let ids: Vec<&str> = list.iter().filter_map(|d| d["deployment_id"].as_str()).collect();
+                    format!("no deployment `{deployment}` in {} (it has: {})", path.display(), ids.join(", "))
+                })?,
+                None if v["deployment_id"] == deployment => v,
+                None => bail!("{} is not a summary of deployment `{deployment}`", path.display()),
+            };
+            let mut records = Vec::new();
+            for f in audit {
+                records.extend(crate::audit::read_records(f).with_context(|| format!("reading {}", f.display()))?);
+            }
+            format.render(&crate::report::build(&one, &records))
+        }
+        (None, None) => bail!("give --url or --summary"),
+    };
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {

@@ -10,6 +10,7 @@
 //! - [`stats`]: pure statistics (intervals, Fisher exact, PSI/KS/Page-Hinkley).
 //! - [`rules`]: the condition model, evaluation formulas and the breach lifecycle.
 //! - [`notify`]: where breach transitions go (receivers).
+//! - [`report`]: the publishable deployment record (Markdown, JSON, CSV).
 //! - [`telemetry`]: every metric name and the logging setup.
 //! - [`http`]: `/metrics`, health, the API.
 //! - [`config`]: YAML model, loading, validation, embedded defaults.
@@ -25,6 +26,7 @@ pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod notify;
+pub mod report;
 pub mod rules;
 pub mod stats;
 pub mod telemetry;

@@ -153,6 +153,19 @@ pub fn record(log: &SharedAudit, kind: &str, data: Value) {
     }
 }
 
+/// The records of one audit-log file as JSON values (for reports); unparsable lines (a torn
+/// last line) are skipped — `audit verify` is the integrity check.
+pub fn read_records(path: &Path) -> io::Result<Vec<Value>> {
+    let f = File::open(path)?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(&line?) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
 /// What `audit verify` found.
 #[derive(Debug, PartialEq)]
 pub enum Verdict {

@@ -574,11 +574,19 @@ impl Engine {
         }
     }
 
+    /// One deployment's summary with its breach history.
+    pub fn deployment_summary(&self, id: &str) -> Option<DeploymentSummary> {
+        let d = self.deployments.get(id)?;
+        let mut s = DeploymentSummary::of(d, self.clock);
+        s.breaches = self.breaches.iter().filter(|b| b.deployment_id == id).cloned().collect();
+        Some(s)
+    }
+
     /// Summary of every deployment plus process-wide invalid counts (`replay --summary`).
     pub fn summary(&self) -> ReplaySummary {
         ReplaySummary {
             summary_version: 1,
-            deployments: self.deployments.values().map(|d| DeploymentSummary::of(d, self.clock)).collect(),
+            deployments: self.deployments.keys().filter_map(|id| self.deployment_summary(id)).collect(),
             invalid: InvalidSummary {
                 total: self.stats.invalid_total,
                 by_reason: self.stats.invalid_by_reason.iter().map(|(k, v)| (k.to_string(), *v)).collect(),

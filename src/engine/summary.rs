@@ -122,6 +122,33 @@ pub struct DeploymentSummary {
     /// Whole-deployment latency quantiles (seconds) per series with samples.
     pub latency: BTreeMap<&'static str, LatencySummary>,
     pub config_hash: String,
+    /// The watch list as the sources last reported it (None: no source reported one).
+    pub watchlist: Option<WatchlistSeen>,
+    /// Deletion attestations received, in arrival order.
+    pub deletions: Vec<DeletionSummary>,
+    /// Every breach of this deployment since this process saw it (open ones have no
+    /// resolved_at). Filled by [`crate::engine::Engine::deployment_summary`].
+    pub breaches: Vec<super::BreachRecord>,
+}
+
+/// The latest watch-list facts across the deployment's sources.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchlistSeen {
+    pub version: Option<String>,
+    pub size: Option<u64>,
+    #[serde(serialize_with = "ser_opt_ts")]
+    pub built_at: Option<Millis>,
+    /// Age of the list when the deployment started (or at its first event), hours.
+    pub age_hours_at_start: Option<f64>,
+    pub under_18: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletionSummary {
+    pub scope: String,
+    #[serde(serialize_with = "ser_ts")]
+    pub up_to: Millis,
+    pub count: Option<u64>,
 }
 
 /// Quantiles of one latency series from its HDR histogram (3 significant digits), seconds.
@@ -294,6 +321,38 @@ impl DeploymentSummary {
                 })
                 .collect(),
             config_hash: d.config_hash.clone(),
+            watchlist: watchlist_seen(d),
+            deletions: d
+                .deletions
+                .iter()
+                .map(|x| DeletionSummary { scope: x.scope.clone(), up_to: x.up_to, count: x.count })
+                .collect(),
+            breaches: Vec::new(),
         }
     }
+}
+
+fn watchlist_seen(d: &Deployment) -> Option<WatchlistSeen> {
+    fn latest<'a, T: Clone + 'a>(
+        it: impl Iterator<Item = &'a Option<crate::engine::deployment::Stamped<T>>>,
+    ) -> Option<T> {
+        it.flatten().max_by_key(|s| s.ts).map(|s| s.value.clone())
+    }
+    let src = || d.sources.values();
+    let w = WatchlistSeen {
+        version: latest(src().map(|s| &s.list_version)),
+        size: latest(src().map(|s| &s.list_size)),
+        built_at: latest(src().map(|s| &s.list_built_at)),
+        age_hours_at_start: None,
+        under_18: latest(src().map(|s| &s.list_under_18)),
+    };
+    if w.version.is_none() && w.size.is_none() && w.built_at.is_none() {
+        return None;
+    }
+    let start = d.started_at.or(d.first_ts);
+    let age = match (w.built_at, start) {
+        (Some(b), Some(s)) => Some((s - b) as f64 / 3_600_000.0),
+        _ => None,
+    };
+    Some(WatchlistSeen { age_hours_at_start: age, ..w })
 }

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/deployments/{id}", get(deployment))
+        .route("/api/v1/deployments/{id}/report", get(report))
         .route("/api/v1/breaches", get(breaches))
         .route("/api/v1/config", get(config))
         .route("/api/v1/events", post(post_events))
@@ -114,10 +115,43 @@ async fn deployments(State(s): State<AppState>) -> Response {
 
 async fn deployment(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
-    match engine.deployment(&id) {
-        Some(d) => Json(DeploymentSummary::of(d, engine.now())).into_response(),
+    match engine.deployment_summary(&id) {
+        Some(d) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, "unknown deployment", json!(id)),
     }
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+/// The deployment record; breaches name their notifications from `state_dir/audit.log` if any.
+async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<ReportQuery>) -> Response {
+    let f = q.format.as_deref().unwrap_or("md");
+    let Some(format) = crate::report::Format::parse(f) else {
+        return error(StatusCode::BAD_REQUEST, "format must be md, json or csv", json!(f));
+    };
+    let (summary, audit_path) = {
+        let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(sum) = engine.deployment_summary(&id) else {
+            return error(StatusCode::NOT_FOUND, "unknown deployment", json!(id));
+        };
+        (
+            serde_json::to_value(sum).unwrap_or_default(),
+            engine.config().raw.state_dir.as_ref().map(|d| d.join("audit.log")),
+        )
+    };
+    let audit = match audit_path {
+        Some(p) if p.exists() => tokio::task::spawn_blocking(move || crate::audit::read_records(&p))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let body = format.render(&crate::report::build(&summary, &audit));
+    ([(axum::http::header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 #[derive(Deserialize)]
