@@ -10,7 +10,7 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild librdkafka.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for b in stats engine memory replay_throughput kafka_consume; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in stats engine memory replay_throughput kafka_consume notify_latency; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked && rm -rf src benches
 COPY . .
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin ddtwatch \
