@@ -1,0 +1,271 @@
+//! The Helm chart with real tools (installed by scripts/test into ~/.cache/ddtwatch-tools, see
+//! ../shared/TOOLS.md): `helm lint --strict`, `helm template` for defaults, standalone with every
+//! toggle, sidecar mode (a fixture workload chart injecting the native sidecar) and a wrong-typed
+//! values file; rendered manifests validated offline (kubernetes-validate for core kinds, the
+//! prometheus-operator models for ServiceMonitor/PrometheusRule); the rendered ddtwatch.yaml
+//! passes `ddtwatch check-config`, the PrometheusRule's rules pass `promtool check rules`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_yaml::Value;
+
+fn tools() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    cache.join("ddtwatch-tools")
+}
+
+fn tool(rel: &str) -> PathBuf {
+    let p = tools().join(rel);
+    assert!(p.exists(), "{} missing — scripts/test installs it (see ../shared/TOOLS.md)", p.display());
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    out
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn chart() -> PathBuf {
+    common::repo().join("helm/ddtwatch")
+}
+
+fn helm() -> Command {
+    Command::new(tool("bin/helm"))
+}
+
+/// `helm template` of `chart` with extra args; the documents parsed.
+fn template(chart: &Path, args: &[&str]) -> (String, Vec<Value>) {
+    let text = ok(helm()
+        .args(["template", "rel"])
+        .arg(chart)
+        .args(["--namespace", "ddt", "--kube-version", "1.31.0", "--api-versions", "monitoring.coreos.com/v1"])
+        .args(args));
+    let docs = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    (text, docs)
+}
+
+use serde::Deserialize as _;
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = docs.iter().map(|d| d["kind"].as_str().unwrap().to_string()).collect();
+    k.sort();
+    k
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
+}
+
+/// kubernetes-validate (core kinds, strict) and the prometheus-operator models (CRs).
+fn validate(text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("rendered.yaml");
+    std::fs::write(&f, text).unwrap();
+    ok(Command::new(tool("venv/bin/kubernetes-validate")).args(["--strict", "-k", "1.31.0", "--quiet"]).arg(&f));
+    let script = common::repo().join("../shared/tools/monitoring-check/validate_crs.py");
+    assert!(script.exists(), "{} (the shared monitoring-check helpers) missing", script.display());
+    ok(Command::new(tool("venv/bin/python")).arg(script).arg(&f));
+}
+
+fn values(name: &str) -> String {
+    chart().join("ci").join(name).to_string_lossy().to_string()
+}
+
+#[test]
+fn lint_strict_for_defaults_all_toggles_and_the_sidecar_workload() {
+    ok(helm().args(["lint", "--strict"]).arg(chart()));
+    ok(helm().args(["lint", "--strict"]).arg(chart()).args(["-f", &values("all-on.yaml")]));
+    ok(helm().args(["lint", "--strict"]).arg(common::repo().join("tests/helm/sidecar-parent")));
+}
+
+#[test]
+fn a_wrong_type_or_unknown_key_fails_schema_validation() {
+    for cmd in ["lint", "template"] {
+        let out = run(helm().arg(cmd).arg(chart()).args(["-f", &values("wrong-type.yaml")]));
+        assert!(!out.status.success(), "{cmd} accepted a wrong type");
+        let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(all.contains("replicaCount: Invalid type. Expected: integer, given: string"), "{all}");
+        assert!(all.contains("Additional property replicas is not allowed"), "{all}");
+    }
+    // The chart-owned config keys are refused in `config`.
+    let out = run(helm().arg("template").arg(chart()).args(["--set", "config.state_dir=/tmp"]));
+    assert!(!out.status.success(), "config.state_dir is owned by the chart");
+}
+
+#[test]
+fn defaults_render_valid_manifests_with_restricted_security_and_no_secrets() {
+    let (text, docs) = template(&chart(), &[]);
+    validate(&text);
+    assert_eq!(kinds(&docs), ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]);
+    assert!(!text.contains("kind: Secret"), "no Secret is rendered from defaults");
+    let dep = find(&docs, "Deployment", "rel-ddtwatch");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_restricted(pod, &pod["containers"][0]);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    // Standard labels everywhere.
+    for d in &docs {
+        let l = &d["metadata"]["labels"];
+        for k in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"] {
+            assert!(l[k].is_string(), "{} {} lacks {k}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap());
+        }
+    }
+    // ConfigMaps mounted as directories (hot reload needs the symlink swap), never subPath.
+    let c = &pod["containers"][0];
+    for m in c["volumeMounts"].as_sequence().unwrap() {
+        assert!(m["subPath"].is_null(), "{m:?}");
+    }
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["startupProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let state = volumes.iter().find(|v| v["name"] == "ddtwatch-state").unwrap();
+    assert!(state["emptyDir"].is_mapping(), "emptyDir by default");
+}
+
+fn assert_restricted(pod: &Value, c: &Value) {
+    let psc = &pod["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true);
+    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(sc["privileged"].is_null() || sc["privileged"] == false);
+}
+
+/// Writes the rendered ConfigMaps as the pod sees them and runs `ddtwatch check-config`.
+fn check_rendered_config(docs: &[Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    let cm = find(docs, "ConfigMap", "rel-ddtwatch");
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+    let cfg = dir.path().join("config/ddtwatch.yaml");
+    std::fs::write(&cfg, cm["data"]["ddtwatch.yaml"].as_str().unwrap()).unwrap();
+    let profiles = find(docs, "ConfigMap", "rel-ddtwatch-profiles");
+    let files = profiles["data"].as_mapping().unwrap();
+    assert!(files.len() >= 2, "lfr and anpr profiles shipped");
+    for (k, v) in files {
+        let name = k.as_str().unwrap();
+        std::fs::write(dir.path().join("profiles").join(name), v.as_str().unwrap()).unwrap();
+        // The shipped profiles, not copies that could drift.
+        let shipped = std::fs::read_to_string(common::repo().join("config/profiles").join(name)).unwrap();
+        assert_eq!(v.as_str().unwrap(), shipped, "{name}");
+    }
+    let out = ok(Command::new(common::bin()).arg("check-config").arg(&cfg));
+    assert!(out.contains("false_alert_rate"), "{out}");
+}
+
+#[test]
+fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
+    let (text, docs) = template(&chart(), &["-f", &values("all-on.yaml")]);
+    validate(&text);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor"
+        ]
+    );
+    assert!(!text.contains("kind: Secret"), "secrets are referenced, never rendered");
+    let dep = find(&docs, "Deployment", "rel-ddtwatch");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_restricted(pod, &pod["containers"][0]);
+    let refs: Vec<String> = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|v| {
+            let mut n: Vec<String> = v["secret"]["secretName"].as_str().map(String::from).into_iter().collect();
+            if let Some(srcs) = v["projected"]["sources"].as_sequence() {
+                n.extend(srcs.iter().filter_map(|s| s["secret"]["name"].as_str().map(String::from)));
+            }
+            n
+        })
+        .collect();
+    assert_eq!(refs, ["kafka-credentials", "ddtwatch-http", "ddtwatch-webhook"]);
+    let sm = find(&docs, "ServiceMonitor", "rel-ddtwatch");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    check_rendered_config(&docs);
+
+    // The PrometheusRule's rules are dashboards/rules/ddtwatch.rules.yml and pass promtool.
+    let pr = find(&docs, "PrometheusRule", "rel-ddtwatch");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let groups = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([("groups".into(), pr["spec"]["groups"].clone())])).unwrap();
+    std::fs::write(&rules, &groups).unwrap();
+    ok(Command::new("promtool").args(["check", "rules"]).arg(&rules));
+    let repo_rules: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(common::repo().join("dashboards/rules/ddtwatch.rules.yml")).unwrap()).unwrap();
+    assert_eq!(pr["spec"]["groups"], repo_rules["groups"]);
+
+    // Dashboards: every dashboards/*.json, byte for byte, labelled for the Grafana sidecar.
+    let cm = find(&docs, "ConfigMap", "rel-ddtwatch-dashboards");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let data = cm["data"].as_mapping().unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(common::repo().join("dashboards")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let key = format!("ddtwatch-{}", p.file_name().unwrap().to_string_lossy());
+            assert_eq!(data[key.as_str()].as_str().unwrap(), std::fs::read_to_string(&p).unwrap().trim_end(), "{key}");
+            n += 1;
+        }
+    }
+    assert_eq!(data.len(), n);
+    assert!(n >= 5);
+}
+
+#[test]
+fn sidecar_mode_injects_a_native_sidecar_into_a_workload() {
+    let (text, docs) = template(&common::repo().join("tests/helm/sidecar-parent"), &[]);
+    validate(&text);
+    assert_eq!(kinds(&docs), ["ConfigMap", "ConfigMap", "Deployment", "Service", "ServiceMonitor"]);
+    let dep = find(&docs, "Deployment", "lfr-matcher");
+    let pod = &dep["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    assert_eq!(sidecar["name"], "ddtwatch");
+    assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar (init container that keeps running)");
+    assert_restricted(pod, sidecar);
+    // Its volumes point at the ConfigMaps the subchart rendered.
+    let cms: Vec<&str> = pod["volumes"].as_sequence().unwrap().iter().filter_map(|v| v["configMap"]["name"].as_str()).collect();
+    assert_eq!(cms, ["rel-ddtwatch", "rel-ddtwatch-profiles"]);
+    // The Service reaches ddtwatch's port in the workload's pods.
+    let svc = find(&docs, "Service", "rel-ddtwatch");
+    assert_eq!(svc["spec"]["selector"]["app"], "lfr-matcher");
+    assert!(!docs.iter().any(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "rel-ddtwatch"));
+    check_rendered_config(&docs);
+}
