@@ -108,6 +108,13 @@ fn a_wrong_type_or_unknown_key_fails_schema_validation() {
         assert!(all.contains("replicaCount: Invalid type. Expected: integer, given: string"), "{all}");
         assert!(all.contains("Additional property replicas is not allowed"), "{all}");
     }
+    // One existing claim cannot serve two instances.
+    let out = run(helm().arg("template").arg(chart()).args([
+        "--set",
+        "replicaCount=2,persistence.enabled=true,persistence.existingClaim=x",
+    ]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("existingClaim serves one instance"));
     // The chart-owned config keys are refused in `config`.
     let out = run(helm().arg("template").arg(chart()).args(["--set", "config.state_dir=/tmp"]));
     assert!(!out.status.success(), "config.state_dir is owned by the chart");
@@ -189,19 +196,21 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
             "ConfigMap",
             "ConfigMap",
             "ConfigMap",
-            "Deployment",
             "NetworkPolicy",
-            "PersistentVolumeClaim",
             "PodDisruptionBudget",
             "PrometheusRule",
             "Service",
             "ServiceAccount",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "StatefulSet"
         ]
     );
     assert!(!text.contains("kind: Secret"), "secrets are referenced, never rendered");
-    let dep = find(&docs, "Deployment", "rel-ddtwatch");
+    // With persistence, a StatefulSet: each replica its own claim, never a shared outbox.
+    let dep = find(&docs, "StatefulSet", "rel-ddtwatch");
     assert_eq!(dep["spec"]["replicas"], 2);
+    assert_eq!(dep["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "ddtwatch-state");
+    assert_eq!(dep["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "2Gi");
     let pod = &dep["spec"]["template"]["spec"];
     assert_restricted(pod, &pod["containers"][0]);
     let refs: Vec<String> = pod["volumes"]

@@ -110,6 +110,12 @@ volumeMounts:
 restartPolicy: Always
 {{- end }}
 
+{{/* Standalone with a chart-made volume: a StatefulSet, one claim per replica (instances must
+     never share an outbox or audit log). Non-empty string = true. */}}
+{{- define "ddtwatch.statefulSet" -}}
+{{- if and (eq .Values.mode "standalone") .Values.persistence.enabled (not .Values.persistence.existingClaim) }}true{{ end }}
+{{- end }}
+
 {{/* Volumes the container mounts. */}}
 {{- define "ddtwatch.volumes" -}}
 # Whole ConfigMaps as directories (no subPath), so updates reach the pod and hot-reload.
@@ -119,6 +125,7 @@ restartPolicy: Always
 - name: ddtwatch-profiles
   configMap:
     name: {{ include "ddtwatch.fullname" . }}-profiles
+{{- if not (include "ddtwatch.statefulSet" .) }}
 - name: ddtwatch-state
   {{- if .Values.persistence.enabled }}
   persistentVolumeClaim:
@@ -126,6 +133,7 @@ restartPolicy: Always
   {{- else }}
   emptyDir: {}
   {{- end }}
+{{- end }}
 {{- if .Values.kafka.secretProperties }}
 - name: ddtwatch-kafka-secrets
   projected:
