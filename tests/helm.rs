@@ -26,8 +26,7 @@ fn tool(rel: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -109,10 +108,10 @@ fn a_wrong_type_or_unknown_key_fails_schema_validation() {
         assert!(all.contains("Additional property replicas is not allowed"), "{all}");
     }
     // One existing claim cannot serve two instances.
-    let out = run(helm().arg("template").arg(chart()).args([
-        "--set",
-        "replicaCount=2,persistence.enabled=true,persistence.existingClaim=x",
-    ]));
+    let out = run(helm()
+        .arg("template")
+        .arg(chart())
+        .args(["--set", "replicaCount=2,persistence.enabled=true,persistence.existingClaim=x"]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("existingClaim serves one instance"));
     // The chart-owned config keys are refused in `config`.
@@ -124,7 +123,10 @@ fn a_wrong_type_or_unknown_key_fails_schema_validation() {
 fn defaults_render_valid_manifests_with_restricted_security_and_no_secrets() {
     let (text, docs) = template(&chart(), &[]);
     validate(&text);
-    assert_eq!(kinds(&docs), ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]);
+    assert_eq!(
+        kinds(&docs),
+        ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    );
     assert!(!text.contains("kind: Secret"), "no Secret is rendered from defaults");
     let dep = find(&docs, "Deployment", "rel-ddtwatch");
     let pod = &dep["spec"]["template"]["spec"];
@@ -133,8 +135,19 @@ fn defaults_render_valid_manifests_with_restricted_security_and_no_secrets() {
     // Standard labels everywhere.
     for d in &docs {
         let l = &d["metadata"]["labels"];
-        for k in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"] {
-            assert!(l[k].is_string(), "{} {} lacks {k}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap());
+        for k in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ] {
+            assert!(
+                l[k].is_string(),
+                "{} {} lacks {k}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap()
+            );
         }
     }
     // ConfigMaps mounted as directories (hot reload needs the symlink swap), never subPath.
@@ -234,11 +247,15 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
     let pr = find(&docs, "PrometheusRule", "rel-ddtwatch");
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yml");
-    let groups = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([("groups".into(), pr["spec"]["groups"].clone())])).unwrap();
+    let groups =
+        serde_yaml::to_string(&serde_yaml::Mapping::from_iter([("groups".into(), pr["spec"]["groups"].clone())]))
+            .unwrap();
     std::fs::write(&rules, &groups).unwrap();
     ok(Command::new("promtool").args(["check", "rules"]).arg(&rules));
-    let repo_rules: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(common::repo().join("dashboards/rules/ddtwatch.rules.yml")).unwrap()).unwrap();
+    let repo_rules: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(common::repo().join("dashboards/rules/ddtwatch.rules.yml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(pr["spec"]["groups"], repo_rules["groups"]);
 
     // Dashboards: every dashboards/*.json, byte for byte, labelled for the Grafana sidecar.
@@ -270,7 +287,8 @@ fn sidecar_mode_injects_a_native_sidecar_into_a_workload() {
     assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar (init container that keeps running)");
     assert_restricted(pod, sidecar);
     // Its volumes point at the ConfigMaps the subchart rendered.
-    let cms: Vec<&str> = pod["volumes"].as_sequence().unwrap().iter().filter_map(|v| v["configMap"]["name"].as_str()).collect();
+    let cms: Vec<&str> =
+        pod["volumes"].as_sequence().unwrap().iter().filter_map(|v| v["configMap"]["name"].as_str()).collect();
     assert_eq!(cms, ["rel-ddtwatch", "rel-ddtwatch-profiles"]);
     // The Service reaches ddtwatch's port in the workload's pods.
     let svc = find(&docs, "Service", "rel-ddtwatch");
