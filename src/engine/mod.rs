@@ -51,7 +51,7 @@ pub enum Ingested {
 pub struct BreachRecord {
     pub deployment_id: String,
     pub condition: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub severity: crate::rules::Severity,
     #[serde(serialize_with = "summary::ser_ts")]
     pub started_at: Millis,
@@ -203,16 +203,70 @@ impl Engine {
 
     /// The deployment's state as bytes (see [`snapshot`]).
     pub fn snapshot(&self, id: &str, through: Option<snapshot::Through>) -> Option<Vec<u8>> {
+        Some(self.deployment_snapshot(id, through)?.to_bytes())
+    }
+
+    fn deployment_snapshot(
+        &self,
+        id: &str,
+        through: Option<snapshot::Through>,
+    ) -> Option<snapshot::DeploymentSnapshot> {
         let d = self.deployments.get(id)?;
-        Some(snapshot::DeploymentSnapshot::of(d, through, self.clock).to_bytes())
+        let mut s = snapshot::DeploymentSnapshot::of(d, through, self.clock);
+        s.breaches = self
+            .breaches
+            .iter()
+            .filter(|b| b.deployment_id == id)
+            .map(|b| snapshot::BreachSnap {
+                condition: b.condition.clone(),
+                kind: b.kind.clone(),
+                severity: b.severity,
+                started_at: b.started_at,
+                fired_at: b.fired_at,
+                resolved_at: b.resolved_at,
+                value: b.value,
+                limit: b.limit.clone(),
+                notify: b.notify.clone(),
+            })
+            .collect();
+        Some(s)
+    }
+
+    /// Replaces a deployment's breach history (and which of its breaches are open).
+    fn restore_breaches(&mut self, id: &str, list: Vec<snapshot::BreachSnap>) {
+        self.breaches.retain(|b| b.deployment_id != id);
+        for b in list {
+            self.breaches.push(BreachRecord {
+                deployment_id: id.to_string(),
+                condition: b.condition,
+                kind: b.kind,
+                severity: b.severity,
+                started_at: b.started_at,
+                fired_at: b.fired_at,
+                resolved_at: b.resolved_at,
+                value: b.value,
+                limit: b.limit,
+                notify: b.notify,
+            });
+        }
+        // Indices moved: rebuild the open-breach index (at most one open breach per condition).
+        self.open_breaches = self
+            .breaches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.resolved_at.is_none())
+            .map(|(i, b)| ((b.deployment_id.clone(), b.condition.clone()), i))
+            .collect();
     }
 
     /// Replaces (or adds) a deployment from a snapshot; returns its id and the offset it covers.
     /// Event ids are not in snapshots: re-delivery after a restore is skipped by offset (Kafka).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(String, Option<snapshot::Through>), String> {
-        let s = snapshot::DeploymentSnapshot::from_bytes(bytes)?;
+        let mut s = snapshot::DeploymentSnapshot::from_bytes(bytes)?;
         let (id, through, last_ts) = (s.deployment_id.clone(), s.through.clone(), s.taken_at);
+        let breaches = std::mem::take(&mut s.breaches);
         let d = s.restore(&self.config, self.groups.clone());
+        self.restore_breaches(&id, breaches);
         if self.mode == ClockMode::Event
             && let Some(t) = last_ts.or(d.last_ts)
         {
@@ -227,8 +281,9 @@ impl Engine {
     pub fn snapshot_all(&self) -> serde_json::Value {
         let deployments: Vec<serde_json::Value> = self
             .deployments
-            .values()
-            .map(|d| serde_json::to_value(snapshot::DeploymentSnapshot::of(d, None, self.clock)).expect("snapshot"))
+            .keys()
+            .filter_map(|id| self.deployment_snapshot(id, None))
+            .map(|s| serde_json::to_value(s).expect("snapshot"))
             .collect();
         serde_json::json!({
             "engine_snapshot_version": 1,
@@ -275,7 +330,7 @@ impl Engine {
     /// Forgets a deployment (it moved to another instance).
     pub fn remove(&mut self, id: &str) -> bool {
         self.dedup.remove(id);
-        self.open_breaches.retain(|(d, _), _| d != id);
+        self.restore_breaches(id, Vec::new());
         self.deployments.remove(id).is_some()
     }
 
@@ -549,7 +604,7 @@ impl Engine {
                             self.breaches.push(BreachRecord {
                                 deployment_id: id.clone(),
                                 condition: cond_id,
-                                kind: t.kind,
+                                kind: t.kind.to_string(),
                                 severity: t.severity,
                                 started_at,
                                 fired_at: now,

@@ -126,6 +126,23 @@ pub struct DeploymentSnapshot {
     outcomes_by_result: [u64; 5],
     invalid_by_reason: BTreeMap<String, u64>,
     seq: u64,
+    /// The deployment's breach history (held by the engine; filled by `Engine::snapshot`).
+    #[serde(default)]
+    pub(crate) breaches: Vec<BreachSnap>,
+}
+
+/// A [`super::BreachRecord`] in a snapshot (raw times).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BreachSnap {
+    pub condition: String,
+    pub kind: String,
+    pub severity: crate::rules::Severity,
+    pub started_at: Millis,
+    pub fired_at: Millis,
+    pub resolved_at: Option<Millis>,
+    pub value: Option<f64>,
+    pub limit: serde_json::Value,
+    pub notify: Vec<String>,
 }
 
 impl DeploymentSnapshot {
@@ -186,6 +203,7 @@ impl DeploymentSnapshot {
             outcomes_by_result: d.outcomes_by_result,
             invalid_by_reason: d.invalid_by_reason.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             seq: d.seq,
+            breaches: Vec::new(),
         }
     }
 
