@@ -43,13 +43,9 @@ profiles:
 }
 
 fn spawn_run(path: &Path, env: &[(&str, &str)]) -> Proc {
-    let logs = || if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-    let mut c = Command::new(common::bin());
-    c.args(["run", "--config"]).arg(path).env("DDTWATCH_TEST_TOKEN", TOKEN).stdout(Stdio::null()).stderr(logs());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    Proc(c.spawn().unwrap())
+    let mut env = env.to_vec();
+    env.push(("DDTWATCH_TEST_TOKEN", TOKEN));
+    common::spawn_run_env(path, &env)
 }
 
 /// Polls `f` every 50 ms until it returns Some, failing after `secs`.

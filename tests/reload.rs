@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -30,18 +30,6 @@ profiles:
     )
 }
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Polls `f` every 50 ms until it returns Some, failing after 20 s.
 async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
     let start = Instant::now();
@@ -64,22 +52,13 @@ fn event(id: &str, ty: &str, ts: &str, extra: Value) -> Value {
 #[tokio::test]
 async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let path = dir.path().join("ddtwatch.yaml");
     let state = dir.path().join("state");
     let fill = |text: String| text.replace("PORT", &port.to_string()).replace("STATE", &state.to_string_lossy());
     let write = |floor: &str| std::fs::write(&path, fill(config(floor))).unwrap();
     write("0.6");
-    let _server = Server(
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("DDTWATCH_TEST_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = common::spawn_run_env(&path, &[("DDTWATCH_TEST_TOKEN", TOKEN)]);
     let base = format!("http://127.0.0.1:{port}");
     let c = ddtwatch::notify::http_client();
     until("readyz", || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) }).await;

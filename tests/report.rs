@@ -258,16 +258,7 @@ async fn live_instance_report_endpoint_and_cli() {
     assert!(config.contains(&port.to_string()) && config.contains("state_dir"));
     let path = dir.path().join("ddtwatch.yaml");
     std::fs::write(&path, config).unwrap();
-    let _run = common::Proc(
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("DDTWATCH_TEST_TOKEN", "report-test-token")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _run = common::spawn_run_env(&path, &[("DDTWATCH_TEST_TOKEN", "report-test-token")]);
     let base = format!("http://127.0.0.1:{port}");
     let c = ddtwatch::notify::http_client();
     let start = Instant::now();

@@ -205,7 +205,7 @@ fn method_name(m: &str) -> &'static str {
 /// disparity test of the condition that watches that attribute (if any).
 fn group_tables(summary: &Value) -> Vec<Value> {
     let Some(groups) = summary["groups"].as_object() else { return Vec::new() };
-    let conditions = summary["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let conditions = arr(&summary["conditions"]);
     groups
         .iter()
         .map(|(attr, rows)| {
@@ -268,6 +268,25 @@ pub fn thousands(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+/// The array at `v`, or empty.
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// A `## title` section listing `items` one line each, or `empty` when there are none.
+fn list_section(o: &mut String, title: &str, items: &[Value], empty: &str, line: impl Fn(&Value) -> String) {
+    *o += &format!("## {title}\n\n");
+    if items.is_empty() {
+        *o += &format!("{empty}\n\n");
+        return;
+    }
+    for item in items {
+        *o += &line(item);
+        o.push('\n');
+    }
+    o.push('\n');
 }
 
 fn num(v: &Value) -> u64 {
@@ -497,7 +516,7 @@ pub fn markdown(r: &Value) -> String {
           member of the public passing the camera is wrongly flagged, and how often an alert \
           that officers receive is wrong.\n\n";
     o += "| Measure | Rate | 95% range | Counts |\n|---|---:|---:|---:|\n";
-    for rr in r["rates"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for rr in arr(&r["rates"]) {
         o += &format!(
             "| {} | {} | {} | {} of {} |\n",
             rr["label"].as_str().unwrap_or_default(),
@@ -515,7 +534,7 @@ pub fn markdown(r: &Value) -> String {
     );
 
     o += "## Differences between groups of people\n\n";
-    let groups = r["groups"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let groups = arr(&r["groups"]);
     if groups.is_empty() {
         o += "No demographic groups were recorded.\n\n";
     }
@@ -529,7 +548,7 @@ pub fn markdown(r: &Value) -> String {
             "Groups with fewer than {min} alerts are listed but marked \"too few to judge\": their rates are too uncertain to compare.\n\n"
         );
         o += "| Group | Alerts | False alerts | Rate | 95% range | |\n|---|---:|---:|---:|---:|---|\n";
-        for row in g["rows"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for row in arr(&g["rows"]) {
             o += &format!(
                 "| {} | {} | {} | {} | {} | {} |\n",
                 row["group"].as_str().unwrap_or_default(),
@@ -562,7 +581,7 @@ pub fn markdown(r: &Value) -> String {
     }
 
     o += "## How quickly people responded\n\n";
-    let lat = r["latency"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let lat = arr(&r["latency"]);
     if lat.is_empty() {
         o += "No response times were recorded.\n\n";
     } else {
@@ -588,13 +607,8 @@ pub fn markdown(r: &Value) -> String {
         o += "\n";
     }
 
-    o += "## Breaches of the deployment's conditions\n\n";
-    let breaches = r["breaches"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if breaches.is_empty() {
-        o += "None.\n\n";
-    }
-    for b in breaches {
-        o += &format!(
+    list_section(&mut o, "Breaches of the deployment's conditions", arr(&r["breaches"]), "None.", |b| {
+        let mut line = format!(
             "- **{}** ({}, {}): from {} to {}; value {} against limit {}.",
             b["condition"].as_str().unwrap_or_default(),
             b["kind"].as_str().unwrap_or_default(),
@@ -608,14 +622,10 @@ pub fn markdown(r: &Value) -> String {
             value_cell(&b["value"]),
             limit_words(&b["limit"]),
         );
-        let sent = b["notifications"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let sent = arr(&b["notifications"]);
         if sent.is_empty() {
-            o += &format!(
-                " Receivers to notify: {}.\n",
-                b["notified"]
-                    .as_array()
-                    .map_or("none".into(), |v| { v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ") })
-            );
+            let to: Vec<&str> = arr(&b["notified"]).iter().filter_map(Value::as_str).collect();
+            line += &format!(" Receivers to notify: {}.", if to.is_empty() { "none".into() } else { to.join(", ") });
         } else {
             let parts: Vec<String> = sent
                 .iter()
@@ -629,29 +639,18 @@ pub fn markdown(r: &Value) -> String {
                     )
                 })
                 .collect();
-            o += &format!(" Notifications: {}.\n", parts.join("; "));
+            line += &format!(" Notifications: {}.", parts.join("; "));
         }
-    }
-    if !breaches.is_empty() {
-        o += "\n";
-    }
-
-    o += "## Deletion of data\n\n";
-    let del = r["deletions"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if del.is_empty() {
-        o += "No deletion was attested.\n\n";
-    }
-    for d in del {
-        o += &format!(
-            "- {} deleted up to {}{}\n",
+        line
+    });
+    list_section(&mut o, "Deletion of data", arr(&r["deletions"]), "No deletion was attested.", |d| {
+        format!(
+            "- {} deleted up to {}{}",
             d["scope"].as_str().unwrap_or_default().replace('_', " "),
             date_time(&d["up_to"]),
             d["count"].as_u64().map(|n| format!(" ({} items)", thousands(n))).unwrap_or_default()
-        );
-    }
-    if !del.is_empty() {
-        o += "\n";
-    }
+        )
+    });
 
     o += "## About this record\n\n";
     o += &format!(
@@ -680,115 +679,56 @@ fn csv_field(v: &Value) -> String {
 /// One row per metric: `section,metric,group,value,lower,upper,numerator,denominator`.
 pub fn csv(r: &Value) -> String {
     let mut rows: Vec<[Value; 8]> = Vec::new();
-    let n = Value::Null;
-    let dep = r["deployment_id"].clone();
-    rows.push([
-        json!("deployment"),
-        json!("deployment_id"),
-        n.clone(),
-        dep,
-        n.clone(),
-        n.clone(),
-        n.clone(),
-        n.clone(),
-    ]);
+    // A row with a value only (no interval, no counts).
+    let value_row = |section: &str, metric: Value, group: Value, value: Value| -> [Value; 8] {
+        [json!(section), metric, group, value, Value::Null, Value::Null, Value::Null, Value::Null]
+    };
+    rows.push(value_row("deployment", json!("deployment_id"), Value::Null, r["deployment_id"].clone()));
     if let Some(a) = r["activity"].as_object() {
-        for (k, v) in a {
-            if v.is_number() {
-                rows.push([
-                    json!("activity"),
-                    json!(k),
-                    n.clone(),
-                    v.clone(),
-                    n.clone(),
-                    n.clone(),
-                    n.clone(),
-                    n.clone(),
-                ]);
-            }
+        for (k, v) in a.iter().filter(|(_, v)| v.is_number()) {
+            rows.push(value_row("activity", json!(k), Value::Null, v.clone()));
         }
-        if let Some(m) = a.get("outcomes_by_result").and_then(Value::as_object) {
-            for (k, v) in m {
-                rows.push([
-                    json!("outcomes"),
-                    json!(k),
-                    n.clone(),
-                    v.clone(),
-                    n.clone(),
-                    n.clone(),
-                    n.clone(),
-                    n.clone(),
-                ]);
-            }
+        for (k, v) in a.get("outcomes_by_result").and_then(Value::as_object).into_iter().flatten() {
+            rows.push(value_row("outcomes", json!(k), Value::Null, v.clone()));
         }
     }
-    for rr in r["rates"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        rows.push([
-            json!("rate"),
-            rr["id"].clone(),
-            n.clone(),
-            rr["value"].clone(),
-            rr["lower"].clone(),
-            rr["upper"].clone(),
-            rr["x"].clone(),
-            rr["n"].clone(),
-        ]);
+    for x in arr(&r["rates"]) {
+        let c = |k: &str| x[k].clone();
+        rows.push([json!("rate"), c("id"), Value::Null, c("value"), c("lower"), c("upper"), c("x"), c("n")]);
     }
-    for g in r["groups"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for g in arr(&r["groups"]) {
         let attr = g["attribute"].as_str().unwrap_or_default();
-        for row in g["rows"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for row in arr(&g["rows"]) {
+            let c = |k: &str| row[k].clone();
+            let section = json!("group_false_alerts_per_alert");
             rows.push([
-                json!("group_false_alerts_per_alert"),
+                section,
                 json!(attr),
-                row["group"].clone(),
-                row["rate"].clone(),
-                row["lower"].clone(),
-                row["upper"].clone(),
-                row["false_alerts"].clone(),
-                row["alerts"].clone(),
+                c("group"),
+                c("rate"),
+                c("lower"),
+                c("upper"),
+                c("false_alerts"),
+                c("alerts"),
             ]);
         }
         let d = &g["disparity"];
         if !d.is_null() {
             for k in ["ratio_max_min", "ratio_max_geomean", "p_value"] {
-                rows.push([
-                    json!("disparity"),
-                    json!(format!("{attr}.{k}")),
-                    d["top_group"].clone(),
-                    d[k].clone(),
-                    n.clone(),
-                    n.clone(),
-                    n.clone(),
-                    n.clone(),
-                ]);
+                rows.push(value_row("disparity", json!(format!("{attr}.{k}")), d["top_group"].clone(), d[k].clone()));
             }
         }
     }
-    for l in r["latency"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for l in arr(&r["latency"]) {
         for q in ["p50", "p90", "p95", "p99", "max"] {
-            rows.push([
-                json!("latency_seconds"),
-                json!(format!("{}.{q}", opt(&l["series"]))),
-                n.clone(),
-                l[q].clone(),
-                n.clone(),
-                n.clone(),
-                n.clone(),
-                l["n"].clone(),
-            ]);
+            let mut row =
+                value_row("latency_seconds", json!(format!("{}.{q}", opt(&l["series"]))), Value::Null, l[q].clone());
+            row[7] = l["n"].clone();
+            rows.push(row);
         }
     }
-    for b in r["breaches"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        rows.push([
-            json!("breach"),
-            b["condition"].clone(),
-            b["started_at"].clone(),
-            b["value"].clone(),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-        ]);
+    for b in arr(&r["breaches"]) {
+        rows.push(value_row("breach", b["condition"].clone(), b["started_at"].clone(), b["value"].clone()));
     }
     let mut out = String::from("section,metric,group,value,lower,upper,numerator,denominator\n");
     for row in rows {

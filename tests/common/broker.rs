@@ -129,14 +129,5 @@ pub fn produce(brokers: &str, lines: &[String]) {
 
 /// `ddtwatch run`; its log goes to the test's stderr with DDTWATCH_TEST_LOGS=1.
 pub fn spawn_run(path: &std::path::Path) -> Proc {
-    let logs = || if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-    Proc(
-        Command::new(super::bin())
-            .args(["run", "--config"])
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(logs())
-            .spawn()
-            .unwrap(),
-    )
+    super::spawn_run_env(path, &[])
 }

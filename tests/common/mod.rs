@@ -58,6 +58,19 @@ impl Drop for Proc {
     }
 }
 
+/// `ddtwatch run --config path` with extra environment; its log goes to the test's stderr with
+/// DDTWATCH_TEST_LOGS=1.
+pub fn spawn_run_env(path: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+    use std::process::Stdio;
+    let logs = || if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+    let mut c = std::process::Command::new(bin());
+    c.args(["run", "--config"]).arg(path).stdout(Stdio::null()).stderr(logs());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Proc(c.spawn().unwrap())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
