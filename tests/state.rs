@@ -38,6 +38,7 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     v["dead_letter"] = serde_yaml::from_str("{kind: discard}").unwrap();
     v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
     v["engine"] = serde_yaml::from_str("{snapshot_interval: 200ms}").unwrap();
+    v["receivers"] = serde_yaml::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
     let path = dir.path().join("ddtwatch.yaml");
     std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
     let spawn = || {

@@ -100,6 +100,10 @@ pub fn run_config(dir: &std::path::Path, brokers: &str, port: u16) -> PathBuf {
     v["dead_letter"] = serde_yaml::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
     v["profiles_dir"] = super::repo().join("config/profiles").to_string_lossy().to_string().into();
     v["engine"] = serde_yaml::from_str("{commit_interval: 500ms}").unwrap();
+    // The test's own state_dir (the example's /var/lib/ddtwatch would be shared by every run) and
+    // log receivers (the example's webhook/Alertmanager hosts do not exist here).
+    v["state_dir"] = dir.join("state").to_string_lossy().to_string().into();
+    v["receivers"] = serde_yaml::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
     let path = dir.join("ddtwatch.yaml");
     std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
     path
