@@ -6,6 +6,7 @@
 //! event `ts`), so a replay of the same input gives the same output byte for byte; in `wall`
 //! mode the caller passes the receive time with every event and calls [`Engine::tick`].
 
+mod dedup;
 mod deployment;
 mod series;
 pub mod snapshot;
@@ -15,14 +16,14 @@ pub mod tally;
 pub use deployment::{Applied, ConditionRuntime, Deployment, SourceState};
 pub use summary::*;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::{ClockMode, Config};
 use crate::event::{Body, Event, EventType, Invalid, Millis, Reason, parse_line};
 use crate::rules::{BreachState, Transition, TransitionKind, evaluate};
 
+use dedup::{Dedup, fingerprint};
 use deployment::Held;
 use tally::GroupIndex;
 
@@ -62,73 +63,6 @@ pub struct BreachRecord {
     pub value: Option<f64>,
     pub limit: serde_json::Value,
     pub notify: Vec<String>,
-}
-
-/// Identity hasher for already-hashed u128 event-id keys.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ *b as u64;
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
-    }
-}
-
-/// Remembered event ids of one deployment (CONDITIONS.md Duplicates: ≥ 1h of engine clock and
-/// at least the last 1,000,000 ids). Arrival order is kept as bare keys plus run-length
-/// (second, count) times, so an id costs ≈ 16 bytes in the set and 16 in the queue.
-#[derive(Debug, Default, Clone)]
-struct Dedup {
-    seen: HashSet<u128, BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<u128>,
-    /// (engine-clock second, how many of the oldest ids in `order` arrived in it)
-    times: VecDeque<(i64, u32)>,
-}
-
-fn id_key(id: &str) -> u128 {
-    // Two independent 64-bit SipHashes: a 128-bit key makes a collision (which would drop a
-    // valid event) negligible at millions of ids.
-    let mut a = std::hash::DefaultHasher::new();
-    (0u8, id).hash(&mut a);
-    let mut b = std::hash::DefaultHasher::new();
-    (1u8, id).hash(&mut b);
-    ((a.finish() as u128) << 64) | b.finish() as u128
-}
-
-impl Dedup {
-    /// Remembers a new id key (see [`id_key`]).
-    fn insert(&mut self, k: u128, now: Millis, horizon: i64, min_ids: usize) {
-        if !self.seen.insert(k) {
-            return;
-        }
-        self.order.push_back(k);
-        let sec = now.div_euclid(1000);
-        match self.times.back_mut() {
-            Some((s, n)) if *s == sec => *n += 1,
-            _ => self.times.push_back((sec, 1)),
-        }
-        while self.order.len() > min_ids {
-            let Some((sec, n)) = self.times.front_mut() else { break };
-            // Every id of this run arrived before the end of its second.
-            if *sec * 1000 + 999 >= now - horizon {
-                break;
-            }
-            let old = self.order.pop_front().expect("runs count ids in order");
-            self.seen.remove(&old);
-            *n -= 1;
-            if *n == 0 {
-                self.times.pop_front();
-            }
-        }
-    }
 }
 
 pub struct Engine {
@@ -336,7 +270,7 @@ impl Engine {
 
     /// Event ids currently remembered for duplicate detection, over all deployments.
     pub fn dedup_len(&self) -> usize {
-        self.dedup.values().map(|d| d.seen.len()).sum()
+        self.dedup.values().map(Dedup::len).sum()
     }
 
     pub fn breaches(&self) -> &[BreachRecord] {
@@ -430,14 +364,6 @@ impl Engine {
         if !self.dedup.contains_key(&ev.deployment_id) {
             self.dedup.insert(ev.deployment_id.clone(), Dedup::default());
         }
-        let key = id_key(&ev.event_id);
-        let dedup = self.dedup.get_mut(&ev.deployment_id).expect("inserted above");
-        if dedup.seen.contains(&key) {
-            self.stats.duplicates += 1;
-            let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
-            d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
-            return Ingested::Duplicate;
-        }
         let timeout = engine_cfg.adjudication_timeout;
         // The clock a newly applied event would set (watermark in event mode).
         let new_clock = match self.mode {
@@ -446,7 +372,14 @@ impl Engine {
         };
         let eval_now = new_clock.unwrap_or(now);
         // Every event that gets this far is remembered, whatever the deployment does with it.
-        dedup.insert(key, eval_now, engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids);
+        let dedup = self.dedup.get_mut(&ev.deployment_id).expect("inserted above");
+        let key = fingerprint(&ev.event_id);
+        if !dedup.insert(key, eval_now, engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids) {
+            self.stats.duplicates += 1;
+            let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
+            d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
+            return Ingested::Duplicate;
+        }
         let mode = self.mode;
         let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
         let outcome = d.apply(&ev, eval_now, timeout);
