@@ -28,6 +28,7 @@ fn rss_mb() -> f64 {
 }
 
 fn main() {
+    let step: usize = std::env::var("DDTWATCH_MEM_STEP").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let total: usize = std::env::var("DDTWATCH_MEM_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let config = match std::env::var("DDTWATCH_MEM_DEDUP").as_deref() {
         Ok("short") => {
@@ -41,8 +42,14 @@ fn main() {
         config.raw.engine.dedup_horizon, config.raw.engine.dedup_min_ids
     );
     let mut engine = Engine::new(Arc::new(config), ClockMode::Event);
-    let feed = |engine: &mut Engine, line: String| {
+    // The pipeline drains transitions, dead letters and lifecycle records after every batch;
+    // so does the bench (else they would pile up here and not in production).
+    let mut drained = [0usize; 3];
+    let mut feed = |engine: &mut Engine, line: String| {
         engine.ingest(line.as_bytes(), 0);
+        drained[0] += engine.drain_transitions().len();
+        drained[1] += engine.drain_dead_letters().len();
+        drained[2] += engine.drain_lifecycle().len();
     };
     let before = rss_mb();
     for d in 0..DEPLOYMENTS {
@@ -89,7 +96,7 @@ fn main() {
             feed(
                 &mut engine,
                 format!(
-                    r#"{{{head},"event_id":"j{i}","source_id":"console","type":"adjudication","alert_id":"x{a}","decision":"engage","verified":true}}"#
+                    r#"{{{head},"event_id":"j{i}","source_id":"console","type":"adjudication","alert_id":"x{a}","decision":"engage","operator_token":"op-1","verifier_token":"op-2"}}"#
                 ),
             );
             format!(
@@ -104,17 +111,26 @@ fn main() {
             )
         };
         feed(&mut engine, line);
-        if (i + 1) % 1_000_000 == 0 {
+        if (i + 1) % step == 0 {
             println!(
-                "{:>5}M events: RSS {:7.1} MB, dedup ids held {:>9}, {:.0} events/s",
-                (i + 1) / 1_000_000,
+                "{:>9} events: RSS {:7.1} MB, dedup ids held {:>9}, breaches {:>6}, {:.0} events/s",
+                i + 1,
                 rss_mb(),
                 engine.dedup_len(),
+                engine.breaches().len(),
                 (i + 1) as f64 / started.elapsed().as_secs_f64()
             );
         }
     }
     let s = engine.summary();
     let alerts: u64 = s.deployments.iter().map(|d| d.counters.alerts).sum();
-    println!("done: {} deployments, {alerts} alerts, RSS {:.1} MB", s.deployments.len(), rss_mb());
+    println!(
+        "done: {} deployments, {alerts} alerts, RSS {:.1} MB; drained {} transitions, {} dead letters, {} lifecycle records",
+        s.deployments.len(),
+        rss_mb(),
+        drained[0],
+        drained[1],
+        drained[2]
+    );
+    assert_eq!(drained[1], 0, "every event of the bench is valid");
 }

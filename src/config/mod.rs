@@ -407,15 +407,24 @@ fn five_seconds() -> Dur {
 }
 
 /// A validated configuration, ready for the engine.
+/// A profile's validated conditions, shared by every deployment that uses it (a deployment's
+/// runtime holds an `Arc` to its condition instead of a copy: ≈ 0.5 KB less per condition and
+/// deployment).
+pub type Conditions = Arc<Vec<Arc<Condition>>>;
+
+fn shared(conditions: Vec<Condition>) -> Conditions {
+    Arc::new(conditions.into_iter().map(Arc::new).collect())
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub raw: RawConfig,
     /// attribute → allowed groups (always including `other` and `unknown`).
     pub groups: BTreeMap<String, Vec<String>>,
     /// profile name → validated conditions.
-    pub profiles: BTreeMap<String, Arc<Vec<Condition>>>,
+    pub profiles: BTreeMap<String, Conditions>,
     /// deployment id → conditions after overrides.
-    pub deployment_conditions: BTreeMap<String, Arc<Vec<Condition>>>,
+    pub deployment_conditions: BTreeMap<String, Conditions>,
     pub authorisations: BTreeMap<String, Authorisation>,
     /// SHA-256 of the effective configuration (hex), shown in summaries and reports.
     pub hash: String,
@@ -469,7 +478,7 @@ impl Config {
     }
 
     /// Conditions for a deployment: its own (with overrides), else its system's default profile.
-    pub fn conditions_for(&self, deployment_id: &str, system: Option<System>) -> Arc<Vec<Condition>> {
+    pub fn conditions_for(&self, deployment_id: &str, system: Option<System>) -> Conditions {
         if let Some(c) = self.deployment_conditions.get(deployment_id) {
             return c.clone();
         }
@@ -615,7 +624,7 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
     }
     let mut profiles = BTreeMap::new();
     for (name, p) in &raw.profiles {
-        profiles.insert(name.clone(), Arc::new(parse_profile(name, &p.conditions, &mut errors)));
+        profiles.insert(name.clone(), shared(parse_profile(name, &p.conditions, &mut errors)));
     }
     for (system, name) in [("lfr", &raw.defaults.lfr), ("anpr", &raw.defaults.anpr)] {
         if let Some(name) = name
@@ -677,13 +686,13 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
         let mut errs = Vec::new();
         let conds = parse_profile(&format!("{profile}(deployment {id})"), &maps, &mut errs);
         errors.extend(errs);
-        deployment_conditions.insert(id.clone(), Arc::new(conds));
+        deployment_conditions.insert(id.clone(), shared(conds));
     }
     // Receivers named by conditions must exist; receiver settings must be complete.
     let receiver_names: Vec<&str> = raw.receivers.keys().map(String::as_str).collect();
     let mut all_conditions: Vec<(&str, &Condition)> = Vec::new();
     for (name, conds) in &profiles {
-        all_conditions.extend(conds.iter().map(|c| (name.as_str(), c)));
+        all_conditions.extend(conds.iter().map(|c| (name.as_str(), &**c)));
     }
     for (name, c) in all_conditions {
         for r in &c.notify {

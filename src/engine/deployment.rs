@@ -147,11 +147,12 @@ pub struct Held {
 /// Per-condition runtime: the breach lifecycle plus any series it needs.
 #[derive(Debug, Clone)]
 pub struct ConditionRuntime {
-    pub condition: Condition,
+    pub condition: Arc<Condition>,
     pub lifecycle: Lifecycle,
     /// Silence conditions: one lifecycle per source.
     pub instances: BTreeMap<String, Lifecycle>,
-    pub drift: Option<DriftState>,
+    /// Boxed: most conditions have none, and a drift state is several times a runtime's size.
+    pub drift: Option<Box<DriftState>>,
     /// The latest evaluations (one, or one per silence instance).
     pub last: Vec<Evaluation>,
     /// Rate and disparity conditions: the counts behind `last`. The counts change far less
@@ -194,7 +195,9 @@ pub struct Deployment {
     pub adjudication_deadlines: BTreeSet<(Millis, String)>,
     pub held: HashMap<String, Vec<Held>>,
     pub held_order: VecDeque<(Millis, String)>,
-    pub sources: BTreeMap<String, SourceState>,
+    /// Boxed states: a B-tree leaf holds 11 values inline, so a deployment with 3 sources would
+    /// otherwise carry room for 11 states.
+    pub sources: BTreeMap<String, Box<SourceState>>,
     pub first_threshold: Option<f64>,
     pub first_algorithm: Option<String>,
     pub authorisation: Option<Authorisation>,
@@ -263,6 +266,7 @@ impl Deployment {
         let conditions = config.conditions_for(&self.id, self.system);
         let mut old: HashMap<String, ConditionRuntime> =
             self.conditions.drain(..).map(|c| (c.condition.id.clone(), c)).collect();
+        self.conditions = Vec::with_capacity(conditions.len());
         for c in conditions.iter() {
             // Hot reload: a condition with the same id and kind keeps its breach lifecycle (a
             // firing breach stays one breach, re-judged against the new limits), and a drift
@@ -272,7 +276,7 @@ impl Deployment {
                     if rt.condition.kind != c.kind
                         && let Kind::Drift(spec) = &c.kind
                     {
-                        rt.drift = Some(DriftState::new(spec));
+                        rt.drift = Some(Box::new(DriftState::new(spec)));
                     }
                     rt.condition = c.clone();
                     rt.memo = None;
@@ -283,7 +287,7 @@ impl Deployment {
                     lifecycle: Lifecycle::default(),
                     instances: BTreeMap::new(),
                     drift: match &c.kind {
-                        Kind::Drift(spec) => Some(DriftState::new(spec)),
+                        Kind::Drift(spec) => Some(Box::new(DriftState::new(spec))),
                         _ => None,
                     },
                     last: Vec::new(),
@@ -341,7 +345,7 @@ impl Deployment {
         self.last_ts = Some(self.last_ts.map_or(ev.ts, |t| t.max(ev.ts)));
         self.events_by_type[ty.index()] += 1;
         if !self.sources.contains_key(&ev.source_id) {
-            self.sources.insert(ev.source_id.clone(), SourceState::default());
+            self.sources.insert(ev.source_id.clone(), Box::default());
         }
         let src = self.sources.get_mut(&ev.source_id).expect("inserted above");
         let seen = &mut src.last_seen[ty.index()];

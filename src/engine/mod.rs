@@ -522,12 +522,12 @@ impl Engine {
                         lower: e.lower,
                         upper: e.upper,
                         samples: e.n,
-                        limit: e.limit.clone(),
+                        limit: e.limit.value(),
                         window: rt.condition.kind.window().map(|w| w.to_string()),
                         summary: transition_summary(&rt.condition, &cond_id, kind, e),
                         runbook: rt.condition.runbook.clone(),
                         notify: rt.condition.notify.clone(),
-                        detail: e.detail.clone(),
+                        detail: e.detail.value(),
                     };
                     let key = (id.clone(), cond_id.clone());
                     match kind {
@@ -543,7 +543,7 @@ impl Engine {
                                 fired_at: now,
                                 resolved_at: None,
                                 value: e.value,
-                                limit: e.limit.clone(),
+                                limit: e.limit.value(),
                                 notify: t.notify.clone(),
                             });
                         }

@@ -25,12 +25,46 @@ pub struct DriftState {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum DriftWindow {
     /// The last N values as bin indices, and their histogram.
-    Last { cap: usize, ring: VecDeque<u16>, hist: Histogram },
+    Last { cap: usize, ring: BinRing, hist: Histogram },
     /// Every value since the baseline filled (`window: deployment`): bin counts only, so memory
     /// does not grow with the number of values.
     All { hist: Histogram },
     /// Bin counts per W/60 bucket of event time.
     Duration { width: i64, bucket: i64, buckets: BTreeMap<i64, Vec<u64>>, template: Histogram },
+}
+
+/// Bin indices of the last N values, oldest first: one byte each when there are at most 256
+/// bins (the defaults: 10 for PSI, 100 for KS), two otherwise. Allocated at its full size (up to 64k values).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum BinRing {
+    Narrow(VecDeque<u8>),
+    Wide(VecDeque<u16>),
+}
+
+impl BinRing {
+    fn new(bins: usize, cap: usize) -> Self {
+        // +1: a value is pushed before the oldest is dropped. Huge windows grow as they fill.
+        let reserve = (cap + 1).min(1 << 16);
+        if bins <= 256 {
+            BinRing::Narrow(VecDeque::with_capacity(reserve))
+        } else {
+            BinRing::Wide(VecDeque::with_capacity(reserve))
+        }
+    }
+
+    /// Appends bin `b`; returns the bin of the value that left the window (beyond `cap`).
+    fn push(&mut self, b: usize, cap: usize) -> Option<usize> {
+        match self {
+            BinRing::Narrow(r) => {
+                r.push_back(b as u8);
+                if r.len() > cap { r.pop_front().map(usize::from) } else { None }
+            }
+            BinRing::Wide(r) => {
+                r.push_back(b as u16);
+                if r.len() > cap { r.pop_front().map(usize::from) } else { None }
+            }
+        }
+    }
 }
 
 impl DriftState {
@@ -49,7 +83,13 @@ impl DriftState {
             }
         };
         let window = match spec.window {
-            Window::Last(n) => DriftWindow::Last { cap: n as usize, ring: VecDeque::new(), hist: template.clone() },
+            // Page-Hinkley works on the values themselves: no window to keep.
+            _ if matches!(spec.method, DriftMethod::PageHinkley { .. }) => DriftWindow::All { hist: template },
+            Window::Last(n) => DriftWindow::Last {
+                cap: n as usize,
+                ring: BinRing::new(template.counts.len(), n as usize),
+                hist: template.clone(),
+            },
             Window::Duration(d) => DriftWindow::Duration {
                 width: d.ms(),
                 bucket: (d.ms() / 60).max(1),
@@ -91,11 +131,8 @@ impl DriftState {
             DriftWindow::Last { cap, ring, hist } => {
                 let b = hist.bin(x);
                 hist.counts[b] += 1;
-                ring.push_back(b as u16);
-                if ring.len() > *cap
-                    && let Some(old) = ring.pop_front()
-                {
-                    hist.counts[old as usize] -= 1;
+                if let Some(old) = ring.push(b, *cap) {
+                    hist.counts[old] -= 1;
                 }
             }
             DriftWindow::All { hist } => hist.add(x),

@@ -77,7 +77,7 @@ struct ConditionState {
     kind: String,
     lifecycle: Lifecycle,
     instances: BTreeMap<String, Lifecycle>,
-    drift: Option<DriftState>,
+    drift: Option<Box<DriftState>>,
     /// The drift definition the state was built for (JSON), to detect a changed definition.
     drift_spec: Option<String>,
 }
@@ -111,7 +111,7 @@ pub struct DeploymentSnapshot {
     adjudication_deadlines: BTreeSet<(Millis, String)>,
     held: Vec<(String, Vec<HeldState>)>,
     held_order: VecDeque<(Millis, String)>,
-    sources: BTreeMap<String, SourceState>,
+    sources: BTreeMap<String, Box<SourceState>>,
     first_threshold: Option<f64>,
     first_algorithm: Option<String>,
     authorisation: Option<AuthorisationState>,

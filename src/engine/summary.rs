@@ -197,10 +197,10 @@ fn lifecycle_summary(
         lower: e.and_then(|e| e.lower),
         upper: e.and_then(|e| e.upper),
         n: e.and_then(|e| e.n),
-        limit: e.map(|e| e.limit.clone()).unwrap_or(Value::Null),
+        limit: e.map(|e| e.limit.value()).unwrap_or(Value::Null),
         times_fired: l.times_fired,
         since: if matches!(l.state, BreachState::Pending | BreachState::Firing) { l.since } else { None },
-        detail: e.map(|e| e.detail.clone()).unwrap_or(Value::Null),
+        detail: e.map(|e| e.detail.value()).unwrap_or(Value::Null),
     }
 }
 

@@ -22,8 +22,48 @@ pub struct Evaluation {
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     pub n: Option<u64>,
-    pub limit: Value,
-    pub detail: Value,
+    pub limit: JsonText,
+    pub detail: JsonText,
+}
+
+/// The limit and kind-specific detail of an evaluation, kept as compact JSON text: every
+/// condition of every deployment keeps its latest evaluation, and a `serde_json::Value` tree
+/// costs several times its text (a per-group table alone ≈ 10 KB; ≈ 60 KB a deployment with the
+/// LFR profile). Parsed only when shown (API, metrics at scrape time, transitions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText(Box<str>);
+
+impl std::fmt::Display for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Default for JsonText {
+    fn default() -> Self {
+        JsonText("{}".into())
+    }
+}
+
+impl From<Value> for JsonText {
+    fn from(v: Value) -> Self {
+        JsonText(v.to_string().into_boxed_str())
+    }
+}
+
+impl JsonText {
+    /// The detail as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).expect("a JsonText holds serialised JSON")
+    }
+
+    /// One top-level field.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        match self.value() {
+            Value::Object(mut m) => m.remove(key),
+            _ => None,
+        }
+    }
 }
 
 impl Evaluation {
@@ -35,8 +75,8 @@ impl Evaluation {
             lower: None,
             upper: None,
             n: None,
-            limit: Value::Object(Map::new()),
-            detail: Value::Object(Map::new()),
+            limit: JsonText::default(),
+            detail: JsonText::default(),
         }
     }
 }
@@ -52,7 +92,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
         Kind::Disparity(d) => {
             let Some(rows) = group_rows(d, dep, now) else {
                 let mut e = Evaluation::new(Verdict::InsufficientData);
-                e.limit = disparity_limit(d);
+                e.limit = disparity_limit(d).into();
                 return vec![e];
             };
             let key: Vec<u64> = rows.iter().flat_map(|(_, x, n)| [*x, *n]).collect();
@@ -70,8 +110,8 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 let mut e = Evaluation::new(if breach { Verdict::Breach } else { Verdict::Ok });
                 e.instance = Some(source.clone());
                 e.value = Some(gap.max(0) as f64 / 1000.0);
-                e.limit = json!({"max_gap": max_gap.as_secs_f64()});
-                e.detail = json!({"source": source, "last_seen": format_ts(last), "type": event_type.as_str()});
+                e.limit = json!({"max_gap": max_gap.as_secs_f64()}).into();
+                e.detail = json!({"source": source, "last_seen": format_ts(last), "type": event_type.as_str()}).into();
                 out.push(e);
             }
             if out.is_empty() {
@@ -105,7 +145,7 @@ fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
     let x = x_raw.min(n);
     let mut e = Evaluation::new(Verdict::InsufficientData);
     e.n = Some(n);
-    e.limit = limits(r.min, r.max);
+    e.limit = limits(r.min, r.max).into();
     let mut detail = json!({
         "x": x, "n": n, "method": r.interval.as_str(), "confidence": r.confidence,
         "on": match r.on { BreachOn::Bound => "bound", BreachOn::Estimate => "estimate" },
@@ -113,7 +153,7 @@ fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
     if x_raw > n {
         detail["excess"] = json!(x_raw - n);
     }
-    e.detail = detail;
+    e.detail = detail.into();
     if n == 0 {
         return e;
     }
@@ -177,7 +217,7 @@ fn disparity_limit(d: &DisparitySpec) -> Value {
 
 fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)]) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = disparity_limit(d);
+    e.limit = disparity_limit(d).into();
     let r = disparity(rows, d.min_per_group, 0.95);
     e.n = Some(r.groups.iter().filter(|g| g.qualifies).map(|g| g.n).sum());
     e.value = r.ratio_max_min;
@@ -190,7 +230,8 @@ fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)]) -> Evaluation 
         "top_group": r.top_group,
         "qualifying_groups": r.qualifying,
         "groups": r.groups,
-    });
+    })
+    .into();
     if r.qualifying < 2 {
         return e;
     }
@@ -204,7 +245,7 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
     let Some(ds) = rt.drift.as_mut() else { return e };
     let spec = ds.spec.clone();
     if let DriftMethod::PageHinkley { hold, delta, lambda } = &spec.method {
-        e.limit = json!({"lambda": lambda, "delta": delta, "hold": hold.as_secs_f64()});
+        e.limit = json!({"lambda": lambda, "delta": delta, "hold": hold.as_secs_f64()}).into();
         e.value = Some(ds.ph.statistic());
         e.n = Some(ds.ph_seen);
         let recent = ds.last_detection.filter(|(at, _)| now - at < hold.ms());
@@ -213,7 +254,8 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
             "detections": ds.ph.detections,
             "last_detection": ds.last_detection.map(|(at, _)| format_ts(at)),
             "direction": ds.last_detection.map(|(_, s)| s),
-        });
+        })
+        .into();
         e.verdict = if recent.is_some() {
             Verdict::Breach
         } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
@@ -230,10 +272,11 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
     let baseline_full = ds.baseline_missing == 0;
     match &spec.method {
         DriftMethod::Psi { max, .. } => {
-            e.limit = json!({"max": max});
+            e.limit = json!({"max": max}).into();
             let v = psi(&current, &ds.baseline.counts);
             e.detail = json!({"psi": v, "baseline_n": nb, "window_n": m, "baseline_full": baseline_full,
-                "edges": ds.baseline.edges, "baseline_counts": ds.baseline.counts, "window_counts": current});
+                "edges": ds.baseline.edges, "baseline_counts": ds.baseline.counts, "window_counts": current})
+            .into();
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -243,9 +286,11 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
         DriftMethod::Ks { alpha } => {
             let d = ks_binned(&current, &ds.baseline.counts);
             let crit = if m > 0 && nb > 0 { ks_critical(m, nb, *alpha) } else { f64::NAN };
-            e.limit = json!({"alpha": alpha, "critical": if crit.is_finite() { json!(crit) } else { Value::Null }});
+            e.limit =
+                json!({"alpha": alpha, "critical": if crit.is_finite() { json!(crit) } else { Value::Null }}).into();
             e.detail = json!({"ks_d": d, "critical": if crit.is_finite() { json!(crit) } else { Value::Null },
-                "baseline_n": nb, "window_n": m, "baseline_full": baseline_full, "bins": current.len()});
+                "baseline_n": nb, "window_n": m, "baseline_full": baseline_full, "bins": current.len()})
+            .into();
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -259,10 +304,10 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
 
 fn quantile(q: &QuantileSpec, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = json!({"max": q.max.as_secs_f64()});
+    e.limit = json!({"max": q.max.as_secs_f64()}).into();
     let (value, n) = dep.latency[q.value as usize].quantile(q.window, q.q, now);
     e.n = Some(n);
-    e.detail = json!({"q": q.q, "value": value.map(|v| v as f64 / 1000.0), "samples": n});
+    e.detail = json!({"q": q.q, "value": value.map(|v| v as f64 / 1000.0), "samples": n}).into();
     let Some(v) = value else { return e };
     e.value = Some(v as f64 / 1000.0);
     if n < q.min_samples {
@@ -388,8 +433,8 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
         }
     };
     e.value = value;
-    e.limit = limit;
-    e.detail = json!({"check": check.name(), "sources_breaching": breaching, "active": dep.is_active()});
+    e.limit = limit.into();
+    e.detail = json!({"check": check.name(), "sources_breaching": breaching, "active": dep.is_active()}).into();
     let has_data = value.is_some() || !breaching.is_empty() || matches!(check, StateCheck::AlgorithmPinned { .. });
     // CONDITIONS.md: state checks apply to active deployments only and resolve at `stopped`.
     e.verdict = if !has_data {
@@ -404,15 +449,15 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
 
 fn deadline(scope: &str, within: crate::config::Dur, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::Ok);
-    e.limit = json!({"within": within.as_secs_f64(), "scope": scope});
+    e.limit = json!({"within": within.as_secs_f64(), "scope": scope}).into();
     let Some(stop) = dep.stopped_at else {
-        e.detail = json!({"stopped": false});
+        e.detail = json!({"stopped": false}).into();
         return e;
     };
     let due = stop + within.ms();
     let met = dep.deletions.iter().any(|d| d.scope == scope && d.up_to >= stop);
     e.value = Some(((now - stop).max(0)) as f64 / 1000.0);
-    e.detail = json!({"stopped_at": format_ts(stop), "due": format_ts(due), "attested": met});
+    e.detail = json!({"stopped_at": format_ts(stop), "due": format_ts(due), "attested": met}).into();
     if !met && now > due {
         e.verdict = Verdict::Breach;
     }

@@ -5,7 +5,7 @@ mod eval;
 mod lifecycle;
 mod model;
 
-pub use eval::{Evaluation, evaluate};
+pub use eval::{Evaluation, JsonText, evaluate};
 pub use lifecycle::{BreachState, Lifecycle, TransitionKind, Verdict};
 pub use model::*;
 

@@ -174,7 +174,7 @@ pub enum DriftValue {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "method")]
 pub enum DriftMethod {
-    Psi { edges: Vec<f64>, max: f64 },
+    Psi { edges: std::sync::Arc<[f64]>, max: f64 },
     Ks { alpha: f64 },
     PageHinkley { delta: f64, lambda: f64, hold: Dur },
 }
@@ -659,7 +659,7 @@ fn drift(r: &mut Reader<'_>) -> Option<DriftSpec> {
     let method_name = r.choice("method", &[("psi", 0), ("ks", 1), ("page_hinkley", 2)], None)?;
     let method = match method_name {
         0 => {
-            let edges = match r.get("edges") {
+            let edges: Vec<f64> = match r.get("edges") {
                 None => (0..10).map(|i| i as f64 / 10.0).collect(),
                 Some(Value::Sequence(s)) => {
                     let e: Vec<f64> = s.iter().filter_map(Value::as_f64).collect();
@@ -674,7 +674,7 @@ fn drift(r: &mut Reader<'_>) -> Option<DriftSpec> {
                 }
             };
             // CONDITIONS.md: PSI breach above 0.25 by default.
-            DriftMethod::Psi { edges, max: r.f64("max").unwrap_or(0.25) }
+            DriftMethod::Psi { edges: edges.into(), max: r.f64("max").unwrap_or(0.25) }
         }
         // CONDITIONS.md: KS alpha 0.001 by default (repeated test on overlapping data).
         1 => DriftMethod::Ks { alpha: r.prob("alpha", 0.001, true) },

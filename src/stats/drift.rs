@@ -3,6 +3,8 @@
 //! Values are binned on arrival, so memory depends on the number of bins and the configured
 //! window, never on how many values a deployment has seen.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// Proportions replaced by this when zero (CONDITIONS.md, `psi`).
@@ -11,8 +13,9 @@ pub const PSI_EPSILON: f64 = 1e-4;
 /// Bin counts over fixed edges on [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Histogram {
-    /// Left edges, ascending; edges[0] should be 0.
-    pub edges: Vec<f64>,
+    /// Left edges, ascending; edges[0] should be 0. Shared by every copy (a deployment keeps
+    /// several histograms per drift condition, over the same edges).
+    pub edges: Arc<[f64]>,
     pub counts: Vec<u64>,
 }
 
@@ -23,7 +26,8 @@ impl Histogram {
         Histogram { edges, counts: vec![0; bins] }
     }
 
-    pub fn with_edges(edges: Vec<f64>) -> Self {
+    pub fn with_edges(edges: impl Into<Arc<[f64]>>) -> Self {
+        let edges = edges.into();
         let n = edges.len();
         Histogram { edges, counts: vec![0; n] }
     }

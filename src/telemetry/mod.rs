@@ -483,7 +483,7 @@ impl Collector for EngineCollector {
                     if let Some(n) = e.n {
                         samples.add(short.clone(), n as f64);
                     }
-                    if let Some(obj) = e.limit.as_object() {
+                    if let serde_json::Value::Object(obj) = e.limit.value() {
                         for (k, v) in obj {
                             if let (Some(v), Some(k)) = (v.as_f64(), LIMIT_KEYS.iter().find(|x| **x == k)) {
                                 let mut lb = short.clone();
