@@ -145,7 +145,7 @@ fn six_deployments(per: usize) -> Vec<String> {
 /// kill -9 mid-stream, restart: the deployments come back from the state topic, re-delivered
 /// messages are skipped by offset, and the totals equal a replay of the whole stream.
 #[test]
-#[ignore = "tansu 0.6: after a member is SIGKILLed the group often does not reassign partitions to the restarted member within minutes (no session-timeout expiry); run with --run-ignored to try"]
+#[ignore = "tansu 0.6 acknowledges a produce before a fetch returns it: the restarted member can read an older deployment snapshot from ddt.state than the committed offset it resumes from (seen: 1 of 7 snapshots read, offsets committed after all 7); run with --run-ignored to try"]
 fn kill_9_and_restart_loses_and_doubles_nothing() {
     let (_broker, brokers) = start_broker();
     let lines = six_deployments(10_000);
@@ -165,6 +165,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
     });
     first.0.kill().unwrap(); // SIGKILL: no commit, no snapshot at exit
     first.0.wait().unwrap();
+    let killed = Instant::now();
     if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -189,6 +190,13 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
         }
     }
     produce(&brokers, &lines[half..]);
+    // The broker learns of the dead member only when its session (session.timeout.ms = 6 s in
+    // run_config) runs out with no heartbeat; there is no event to wait for. tansu 0.6 mishandles
+    // a member that joins inside that window while the dead one is the group leader (the new
+    // member is given no partitions and no rebalance follows), so the restart comes once the
+    // session is over — as a crash-looping pod's restart back-off would have it on Kubernetes.
+    let session = Duration::from_millis(6000 + 1000);
+    wait_for("the dead member's session to run out", session + Duration::from_secs(1), || killed.elapsed() >= session);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(60), || {
         let c = common::api_counters(&base);
@@ -209,6 +217,15 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
                     eprintln!("DIFF {id}: {diff:?} invalid {}", full["invalid_by_reason"]);
                 }
             }
+            let m = http_text(&format!("{base}/metrics")).unwrap_or_default();
+            eprintln!(
+                "METRICS {:?}",
+                m.lines()
+                    .filter(|l| l.starts_with("ddtwatch_kafka")
+                        || l.starts_with("ddtwatch_deployments")
+                        || l.starts_with("ddtwatch_events_total"))
+                    .collect::<Vec<_>>()
+            );
         }
         c.is_some_and(|c| c == expected)
     });

@@ -93,10 +93,14 @@ fn send_retrying<C: ProducerContext>(
 /// Checkpoints (snapshots, dead letters) and then commits the stored offsets; nothing stored
 /// since the last commit is not a failure.
 fn checkpoint_and_commit<C: Consumer<Ctx>>(consumer: &C, ctx: &Ctx, mode: CommitMode) {
-    if !ctx.checkpoint() {
+    let Some(positions) = ctx.checkpoint() else { return };
+    if positions.count() == 0 {
         return;
     }
-    match consumer.commit_consumer_state(mode) {
+    // The positions the checkpoint covered, not the consumer's stored offsets: an asynchronous
+    // commit of "the current state" is carried out later on librdkafka's thread and would take
+    // offsets stored after the snapshots were taken (events no snapshot holds: lost on a crash).
+    match consumer.commit(&positions, mode) {
         Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => tracing::warn!(error = %e, "offset commit failed"),
     }
@@ -133,9 +137,16 @@ impl Ctx {
     }
 
     /// Snapshots every deployment changed since the last checkpoint to the state topic and waits
-    /// for the broker's acknowledgement, then makes dead letters durable. Only after this may
-    /// offsets be committed (true).
-    fn checkpoint(&self) -> bool {
+    /// for the broker's acknowledgement, then makes dead letters durable. Returns the positions
+    /// (next offset per partition) that the snapshots and dead letters cover — only those may be
+    /// committed — or None when nothing may be committed this round.
+    fn checkpoint(&self) -> Option<TopicPartitionList> {
+        // Messages are applied on the consuming task, which is running this: every processed
+        // offset is in the engine now, and stays covered by what is snapshotted below.
+        let mut positions = TopicPartitionList::new();
+        for ((topic, partition), offset) in self.track().last_offset.iter() {
+            positions.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset + 1)).ok()?;
+        }
         if let Some((producer, topic)) = &self.state {
             let dirty: Vec<(String, Through)> = {
                 let mut t = self.track();
@@ -161,23 +172,23 @@ impl Ctx {
                     let rec = BaseRecord::to(topic).key(id.as_str()).payload(bytes.as_slice());
                     if let Err(e) = send_retrying(producer, rec) {
                         tracing::error!(error = %e, "snapshot rejected by the producer");
-                        self.track().dirty.insert(id.clone());
-                        return false;
+                        self.track().dirty.extend(snaps.iter().map(|(id, _)| id.clone()));
+                        return None;
                     }
                 }
                 if producer.flush(self.grace).is_err() || producer.in_flight_count() > 0 {
                     tracing::warn!("snapshots not acknowledged; offsets not committed this round");
                     self.track().dirty.extend(snaps.into_iter().map(|(id, _)| id));
-                    return false;
+                    return None;
                 }
                 self.stats.snapshots.fetch_add(snaps.len() as u64, Ordering::Relaxed);
             }
         }
         if !self.pipeline.sync_dead_letters(self.grace) {
             tracing::warn!("dead letters not yet acknowledged; offsets not committed this round");
-            return false;
+            return None;
         }
-        true
+        Some(positions)
     }
 
     /// Reads the state topic to its end and restores the deployments whose events come from the
@@ -310,9 +321,11 @@ impl ConsumerContext for Ctx {
             self.stats.revoked.fetch_add(tpl.count() as u64, Ordering::Relaxed);
             // State and offsets of applied events go with the partitions we hand over.
             checkpoint_and_commit(consumer, self, CommitMode::Sync);
+            let revoked: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            // Their positions are the next owner's to commit from now on.
+            self.track().last_offset.retain(|tp, _| !revoked.contains(tp));
             if self.state.is_some() {
-                let revoked: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 let gone: Vec<String> = {
                     let mut t = self.track();
                     let gone: Vec<String> =
@@ -509,6 +522,7 @@ pub async fn consume(
                             _ => false,
                         }
                     };
+                    tracing::trace!(partition = origin.partition, offset = origin.offset, skip, "message");
                     if skip {
                         stats.skipped.fetch_add(1, Ordering::Relaxed);
                     } else {

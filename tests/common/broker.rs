@@ -48,12 +48,15 @@ pub fn start_broker_on(port: u16) -> (Proc, String) {
 /// tansu resolves a `sqlite://` path against its working directory `cwd`).
 pub fn run_broker(port: u16, storage: &str, cwd: &std::path::Path) -> (Proc, String) {
     let url = format!("tcp://127.0.0.1:{port}");
+    // DDTWATCH_TEST_LOGS=1 shows the broker's group-coordinator log beside ddtwatch's.
+    let logs = std::env::var_os("DDTWATCH_TEST_LOGS").is_some();
     let p = Proc(
         Command::new(tansu())
             .current_dir(cwd)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("RUST_LOG", "tansu_broker::coordinator=info")
+            .stdout(if logs { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if logs { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .unwrap(),
     );
