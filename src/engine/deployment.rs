@@ -213,6 +213,8 @@ pub struct Deployment {
     pub invalid_by_reason: BTreeMap<&'static str, u64>,
     pub seq: u64,
     pub config_hash: String,
+    /// Interned group-slot lists (see `slots`).
+    slot_cache: HashMap<Vec<usize>, Arc<[usize]>>,
 }
 
 impl Deployment {
@@ -248,6 +250,7 @@ impl Deployment {
             invalid_by_reason: BTreeMap::new(),
             seq: 0,
             config_hash: String::new(),
+            slot_cache: HashMap::new(),
         };
         d.set_conditions(config);
         d
@@ -321,10 +324,18 @@ impl Deployment {
         }
     }
 
-    fn slots(&self, groups: &Groups) -> Arc<[usize]> {
-        (0..self.groups.attributes.len())
+    /// Group slots of `groups`, one per attribute; every alert with the same groups shares one
+    /// allocation (there are few distinct combinations, and a deployment keeps every alert).
+    fn slots(&mut self, groups: &Groups) -> Arc<[usize]> {
+        let key: Vec<usize> = (0..self.groups.attributes.len())
             .map(|a| self.groups.slot(a, groups.get(&self.groups.attributes[a].0).map(String::as_str)))
-            .collect()
+            .collect();
+        if let Some(shared) = self.slot_cache.get(key.as_slice()) {
+            return shared.clone();
+        }
+        let shared: Arc<[usize]> = Arc::from(key.as_slice());
+        self.slot_cache.insert(key, shared.clone());
+        shared
     }
 
     /// Applies a valid, non-duplicate event. Returns false for an `alert` reusing an alert_id
