@@ -157,21 +157,25 @@ impl Dedup {
         let Some(g) = self.generations.back_mut() else { return };
         let mut fresh: Vec<u64> = self.pending.drain().collect();
         fresh.sort_unstable();
-        let old = std::mem::take(&mut g.sorted);
-        let mut merged = Vec::with_capacity(old.len() + fresh.len());
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() && j < fresh.len() {
-            if old[i] < fresh[j] {
-                merged.push(old[i]);
-                i += 1;
+        // In place, from the back: the array grows by exactly the batch (realloc, often without a
+        // copy) instead of a fresh allocation each merge, which fragmented the heap.
+        let sorted = &mut g.sorted;
+        let old_len = sorted.len();
+        sorted.reserve_exact(fresh.len());
+        sorted.resize(old_len + fresh.len(), 0);
+        let (mut i, mut j) = (old_len, fresh.len());
+        for k in (0..sorted.len()).rev() {
+            if j == 0 {
+                break;
+            }
+            if i > 0 && sorted[i - 1] > fresh[j - 1] {
+                sorted[k] = sorted[i - 1];
+                i -= 1;
             } else {
-                merged.push(fresh[j]);
-                j += 1;
+                sorted[k] = fresh[j - 1];
+                j -= 1;
             }
         }
-        merged.extend_from_slice(&old[i..]);
-        merged.extend_from_slice(&fresh[j..]);
-        g.sorted = merged;
     }
 }
 
