@@ -142,19 +142,46 @@ fn six_deployments(per: usize) -> Vec<String> {
     lines
 }
 
+/// A broker, a six-deployment stream split in halves with its replayed counters, and a `run`
+/// config in a temp dir: the setting of the kill -9 tests.
+struct RestartCase {
+    _broker: common::Proc,
+    brokers: String,
+    lines: Vec<String>,
+    half: usize,
+    expected: BTreeMap<String, serde_json::Value>,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    base: String,
+}
+
+fn restart_case() -> RestartCase {
+    let (_broker, brokers) = start_broker();
+    let lines = six_deployments(10_000);
+    let half = lines.len() / 2;
+    let expected = common::replay_counters(&lines);
+    let _dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let path = run_config(_dir.path(), &brokers, port);
+    RestartCase { _broker, brokers, lines, half, expected, _dir, path, base: format!("http://127.0.0.1:{port}") }
+}
+
+/// Waits until a SIGKILLed member's session (session.timeout.ms = 6 s in run_config) has run out:
+/// the broker learns of the death only by missed heartbeats, an event with nothing to wait on, and
+/// tansu 0.6 gives a member that joins inside that window while the dead one leads the group no
+/// partitions (and no rebalance follows) — on Kubernetes a crashed pod's restart back-off has the
+/// same effect.
+fn wait_out_session(killed: Instant) {
+    let session = Duration::from_millis(6000 + 1000);
+    wait_for("the dead member's session to run out", session + Duration::from_secs(1), || killed.elapsed() >= session);
+}
+
 /// kill -9 mid-stream, restart: the deployments come back from the state topic, re-delivered
 /// messages are skipped by offset, and the totals equal a replay of the whole stream.
 #[test]
 #[ignore = "tansu 0.6 acknowledges a produce before a fetch returns it: the restarted member can read an older deployment snapshot from ddt.state than the committed offset it resumes from (seen: 1 of 7 snapshots read, offsets committed after all 7); run with --run-ignored to try"]
 fn kill_9_and_restart_loses_and_doubles_nothing() {
-    let (_broker, brokers) = start_broker();
-    let lines = six_deployments(10_000);
-    let half = lines.len() / 2;
-    let expected = common::replay_counters(&lines);
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let path = run_config(dir.path(), &brokers, port);
-    let base = format!("http://127.0.0.1:{port}");
+    let RestartCase { _broker, brokers, lines, half, expected, _dir, path, base } = restart_case();
     produce(&brokers, &lines[..half]);
     let mut first = spawn_run(&path);
     wait_for("first half consumed", Duration::from_secs(120), || {
@@ -190,13 +217,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
         }
     }
     produce(&brokers, &lines[half..]);
-    // The broker learns of the dead member only when its session (session.timeout.ms = 6 s in
-    // run_config) runs out with no heartbeat; there is no event to wait for. tansu 0.6 mishandles
-    // a member that joins inside that window while the dead one is the group leader (the new
-    // member is given no partitions and no rebalance follows), so the restart comes once the
-    // session is over — as a crash-looping pod's restart back-off would have it on Kubernetes.
-    let session = Duration::from_millis(6000 + 1000);
-    wait_for("the dead member's session to run out", session + Duration::from_secs(1), || killed.elapsed() >= session);
+    wait_out_session(killed);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(60), || {
         let c = common::api_counters(&base);
@@ -239,14 +260,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
 /// restart once the broker shows every snapshot (see the ignored mid-checkpoint test above).
 #[test]
 fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
-    let (_broker, brokers) = start_broker();
-    let lines = six_deployments(10_000);
-    let half = lines.len() / 2;
-    let expected = common::replay_counters(&lines);
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let path = run_config(dir.path(), &brokers, port);
-    let base = format!("http://127.0.0.1:{port}");
+    let RestartCase { _broker, brokers, lines, half, expected, _dir, path, base } = restart_case();
     let first_half: std::collections::BTreeSet<String> = lines[..half]
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["deployment_id"].as_str().unwrap().to_string())
@@ -290,10 +304,7 @@ fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
         seen >= snapshots
     });
     produce(&brokers, &lines[half..]);
-    // The dead member's session (6 s) runs out first: tansu gives a member that joins inside it
-    // no partitions (see the ignored test above).
-    let session = Duration::from_millis(7000);
-    wait_for("the dead member's session to run out", session + Duration::from_secs(1), || killed.elapsed() >= session);
+    wait_out_session(killed);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(120), || {
         common::api_counters(&base).is_some_and(|c| c == expected)
