@@ -543,7 +543,7 @@ impl Engine {
                                 fired_at: now,
                                 resolved_at: None,
                                 value: e.value,
-                                limit: e.limit.value(),
+                                limit: t.limit.clone(),
                                 notify: t.notify.clone(),
                             });
                         }

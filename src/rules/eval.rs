@@ -52,17 +52,9 @@ impl From<Value> for JsonText {
 }
 
 impl JsonText {
-    /// The detail as a JSON value.
+    /// The text as a JSON value.
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).expect("a JsonText holds serialised JSON")
-    }
-
-    /// One top-level field.
-    pub fn get(&self, key: &str) -> Option<Value> {
-        match self.value() {
-            Value::Object(mut m) => m.remove(key),
-            _ => None,
-        }
     }
 }
 

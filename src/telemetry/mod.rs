@@ -494,28 +494,30 @@ impl Collector for EngineCollector {
                     }
                     match &cond.kind {
                         Kind::Disparity(spec) => {
+                            let detail = e.detail.value();
                             for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
-                                if let Some(v) = e.detail.get(key).and_then(|v| v.as_f64()) {
+                                if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
                                     let mut lb = short.clone();
                                     lb.push(("attribute", spec.attribute.clone()));
                                     lb.push(("ratio", r.into()));
                                     ratio.add(lb, v);
                                 }
                             }
-                            if let Some(p) = e.detail.get("p_value").and_then(|v| v.as_f64()) {
+                            if let Some(p) = detail.get("p_value").and_then(|v| v.as_f64()) {
                                 let mut lb = short.clone();
                                 lb.push(("attribute", spec.attribute.clone()));
                                 pval.add(lb, p);
                             }
                         }
                         Kind::Drift(_) => {
+                            let detail = e.detail.value();
                             for (key, stat) in [
                                 ("psi", "psi"),
                                 ("ks_d", "ks_d"),
                                 ("critical", "ks_critical"),
                                 ("statistic", "page_hinkley"),
                             ] {
-                                if let Some(v) = e.detail.get(key).and_then(|v| v.as_f64()) {
+                                if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
                                     let mut lb = short.clone();
                                     lb.push(("statistic", stat.into()));
                                     drift.add(lb, v);
