@@ -406,7 +406,6 @@ fn five_seconds() -> Dur {
     Dur::secs(5)
 }
 
-/// A validated configuration, ready for the engine.
 /// A profile's validated conditions, shared by every deployment that uses it (a deployment's
 /// runtime holds an `Arc` to its condition instead of a copy: ≈ 0.5 KB less per condition and
 /// deployment).
@@ -416,6 +415,7 @@ fn shared(conditions: Vec<Condition>) -> Conditions {
     Arc::new(conditions.into_iter().map(Arc::new).collect())
 }
 
+/// A validated configuration, ready for the engine.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub raw: RawConfig,

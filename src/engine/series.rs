@@ -55,16 +55,15 @@ impl BinRing {
     /// Appends bin `b`; returns the bin of the value that left the window (beyond `cap`).
     fn push(&mut self, b: usize, cap: usize) -> Option<usize> {
         match self {
-            BinRing::Narrow(r) => {
-                r.push_back(b as u8);
-                if r.len() > cap { r.pop_front().map(usize::from) } else { None }
-            }
-            BinRing::Wide(r) => {
-                r.push_back(b as u16);
-                if r.len() > cap { r.pop_front().map(usize::from) } else { None }
-            }
+            BinRing::Narrow(r) => slide(r, b as u8, cap),
+            BinRing::Wide(r) => slide(r, b as u16, cap),
         }
     }
+}
+
+fn slide<T: Copy + Into<usize>>(ring: &mut VecDeque<T>, b: T, cap: usize) -> Option<usize> {
+    ring.push_back(b);
+    if ring.len() > cap { ring.pop_front().map(Into::into) } else { None }
 }
 
 impl DriftState {

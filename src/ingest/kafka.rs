@@ -90,8 +90,8 @@ fn send_retrying<C: ProducerContext>(
     }
 }
 
-/// Checkpoints (snapshots, dead letters) and then commits the stored offsets; nothing stored
-/// since the last commit is not a failure.
+/// Checkpoints (snapshots, dead letters) and then commits the positions the checkpoint covers;
+/// nothing processed since the last commit is not a failure.
 fn checkpoint_and_commit<C: Consumer<Ctx>>(consumer: &C, ctx: &Ctx, mode: CommitMode) {
     let Some(positions) = ctx.checkpoint() else { return };
     if positions.count() == 0 {
