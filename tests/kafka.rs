@@ -101,13 +101,7 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
                 == replayed.summary.invalid.total
         })
     });
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["ddt.events.dlq"]).unwrap();
+    let consumer = reader_from_start(&brokers, "dlq-reader", "ddt.events.dlq");
     let mut reasons = Vec::new();
     let start = Instant::now();
     while reasons.len() < bad.len() && start.elapsed() < Duration::from_secs(60) {
@@ -127,6 +121,18 @@ fn consumes_a_partitioned_stream_like_replay_and_dead_letters_with_headers() {
 }
 
 /// Six deployments (one per scenario), so keyed partitioning spreads them over 3 partitions.
+/// A consumer of `topic` from its first record, in its own group.
+fn reader_from_start(brokers: &str, group: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
 fn six_deployments(per: usize) -> Vec<String> {
     let mut lines = Vec::new();
     for s in [
@@ -194,13 +200,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
     first.0.wait().unwrap();
     let killed = Instant::now();
     if std::env::var_os("DDTWATCH_TEST_LOGS").is_some() {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "state-dump")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
-        consumer.subscribe(&["ddt.state"]).unwrap();
+        let consumer = reader_from_start(&brokers, "state-dump", "ddt.state");
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Some(r) = consumer.poll(Duration::from_millis(200)) {
@@ -289,13 +289,7 @@ fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
     first.0.wait().unwrap();
     let killed = Instant::now();
     // tansu acknowledges a produce before a fetch returns it: wait until it shows them all.
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "state-count")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&["ddt.state"]).unwrap();
+    let reader = reader_from_start(&brokers, "state-count", "ddt.state");
     let mut seen = 0usize;
     wait_for("every snapshot readable on ddt.state", Duration::from_secs(60), || {
         while let Some(Ok(_)) = reader.poll(Duration::from_millis(100)) {
