@@ -22,7 +22,7 @@ use crate::event::Millis;
 
 /// Identity hasher for fingerprints that are already uniformly distributed.
 #[derive(Default)]
-struct Identity(u64);
+pub struct Identity(u64);
 
 impl Hasher for Identity {
     fn finish(&self) -> u64 {

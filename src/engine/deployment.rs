@@ -18,9 +18,8 @@ use super::tally::{Contribution, GroupIndex, Tally, WindowedTally, bit};
 /// The latest human decision on an alert.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DecisionRec {
-    pub decision: Decision,
     pub ts: Millis,
-    pub seq: u64,
+    pub decision: Decision,
     pub verified: bool,
     pub reason_misread: bool,
 }
@@ -28,35 +27,38 @@ pub struct DecisionRec {
 /// The latest outcome of an alert.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeRec {
-    pub result: OutcomeResult,
     pub ts: Millis,
-    pub seq: u64,
-    pub engaged_slots: Arc<[usize]>,
+    pub result: OutcomeResult,
+    /// The outcome's `engaged_groups` (see [`SlotLists`]).
+    pub engaged_slots: SlotsId,
 }
 
-/// One alert and what is known about it.
+/// One alert and what is known about it. A deployment keeps every alert for its life (a late
+/// decision or outcome still changes its counters), so this is kept small: ≈ 56 bytes, its group
+/// slots as ids into the deployment's [`SlotLists`], and its contribution to the counters
+/// recomputed when needed rather than stored.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AlertRec {
     pub ts: Millis,
-    pub canary: bool,
-    pub subject_slots: Arc<[usize]>,
     pub decision: Option<DecisionRec>,
     pub outcome: Option<OutcomeRec>,
+    /// The alert's `subject_groups`.
+    pub subject_slots: SlotsId,
+    pub canary: bool,
     pub timed_out: bool,
     pub first_decision_seen: bool,
-    /// Group slots used for `engaged_groups` until an outcome records them (all `unknown`).
-    pub unknown_slots: Arc<[usize]>,
-    pub contribution: Contribution,
 }
 
 impl AlertRec {
     /// The alert's current contribution to the counters (CONDITIONS.md Counters, EVENTS.md
-    /// definitions of false and true alerts).
-    pub fn contribution(&self) -> Contribution {
+    /// definitions of false and true alerts). `lists` resolves its slot ids; an engaged alert
+    /// without an outcome counts in the `unknown` group of every attribute.
+    pub fn contribution(&self, lists: &SlotLists) -> Contribution {
         let mut flags = 0u32;
+        let subject = lists.get(self.subject_slots);
         if self.canary {
             flags |= bit(Counter::CanaryAlerts);
-            return Contribution { flags, subject: self.subject_slots.clone(), engaged: Arc::from([]) };
+            return Contribution { flags, subject, engaged: Arc::from([]) };
         }
         flags |= bit(Counter::Alerts);
         let decision = self.decision.as_ref();
@@ -98,13 +100,96 @@ impl AlertRec {
         if self.timed_out && decision.is_none() && outcome.is_none() {
             flags |= bit(Counter::Unadjudicated);
         }
-        let engaged = outcome.map(|o| o.engaged_slots.clone()).unwrap_or_else(|| self.unknown_engaged());
-        Contribution { flags, subject: self.subject_slots.clone(), engaged }
+        let engaged = if lists.is_foreign(self.subject_slots) {
+            Arc::from([])
+        } else {
+            lists.get(outcome.map_or(lists.unknown, |o| o.engaged_slots))
+        };
+        Contribution { flags, subject, engaged }
+    }
+}
+
+/// Index of an interned group-slot list in a deployment's [`SlotLists`].
+pub type SlotsId = u32;
+
+/// A deployment's distinct group-slot lists (one slot per tabulated attribute), interned: there
+/// are few distinct group combinations, and every alert refers to its lists by a 4-byte id.
+#[derive(Debug, Clone, Default)]
+pub struct SlotLists {
+    lists: Vec<Arc<[usize]>>,
+    index: HashMap<Arc<[usize]>, SlotsId>,
+    /// The list of an alert without outcome groups: `unknown` for every attribute.
+    unknown: SlotsId,
+    /// Ids below this came from a snapshot taken under another allow-list and resolve to no
+    /// slots (see [`SlotLists::is_foreign`]).
+    foreign: SlotsId,
+}
+
+impl SlotLists {
+    fn new(groups: &GroupIndex) -> Self {
+        SlotLists::default().with_unknown(groups)
     }
 
-    fn unknown_engaged(&self) -> Arc<[usize]> {
-        self.unknown_slots.clone()
+    fn with_unknown(mut self, groups: &GroupIndex) -> Self {
+        self.unknown = self.intern((0..groups.attributes.len()).map(|a| groups.slot(a, None)).collect());
+        self
     }
+
+    fn intern(&mut self, key: Vec<usize>) -> SlotsId {
+        if let Some(id) = self.index.get(key.as_slice()) {
+            return *id;
+        }
+        let id = SlotsId::try_from(self.lists.len()).expect("fewer than 2^32 group combinations");
+        let list: Arc<[usize]> = Arc::from(key);
+        self.lists.push(list.clone());
+        self.index.insert(list, id);
+        id
+    }
+
+    /// Whether an alert with subject list `subject` was restored from a snapshot taken under
+    /// another allow-list: its per-group cells were not restored, so it stays out of every
+    /// per-group table (also once a later outcome records its engaged groups).
+    pub fn is_foreign(&self, subject: SlotsId) -> bool {
+        subject < self.foreign
+    }
+
+    /// The list of `id` (empty for an id this deployment does not know).
+    pub fn get(&self, id: SlotsId) -> Arc<[usize]> {
+        self.lists.get(id as usize).cloned().unwrap_or_else(|| Arc::from([]))
+    }
+
+    /// The lists in id order (for a snapshot).
+    pub fn to_vecs(&self) -> Vec<Vec<usize>> {
+        self.lists.iter().map(|l| l.to_vec()).collect()
+    }
+
+    /// Lists restored from a snapshot taken under the same group allow-list.
+    pub fn from_vecs(vecs: Vec<Vec<usize>>, groups: &GroupIndex) -> Self {
+        let mut l = SlotLists::default();
+        for v in vecs {
+            let list: Arc<[usize]> = Arc::from(v);
+            let id = l.lists.len() as SlotsId;
+            l.lists.push(list.clone());
+            l.index.entry(list).or_insert(id);
+        }
+        l.with_unknown(groups)
+    }
+
+    /// `n` ids that all resolve to no slots (a snapshot taken under another allow-list: its
+    /// alerts keep their counters but drop out of the per-group cells), then fresh lists.
+    pub fn emptied(n: usize, groups: &GroupIndex) -> Self {
+        let foreign = SlotsId::try_from(n).expect("fewer than 2^32 group combinations");
+        SlotLists { lists: vec![Arc::from([]); n], foreign, ..SlotLists::default() }.with_unknown(groups)
+    }
+}
+
+/// Alerts keyed by the 64-bit fingerprint of their alert_id (see [`alert_key`]).
+pub type AlertMap = HashMap<u64, AlertRec, std::hash::BuildHasherDefault<super::dedup::Identity>>;
+
+/// The key of an alert_id in [`AlertMap`]: the same 64-bit fingerprint as event-id dedup. Two
+/// ids of one deployment sharing it (chance ≈ n²/2^65 for n alerts) would be taken for one alert.
+pub fn alert_key(alert_id: &str) -> u64 {
+    super::dedup::fingerprint(alert_id)
 }
 
 /// Latest value of a field with the event time it came from.
@@ -190,9 +275,9 @@ pub struct Deployment {
     pub groups: Arc<GroupIndex>,
     pub total: Tally,
     pub windows: Vec<WindowedTally>,
-    pub alerts: HashMap<String, AlertRec>,
-    /// (deadline, alert_id) for alerts that may become unadjudicated.
-    pub adjudication_deadlines: BTreeSet<(Millis, String)>,
+    pub alerts: AlertMap,
+    /// (deadline, alert key) for alerts that may become unadjudicated.
+    pub adjudication_deadlines: BTreeSet<(Millis, u64)>,
     pub held: HashMap<String, Vec<Held>>,
     pub held_order: VecDeque<(Millis, String)>,
     /// Boxed states: a B-tree leaf holds 11 values inline, so a deployment with 3 sources would
@@ -213,12 +298,13 @@ pub struct Deployment {
     pub invalid_by_reason: BTreeMap<&'static str, u64>,
     pub seq: u64,
     pub config_hash: String,
-    /// Interned group-slot lists (see `slots`).
-    slot_cache: HashMap<Vec<usize>, Arc<[usize]>>,
+    /// The group-slot lists the alerts refer to.
+    pub slot_lists: SlotLists,
 }
 
 impl Deployment {
     pub fn new(id: &str, system: Option<System>, config: &Config, groups: Arc<GroupIndex>) -> Self {
+        let slot_lists = SlotLists::new(&groups);
         let mut d = Deployment {
             id: id.to_string(),
             system,
@@ -230,7 +316,7 @@ impl Deployment {
             total: Tally::new(groups.len),
             groups,
             windows: Vec::new(),
-            alerts: HashMap::new(),
+            alerts: AlertMap::default(),
             adjudication_deadlines: BTreeSet::new(),
             held: HashMap::new(),
             held_order: VecDeque::new(),
@@ -250,7 +336,7 @@ impl Deployment {
             invalid_by_reason: BTreeMap::new(),
             seq: 0,
             config_hash: String::new(),
-            slot_cache: HashMap::new(),
+            slot_lists,
         };
         d.set_conditions(config);
         d
@@ -324,18 +410,12 @@ impl Deployment {
         }
     }
 
-    /// Group slots of `groups`, one per attribute; every alert with the same groups shares one
-    /// allocation (there are few distinct combinations, and a deployment keeps every alert).
-    fn slots(&mut self, groups: &Groups) -> Arc<[usize]> {
+    /// The interned group slots of `groups`, one per attribute.
+    fn slots(&mut self, groups: &Groups) -> SlotsId {
         let key: Vec<usize> = (0..self.groups.attributes.len())
             .map(|a| self.groups.slot(a, groups.get(&self.groups.attributes[a].0).map(String::as_str)))
             .collect();
-        if let Some(shared) = self.slot_cache.get(key.as_slice()) {
-            return shared.clone();
-        }
-        let shared: Arc<[usize]> = Arc::from(key.as_slice());
-        self.slot_cache.insert(key, shared.clone());
-        shared
+        self.slot_lists.intern(key)
     }
 
     /// Applies a valid, non-duplicate event. Returns false for an `alert` reusing an alert_id
@@ -347,9 +427,9 @@ impl Deployment {
         }
         let ty = ev.body.kind();
         match &ev.body {
-            Body::Adjudication(a) if !self.alerts.contains_key(&a.alert_id) => return Applied::Hold,
-            Body::Outcome(o) if !self.alerts.contains_key(&o.alert_id) => return Applied::Hold,
-            Body::Alert(a) if self.alerts.contains_key(&a.alert_id) => return Applied::Duplicate,
+            Body::Adjudication(a) if !self.alerts.contains_key(&alert_key(&a.alert_id)) => return Applied::Hold,
+            Body::Outcome(o) if !self.alerts.contains_key(&alert_key(&o.alert_id)) => return Applied::Hold,
+            Body::Alert(a) if self.alerts.contains_key(&alert_key(&a.alert_id)) => return Applied::Duplicate,
             _ => {}
         }
         self.first_ts = Some(self.first_ts.map_or(ev.ts, |t| t.min(ev.ts)));
@@ -462,22 +542,20 @@ impl Deployment {
         if !self.announced_versions.contains(&a.list_version) {
             self.unknown_versions.insert(a.list_version.clone());
         }
-        let mut rec = AlertRec {
+        let rec = AlertRec {
             ts: ev.ts,
-            canary: a.canary,
-            subject_slots: self.slots(&a.subject_groups),
             decision: None,
             outcome: None,
+            subject_slots: self.slots(&a.subject_groups),
+            canary: a.canary,
             timed_out: false,
             first_decision_seen: false,
-            unknown_slots: self.slots(&Groups::new()),
-            contribution: Contribution::default(),
         };
-        rec.contribution = rec.contribution();
-        let c = rec.contribution.clone();
+        let c = rec.contribution(&self.slot_lists);
         self.for_windows(ev.ts, now, |t| t.apply(&c, 1));
+        let key = alert_key(&a.alert_id);
         if !a.canary {
-            self.adjudication_deadlines.insert((ev.ts + timeout.ms(), a.alert_id.clone()));
+            self.adjudication_deadlines.insert((ev.ts + timeout.ms(), key));
             if let Some(l) = a.latency_ms {
                 self.latency[QuantileValue::AlertLatency as usize].record(l as i64, ev.ts, now);
             }
@@ -489,18 +567,18 @@ impl Deployment {
                 }
             }
         }
-        self.alerts.insert(a.alert_id.clone(), rec);
+        self.alerts.insert(key, rec);
     }
 
     /// Replaces an alert's contribution after its decision/outcome/timeout changed.
-    fn update_alert(&mut self, alert_id: &str, now: Millis, change: impl FnOnce(&mut AlertRec)) {
-        let Some(rec) = self.alerts.get_mut(alert_id) else { return };
+    fn update_alert(&mut self, key: u64, now: Millis, change: impl FnOnce(&mut AlertRec)) {
+        let Some(rec) = self.alerts.get_mut(&key) else { return };
+        let old = rec.contribution(&self.slot_lists);
         change(rec);
-        let new = rec.contribution();
-        if new == rec.contribution {
+        let new = rec.contribution(&self.slot_lists);
+        if new == old {
             return;
         }
-        let old = std::mem::replace(&mut rec.contribution, new.clone());
         let ts = rec.ts;
         self.for_windows(ts, now, |t| {
             t.apply(&old, -1);
@@ -509,22 +587,16 @@ impl Deployment {
     }
 
     fn adjudication(&mut self, ev: &Event, a: &Adjudication, now: Millis) {
-        let seq = self.seq;
-        let rec = &self.alerts[&a.alert_id];
+        let key = alert_key(&a.alert_id);
+        let rec = &self.alerts[&key];
         if !rec.canary && !rec.first_decision_seen {
             let latency = ev.ts - rec.ts;
             let alert_ts = rec.ts;
             self.latency[QuantileValue::AdjudicationLatency as usize].record(latency, alert_ts.max(ev.ts), now);
         }
-        let d = DecisionRec {
-            decision: a.decision,
-            ts: ev.ts,
-            seq,
-            verified: a.verified,
-            reason_misread: a.reason_misread,
-        };
+        let d = DecisionRec { ts: ev.ts, decision: a.decision, verified: a.verified, reason_misread: a.reason_misread };
         // CONDITIONS.md: several decisions → the latest ts stands (ties: later arrival).
-        self.update_alert(&a.alert_id, now, |rec| {
+        self.update_alert(key, now, |rec| {
             rec.first_decision_seen = true;
             if rec.decision.as_ref().is_none_or(|old| d.ts >= old.ts) {
                 rec.decision = Some(d);
@@ -533,16 +605,16 @@ impl Deployment {
     }
 
     fn outcome(&mut self, ev: &Event, o: &Outcome, now: Millis) {
-        let seq = self.seq;
-        let rec = OutcomeRec { result: o.result, ts: ev.ts, seq, engaged_slots: self.slots(&o.engaged_groups) };
-        let replaced = self.alerts[&o.alert_id].outcome.as_ref().map(|old| (old.ts, old.result));
+        let rec = OutcomeRec { ts: ev.ts, result: o.result, engaged_slots: self.slots(&o.engaged_groups) };
+        let key = alert_key(&o.alert_id);
+        let replaced = self.alerts[&key].outcome.as_ref().map(|old| (old.ts, old.result));
         if replaced.is_none_or(|(ts, _)| ev.ts >= ts) {
             if let Some((_, old)) = replaced {
                 self.outcomes_by_result[old as usize] -= 1;
             }
             self.outcomes_by_result[o.result as usize] += 1;
         }
-        self.update_alert(&o.alert_id, now, |a| {
+        self.update_alert(key, now, |a| {
             if a.outcome.as_ref().is_none_or(|old| rec.ts >= old.ts) {
                 a.outcome = Some(rec);
             }
@@ -597,8 +669,8 @@ impl Deployment {
             if *deadline >= now {
                 break;
             }
-            let (_, id) = self.adjudication_deadlines.pop_first().expect("checked non-empty");
-            self.update_alert(&id, now, |rec| rec.timed_out = true);
+            let (_, key) = self.adjudication_deadlines.pop_first().expect("checked non-empty");
+            self.update_alert(key, now, |rec| rec.timed_out = true);
         }
         for w in &mut self.windows {
             w.expire(now);

@@ -6,19 +6,20 @@
 //! each condition's runtime (lifecycle, silence instances, drift state) is taken over by id when
 //! its kind is unchanged — a drift state only when its definition is identical.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::deployment::{AlertRec, Deployment, Held, SourceState};
+use super::deployment::{AlertRec, Deployment, Held, SlotLists, SourceState};
 use super::series::{DriftState, LatencySeries};
 use super::tally::{GroupIndex, Tally, WindowedTally};
 use crate::config::Config;
 use crate::event::{Authorisation, Deletion, Millis, Phase, Reason, System, parse_line};
 use crate::rules::{Kind, Lifecycle};
 
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// 2: alerts keyed by their alert_id fingerprint, group slots as ids into `slot_lists`.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// A Kafka message position. In a snapshot: it holds every event of its deployment up to and
 /// including this offset, so a consumer restoring it skips re-delivered ones. On a dead letter:
@@ -107,8 +108,11 @@ pub struct DeploymentSnapshot {
     groups: Vec<(String, Vec<String>)>,
     total: Tally,
     windows: Vec<WindowedTally>,
-    alerts: HashMap<String, AlertRec>,
-    adjudication_deadlines: BTreeSet<(Millis, String)>,
+    /// (alert key, alert) by key.
+    alerts: Vec<(u64, AlertRec)>,
+    /// The group-slot lists the alerts' slot ids index.
+    slot_lists: Vec<Vec<usize>>,
+    adjudication_deadlines: BTreeSet<(Millis, u64)>,
     held: Vec<(String, Vec<HeldState>)>,
     held_order: VecDeque<(Millis, String)>,
     sources: BTreeMap<String, Box<SourceState>>,
@@ -161,7 +165,12 @@ impl DeploymentSnapshot {
             groups: d.groups.attributes.clone(),
             total: d.total.clone(),
             windows: d.windows.clone(),
-            alerts: d.alerts.clone(),
+            alerts: {
+                let mut a: Vec<(u64, AlertRec)> = d.alerts.iter().map(|(k, v)| (*k, v.clone())).collect();
+                a.sort_unstable_by_key(|(k, _)| *k);
+                a
+            },
+            slot_lists: d.slot_lists.to_vecs(),
             adjudication_deadlines: d.adjudication_deadlines.clone(),
             held: d
                 .held
@@ -231,25 +240,14 @@ impl DeploymentSnapshot {
         if same_groups {
             d.total = self.total;
             d.windows = self.windows;
-            d.alerts = self.alerts;
+            d.slot_lists = SlotLists::from_vecs(self.slot_lists, &groups);
         } else {
-            // Different allow-list: per-group cells would be indexed wrongly; keep the counters.
+            // Different allow-list: per-group cells would be indexed wrongly; keep the counters
+            // (the alerts' slot ids then resolve to no groups).
             d.total.counts = self.total.counts;
-            d.alerts = self
-                .alerts
-                .into_iter()
-                .map(|(k, mut a)| {
-                    a.subject_slots = Arc::from([]);
-                    a.unknown_slots = Arc::from([]);
-                    a.contribution.subject = Arc::from([]);
-                    a.contribution.engaged = Arc::from([]);
-                    if let Some(o) = a.outcome.as_mut() {
-                        o.engaged_slots = Arc::from([]);
-                    }
-                    (k, a)
-                })
-                .collect();
+            d.slot_lists = SlotLists::emptied(self.slot_lists.len(), &groups);
         }
+        d.alerts = self.alerts.into_iter().collect();
         d.adjudication_deadlines = self.adjudication_deadlines;
         for (alert_id, list) in self.held {
             let held: Vec<Held> = list
