@@ -112,9 +112,19 @@ pub fn run_config(dir: &std::path::Path, brokers: &str, port: u16) -> PathBuf {
     path
 }
 
+/// Produces `lines` to ddt.events keyed by deployment_id.
+///
+/// One record per batch: tansu 0.6 answers a fetch from an offset inside a multi-record batch
+/// with the batches *after* it (its storage splits the batch index at the offset), so a consumer
+/// resuming from a committed offset mid-batch would silently skip the rest of that batch. Kafka
+/// returns the containing batch, and librdkafka drops the records before the offset.
 pub fn produce(brokers: &str, lines: &[String]) {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap();
     for l in lines {
         let key = serde_json::from_str::<Value>(l)
             .ok()
