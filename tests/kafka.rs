@@ -185,10 +185,9 @@ fn wait_out_session(killed: Instant) {
 /// kill -9 mid-stream, restart: the deployments come back from the state topic, re-delivered
 /// messages are skipped by offset, and the totals equal a replay of the whole stream.
 #[test]
-#[ignore = "tansu 0.6 acknowledges a produce before a fetch returns it: the restarted member can read an older deployment snapshot from ddt.state than the committed offset it resumes from (seen: 1 of 7 snapshots read, offsets committed after all 7); run with --run-ignored to try"]
 fn kill_9_and_restart_loses_and_doubles_nothing() {
     let RestartCase { _broker, brokers, lines, half, expected, _dir, path, base } = restart_case();
-    produce(&brokers, &lines[..half]);
+    produce_resumable(&brokers, &lines[..half]);
     let mut first = spawn_run(&path);
     wait_for("first half consumed", Duration::from_secs(120), || {
         http_text(&format!("{base}/metrics")).is_some_and(|m| {
@@ -216,7 +215,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
             }
         }
     }
-    produce(&brokers, &lines[half..]);
+    produce_resumable(&brokers, &lines[half..]);
     wait_out_session(killed);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(60), || {
@@ -257,7 +256,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
 /// SIGKILL once the first half is consumed and checkpointed (no commit, no snapshot at exit),
 /// restart: the deployments come back from the state topic, re-delivery is skipped or deduplicated,
 /// and the totals equal a replay of the whole stream. The kill comes between checkpoints, and the
-/// restart once the broker shows every snapshot (see the ignored mid-checkpoint test above).
+/// restart once the broker shows every snapshot (the mid-checkpoint kill is the test above).
 #[test]
 fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
     let RestartCase { _broker, brokers, lines, half, expected, _dir, path, base } = restart_case();
@@ -265,7 +264,7 @@ fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["deployment_id"].as_str().unwrap().to_string())
         .collect();
-    produce(&brokers, &lines[..half]);
+    produce_resumable(&brokers, &lines[..half]);
     let mut first = spawn_run(&path);
     // Everything consumed, then the snapshot count settles: the checkpoint after the last event
     // has snapshotted every changed deployment (commit_interval is 500 ms in run_config).
@@ -297,7 +296,7 @@ fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
         }
         seen >= snapshots
     });
-    produce(&brokers, &lines[half..]);
+    produce_resumable(&brokers, &lines[half..]);
     wait_out_session(killed);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(120), || {
@@ -328,7 +327,7 @@ fn two_instances_split_then_one_takes_over() {
                 .is_some_and(|m| metric(&m, "ddtwatch_kafka_partitions_assigned_total") >= 1.0)
         })
     });
-    produce(&brokers, &lines);
+    produce_resumable(&brokers, &lines);
     wait_for("the two halves together equal the replay", Duration::from_secs(180), || {
         let (Some(ca), Some(cb)) = (common::api_counters(&base_a), common::api_counters(&base_b)) else { return false };
         let mut union = ca.clone();
@@ -361,14 +360,14 @@ fn broker_restart_mid_stream_loses_nothing() {
     let http = common::free_port();
     let _run = spawn_run(&run_config(dir.path(), &brokers, http));
     let base = format!("http://127.0.0.1:{http}");
-    produce(&brokers, &lines[..half]);
+    produce_resumable(&brokers, &lines[..half]);
     wait_for("first half consumed", Duration::from_secs(120), || {
         http_text(&format!("{base}/metrics"))
             .is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") as usize >= half)
     });
     drop(broker); // SIGKILL the broker
     let (_broker, _) = run_broker(port, storage, dir.path());
-    produce(&brokers, &lines[half..]);
+    produce_resumable(&brokers, &lines[half..]);
     wait_for("every deployment equal to the replay", Duration::from_secs(180), || {
         common::api_counters(&base).is_some_and(|c| c == expected)
     });

@@ -112,17 +112,26 @@ pub fn run_config(dir: &std::path::Path, brokers: &str, port: u16) -> PathBuf {
     path
 }
 
-/// Produces `lines` to ddt.events keyed by deployment_id.
-///
-/// One record per batch: tansu 0.6 answers a fetch from an offset inside a multi-record batch
-/// with the batches *after* it (its storage splits the batch index at the offset), so a consumer
-/// resuming from a committed offset mid-batch would silently skip the rest of that batch. Kafka
-/// returns the containing batch, and librdkafka drops the records before the offset.
+/// Produces `lines` to ddt.events keyed by deployment_id, batched as a producer would.
+/// For a stream a consumer reads from the start in one go.
 pub fn produce(brokers: &str, lines: &[String]) {
+    produce_batched(brokers, lines, "10000");
+}
+
+/// Produces `lines` one record per batch, for a stream a consumer resumes mid-way from a
+/// committed offset (restart, kill, rebalance). tansu 0.6 answers a fetch from an offset inside a
+/// multi-record batch with the batches *after* it (its storage splits the batch index at the
+/// offset), so a consumer resuming mid-batch would skip the rest of that batch; Kafka returns the
+/// containing batch, and librdkafka drops the records before the offset.
+pub fn produce_resumable(brokers: &str, lines: &[String]) {
+    produce_batched(brokers, lines, "1");
+}
+
+fn produce_batched(brokers: &str, lines: &[String], batch_num_messages: &str) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
-        .set("batch.num.messages", "1")
+        .set("batch.num.messages", batch_num_messages)
         .create()
         .unwrap();
     for l in lines {
