@@ -424,7 +424,11 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let config = Arc::new(config);
     let reload_every = config.raw.reload_interval;
     let reloader = crate::config::reload::Reloader::new(config_path.clone(), config.clone());
-    let engine = Engine::new(config.clone(), mode);
+    let mut engine = Engine::new(config.clone(), mode);
+    if let Some(dir) = &config.raw.state_dir {
+        let d = dir.join("dedup");
+        engine.spill_dedup_to(&d).with_context(|| format!("opening the dedup spill directory {}", d.display()))?;
+    }
     let pipeline = Pipeline::new(engine, dead);
     let audit = match &config.raw.state_dir {
         Some(dir) => {

@@ -215,7 +215,7 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
             }
         }
     }
-    produce_resumable(&brokers, &lines[half..]);
+    produce(&brokers, &lines[half..]);
     wait_out_session(killed);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(60), || {
@@ -296,7 +296,7 @@ fn kill_9_between_checkpoints_then_restart_equals_the_replay() {
         }
         seen >= snapshots
     });
-    produce_resumable(&brokers, &lines[half..]);
+    produce(&brokers, &lines[half..]);
     wait_out_session(killed);
     let _second = spawn_run(&path);
     wait_for("every deployment equal to the replay", Duration::from_secs(120), || {
@@ -327,7 +327,7 @@ fn two_instances_split_then_one_takes_over() {
                 .is_some_and(|m| metric(&m, "ddtwatch_kafka_partitions_assigned_total") >= 1.0)
         })
     });
-    produce_resumable(&brokers, &lines);
+    produce(&brokers, &lines);
     wait_for("the two halves together equal the replay", Duration::from_secs(180), || {
         let (Some(ca), Some(cb)) = (common::api_counters(&base_a), common::api_counters(&base_b)) else { return false };
         let mut union = ca.clone();
@@ -360,14 +360,14 @@ fn broker_restart_mid_stream_loses_nothing() {
     let http = common::free_port();
     let _run = spawn_run(&run_config(dir.path(), &brokers, http));
     let base = format!("http://127.0.0.1:{http}");
-    produce_resumable(&brokers, &lines[..half]);
+    produce(&brokers, &lines[..half]);
     wait_for("first half consumed", Duration::from_secs(120), || {
         http_text(&format!("{base}/metrics"))
             .is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") as usize >= half)
     });
     drop(broker); // SIGKILL the broker
     let (_broker, _) = run_broker(port, storage, dir.path());
-    produce_resumable(&brokers, &lines[half..]);
+    produce(&brokers, &lines[half..]);
     wait_for("every deployment equal to the replay", Duration::from_secs(180), || {
         common::api_counters(&base).is_some_and(|c| c == expected)
     });

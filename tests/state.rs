@@ -67,6 +67,13 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
         common::api_counters(&base).is_some_and(|c| c == common::replay_counters(&lines[..half]))
     });
     wait_for("a snapshot covering the first half", || covers(first_len));
+    // ≈ 10,000 ids a deployment: all but the newest run went to state_dir/dedup, and the metric
+    // shows how many are on disk.
+    let m = common::broker::http_text(&format!("{base}/metrics")).unwrap();
+    let on_disk = common::broker::metric(&m, r#"ddtwatch_dedup_remembered_ids{where="disk"}"#);
+    let in_memory = common::broker::metric(&m, r#"ddtwatch_dedup_remembered_ids{where="memory"}"#);
+    assert!(on_disk >= 10_000.0 && in_memory < on_disk, "dedup ids on disk {on_disk}, in memory {in_memory}");
+    assert!(std::fs::read_dir(state.join("dedup")).unwrap().count() > 0, "spill files in state_dir/dedup");
     first.0.kill().unwrap();
     first.0.wait().unwrap();
 

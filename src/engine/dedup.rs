@@ -12,11 +12,26 @@
 //! holds `min_ids / 4` ids and spans a quarter of the horizon, so at most about six are ever
 //! searched and at most about a quarter more ids than required are held.
 //!
+//! With a spill directory (`state_dir/dedup`, see [`Spill`]) the sorted keys leave memory in runs
+//! of [`Spill::run_len`] ids: each run is written to a file of little-endian u64s and replaced in
+//! memory by a [`Segment`] index of ≈ 2.1 bytes an id (a 16-bit tag per key, the bits after its
+//! bucket, and a u32 fence per ≈ 64 keys). A lookup finds the key's bucket, compares tags, and only
+//! on a tag match (≈ 1 in 1,000 new ids, and every true duplicate) reads the candidate keys from the
+//! file, so the answer stays exact. Runs are merged pairwise once the newer is at least half the
+//! older (a binary counter: about log2(ids / run_len) segments per generation, each id rewritten
+//! about as often). Files are a cache of memory, not state: they are not fsync'd, are removed with
+//! their segment, and the directory is emptied when a process opens it. A failed write keeps the
+//! run in memory; a failed read answers "not seen" (the event is applied, never dropped); both are
+//! counted (`ddtwatch_dedup_spill_errors_total`).
+//!
 //! A fingerprint collision would make a new event look like a duplicate: with N ids held the
 //! chance for one new id is N / 2^64 (≈ 5·10^-14 at the spec's 1,000,000).
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::Millis;
 
@@ -50,18 +65,225 @@ pub(crate) fn fingerprint(id: &str) -> u64 {
 const MIN_PENDING: usize = 64;
 const MAX_PENDING: usize = 8192;
 
-#[derive(Debug, Clone)]
+/// Where sorted runs of remembered ids go when they leave memory (one per engine).
+#[derive(Debug)]
+pub struct Spill {
+    dir: PathBuf,
+    /// Ids per run written out (the in-memory sorted keys of a generation reach this, then spill).
+    run_len: usize,
+    next_file: AtomicU64,
+    /// Failed writes (the run stayed in memory) and failed reads (answered "not seen").
+    pub errors: AtomicU64,
+    /// Ids held on disk now.
+    pub spilled_ids: AtomicU64,
+}
+
+impl Spill {
+    /// Ids per spilled run: 1,024 (8 KiB), so the keys still in memory average ≈ 4 KiB a
+    /// deployment.
+    pub const RUN_LEN: usize = 1024;
+
+    /// Uses `dir` (created; any file left there by an earlier process is removed: the runs are a
+    /// cache of that process's memory, which a restart does not restore).
+    pub fn open(dir: &Path, run_len: usize) -> std::io::Result<Spill> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        Ok(Spill {
+            dir: dir.to_path_buf(),
+            run_len: run_len.max(1),
+            next_file: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            spilled_ids: AtomicU64::new(0),
+        })
+    }
+
+    fn error(&self, what: &str, path: &Path, e: &std::io::Error) {
+        // The first few are logged (the path holds a counter, no event or deployment id).
+        if self.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+            tracing::warn!(path = %path.display(), error = %e, "dedup spill: {what} failed");
+        }
+    }
+
+    /// Writes `keys` (sorted) to a new file; None (and counted) if that fails.
+    fn write(&self, keys: &[u64]) -> Option<Segment> {
+        let path = self.dir.join(format!("{:016x}.ids", self.next_file.fetch_add(1, Ordering::Relaxed)));
+        let mut bytes = Vec::with_capacity(keys.len() * 8);
+        for k in keys {
+            bytes.extend_from_slice(&k.to_le_bytes());
+        }
+        match std::fs::write(&path, &bytes) {
+            Ok(()) => {
+                self.spilled_ids.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                Some(Segment::index(path, keys))
+            }
+            Err(e) => {
+                self.error("write", &path, &e);
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Every key of `seg`, in order.
+    fn read_all(&self, seg: &Segment) -> Option<Vec<u64>> {
+        match std::fs::read(&seg.path) {
+            Ok(b) if b.len() == seg.len * 8 => {
+                Some(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+            }
+            Ok(b) => {
+                let e = std::io::Error::other(format!("{} bytes, expected {}", b.len(), seg.len * 8));
+                self.error("read", &seg.path, &e);
+                None
+            }
+            Err(e) => {
+                self.error("read", &seg.path, &e);
+                None
+            }
+        }
+    }
+
+    /// Whether `k` is in `seg`: the in-memory tags first, the file only on a tag match.
+    fn contains(&self, seg: &Segment, k: u64) -> bool {
+        let Some(range) = seg.candidates(k) else { return false };
+        let mut buf = vec![0u8; range.len() * 8];
+        let read = std::fs::File::open(&seg.path).and_then(|f| f.read_exact_at(&mut buf, range.start as u64 * 8));
+        match read {
+            Ok(()) => buf.chunks_exact(8).any(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) == k),
+            Err(e) => {
+                self.error("read", &seg.path, &e);
+                false
+            }
+        }
+    }
+
+    /// Merges two segments into one new file (None, both kept, if a read or the write fails).
+    fn merge(&self, a: &Segment, b: &Segment) -> Option<Segment> {
+        let (x, y) = (self.read_all(a)?, self.read_all(b)?);
+        let mut out = Vec::with_capacity(x.len() + y.len());
+        let (mut i, mut j) = (0, 0);
+        while i < x.len() && j < y.len() {
+            if x[i] < y[j] {
+                out.push(x[i]);
+                i += 1;
+            } else {
+                out.push(y[j]);
+                j += 1;
+            }
+        }
+        out.extend_from_slice(&x[i..]);
+        out.extend_from_slice(&y[j..]);
+        let merged = self.write(&out)?;
+        // The two inputs leave with their files (Segment::drop) once the caller replaces them.
+        self.spilled_ids.fetch_sub(out.len() as u64, Ordering::Relaxed);
+        Some(merged)
+    }
+}
+
+/// A sorted run of keys held in a file, indexed in memory by bucket fences and 16-bit tags.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    len: usize,
+    /// Bucket = the key's top `bits` bits (0 bits: one bucket).
+    bits: u32,
+    /// fences[b]..fences[b + 1] are the indices of bucket b's keys.
+    fences: Box<[u32]>,
+    /// The 16 bits after the bucket bits, per key (sorted within a bucket, as the keys are).
+    tags: Box<[u16]>,
+}
+
+impl Segment {
+    fn bucket(bits: u32, k: u64) -> usize {
+        if bits == 0 { 0 } else { (k >> (64 - bits)) as usize }
+    }
+
+    fn tag(bits: u32, k: u64) -> u16 {
+        ((k << bits) >> 48) as u16
+    }
+
+    /// The index of sorted `keys` stored at `path`: about 64 keys a bucket.
+    fn index(path: PathBuf, keys: &[u64]) -> Segment {
+        let bits = (keys.len() / 64).max(1).ilog2();
+        let mut fences = vec![0u32; (1usize << bits) + 1];
+        for &k in keys {
+            fences[Self::bucket(bits, k) + 1] += 1;
+        }
+        for b in 1..fences.len() {
+            fences[b] += fences[b - 1];
+        }
+        let tags = keys.iter().map(|&k| Self::tag(bits, k)).collect();
+        Segment { path, len: keys.len(), bits, fences: fences.into(), tags }
+    }
+
+    /// The indices whose tag equals `k`'s (None if there are none: `k` is not in the file).
+    fn candidates(&self, k: u64) -> Option<std::ops::Range<usize>> {
+        let b = Self::bucket(self.bits, k);
+        let (lo, hi) = (self.fences[b] as usize, self.fences[b + 1] as usize);
+        let tags = &self.tags[lo..hi];
+        let t = Self::tag(self.bits, k);
+        let start = tags.partition_point(|&x| x < t);
+        let end = start + tags[start..].partition_point(|&x| x == t);
+        (end > start).then(|| lo + start..lo + end)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // A cache file: nothing is lost if this fails (an emptied directory at the next start).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Debug, Default)]
 struct Generation {
-    /// Sorted fingerprints (merged batches).
+    /// Sorted fingerprints still in memory (merged batches).
     sorted: Vec<u64>,
+    /// Runs spilled to files, oldest (largest) first.
+    spilled: Vec<Segment>,
+    spilled_len: usize,
     /// Engine clock of the first and the latest insertion.
     first: Millis,
     last: Millis,
 }
 
 impl Generation {
-    fn contains(&self, k: u64) -> bool {
+    fn len(&self) -> usize {
+        self.sorted.len() + self.spilled_len
+    }
+
+    fn contains(&self, k: u64, spill: Option<&Spill>) -> bool {
         sorted_contains(&self.sorted, k)
+            || spill.is_some_and(|sp| self.spilled.iter().rev().any(|seg| sp.contains(seg, k)))
+    }
+
+    /// Writes the in-memory keys out once they are a full run, then merges the newest segments
+    /// while the newer is at least half the older.
+    fn spill(&mut self, sp: &Spill) {
+        if self.sorted.len() < sp.run_len {
+            return;
+        }
+        let Some(seg) = sp.write(&self.sorted) else { return };
+        self.spilled_len += seg.len;
+        self.spilled.push(seg);
+        self.sorted = Vec::new();
+        while let [.., a, b] = &self.spilled[..] {
+            if b.len * 2 < a.len {
+                break;
+            }
+            let Some(m) = sp.merge(a, b) else { break };
+            let n = self.spilled.len();
+            self.spilled.truncate(n - 2);
+            self.spilled.push(m);
+        }
+    }
+
+    /// Gives back what `drop` is about to remove from the spill's count.
+    fn release(&self, spill: Option<&Spill>) {
+        if let Some(sp) = spill {
+            sp.spilled_ids.fetch_sub(self.spilled_len as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -92,7 +314,7 @@ fn sorted_contains(s: &[u64], k: u64) -> bool {
     s[lo..hi].binary_search(&k).is_ok()
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Dedup {
     /// Oldest first; the newest ids are in `pending` and belong to the last generation.
     generations: VecDeque<Generation>,
@@ -106,51 +328,61 @@ impl Dedup {
         self.len
     }
 
-    pub(crate) fn contains(&self, k: u64) -> bool {
-        self.pending.contains(&k) || self.generations.iter().rev().any(|g| g.contains(k))
+    pub(crate) fn contains(&self, k: u64, spill: Option<&Spill>) -> bool {
+        self.pending.contains(&k) || self.generations.iter().rev().any(|g| g.contains(k, spill))
     }
 
     /// Remembers `k` (seen at engine clock `now`); false if it was already remembered.
-    /// `horizon` in ms and `min_ids` are CONDITIONS.md's ≥ 1h and ≥ 1,000,000.
-    pub(crate) fn insert(&mut self, k: u64, now: Millis, horizon: i64, min_ids: usize) -> bool {
-        if self.contains(k) {
+    /// `horizon` in ms and `min_ids` are CONDITIONS.md's ≥ 1h and ≥ 1,000,000; full sorted runs
+    /// go to `spill` if there is one.
+    pub(crate) fn insert(&mut self, k: u64, now: Millis, horizon: i64, min_ids: usize, spill: Option<&Spill>) -> bool {
+        if self.contains(k, spill) {
             return false;
         }
         let close_at = (min_ids / 4).max(1);
         let open_new = match self.generations.back() {
             None => true,
-            Some(g) => g.sorted.len() + self.pending.len() >= close_at && now - g.first >= horizon / 4,
+            Some(g) => g.len() + self.pending.len() >= close_at && now - g.first >= horizon / 4,
         };
         if open_new {
-            self.merge_pending();
-            self.generations.push_back(Generation { sorted: Vec::new(), first: now, last: now });
+            self.merge_pending(spill);
+            self.generations.push_back(Generation { first: now, last: now, ..Generation::default() });
         }
         let g = self.generations.back_mut().expect("a generation is open");
         g.last = g.last.max(now);
         self.pending.insert(k);
         self.len += 1;
         if self.pending.len() >= (g.sorted.len() / 16).clamp(MIN_PENDING, MAX_PENDING) {
-            self.merge_pending();
+            self.merge_pending(spill);
         }
-        self.expire(now, horizon, min_ids);
+        self.expire(now, horizon, min_ids, spill);
         true
     }
 
     /// Drops whole generations whose every id is older than the horizon, while the rest still
     /// holds at least `min_ids`.
-    fn expire(&mut self, now: Millis, horizon: i64, min_ids: usize) {
+    fn expire(&mut self, now: Millis, horizon: i64, min_ids: usize, spill: Option<&Spill>) {
         while self.generations.len() > 1 {
             let g = &self.generations[0];
-            if now - g.last <= horizon || self.len - g.sorted.len() < min_ids {
+            if now - g.last <= horizon || self.len - g.len() < min_ids {
                 break;
             }
-            self.len -= g.sorted.len();
+            self.len -= g.len();
+            g.release(spill);
             self.generations.pop_front();
         }
     }
 
-    /// Merges the pending ids into the newest generation's sorted keys.
-    fn merge_pending(&mut self) {
+    /// Forgets everything (the deployment left this instance), files included.
+    pub(crate) fn clear(&mut self, spill: Option<&Spill>) {
+        for g in &self.generations {
+            g.release(spill);
+        }
+        *self = Dedup::default();
+    }
+
+    /// Merges the pending ids into the newest generation's sorted keys, spilling a full run.
+    fn merge_pending(&mut self, spill: Option<&Spill>) {
         if self.pending.is_empty() {
             return;
         }
@@ -176,6 +408,9 @@ impl Dedup {
                 j -= 1;
             }
         }
+        if let Some(sp) = spill {
+            g.spill(sp);
+        }
     }
 }
 
@@ -187,9 +422,9 @@ mod tests {
     #[test]
     fn a_second_insert_is_a_duplicate() {
         let mut d = Dedup::default();
-        assert!(d.insert(fingerprint("a"), 0, 3_600_000, 1_000_000));
-        assert!(!d.insert(fingerprint("a"), 1, 3_600_000, 1_000_000));
-        assert!(d.insert(fingerprint("b"), 2, 3_600_000, 1_000_000));
+        assert!(d.insert(fingerprint("a"), 0, 3_600_000, 1_000_000, None));
+        assert!(!d.insert(fingerprint("a"), 1, 3_600_000, 1_000_000, None));
+        assert!(d.insert(fingerprint("b"), 2, 3_600_000, 1_000_000, None));
         assert_eq!(d.len(), 2);
     }
 
@@ -198,24 +433,24 @@ mod tests {
         // min_ids 0: only the horizon (10 s) applies.
         let mut d = Dedup::default();
         for i in 0..20_000u64 {
-            d.insert(fingerprint(&i.to_string()), i as i64, 10_000, 0);
+            d.insert(fingerprint(&i.to_string()), i as i64, 10_000, 0, None);
         }
         // The last 10 s (ids 10,000..20,000) must be remembered; old generations were dropped.
         for i in 9_999..20_000u64 {
-            assert!(d.contains(fingerprint(&i.to_string())), "id {i} inside the horizon");
+            assert!(d.contains(fingerprint(&i.to_string()), None), "id {i} inside the horizon");
         }
         assert!(d.len() < 20_000, "expired generations are dropped ({} held)", d.len());
-        assert!(!d.contains(fingerprint("0")));
+        assert!(!d.contains(fingerprint("0"), None));
     }
 
     #[test]
     fn the_last_min_ids_are_kept_however_old() {
         let mut d = Dedup::default();
         for i in 0..10_000u64 {
-            d.insert(fingerprint(&i.to_string()), i as i64 * 1000, 1000, 4000);
+            d.insert(fingerprint(&i.to_string()), i as i64 * 1000, 1000, 4000, None);
         }
         for i in 6_000..10_000u64 {
-            assert!(d.contains(fingerprint(&i.to_string())), "id {i} among the last 4000");
+            assert!(d.contains(fingerprint(&i.to_string()), None), "id {i} among the last 4000");
         }
         assert!(d.len() >= 4000 && d.len() <= 6000, "{} held", d.len());
     }
@@ -225,7 +460,7 @@ mod tests {
     fn sorted_generations_hold_each_id_once() {
         let mut d = Dedup::default();
         for i in 0..100_000u64 {
-            d.insert(fingerprint(&i.to_string()), 0, 3_600_000, 1_000_000);
+            d.insert(fingerprint(&i.to_string()), 0, 3_600_000, 1_000_000, None);
         }
         let sorted: usize = d.generations.iter().map(|g| g.sorted.len()).sum();
         assert_eq!(sorted + d.pending.len(), 100_000);
@@ -257,14 +492,18 @@ mod tests {
             steps in proptest::collection::vec((0u32..400, 0i64..50), 1..3000),
             horizon in 1i64..500,
             min_ids in 0usize..300,
+            spill_run in proptest::option::of(1usize..40),
         ) {
+            let dir = tempfile::tempdir().unwrap();
+            let spill = spill_run.map(|r| Spill::open(&dir.path().join("dedup"), r).unwrap());
+            let spill = spill.as_ref();
             let mut d = Dedup::default();
             let mut seen: Vec<(u32, i64)> = Vec::new();
             let mut now = 0i64;
             for (id, dt) in steps {
                 now += dt;
                 let k = fingerprint(&id.to_string());
-                let fresh = d.insert(k, now, horizon, min_ids);
+                let fresh = d.insert(k, now, horizon, min_ids, spill);
                 // Required to be remembered: inserted within the horizon or among the last min_ids.
                 let required = seen.iter().rev().enumerate().any(|(i, (s, t))| {
                     *s == id && (now - t <= horizon || i < min_ids)
@@ -279,8 +518,110 @@ mod tests {
                 if fresh {
                     seen.push((id, now));
                 }
-                prop_assert_eq!(d.len(), d.generations.iter().map(|g| g.sorted.len()).sum::<usize>() + d.pending.len());
+                prop_assert_eq!(d.len(), d.generations.iter().map(Generation::len).sum::<usize>() + d.pending.len());
+            }
+            if let Some(sp) = spill {
+                // One file per live segment, and the disk count is what the segments hold.
+                let segments: usize = d.generations.iter().map(|g| g.spilled.len()).sum();
+                prop_assert_eq!(std::fs::read_dir(&sp.dir).unwrap().count(), segments);
+                let on_disk: usize = d.generations.iter().map(|g| g.spilled_len).sum();
+                prop_assert_eq!(sp.spilled_ids.load(Ordering::Relaxed) as usize, on_disk);
+                prop_assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
+                d.clear(spill);
+                prop_assert_eq!(std::fs::read_dir(&sp.dir).unwrap().count(), 0);
+                prop_assert_eq!(sp.spilled_ids.load(Ordering::Relaxed), 0);
             }
         }
+
+        /// A segment's tag index never loses a key: every key of the run is a candidate (found
+        /// in the file), and a key outside it is not found.
+        #[test]
+        fn a_segment_finds_exactly_its_keys(
+            mut keys in proptest::collection::vec(prop_oneof![any::<u64>(), 0u64..5000], 1..3000),
+            probes in proptest::collection::vec(any::<u64>(), 1..300),
+        ) {
+            keys.sort_unstable();
+            keys.dedup();
+            let dir = tempfile::tempdir().unwrap();
+            let sp = Spill::open(dir.path(), 1).unwrap();
+            let seg = sp.write(&keys).unwrap();
+            for k in &keys {
+                prop_assert!(sp.contains(&seg, *k), "key {k} lost");
+            }
+            for p in probes {
+                prop_assert_eq!(sp.contains(&seg, p), keys.binary_search(&p).is_ok());
+            }
+        }
+    }
+
+    /// With a spill, the ids in memory stay within one run (plus the pending batch) while a
+    /// deployment remembers 100,000, in about log2(100,000 / run) segments; the answers equal the
+    /// in-memory set's, duplicates included.
+    #[test]
+    fn spilled_ids_leave_memory_and_answer_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Spill::open(&dir.path().join("dedup"), 1024).unwrap();
+        let (mut on, mut off) = (Dedup::default(), Dedup::default());
+        for i in 0..120_000u64 {
+            // Every 7th insert repeats an id from far back (a re-delivery).
+            let id = if i % 7 == 6 { (i * 7919) % (i / 2 + 1) } else { i };
+            let k = fingerprint(&id.to_string());
+            assert_eq!(
+                on.insert(k, 0, 3_600_000, 1_000_000, Some(&sp)),
+                off.insert(k, 0, 3_600_000, 1_000_000, None),
+                "insert {i}"
+            );
+        }
+        assert_eq!(on.len(), off.len());
+        let g = &on.generations[0];
+        assert_eq!(on.generations.len(), 1);
+        assert!(g.sorted.len() < 1024 + MAX_PENDING, "{} keys still in memory", g.sorted.len());
+        assert!(g.spilled_len > 90_000, "{} keys on disk", g.spilled_len);
+        assert!(g.spilled.len() <= 8, "{} segments", g.spilled.len());
+        let index_bytes: usize = g.spilled.iter().map(|s| s.tags.len() * 2 + s.fences.len() * 4).sum();
+        assert!(index_bytes as f64 / (g.spilled_len as f64) < 2.2, "{index_bytes} index bytes");
+        assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// Faults a real disk seldom gives: the directory vanishes. Writes then fail and the run stays
+    /// in memory (still found); reads of vanished files answer "not seen" (applied, not dropped).
+    /// Both are counted.
+    #[test]
+    fn a_vanished_spill_directory_keeps_ids_in_memory_and_counts_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedup");
+        let sp = Spill::open(&path, 64).unwrap();
+        let mut d = Dedup::default();
+        let key = |i: u64| fingerprint(&format!("e{i}"));
+        for i in 0..1000 {
+            assert!(d.insert(key(i), 0, 3_600_000, 1_000_000, Some(&sp)));
+        }
+        assert!(d.generations[0].spilled_len > 0);
+        std::fs::remove_dir_all(&path).unwrap();
+        let before = sp.errors.load(Ordering::Relaxed);
+        for i in 1000..2000 {
+            assert!(d.insert(key(i), 0, 3_600_000, 1_000_000, Some(&sp)));
+        }
+        assert!(sp.errors.load(Ordering::Relaxed) > before, "failed writes are counted");
+        // Ids that could not be written are still remembered.
+        for i in 1900..2000 {
+            assert!(!d.insert(key(i), 0, 3_600_000, 1_000_000, Some(&sp)), "id {i} kept in memory");
+        }
+        // An id only in a vanished file is answered "not seen", and counted.
+        let spilled_id = (0..1000)
+            .find(|&i| !d.pending.contains(&key(i)) && !sorted_contains(&d.generations[0].sorted, key(i)))
+            .unwrap();
+        let before = sp.errors.load(Ordering::Relaxed);
+        assert!(!d.contains(key(spilled_id), Some(&sp)));
+        assert_eq!(sp.errors.load(Ordering::Relaxed), before + 1);
+    }
+
+    /// Files left by an earlier process are removed when the directory is opened.
+    #[test]
+    fn opening_empties_the_spill_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("0000000000000000.ids"), [0u8; 8]).unwrap();
+        let _sp = Spill::open(dir.path(), 8).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

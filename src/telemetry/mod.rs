@@ -25,6 +25,8 @@ pub mod names {
     pub const INVALID_EVENTS: &str = "ddtwatch_invalid_events";
     pub const DUPLICATE_EVENTS: &str = "ddtwatch_duplicate_events";
     pub const HELD_EVENTS: &str = "ddtwatch_held_events";
+    pub const DEDUP_IDS: &str = "ddtwatch_dedup_remembered_ids";
+    pub const DEDUP_SPILL_ERRORS: &str = "ddtwatch_dedup_spill_errors";
     pub const ENGINE_CLOCK: &str = "ddtwatch_engine_clock_seconds";
     pub const EVALUATIONS: &str = "ddtwatch_evaluations";
     pub const DEPLOYMENTS: &str = "ddtwatch_deployments";
@@ -77,6 +79,8 @@ pub mod names {
         "ddtwatch_invalid_events_total",
         "ddtwatch_duplicate_events_total",
         "ddtwatch_held_events_total",
+        "ddtwatch_dedup_remembered_ids",
+        "ddtwatch_dedup_spill_errors_total",
         "ddtwatch_engine_clock_seconds",
         "ddtwatch_evaluations_total",
         "ddtwatch_deployments",
@@ -366,6 +370,16 @@ impl Collector for EngineCollector {
         fams.push(f);
         let mut f = Family::new(HELD_EVENTS, "Decisions/outcomes held until their alert arrived", c);
         f.add(vec![], s.held as f64);
+        fams.push(f);
+        let spill = engine.dedup_spill();
+        let on_disk = spill.map_or(0, |sp| sp.spilled_ids.load(std::sync::atomic::Ordering::Relaxed)) as usize;
+        let mut f = Family::new(DEDUP_IDS, "Event ids remembered for duplicate detection, in memory or on disk", g);
+        f.add(l(&[("where", "memory")]), engine.dedup_len().saturating_sub(on_disk) as f64);
+        f.add(l(&[("where", "disk")]), on_disk as f64);
+        fams.push(f);
+        let mut f =
+            Family::new(DEDUP_SPILL_ERRORS, "Dedup spill file writes or reads that failed (state_dir/dedup)", c);
+        f.add(vec![], spill.map_or(0, |sp| sp.errors.load(std::sync::atomic::Ordering::Relaxed)) as f64);
         fams.push(f);
         let mut f = Family::new(EVALUATIONS, "Condition evaluation rounds", c);
         f.add(vec![], s.evaluations as f64);

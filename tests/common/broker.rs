@@ -119,7 +119,7 @@ pub fn produce(brokers: &str, lines: &[String]) {
 }
 
 /// Produces `lines` one record per batch, for a stream a consumer resumes mid-way from a
-/// committed offset (restart, kill, rebalance). tansu 0.6 answers a fetch from an offset inside a
+/// committed offset it did not reach at a batch end (a SIGKILL mid-stream). tansu 0.6 answers a fetch from an offset inside a
 /// multi-record batch with the batches *after* it (its storage splits the batch index at the
 /// offset), so a consumer resuming mid-batch would skip the rest of that batch; Kafka returns the
 /// containing batch, and librdkafka drops the records before the offset.
@@ -150,7 +150,8 @@ fn produce_batched(brokers: &str, lines: &[String], batch_num_messages: &str) {
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    // Generous: one record per batch under a loaded test run is slow, not wrong.
+    producer.flush(Duration::from_secs(240)).unwrap();
 }
 
 /// `ddtwatch run`; its log goes to the test's stderr with DDTWATCH_TEST_LOGS=1.
