@@ -9,9 +9,11 @@
 //! `DDTWATCH_MEM_DEDUP=short` remembers event ids for 1 minute only, to see the engine's own
 //! memory apart from the dedup set the spec requires; `DDTWATCH_MEM_DEDUP=memory` keeps the
 //! spec's id set all in memory, as `replay` does, instead of spilling sorted runs to a temporary
-//! directory as `run` does to `state_dir/dedup`).
+//! directory as `run` does to `state_dir/dedup`; `DDTWATCH_MEM_INDEX_MB` sets the budget of their
+//! in-memory indexes, default 32).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use ddtwatch::config::{ClockMode, Config};
 use ddtwatch::engine::Engine;
@@ -32,10 +34,15 @@ fn rss_mb() -> f64 {
 fn main() {
     let step: usize = std::env::var("DDTWATCH_MEM_STEP").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let total: usize = std::env::var("DDTWATCH_MEM_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-    let config = match std::env::var("DDTWATCH_MEM_DEDUP").as_deref() {
-        Ok("short") => {
+    let index_mb = std::env::var("DDTWATCH_MEM_INDEX_MB").ok();
+    let config = match (std::env::var("DDTWATCH_MEM_DEDUP").as_deref(), index_mb) {
+        (Ok("short"), _) => {
             let text = format!("{}\nengine: {{dedup_horizon: 1m, dedup_min_ids: 0}}\n", ddtwatch::config::DEMO_CONFIG);
             Config::from_yaml(&text, None).expect("demo config with a short dedup horizon")
+        }
+        (_, Some(mb)) => {
+            let text = format!("{}\nengine: {{dedup_index_mb: {mb}}}\n", ddtwatch::config::DEMO_CONFIG);
+            Config::from_yaml(&text, None).expect("demo config with a dedup index budget")
         }
         _ => Config::demo(),
     };
@@ -47,7 +54,11 @@ fn main() {
     let spill_dir = tempfile::tempdir().expect("a temporary directory");
     if std::env::var("DDTWATCH_MEM_DEDUP").is_err() {
         engine.spill_dedup_to(&spill_dir.path().join("dedup")).expect("spill directory");
-        println!("dedup: sorted id runs spill to {}", spill_dir.path().display());
+        println!(
+            "dedup: sorted id runs spill to {}, indexes in memory up to {} MiB",
+            spill_dir.path().display(),
+            engine.config().raw.engine.dedup_index_mb
+        );
     }
     // The pipeline drains transitions, dead letters and lifecycle records after every batch;
     // so does the bench (else they would pile up here and not in production).
@@ -120,11 +131,12 @@ fn main() {
         feed(&mut engine, line);
         if (i + 1) % step == 0 {
             println!(
-                "{:>9} events: RSS {:7.1} MB, dedup ids held {:>9} ({:>9} on disk), breaches {:>6}, {:.0} events/s",
+                "{:>9} events: RSS {:7.1} MB, dedup ids held {:>9} ({:>9} on disk, index {:5.1} MB), breaches {:>6}, {:.0} events/s",
                 i + 1,
                 rss_mb(),
                 engine.dedup_len(),
-                engine.dedup_spill().map_or(0, |s| s.spilled_ids.load(std::sync::atomic::Ordering::Relaxed)),
+                engine.dedup_spill().map_or(0, |s| s.spilled_ids.load(Relaxed)),
+                engine.dedup_spill().map_or(0, |s| s.index_bytes.load(Relaxed)) as f64 / 1e6,
                 engine.breaches().len(),
                 (i + 1) as f64 / started.elapsed().as_secs_f64()
             );

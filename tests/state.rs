@@ -73,6 +73,8 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     let on_disk = common::broker::metric(&m, r#"ddtwatch_dedup_remembered_ids{where="disk"}"#);
     let in_memory = common::broker::metric(&m, r#"ddtwatch_dedup_remembered_ids{where="memory"}"#);
     assert!(on_disk >= 10_000.0 && in_memory < on_disk, "dedup ids on disk {on_disk}, in memory {in_memory}");
+    let index = common::broker::metric(&m, "ddtwatch_dedup_index_bytes");
+    assert!(index > on_disk * 2.0 && index < on_disk * 2.5, "index of {index} bytes for {on_disk} ids on disk");
     assert!(std::fs::read_dir(state.join("dedup")).unwrap().count() > 0, "spill files in state_dir/dedup");
     first.0.kill().unwrap();
     first.0.wait().unwrap();

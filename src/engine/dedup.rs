@@ -19,7 +19,10 @@
 //! on a tag match (≈ 1 in 1,000 new ids, and every true duplicate) reads the candidate keys from the
 //! file, so the answer stays exact. Runs are merged pairwise once the newer is at least half the
 //! older (a binary counter: about log2(ids / run_len) segments per generation, each id rewritten
-//! about as often). Files are a cache of memory, not state: they are not fsync'd, are removed with
+//! about as often). The indexes share one budget (`engine.dedup_index_mb`): past it a deployment
+//! that spills drops its oldest indexes, and lookups in those segments read the key's two bucket
+//! fences and then the bucket's ≈ 64 keys from the file, so memory stays flat however many ids
+//! are held. Files are a cache of memory, not state: they are not fsync'd, are removed with
 //! their segment, and the directory is emptied when a process opens it. A failed write keeps the
 //! run in memory; a failed read answers "not seen" (the event is applied, never dropped); both are
 //! counted (`ddtwatch_dedup_spill_errors_total`).
@@ -71,11 +74,17 @@ pub struct Spill {
     dir: PathBuf,
     /// Ids per run written out (the in-memory sorted keys of a generation reach this, then spill).
     run_len: usize,
+    /// Bytes of segment indexes (tags and fences) kept in memory over all deployments; past it a
+    /// deployment that spills drops its oldest segments' indexes, which are then read from their
+    /// files (two reads a lookup). This is what keeps memory flat however many ids are held.
+    index_budget: u64,
     next_file: AtomicU64,
     /// Failed writes (the run stayed in memory) and failed reads (answered "not seen").
     pub errors: AtomicU64,
     /// Ids held on disk now.
     pub spilled_ids: AtomicU64,
+    /// Bytes of segment indexes in memory now.
+    pub index_bytes: AtomicU64,
 }
 
 impl Spill {
@@ -85,7 +94,7 @@ impl Spill {
 
     /// Uses `dir` (created; any file left there by an earlier process is removed: the runs are a
     /// cache of that process's memory, which a restart does not restore).
-    pub fn open(dir: &Path, run_len: usize) -> std::io::Result<Spill> {
+    pub fn open(dir: &Path, run_len: usize, index_budget: u64) -> std::io::Result<Spill> {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
@@ -93,9 +102,11 @@ impl Spill {
         Ok(Spill {
             dir: dir.to_path_buf(),
             run_len: run_len.max(1),
+            index_budget,
             next_file: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             spilled_ids: AtomicU64::new(0),
+            index_bytes: AtomicU64::new(0),
         })
     }
 
@@ -106,17 +117,27 @@ impl Spill {
         }
     }
 
-    /// Writes `keys` (sorted) to a new file; None (and counted) if that fails.
+    fn over_budget(&self) -> bool {
+        self.index_bytes.load(Ordering::Relaxed) > self.index_budget
+    }
+
+    /// Writes `keys` (sorted) and their bucket fences to a new file; None (and counted) if that
+    /// fails. The segment's index starts in memory.
     fn write(&self, keys: &[u64]) -> Option<Segment> {
         let path = self.dir.join(format!("{:016x}.ids", self.next_file.fetch_add(1, Ordering::Relaxed)));
-        let mut bytes = Vec::with_capacity(keys.len() * 8);
+        let index = Index::build(keys);
+        let mut bytes = Vec::with_capacity(keys.len() * 8 + index.fences.len() * 4);
         for k in keys {
             bytes.extend_from_slice(&k.to_le_bytes());
+        }
+        for f in &index.fences {
+            bytes.extend_from_slice(&f.to_le_bytes());
         }
         match std::fs::write(&path, &bytes) {
             Ok(()) => {
                 self.spilled_ids.fetch_add(keys.len() as u64, Ordering::Relaxed);
-                Some(Segment::index(path, keys))
+                self.index_bytes.fetch_add(index.bytes(), Ordering::Relaxed);
+                Some(Segment { path, len: keys.len(), bits: index.bits, index: Some(index) })
             }
             Err(e) => {
                 self.error("write", &path, &e);
@@ -128,12 +149,11 @@ impl Spill {
 
     /// Every key of `seg`, in order.
     fn read_all(&self, seg: &Segment) -> Option<Vec<u64>> {
+        let expected = seg.len * 8 + seg.fence_count() * 4;
         match std::fs::read(&seg.path) {
-            Ok(b) if b.len() == seg.len * 8 => {
-                Some(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
-            }
+            Ok(b) if b.len() == expected => Some(b[..seg.len * 8].chunks_exact(8).map(le_u64).collect()),
             Ok(b) => {
-                let e = std::io::Error::other(format!("{} bytes, expected {}", b.len(), seg.len * 8));
+                let e = std::io::Error::other(format!("{} bytes, expected {expected}", b.len()));
                 self.error("read", &seg.path, &e);
                 None
             }
@@ -144,18 +164,39 @@ impl Spill {
         }
     }
 
-    /// Whether `k` is in `seg`: the in-memory tags first, the file only on a tag match.
+    /// Whether `k` is in `seg`. With its index in memory, the file is read only on a tag match;
+    /// without, the key's bucket fences and then the bucket's keys are read from the file.
     fn contains(&self, seg: &Segment, k: u64) -> bool {
-        let Some(range) = seg.candidates(k) else { return false };
-        let mut buf = vec![0u8; range.len() * 8];
-        let read = std::fs::File::open(&seg.path).and_then(|f| f.read_exact_at(&mut buf, range.start as u64 * 8));
-        match read {
-            Ok(()) => buf.chunks_exact(8).any(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) == k),
-            Err(e) => {
-                self.error("read", &seg.path, &e);
-                false
-            }
-        }
+        let b = Segment::bucket(seg.bits, k);
+        let range = match &seg.index {
+            Some(index) => match index.candidates(b, k) {
+                Some(r) => r,
+                None => return false,
+            },
+            None => 0..0,
+        };
+        let read = || -> std::io::Result<bool> {
+            let f = std::fs::File::open(&seg.path)?;
+            let range = if seg.index.is_some() {
+                range.clone()
+            } else {
+                let mut fence = [0u8; 8];
+                f.read_exact_at(&mut fence, (seg.len * 8 + b * 4) as u64)?;
+                let lo = u32::from_le_bytes(fence[..4].try_into().expect("4 bytes")) as usize;
+                let hi = u32::from_le_bytes(fence[4..].try_into().expect("4 bytes")) as usize;
+                if lo > hi || hi > seg.len {
+                    return Err(std::io::Error::other(format!("bucket {b}: fences {lo}..{hi} of {}", seg.len)));
+                }
+                lo..hi
+            };
+            let mut buf = vec![0u8; range.len() * 8];
+            f.read_exact_at(&mut buf, range.start as u64 * 8)?;
+            Ok(buf.chunks_exact(8).any(|c| le_u64(c) == k))
+        };
+        read().unwrap_or_else(|e| {
+            self.error("read", &seg.path, &e);
+            false
+        })
     }
 
     /// Merges two segments into one new file (None, both kept, if a read or the write fails).
@@ -174,24 +215,85 @@ impl Spill {
         }
         out.extend_from_slice(&x[i..]);
         out.extend_from_slice(&y[j..]);
-        let merged = self.write(&out)?;
+        let mut merged = self.write(&out)?;
         // The two inputs leave with their files (Segment::drop) once the caller replaces them.
         self.spilled_ids.fetch_sub(out.len() as u64, Ordering::Relaxed);
+        self.forget_index(a);
+        self.forget_index(b);
+        // Two segments already read from disk make one read from disk.
+        if a.index.is_none() || b.index.is_none() {
+            self.evict(&mut merged);
+        }
         Some(merged)
+    }
+
+    /// Takes a segment's index out of the in-memory count (the segment is about to go).
+    fn forget_index(&self, seg: &Segment) {
+        if let Some(i) = &seg.index {
+            self.index_bytes.fetch_sub(i.bytes(), Ordering::Relaxed);
+        }
+    }
+
+    /// Drops a segment's in-memory index (its file has the fences).
+    fn evict(&self, seg: &mut Segment) {
+        self.forget_index(seg);
+        seg.index = None;
     }
 }
 
-/// A sorted run of keys held in a file, indexed in memory by bucket fences and 16-bit tags.
+fn le_u64(c: &[u8]) -> u64 {
+    u64::from_le_bytes(c.try_into().expect("8 bytes"))
+}
+
+/// A sorted run of keys held in a file (the keys, then the bucket fences as u32), with its index
+/// in memory unless the budget evicted it.
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
     len: usize,
     /// Bucket = the key's top `bits` bits (0 bits: one bucket).
     bits: u32,
+    index: Option<Index>,
+}
+
+/// The in-memory index of a segment: about 64 keys a bucket.
+#[derive(Debug)]
+struct Index {
+    bits: u32,
     /// fences[b]..fences[b + 1] are the indices of bucket b's keys.
     fences: Box<[u32]>,
     /// The 16 bits after the bucket bits, per key (sorted within a bucket, as the keys are).
     tags: Box<[u16]>,
+}
+
+impl Index {
+    fn build(keys: &[u64]) -> Index {
+        let bits = (keys.len() / 64).max(1).ilog2();
+        let mut fences = vec![0u32; (1usize << bits) + 1];
+        for &k in keys {
+            fences[Segment::bucket(bits, k) + 1] += 1;
+        }
+        for b in 1..fences.len() {
+            fences[b] += fences[b - 1];
+        }
+        let tags = keys.iter().map(|&k| Segment::tag(bits, k)).collect();
+        Index { bits, fences: fences.into(), tags }
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.tags.len() * 2 + self.fences.len() * 4) as u64
+    }
+
+    /// The indices in bucket `b` whose tag equals `k`'s (None if there are none: `k` is not in
+    /// the file).
+    fn candidates(&self, b: usize, k: u64) -> Option<std::ops::Range<usize>> {
+        let (lo, hi) = (self.fences[b] as usize, self.fences[b + 1] as usize);
+        let tags = &self.tags[lo..hi];
+        let t = Segment::tag(self.bits, k);
+        let start = tags.partition_point(|&x| x < t);
+        let end = start + tags[start..].partition_point(|&x| x == t);
+        (end > start).then(|| lo + start..lo + end)
+    }
 }
 
 impl Segment {
@@ -203,29 +305,8 @@ impl Segment {
         ((k << bits) >> 48) as u16
     }
 
-    /// The index of sorted `keys` stored at `path`: about 64 keys a bucket.
-    fn index(path: PathBuf, keys: &[u64]) -> Segment {
-        let bits = (keys.len() / 64).max(1).ilog2();
-        let mut fences = vec![0u32; (1usize << bits) + 1];
-        for &k in keys {
-            fences[Self::bucket(bits, k) + 1] += 1;
-        }
-        for b in 1..fences.len() {
-            fences[b] += fences[b - 1];
-        }
-        let tags = keys.iter().map(|&k| Self::tag(bits, k)).collect();
-        Segment { path, len: keys.len(), bits, fences: fences.into(), tags }
-    }
-
-    /// The indices whose tag equals `k`'s (None if there are none: `k` is not in the file).
-    fn candidates(&self, k: u64) -> Option<std::ops::Range<usize>> {
-        let b = Self::bucket(self.bits, k);
-        let (lo, hi) = (self.fences[b] as usize, self.fences[b + 1] as usize);
-        let tags = &self.tags[lo..hi];
-        let t = Self::tag(self.bits, k);
-        let start = tags.partition_point(|&x| x < t);
-        let end = start + tags[start..].partition_point(|&x| x == t);
-        (end > start).then(|| lo + start..lo + end)
+    fn fence_count(&self) -> usize {
+        (1usize << self.bits) + 1
     }
 }
 
@@ -279,10 +360,13 @@ impl Generation {
         }
     }
 
-    /// Gives back what `drop` is about to remove from the spill's count.
+    /// Gives back what `drop` is about to remove from the spill's counts.
     fn release(&self, spill: Option<&Spill>) {
         if let Some(sp) = spill {
             sp.spilled_ids.fetch_sub(self.spilled_len as u64, Ordering::Relaxed);
+            for seg in &self.spilled {
+                sp.forget_index(seg);
+            }
         }
     }
 }
@@ -410,6 +494,13 @@ impl Dedup {
         }
         if let Some(sp) = spill {
             g.spill(sp);
+            // Over the index budget: this deployment's oldest indexes go to disk first.
+            let mut resident =
+                self.generations.iter_mut().flat_map(|g| g.spilled.iter_mut()).filter(|s| s.index.is_some());
+            while sp.over_budget() {
+                let Some(seg) = resident.next() else { break };
+                sp.evict(seg);
+            }
         }
     }
 }
@@ -493,9 +584,10 @@ mod tests {
             horizon in 1i64..500,
             min_ids in 0usize..300,
             spill_run in proptest::option::of(1usize..40),
+            budget in prop_oneof![Just(0u64), 0u64..4000, Just(u64::MAX)],
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let spill = spill_run.map(|r| Spill::open(&dir.path().join("dedup"), r).unwrap());
+            let spill = spill_run.map(|r| Spill::open(&dir.path().join("dedup"), r, budget).unwrap());
             let spill = spill.as_ref();
             let mut d = Dedup::default();
             let mut seen: Vec<(u32, i64)> = Vec::new();
@@ -526,10 +618,15 @@ mod tests {
                 prop_assert_eq!(std::fs::read_dir(&sp.dir).unwrap().count(), segments);
                 let on_disk: usize = d.generations.iter().map(|g| g.spilled_len).sum();
                 prop_assert_eq!(sp.spilled_ids.load(Ordering::Relaxed) as usize, on_disk);
+                let resident: u64 = d.generations.iter().flat_map(|g| &g.spilled).filter_map(|s| s.index.as_ref()).map(Index::bytes).sum();
+                prop_assert_eq!(sp.index_bytes.load(Ordering::Relaxed), resident);
+                // One deployment: it evicts its own indexes until under the budget.
+                prop_assert!(resident <= budget, "{resident} index bytes over a budget of {budget}");
                 prop_assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
                 d.clear(spill);
                 prop_assert_eq!(std::fs::read_dir(&sp.dir).unwrap().count(), 0);
                 prop_assert_eq!(sp.spilled_ids.load(Ordering::Relaxed), 0);
+                prop_assert_eq!(sp.index_bytes.load(Ordering::Relaxed), 0);
             }
         }
 
@@ -543,14 +640,22 @@ mod tests {
             keys.sort_unstable();
             keys.dedup();
             let dir = tempfile::tempdir().unwrap();
-            let sp = Spill::open(dir.path(), 1).unwrap();
-            let seg = sp.write(&keys).unwrap();
-            for k in &keys {
-                prop_assert!(sp.contains(&seg, *k), "key {k} lost");
+            let sp = Spill::open(dir.path(), 1, u64::MAX).unwrap();
+            let mut seg = sp.write(&keys).unwrap();
+            // With the index in memory, then read from the file.
+            for resident in [true, false] {
+                if !resident {
+                    sp.evict(&mut seg);
+                    prop_assert_eq!(sp.index_bytes.load(Ordering::Relaxed), 0);
+                }
+                for k in &keys {
+                    prop_assert!(sp.contains(&seg, *k), "key {k} lost (index in memory: {resident})");
+                }
+                for p in &probes {
+                    prop_assert_eq!(sp.contains(&seg, *p), keys.binary_search(p).is_ok());
+                }
             }
-            for p in probes {
-                prop_assert_eq!(sp.contains(&seg, p), keys.binary_search(&p).is_ok());
-            }
+            prop_assert_eq!(sp.read_all(&seg).unwrap(), keys);
         }
     }
 
@@ -560,7 +665,7 @@ mod tests {
     #[test]
     fn spilled_ids_leave_memory_and_answer_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let sp = Spill::open(&dir.path().join("dedup"), 1024).unwrap();
+        let sp = Spill::open(&dir.path().join("dedup"), 1024, u64::MAX).unwrap();
         let (mut on, mut off) = (Dedup::default(), Dedup::default());
         for i in 0..120_000u64 {
             // Every 7th insert repeats an id from far back (a re-delivery).
@@ -578,8 +683,37 @@ mod tests {
         assert!(g.sorted.len() < 1024 + MAX_PENDING, "{} keys still in memory", g.sorted.len());
         assert!(g.spilled_len > 90_000, "{} keys on disk", g.spilled_len);
         assert!(g.spilled.len() <= 8, "{} segments", g.spilled.len());
-        let index_bytes: usize = g.spilled.iter().map(|s| s.tags.len() * 2 + s.fences.len() * 4).sum();
+        let index_bytes: u64 = g.spilled.iter().map(|s| s.index.as_ref().unwrap().bytes()).sum();
         assert!(index_bytes as f64 / (g.spilled_len as f64) < 2.2, "{index_bytes} index bytes");
+        assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// Many deployments share one index budget: the indexes in memory stay near it while ids on
+    /// disk keep growing, and every answer equals the in-memory set's.
+    #[test]
+    fn the_index_budget_bounds_memory_over_many_deployments() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 64 << 10;
+        let sp = Spill::open(&dir.path().join("dedup"), 256, budget).unwrap();
+        let mut on: Vec<Dedup> = (0..40).map(|_| Dedup::default()).collect();
+        let mut off: Vec<Dedup> = (0..40).map(|_| Dedup::default()).collect();
+        let mut peak = 0;
+        for i in 0..200_000u64 {
+            let d = (i % 40) as usize;
+            let id = if i % 11 == 10 { (i * 7919) % (i / 2 + 1) } else { i };
+            let k = fingerprint(&id.to_string());
+            let (a, b) =
+                (on[d].insert(k, 0, 3_600_000, 1_000_000, Some(&sp)), off[d].insert(k, 0, 3_600_000, 1_000_000, None));
+            assert_eq!(a, b, "insert {i}");
+            peak = peak.max(sp.index_bytes.load(Ordering::Relaxed));
+        }
+        let on_disk = sp.spilled_ids.load(Ordering::Relaxed);
+        assert!(on_disk > 150_000, "{on_disk} ids on disk");
+        // Unbudgeted, the indexes would be ≈ 2.1 bytes × ids on disk (≈ 350 KB).
+        assert!(peak <= 2 * budget, "index bytes peaked at {peak}, budget {budget}");
+        let evicted =
+            on.iter().flat_map(|d| &d.generations).flat_map(|g| &g.spilled).filter(|s| s.index.is_none()).count();
+        assert!(evicted > 0, "some indexes were read from disk");
         assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
     }
 
@@ -590,7 +724,7 @@ mod tests {
     fn a_vanished_spill_directory_keeps_ids_in_memory_and_counts_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dedup");
-        let sp = Spill::open(&path, 64).unwrap();
+        let sp = Spill::open(&path, 64, u64::MAX).unwrap();
         let mut d = Dedup::default();
         let key = |i: u64| fingerprint(&format!("e{i}"));
         for i in 0..1000 {
@@ -621,7 +755,7 @@ mod tests {
     fn opening_empties_the_spill_directory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("0000000000000000.ids"), [0u8; 8]).unwrap();
-        let _sp = Spill::open(dir.path(), 8).unwrap();
+        let _sp = Spill::open(dir.path(), 8, u64::MAX).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

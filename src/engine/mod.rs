@@ -265,10 +265,11 @@ impl Engine {
         Ok(n)
     }
 
-    /// Keeps remembered event ids on disk in `dir` from now on (emptied first), ≈ 2 bytes an id in
-    /// memory instead of 8 (see `dedup.rs`).
+    /// Keeps remembered event ids on disk in `dir` from now on (emptied first): ≈ 2 bytes an id in
+    /// memory instead of 8 up to `engine.dedup_index_mb` of indexes, none beyond (see `dedup.rs`).
     pub fn spill_dedup_to(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
-        self.spill = Some(Spill::open(dir, Spill::RUN_LEN)?);
+        let budget = self.config.raw.engine.dedup_index_mb as u64 * (1 << 20);
+        self.spill = Some(Spill::open(dir, Spill::RUN_LEN, budget)?);
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub mod names {
     pub const HELD_EVENTS: &str = "ddtwatch_held_events";
     pub const DEDUP_IDS: &str = "ddtwatch_dedup_remembered_ids";
     pub const DEDUP_SPILL_ERRORS: &str = "ddtwatch_dedup_spill_errors";
+    pub const DEDUP_INDEX_BYTES: &str = "ddtwatch_dedup_index_bytes";
     pub const ENGINE_CLOCK: &str = "ddtwatch_engine_clock_seconds";
     pub const EVALUATIONS: &str = "ddtwatch_evaluations";
     pub const DEPLOYMENTS: &str = "ddtwatch_deployments";
@@ -81,6 +82,7 @@ pub mod names {
         "ddtwatch_held_events_total",
         "ddtwatch_dedup_remembered_ids",
         "ddtwatch_dedup_spill_errors_total",
+        "ddtwatch_dedup_index_bytes",
         "ddtwatch_engine_clock_seconds",
         "ddtwatch_evaluations_total",
         "ddtwatch_deployments",
@@ -380,6 +382,10 @@ impl Collector for EngineCollector {
         let mut f =
             Family::new(DEDUP_SPILL_ERRORS, "Dedup spill file writes or reads that failed (state_dir/dedup)", c);
         f.add(vec![], spill.map_or(0, |sp| sp.errors.load(std::sync::atomic::Ordering::Relaxed)) as f64);
+        fams.push(f);
+        let mut f =
+            Family::new(DEDUP_INDEX_BYTES, "In-memory index of spilled event ids (budget engine.dedup_index_mb)", g);
+        f.add(vec![], spill.map_or(0, |sp| sp.index_bytes.load(std::sync::atomic::Ordering::Relaxed)) as f64);
         fams.push(f);
         let mut f = Family::new(EVALUATIONS, "Condition evaluation rounds", c);
         f.add(vec![], s.evaluations as f64);
