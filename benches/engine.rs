@@ -84,6 +84,34 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The same with event ids spilled to disk as `run` does with a state_dir: indexes in memory
+    // (the default budget), and none (budget 0: every lookup of a spilled segment reads its file).
+    let spill_dir = tempfile::tempdir().unwrap();
+    for (name, mb) in
+        [("apply_detection_10_scores_ids_spilled", 8), ("apply_detection_10_scores_ids_spilled_no_index", 0)]
+    {
+        let text = format!("{}\nengine: {{dedup_index_mb: {mb}}}\n", ddtwatch::config::DEMO_CONFIG);
+        let config = Arc::new(Config::from_yaml(&text, None).unwrap());
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut e = Engine::new(config.clone(), ClockMode::Event);
+                    e.spill_dedup_to(&spill_dir.path().join("dedup")).unwrap();
+                    for ev in &setup {
+                        e.ingest_parsed(Ok(ev.clone()), b"", 0);
+                    }
+                    (e, events.clone())
+                },
+                |(mut engine, evs)| {
+                    for ev in evs {
+                        engine.ingest_parsed(Ok(ev), b"", 0);
+                    }
+                    engine
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
 
     // A deployment with 100k detections applied, evaluated at successive seconds.

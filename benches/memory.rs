@@ -10,7 +10,7 @@
 //! memory apart from the dedup set the spec requires; `DDTWATCH_MEM_DEDUP=memory` keeps the
 //! spec's id set all in memory, as `replay` does, instead of spilling sorted runs to a temporary
 //! directory as `run` does to `state_dir/dedup`; `DDTWATCH_MEM_INDEX_MB` sets the budget of their
-//! in-memory indexes, default 32).
+//! in-memory indexes, default 8).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

@@ -271,9 +271,9 @@ pub struct EngineConfig {
     #[serde(default = "million")]
     pub dedup_min_ids: usize,
     /// `run` with `state_dir`: MiB of in-memory indexes over the event ids spilled to
-    /// `state_dir/dedup` (≈ 2.1 bytes an id, so ≈ 16M ids); past it the oldest are read from disk
+    /// `state_dir/dedup` (≈ 2.1 bytes an id, so ≈ 4M ids); past it the oldest are read from disk
     /// instead (two small reads a lookup), which keeps memory flat however many ids are held.
-    #[serde(default = "thirty_two")]
+    #[serde(default = "eight")]
     pub dedup_index_mb: usize,
     /// Kafka source: how often stored offsets are committed.
     #[serde(default = "five_seconds")]
@@ -303,8 +303,8 @@ fn five_minutes() -> Dur {
 fn one_hour() -> Dur {
     Dur::hours(1)
 }
-fn thirty_two() -> usize {
-    32
+fn eight() -> usize {
+    8
 }
 fn million() -> usize {
     1_000_000
@@ -319,7 +319,7 @@ impl Default for EngineConfig {
             max_future: one_hour(),
             dedup_horizon: one_hour(),
             dedup_min_ids: million(),
-            dedup_index_mb: thirty_two(),
+            dedup_index_mb: eight(),
             commit_interval: five_seconds(),
             snapshot_interval: thirty_seconds(),
             shutdown_grace: ten_seconds(),
