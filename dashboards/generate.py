@@ -201,6 +201,11 @@ def health():
     b.panel("Audit records written", [("ddtwatch_audit_records_total", "records")], "stat", w=12)
     b.panel("State snapshots / restores", [("ddtwatch_state_snapshots_total", "snapshots"),
                                            ("ddtwatch_state_restored_deployments_total", "restored")], w=12)
+    # Duplicate detection keeps >= 1h and >= the last 1,000,000 ids per deployment (CONDITIONS.md);
+    # with state_dir they spill to state_dir/dedup.
+    b.panel("Event ids remembered (memory / disk)", [("ddtwatch_dedup_remembered_ids", "{{where}}")], w=12)
+    b.panel("Dedup index bytes and spill errors", [("ddtwatch_dedup_index_bytes", "index bytes"),
+                                                   ("ddtwatch_dedup_spill_errors_total", "spill errors")], w=12)
     return b
 
 
