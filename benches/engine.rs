@@ -57,8 +57,12 @@ fn detections(n: usize) -> Vec<Event> {
         .collect()
 }
 
-fn engine_with(setup: &[Event]) -> Engine {
-    let mut e = Engine::new(Arc::new(Config::demo()), ClockMode::Event);
+/// An engine with `setup` applied, its event ids spilled to `spill` if given.
+fn engine_with(config: Arc<Config>, spill: Option<&std::path::Path>, setup: &[Event]) -> Engine {
+    let mut e = Engine::new(config, ClockMode::Event);
+    if let Some(dir) = spill {
+        e.spill_dedup_to(dir).unwrap();
+    }
     for ev in setup {
         e.ingest_parsed(Ok(ev.clone()), b"", 0);
     }
@@ -72,36 +76,27 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(n as u64));
     g.sample_size(10);
-    g.bench_function("apply_detection_10_scores", |b| {
-        b.iter_batched(
-            || (engine_with(&setup), events.clone()),
-            |(mut engine, evs)| {
-                for ev in evs {
-                    engine.ingest_parsed(Ok(ev), b"", 0);
-                }
-                engine
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    // The same with event ids spilled to disk as `run` does with a state_dir: indexes in memory
-    // (the default budget), and none (budget 0: every lookup of a spilled segment reads its file).
+    // Event ids in memory (as `replay`), and spilled to disk as `run` does with a state_dir:
+    // indexes in memory (the default budget), and none (budget 0: every lookup of a spilled
+    // segment reads its file).
     let spill_dir = tempfile::tempdir().unwrap();
-    for (name, mb) in
-        [("apply_detection_10_scores_ids_spilled", 8), ("apply_detection_10_scores_ids_spilled_no_index", 0)]
-    {
-        let text = format!("{}\nengine: {{dedup_index_mb: {mb}}}\n", ddtwatch::config::DEMO_CONFIG);
-        let config = Arc::new(Config::from_yaml(&text, None).unwrap());
+    for (name, index_mb) in [
+        ("apply_detection_10_scores", None),
+        ("apply_detection_10_scores_ids_spilled", Some(8)),
+        ("apply_detection_10_scores_ids_spilled_no_index", Some(0)),
+    ] {
+        let config = match index_mb {
+            None => Config::demo(),
+            Some(mb) => {
+                let text = format!("{}\nengine: {{dedup_index_mb: {mb}}}\n", ddtwatch::config::DEMO_CONFIG);
+                Config::from_yaml(&text, None).unwrap()
+            }
+        };
+        let config = Arc::new(config);
+        let spill = index_mb.map(|_| spill_dir.path().join("dedup"));
         g.bench_function(name, |b| {
             b.iter_batched(
-                || {
-                    let mut e = Engine::new(config.clone(), ClockMode::Event);
-                    e.spill_dedup_to(&spill_dir.path().join("dedup")).unwrap();
-                    for ev in &setup {
-                        e.ingest_parsed(Ok(ev.clone()), b"", 0);
-                    }
-                    (e, events.clone())
-                },
+                || (engine_with(config.clone(), spill.as_deref(), &setup), events.clone()),
                 |(mut engine, evs)| {
                     for ev in evs {
                         engine.ingest_parsed(Ok(ev), b"", 0);

@@ -13,7 +13,6 @@
 //! in-memory indexes, default 8).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use ddtwatch::config::{ClockMode, Config};
 use ddtwatch::engine::Engine;
@@ -34,18 +33,13 @@ fn rss_mb() -> f64 {
 fn main() {
     let step: usize = std::env::var("DDTWATCH_MEM_STEP").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let total: usize = std::env::var("DDTWATCH_MEM_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-    let index_mb = std::env::var("DDTWATCH_MEM_INDEX_MB").ok();
-    let config = match (std::env::var("DDTWATCH_MEM_DEDUP").as_deref(), index_mb) {
-        (Ok("short"), _) => {
-            let text = format!("{}\nengine: {{dedup_horizon: 1m, dedup_min_ids: 0}}\n", ddtwatch::config::DEMO_CONFIG);
-            Config::from_yaml(&text, None).expect("demo config with a short dedup horizon")
-        }
-        (_, Some(mb)) => {
-            let text = format!("{}\nengine: {{dedup_index_mb: {mb}}}\n", ddtwatch::config::DEMO_CONFIG);
-            Config::from_yaml(&text, None).expect("demo config with a dedup index budget")
-        }
-        _ => Config::demo(),
+    let engine_yaml = match (std::env::var("DDTWATCH_MEM_DEDUP").as_deref(), std::env::var("DDTWATCH_MEM_INDEX_MB")) {
+        (Ok("short"), _) => "{dedup_horizon: 1m, dedup_min_ids: 0}".to_string(),
+        (_, Ok(mb)) => format!("{{dedup_index_mb: {mb}}}"),
+        _ => "{}".to_string(),
     };
+    let text = format!("{}\nengine: {engine_yaml}\n", ddtwatch::config::DEMO_CONFIG);
+    let config = Config::from_yaml(&text, None).expect("demo config with the bench's engine settings");
     println!(
         "dedup: ids kept >= {} and >= the last {} per deployment",
         config.raw.engine.dedup_horizon, config.raw.engine.dedup_min_ids
@@ -135,8 +129,8 @@ fn main() {
                 i + 1,
                 rss_mb(),
                 engine.dedup_len(),
-                engine.dedup_spill().map_or(0, |s| s.spilled_ids.load(Relaxed)),
-                engine.dedup_spill().map_or(0, |s| s.index_bytes.load(Relaxed)) as f64 / 1e6,
+                engine.dedup_spill_counts().ids_on_disk,
+                engine.dedup_spill_counts().index_bytes as f64 / 1e6,
                 engine.breaches().len(),
                 (i + 1) as f64 / started.elapsed().as_secs_f64()
             );

@@ -34,6 +34,7 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::Millis;
@@ -68,7 +69,8 @@ pub(crate) fn fingerprint(id: &str) -> u64 {
 const MIN_PENDING: usize = 64;
 const MAX_PENDING: usize = 8192;
 
-/// Where sorted runs of remembered ids go when they leave memory (one per engine).
+/// Where sorted runs of remembered ids go when they leave memory (one per engine, shared by its
+/// segments, which keep its counts as they come and go).
 #[derive(Debug)]
 pub struct Spill {
     dir: PathBuf,
@@ -80,11 +82,19 @@ pub struct Spill {
     index_budget: u64,
     next_file: AtomicU64,
     /// Failed writes (the run stayed in memory) and failed reads (answered "not seen").
-    pub errors: AtomicU64,
+    errors: AtomicU64,
     /// Ids held on disk now.
-    pub spilled_ids: AtomicU64,
+    spilled_ids: AtomicU64,
     /// Bytes of segment indexes in memory now.
-    pub index_bytes: AtomicU64,
+    index_bytes: AtomicU64,
+}
+
+/// A reading of a [`Spill`]'s counters (all zero without one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpillCounts {
+    pub ids_on_disk: u64,
+    pub index_bytes: u64,
+    pub errors: u64,
 }
 
 impl Spill {
@@ -94,12 +104,12 @@ impl Spill {
 
     /// Uses `dir` (created; any file left there by an earlier process is removed: the runs are a
     /// cache of that process's memory, which a restart does not restore).
-    pub fn open(dir: &Path, run_len: usize, index_budget: u64) -> std::io::Result<Spill> {
+    pub fn open(dir: &Path, run_len: usize, index_budget: u64) -> std::io::Result<Arc<Spill>> {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
-        Ok(Spill {
+        Ok(Arc::new(Spill {
             dir: dir.to_path_buf(),
             run_len: run_len.max(1),
             index_budget,
@@ -107,7 +117,15 @@ impl Spill {
             errors: AtomicU64::new(0),
             spilled_ids: AtomicU64::new(0),
             index_bytes: AtomicU64::new(0),
-        })
+        }))
+    }
+
+    pub fn counts(&self) -> SpillCounts {
+        SpillCounts {
+            ids_on_disk: self.spilled_ids.load(Ordering::Relaxed),
+            index_bytes: self.index_bytes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
     }
 
     fn error(&self, what: &str, path: &Path, e: &std::io::Error) {
@@ -123,9 +141,10 @@ impl Spill {
 
     /// Writes `keys` (sorted) and their bucket fences to a new file; None (and counted) if that
     /// fails. The segment's index starts in memory.
-    fn write(&self, keys: &[u64]) -> Option<Segment> {
+    fn write(self: &Arc<Self>, keys: &[u64]) -> Option<Segment> {
         let path = self.dir.join(format!("{:016x}.ids", self.next_file.fetch_add(1, Ordering::Relaxed)));
-        let index = Index::build(keys);
+        let bits = Segment::bits_for(keys.len());
+        let index = Index::build(bits, keys);
         let mut bytes = Vec::with_capacity(keys.len() * 8 + index.fences.len() * 4);
         for k in keys {
             bytes.extend_from_slice(&k.to_le_bytes());
@@ -137,7 +156,7 @@ impl Spill {
             Ok(()) => {
                 self.spilled_ids.fetch_add(keys.len() as u64, Ordering::Relaxed);
                 self.index_bytes.fetch_add(index.bytes(), Ordering::Relaxed);
-                Some(Segment { path, len: keys.len(), bits: index.bits, index: Some(index) })
+                Some(Segment { spill: self.clone(), path, len: keys.len(), bits, index: Some(index) })
             }
             Err(e) => {
                 self.error("write", &path, &e);
@@ -146,62 +165,130 @@ impl Spill {
             }
         }
     }
+}
 
-    /// Every key of `seg`, in order.
-    fn read_all(&self, seg: &Segment) -> Option<Vec<u64>> {
-        let expected = seg.len * 8 + seg.fence_count() * 4;
-        match std::fs::read(&seg.path) {
-            Ok(b) if b.len() == expected => Some(b[..seg.len * 8].chunks_exact(8).map(le_u64).collect()),
-            Ok(b) => {
-                let e = std::io::Error::other(format!("{} bytes, expected {expected}", b.len()));
-                self.error("read", &seg.path, &e);
-                None
-            }
-            Err(e) => {
-                self.error("read", &seg.path, &e);
-                None
-            }
+fn le_u64(c: &[u8]) -> u64 {
+    u64::from_le_bytes(c.try_into().expect("8 bytes"))
+}
+
+/// A sorted run of keys held in a file (the keys, then the bucket fences as u32), with its index
+/// in memory unless the budget evicted it. Dropping it removes the file and its counts.
+#[derive(Debug)]
+struct Segment {
+    spill: Arc<Spill>,
+    path: PathBuf,
+    len: usize,
+    /// Bucket = the key's top `bits` bits (0 bits: one bucket), about 64 keys a bucket.
+    bits: u32,
+    index: Option<Index>,
+}
+
+/// The in-memory index of a segment.
+#[derive(Debug)]
+struct Index {
+    /// fences[b]..fences[b + 1] are the indices of bucket b's keys.
+    fences: Box<[u32]>,
+    /// The 16 bits after the bucket bits, per key (sorted within a bucket, as the keys are).
+    tags: Box<[u16]>,
+}
+
+impl Index {
+    fn build(bits: u32, keys: &[u64]) -> Index {
+        let mut fences = vec![0u32; (1usize << bits) + 1];
+        for &k in keys {
+            fences[Segment::bucket(bits, k) + 1] += 1;
         }
+        for b in 1..fences.len() {
+            fences[b] += fences[b - 1];
+        }
+        let tags = keys.iter().map(|&k| Segment::tag(bits, k)).collect();
+        Index { fences: fences.into(), tags }
     }
 
-    /// Whether `k` is in `seg`. With its index in memory, the file is read only on a tag match;
-    /// without, the key's bucket fences and then the bucket's keys are read from the file.
-    fn contains(&self, seg: &Segment, k: u64) -> bool {
-        let b = Segment::bucket(seg.bits, k);
-        let range = match &seg.index {
-            Some(index) => match index.candidates(b, k) {
-                Some(r) => r,
-                None => return false,
-            },
-            None => 0..0,
+    fn bytes(&self) -> u64 {
+        (self.tags.len() * 2 + self.fences.len() * 4) as u64
+    }
+}
+
+impl Segment {
+    fn bits_for(len: usize) -> u32 {
+        (len / 64).max(1).ilog2()
+    }
+
+    fn bucket(bits: u32, k: u64) -> usize {
+        if bits == 0 { 0 } else { (k >> (64 - bits)) as usize }
+    }
+
+    fn tag(bits: u32, k: u64) -> u16 {
+        ((k << bits) >> 48) as u16
+    }
+
+    fn fence_count(&self) -> usize {
+        (1usize << self.bits) + 1
+    }
+
+    /// Every key, in order (None, counted, if the file cannot be read whole).
+    fn read_all(&self) -> Option<Vec<u64>> {
+        let expected = self.len * 8 + self.fence_count() * 4;
+        let read = std::fs::read(&self.path).and_then(|b| {
+            if b.len() == expected {
+                Ok(b[..self.len * 8].chunks_exact(8).map(le_u64).collect())
+            } else {
+                Err(std::io::Error::other(format!("{} bytes, expected {expected}", b.len())))
+            }
+        });
+        read.map_err(|e| self.spill.error("read", &self.path, &e)).ok()
+    }
+
+    /// Whether `k` is in the file. With the index in memory, the file is read only on a tag
+    /// match; without, the key's bucket fences and then the bucket's keys are read from it.
+    /// A failed read answers false (counted).
+    fn contains(&self, k: u64) -> bool {
+        let b = Self::bucket(self.bits, k);
+        // The candidate positions, if the index knows them.
+        let known = match &self.index {
+            None => None,
+            Some(index) => {
+                let (lo, hi) = (index.fences[b] as usize, index.fences[b + 1] as usize);
+                let tags = &index.tags[lo..hi];
+                let t = Self::tag(self.bits, k);
+                let start = tags.partition_point(|&x| x < t);
+                let end = start + tags[start..].partition_point(|&x| x == t);
+                if end == start {
+                    return false;
+                }
+                Some(lo + start..lo + end)
+            }
         };
         let read = || -> std::io::Result<bool> {
-            let f = std::fs::File::open(&seg.path)?;
-            let range = if seg.index.is_some() {
-                range.clone()
-            } else {
-                let mut fence = [0u8; 8];
-                f.read_exact_at(&mut fence, (seg.len * 8 + b * 4) as u64)?;
-                let lo = u32::from_le_bytes(fence[..4].try_into().expect("4 bytes")) as usize;
-                let hi = u32::from_le_bytes(fence[4..].try_into().expect("4 bytes")) as usize;
-                if lo > hi || hi > seg.len {
-                    return Err(std::io::Error::other(format!("bucket {b}: fences {lo}..{hi} of {}", seg.len)));
+            let f = std::fs::File::open(&self.path)?;
+            let range = match known {
+                Some(r) => r,
+                None => {
+                    let mut fence = [0u8; 8];
+                    f.read_exact_at(&mut fence, (self.len * 8 + b * 4) as u64)?;
+                    let lo = u32::from_le_bytes(fence[..4].try_into().expect("4 bytes")) as usize;
+                    let hi = u32::from_le_bytes(fence[4..].try_into().expect("4 bytes")) as usize;
+                    if lo > hi || hi > self.len {
+                        return Err(std::io::Error::other(format!("bucket {b}: fences {lo}..{hi} of {}", self.len)));
+                    }
+                    lo..hi
                 }
-                lo..hi
             };
             let mut buf = vec![0u8; range.len() * 8];
             f.read_exact_at(&mut buf, range.start as u64 * 8)?;
             Ok(buf.chunks_exact(8).any(|c| le_u64(c) == k))
         };
         read().unwrap_or_else(|e| {
-            self.error("read", &seg.path, &e);
+            self.spill.error("read", &self.path, &e);
             false
         })
     }
 
     /// Merges two segments into one new file (None, both kept, if a read or the write fails).
-    fn merge(&self, a: &Segment, b: &Segment) -> Option<Segment> {
-        let (x, y) = (self.read_all(a)?, self.read_all(b)?);
+    /// Two segments whose index was on disk make one whose index is on disk.
+    fn merge(a: &Segment, b: &Segment) -> Option<Segment> {
+        let (x, y) = (a.read_all()?, b.read_all()?);
         let mut out = Vec::with_capacity(x.len() + y.len());
         let (mut i, mut j) = (0, 0);
         while i < x.len() && j < y.len() {
@@ -215,103 +302,25 @@ impl Spill {
         }
         out.extend_from_slice(&x[i..]);
         out.extend_from_slice(&y[j..]);
-        let mut merged = self.write(&out)?;
-        // The two inputs leave with their files (Segment::drop) once the caller replaces them.
-        self.spilled_ids.fetch_sub(out.len() as u64, Ordering::Relaxed);
-        self.forget_index(a);
-        self.forget_index(b);
-        // Two segments already read from disk make one read from disk.
+        let mut merged = a.spill.write(&out)?;
         if a.index.is_none() || b.index.is_none() {
-            self.evict(&mut merged);
+            merged.evict();
         }
         Some(merged)
     }
 
-    /// Takes a segment's index out of the in-memory count (the segment is about to go).
-    fn forget_index(&self, seg: &Segment) {
-        if let Some(i) = &seg.index {
-            self.index_bytes.fetch_sub(i.bytes(), Ordering::Relaxed);
+    /// Drops the in-memory index (the file has the fences).
+    fn evict(&mut self) {
+        if let Some(i) = self.index.take() {
+            self.spill.index_bytes.fetch_sub(i.bytes(), Ordering::Relaxed);
         }
-    }
-
-    /// Drops a segment's in-memory index (its file has the fences).
-    fn evict(&self, seg: &mut Segment) {
-        self.forget_index(seg);
-        seg.index = None;
-    }
-}
-
-fn le_u64(c: &[u8]) -> u64 {
-    u64::from_le_bytes(c.try_into().expect("8 bytes"))
-}
-
-/// A sorted run of keys held in a file (the keys, then the bucket fences as u32), with its index
-/// in memory unless the budget evicted it.
-#[derive(Debug)]
-struct Segment {
-    path: PathBuf,
-    len: usize,
-    /// Bucket = the key's top `bits` bits (0 bits: one bucket).
-    bits: u32,
-    index: Option<Index>,
-}
-
-/// The in-memory index of a segment: about 64 keys a bucket.
-#[derive(Debug)]
-struct Index {
-    bits: u32,
-    /// fences[b]..fences[b + 1] are the indices of bucket b's keys.
-    fences: Box<[u32]>,
-    /// The 16 bits after the bucket bits, per key (sorted within a bucket, as the keys are).
-    tags: Box<[u16]>,
-}
-
-impl Index {
-    fn build(keys: &[u64]) -> Index {
-        let bits = (keys.len() / 64).max(1).ilog2();
-        let mut fences = vec![0u32; (1usize << bits) + 1];
-        for &k in keys {
-            fences[Segment::bucket(bits, k) + 1] += 1;
-        }
-        for b in 1..fences.len() {
-            fences[b] += fences[b - 1];
-        }
-        let tags = keys.iter().map(|&k| Segment::tag(bits, k)).collect();
-        Index { bits, fences: fences.into(), tags }
-    }
-
-    fn bytes(&self) -> u64 {
-        (self.tags.len() * 2 + self.fences.len() * 4) as u64
-    }
-
-    /// The indices in bucket `b` whose tag equals `k`'s (None if there are none: `k` is not in
-    /// the file).
-    fn candidates(&self, b: usize, k: u64) -> Option<std::ops::Range<usize>> {
-        let (lo, hi) = (self.fences[b] as usize, self.fences[b + 1] as usize);
-        let tags = &self.tags[lo..hi];
-        let t = Segment::tag(self.bits, k);
-        let start = tags.partition_point(|&x| x < t);
-        let end = start + tags[start..].partition_point(|&x| x == t);
-        (end > start).then(|| lo + start..lo + end)
-    }
-}
-
-impl Segment {
-    fn bucket(bits: u32, k: u64) -> usize {
-        if bits == 0 { 0 } else { (k >> (64 - bits)) as usize }
-    }
-
-    fn tag(bits: u32, k: u64) -> u16 {
-        ((k << bits) >> 48) as u16
-    }
-
-    fn fence_count(&self) -> usize {
-        (1usize << self.bits) + 1
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        self.evict();
+        self.spill.spilled_ids.fetch_sub(self.len as u64, Ordering::Relaxed);
         // A cache file: nothing is lost if this fails (an emptied directory at the next start).
         let _ = std::fs::remove_file(&self.path);
     }
@@ -323,50 +332,41 @@ struct Generation {
     sorted: Vec<u64>,
     /// Runs spilled to files, oldest (largest) first.
     spilled: Vec<Segment>,
-    spilled_len: usize,
     /// Engine clock of the first and the latest insertion.
     first: Millis,
     last: Millis,
 }
 
 impl Generation {
-    fn len(&self) -> usize {
-        self.sorted.len() + self.spilled_len
+    fn spilled_len(&self) -> usize {
+        self.spilled.iter().map(|s| s.len).sum()
     }
 
-    fn contains(&self, k: u64, spill: Option<&Spill>) -> bool {
-        sorted_contains(&self.sorted, k)
-            || spill.is_some_and(|sp| self.spilled.iter().rev().any(|seg| sp.contains(seg, k)))
+    fn len(&self) -> usize {
+        self.sorted.len() + self.spilled_len()
+    }
+
+    fn contains(&self, k: u64) -> bool {
+        sorted_contains(&self.sorted, k) || self.spilled.iter().rev().any(|seg| seg.contains(k))
     }
 
     /// Writes the in-memory keys out once they are a full run, then merges the newest segments
     /// while the newer is at least half the older.
-    fn spill(&mut self, sp: &Spill) {
+    fn spill(&mut self, sp: &Arc<Spill>) {
         if self.sorted.len() < sp.run_len {
             return;
         }
         let Some(seg) = sp.write(&self.sorted) else { return };
-        self.spilled_len += seg.len;
         self.spilled.push(seg);
         self.sorted = Vec::new();
         while let [.., a, b] = &self.spilled[..] {
             if b.len * 2 < a.len {
                 break;
             }
-            let Some(m) = sp.merge(a, b) else { break };
+            let Some(m) = Segment::merge(a, b) else { break };
             let n = self.spilled.len();
             self.spilled.truncate(n - 2);
             self.spilled.push(m);
-        }
-    }
-
-    /// Gives back what `drop` is about to remove from the spill's counts.
-    fn release(&self, spill: Option<&Spill>) {
-        if let Some(sp) = spill {
-            sp.spilled_ids.fetch_sub(self.spilled_len as u64, Ordering::Relaxed);
-            for seg in &self.spilled {
-                sp.forget_index(seg);
-            }
         }
     }
 }
@@ -412,15 +412,22 @@ impl Dedup {
         self.len
     }
 
-    pub(crate) fn contains(&self, k: u64, spill: Option<&Spill>) -> bool {
-        self.pending.contains(&k) || self.generations.iter().rev().any(|g| g.contains(k, spill))
+    pub(crate) fn contains(&self, k: u64) -> bool {
+        self.pending.contains(&k) || self.generations.iter().rev().any(|g| g.contains(k))
     }
 
     /// Remembers `k` (seen at engine clock `now`); false if it was already remembered.
     /// `horizon` in ms and `min_ids` are CONDITIONS.md's ≥ 1h and ≥ 1,000,000; full sorted runs
     /// go to `spill` if there is one.
-    pub(crate) fn insert(&mut self, k: u64, now: Millis, horizon: i64, min_ids: usize, spill: Option<&Spill>) -> bool {
-        if self.contains(k, spill) {
+    pub(crate) fn insert(
+        &mut self,
+        k: u64,
+        now: Millis,
+        horizon: i64,
+        min_ids: usize,
+        spill: Option<&Arc<Spill>>,
+    ) -> bool {
+        if self.contains(k) {
             return false;
         }
         let close_at = (min_ids / 4).max(1);
@@ -439,34 +446,25 @@ impl Dedup {
         if self.pending.len() >= (g.sorted.len() / 16).clamp(MIN_PENDING, MAX_PENDING) {
             self.merge_pending(spill);
         }
-        self.expire(now, horizon, min_ids, spill);
+        self.expire(now, horizon, min_ids);
         true
     }
 
     /// Drops whole generations whose every id is older than the horizon, while the rest still
     /// holds at least `min_ids`.
-    fn expire(&mut self, now: Millis, horizon: i64, min_ids: usize, spill: Option<&Spill>) {
+    fn expire(&mut self, now: Millis, horizon: i64, min_ids: usize) {
         while self.generations.len() > 1 {
             let g = &self.generations[0];
             if now - g.last <= horizon || self.len - g.len() < min_ids {
                 break;
             }
             self.len -= g.len();
-            g.release(spill);
             self.generations.pop_front();
         }
     }
 
-    /// Forgets everything (the deployment left this instance), files included.
-    pub(crate) fn clear(&mut self, spill: Option<&Spill>) {
-        for g in &self.generations {
-            g.release(spill);
-        }
-        *self = Dedup::default();
-    }
-
     /// Merges the pending ids into the newest generation's sorted keys, spilling a full run.
-    fn merge_pending(&mut self, spill: Option<&Spill>) {
+    fn merge_pending(&mut self, spill: Option<&Arc<Spill>>) {
         if self.pending.is_empty() {
             return;
         }
@@ -499,7 +497,7 @@ impl Dedup {
                 self.generations.iter_mut().flat_map(|g| g.spilled.iter_mut()).filter(|s| s.index.is_some());
             while sp.over_budget() {
                 let Some(seg) = resident.next() else { break };
-                sp.evict(seg);
+                seg.evict();
             }
         }
     }
@@ -528,10 +526,10 @@ mod tests {
         }
         // The last 10 s (ids 10,000..20,000) must be remembered; old generations were dropped.
         for i in 9_999..20_000u64 {
-            assert!(d.contains(fingerprint(&i.to_string()), None), "id {i} inside the horizon");
+            assert!(d.contains(fingerprint(&i.to_string())), "id {i} inside the horizon");
         }
         assert!(d.len() < 20_000, "expired generations are dropped ({} held)", d.len());
-        assert!(!d.contains(fingerprint("0"), None));
+        assert!(!d.contains(fingerprint("0")));
     }
 
     #[test]
@@ -541,7 +539,7 @@ mod tests {
             d.insert(fingerprint(&i.to_string()), i as i64 * 1000, 1000, 4000, None);
         }
         for i in 6_000..10_000u64 {
-            assert!(d.contains(fingerprint(&i.to_string()), None), "id {i} among the last 4000");
+            assert!(d.contains(fingerprint(&i.to_string())), "id {i} among the last 4000");
         }
         assert!(d.len() >= 4000 && d.len() <= 6000, "{} held", d.len());
     }
@@ -588,14 +586,13 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let spill = spill_run.map(|r| Spill::open(&dir.path().join("dedup"), r, budget).unwrap());
-            let spill = spill.as_ref();
             let mut d = Dedup::default();
             let mut seen: Vec<(u32, i64)> = Vec::new();
             let mut now = 0i64;
             for (id, dt) in steps {
                 now += dt;
                 let k = fingerprint(&id.to_string());
-                let fresh = d.insert(k, now, horizon, min_ids, spill);
+                let fresh = d.insert(k, now, horizon, min_ids, spill.as_ref());
                 // Required to be remembered: inserted within the horizon or among the last min_ids.
                 let required = seen.iter().rev().enumerate().any(|(i, (s, t))| {
                     *s == id && (now - t <= horizon || i < min_ids)
@@ -612,21 +609,21 @@ mod tests {
                 }
                 prop_assert_eq!(d.len(), d.generations.iter().map(Generation::len).sum::<usize>() + d.pending.len());
             }
-            if let Some(sp) = spill {
+            if let Some(sp) = &spill {
                 // One file per live segment, and the disk count is what the segments hold.
                 let segments: usize = d.generations.iter().map(|g| g.spilled.len()).sum();
                 prop_assert_eq!(std::fs::read_dir(&sp.dir).unwrap().count(), segments);
-                let on_disk: usize = d.generations.iter().map(|g| g.spilled_len).sum();
-                prop_assert_eq!(sp.spilled_ids.load(Ordering::Relaxed) as usize, on_disk);
+                let on_disk: usize = d.generations.iter().map(Generation::spilled_len).sum();
+                prop_assert_eq!(sp.counts().ids_on_disk as usize, on_disk);
                 let resident: u64 = d.generations.iter().flat_map(|g| &g.spilled).filter_map(|s| s.index.as_ref()).map(Index::bytes).sum();
-                prop_assert_eq!(sp.index_bytes.load(Ordering::Relaxed), resident);
+                prop_assert_eq!(sp.counts().index_bytes, resident);
                 // One deployment: it evicts its own indexes until under the budget.
                 prop_assert!(resident <= budget, "{resident} index bytes over a budget of {budget}");
-                prop_assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
-                d.clear(spill);
+                prop_assert_eq!(sp.counts().errors, 0);
+                // Forgetting the deployment removes its files and counts.
+                drop(d);
                 prop_assert_eq!(std::fs::read_dir(&sp.dir).unwrap().count(), 0);
-                prop_assert_eq!(sp.spilled_ids.load(Ordering::Relaxed), 0);
-                prop_assert_eq!(sp.index_bytes.load(Ordering::Relaxed), 0);
+                prop_assert_eq!(sp.counts(), SpillCounts::default());
             }
         }
 
@@ -645,17 +642,17 @@ mod tests {
             // With the index in memory, then read from the file.
             for resident in [true, false] {
                 if !resident {
-                    sp.evict(&mut seg);
-                    prop_assert_eq!(sp.index_bytes.load(Ordering::Relaxed), 0);
+                    seg.evict();
+                    prop_assert_eq!(sp.counts().index_bytes, 0);
                 }
                 for k in &keys {
-                    prop_assert!(sp.contains(&seg, *k), "key {k} lost (index in memory: {resident})");
+                    prop_assert!(seg.contains(*k), "key {k} lost (index in memory: {resident})");
                 }
                 for p in &probes {
-                    prop_assert_eq!(sp.contains(&seg, *p), keys.binary_search(p).is_ok());
+                    prop_assert_eq!(seg.contains(*p), keys.binary_search(p).is_ok());
                 }
             }
-            prop_assert_eq!(sp.read_all(&seg).unwrap(), keys);
+            prop_assert_eq!(seg.read_all().unwrap(), keys);
         }
     }
 
@@ -681,11 +678,11 @@ mod tests {
         let g = &on.generations[0];
         assert_eq!(on.generations.len(), 1);
         assert!(g.sorted.len() < 1024 + MAX_PENDING, "{} keys still in memory", g.sorted.len());
-        assert!(g.spilled_len > 90_000, "{} keys on disk", g.spilled_len);
+        assert!(g.spilled_len() > 90_000, "{} keys on disk", g.spilled_len());
         assert!(g.spilled.len() <= 8, "{} segments", g.spilled.len());
         let index_bytes: u64 = g.spilled.iter().map(|s| s.index.as_ref().unwrap().bytes()).sum();
-        assert!(index_bytes as f64 / (g.spilled_len as f64) < 2.2, "{index_bytes} index bytes");
-        assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
+        assert!(index_bytes as f64 / (g.spilled_len() as f64) < 2.2, "{index_bytes} index bytes");
+        assert_eq!(sp.counts().errors, 0);
     }
 
     /// Many deployments share one index budget: the indexes in memory stay near it while ids on
@@ -705,16 +702,16 @@ mod tests {
             let (a, b) =
                 (on[d].insert(k, 0, 3_600_000, 1_000_000, Some(&sp)), off[d].insert(k, 0, 3_600_000, 1_000_000, None));
             assert_eq!(a, b, "insert {i}");
-            peak = peak.max(sp.index_bytes.load(Ordering::Relaxed));
+            peak = peak.max(sp.counts().index_bytes);
         }
-        let on_disk = sp.spilled_ids.load(Ordering::Relaxed);
+        let on_disk = sp.counts().ids_on_disk;
         assert!(on_disk > 150_000, "{on_disk} ids on disk");
         // Unbudgeted, the indexes would be ≈ 2.1 bytes × ids on disk (≈ 350 KB).
         assert!(peak <= 2 * budget, "index bytes peaked at {peak}, budget {budget}");
         let evicted =
             on.iter().flat_map(|d| &d.generations).flat_map(|g| &g.spilled).filter(|s| s.index.is_none()).count();
         assert!(evicted > 0, "some indexes were read from disk");
-        assert_eq!(sp.errors.load(Ordering::Relaxed), 0);
+        assert_eq!(sp.counts().errors, 0);
     }
 
     /// Faults a real disk seldom gives: the directory vanishes. Writes then fail and the run stays
@@ -730,13 +727,13 @@ mod tests {
         for i in 0..1000 {
             assert!(d.insert(key(i), 0, 3_600_000, 1_000_000, Some(&sp)));
         }
-        assert!(d.generations[0].spilled_len > 0);
+        assert!(d.generations[0].spilled_len() > 0);
         std::fs::remove_dir_all(&path).unwrap();
-        let before = sp.errors.load(Ordering::Relaxed);
+        let before = sp.counts().errors;
         for i in 1000..2000 {
             assert!(d.insert(key(i), 0, 3_600_000, 1_000_000, Some(&sp)));
         }
-        assert!(sp.errors.load(Ordering::Relaxed) > before, "failed writes are counted");
+        assert!(sp.counts().errors > before, "failed writes are counted");
         // Ids that could not be written are still remembered.
         for i in 1900..2000 {
             assert!(!d.insert(key(i), 0, 3_600_000, 1_000_000, Some(&sp)), "id {i} kept in memory");
@@ -745,9 +742,9 @@ mod tests {
         let spilled_id = (0..1000)
             .find(|&i| !d.pending.contains(&key(i)) && !sorted_contains(&d.generations[0].sorted, key(i)))
             .unwrap();
-        let before = sp.errors.load(Ordering::Relaxed);
-        assert!(!d.contains(key(spilled_id), Some(&sp)));
-        assert_eq!(sp.errors.load(Ordering::Relaxed), before + 1);
+        let before = sp.counts().errors;
+        assert!(!d.contains(key(spilled_id)));
+        assert_eq!(sp.counts().errors, before + 1);
     }
 
     /// Files left by an earlier process are removed when the directory is opened.

@@ -23,8 +23,8 @@ use crate::config::{ClockMode, Config};
 use crate::event::{Body, Event, EventType, Invalid, Millis, Reason, parse_line};
 use crate::rules::{BreachState, Transition, TransitionKind, evaluate};
 
-pub use dedup::Spill;
 use dedup::{Dedup, fingerprint};
+pub use dedup::{Spill, SpillCounts};
 use deployment::Held;
 use tally::GroupIndex;
 
@@ -75,7 +75,7 @@ pub struct Engine {
     deployments: BTreeMap<String, Deployment>,
     dedup: HashMap<String, Dedup>,
     /// Where remembered event ids' sorted runs go (`state_dir/dedup` under `run`).
-    spill: Option<Spill>,
+    spill: Option<Arc<Spill>>,
     transitions: Vec<Transition>,
     dead: Vec<DeadLetter>,
     breaches: Vec<BreachRecord>,
@@ -273,16 +273,14 @@ impl Engine {
         Ok(())
     }
 
-    /// The dedup spill, if any: its error and on-disk id counts.
-    pub fn dedup_spill(&self) -> Option<&Spill> {
-        self.spill.as_ref()
+    /// The dedup spill's counters (all zero without one).
+    pub fn dedup_spill_counts(&self) -> SpillCounts {
+        self.spill.as_deref().map(Spill::counts).unwrap_or_default()
     }
 
     /// Forgets a deployment (it moved to another instance).
     pub fn remove(&mut self, id: &str) -> bool {
-        if let Some(mut d) = self.dedup.remove(id) {
-            d.clear(self.spill.as_ref());
-        }
+        self.dedup.remove(id);
         self.restore_breaches(id, Vec::new());
         self.deployments.remove(id).is_some()
     }

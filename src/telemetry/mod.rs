@@ -373,19 +373,19 @@ impl Collector for EngineCollector {
         let mut f = Family::new(HELD_EVENTS, "Decisions/outcomes held until their alert arrived", c);
         f.add(vec![], s.held as f64);
         fams.push(f);
-        let spill = engine.dedup_spill();
-        let on_disk = spill.map_or(0, |sp| sp.spilled_ids.load(std::sync::atomic::Ordering::Relaxed)) as usize;
+        let spill = engine.dedup_spill_counts();
+        let on_disk = spill.ids_on_disk as usize;
         let mut f = Family::new(DEDUP_IDS, "Event ids remembered for duplicate detection, in memory or on disk", g);
         f.add(l(&[("where", "memory")]), engine.dedup_len().saturating_sub(on_disk) as f64);
         f.add(l(&[("where", "disk")]), on_disk as f64);
         fams.push(f);
         let mut f =
             Family::new(DEDUP_SPILL_ERRORS, "Dedup spill file writes or reads that failed (state_dir/dedup)", c);
-        f.add(vec![], spill.map_or(0, |sp| sp.errors.load(std::sync::atomic::Ordering::Relaxed)) as f64);
+        f.add(vec![], spill.errors as f64);
         fams.push(f);
         let mut f =
             Family::new(DEDUP_INDEX_BYTES, "In-memory index of spilled event ids (budget engine.dedup_index_mb)", g);
-        f.add(vec![], spill.map_or(0, |sp| sp.index_bytes.load(std::sync::atomic::Ordering::Relaxed)) as f64);
+        f.add(vec![], spill.index_bytes as f64);
         fams.push(f);
         let mut f = Family::new(EVALUATIONS, "Condition evaluation rounds", c);
         f.add(vec![], s.evaluations as f64);

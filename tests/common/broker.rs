@@ -119,10 +119,11 @@ pub fn produce(brokers: &str, lines: &[String]) {
 }
 
 /// Produces `lines` one record per batch, for a stream a consumer resumes mid-way from a
-/// committed offset it did not reach at a batch end (a SIGKILL mid-stream). tansu 0.6 answers a fetch from an offset inside a
-/// multi-record batch with the batches *after* it (its storage splits the batch index at the
-/// offset), so a consumer resuming mid-batch would skip the rest of that batch; Kafka returns the
-/// containing batch, and librdkafka drops the records before the offset.
+/// committed offset it did not reach at a batch end (a SIGKILL mid-stream). tansu 0.6 answers a
+/// fetch from an offset inside a multi-record batch with the batches *after* it (its storage
+/// splits the batch index at the offset), so a consumer resuming mid-batch would skip the rest of
+/// that batch; Kafka returns the containing batch, and librdkafka drops the records before the
+/// offset.
 pub fn produce_resumable(brokers: &str, lines: &[String]) {
     produce_batched(brokers, lines, "1");
 }
