@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let values: Vec<f64> = (0..1_000_000).map(|i| ((i * 7919) % 1000) as f64 / 1000.0).collect();
+    let values: Vec<f64> = (0..1_000_000u64).map(|i| ((i * 7919) % 1000) as f64 / 1000.0).collect();
     let mut g = c.benchmark_group("page_hinkley");
     g.throughput(Throughput::Elements(values.len() as u64));
     g.bench_function("update_1m", |b| {
