@@ -3,8 +3,10 @@
 # (Reviewed, not built here: images cannot be pulled on the development machines.)
 
 FROM rust:1.89-bookworm AS build
-# librdkafka is built from source by rdkafka-sys (bundled): needs a C toolchain, make, perl.
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential perl cmake \
+# librdkafka is built from source by rdkafka-sys (bundled): needs a C toolchain, make, perl; TLS
+# links the system OpenSSL (libssl-dev here, libssl3 in the distroless/cc runtime below); libcurl
+# (OAUTHBEARER/OIDC) and zstd are built in statically.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential perl cmake libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild librdkafka.
@@ -18,7 +20,7 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin ddtwatc
     && install -D -m 0644 config/ddtwatch.yaml /out/etc/ddtwatch/ddtwatch.yaml \
     && cp -r config/profiles /out/etc/ddtwatch/profiles
 
-# glibc runtime without shell or package manager; uid 65532 (nonroot).
+# glibc + OpenSSL (libssl3) + CA certificates runtime without shell or package manager; uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ddtwatch /usr/local/bin/ddtwatch
 COPY --from=build /out/etc/ddtwatch /etc/ddtwatch

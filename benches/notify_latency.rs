@@ -73,7 +73,14 @@ profiles:
     let outbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 16 << 20).unwrap()));
     pipeline.set_outbox(outbox.clone());
     let d = Dispatcher::new(outbox.clone(), None);
-    rt.spawn(dispatch::run(d, move || receivers.clone(), pipeline.outbox_wake.clone(), ddtwatch::http::wall_clock_ms));
+    let task = ddtwatch::health::Health::new().task("dispatcher", Duration::from_secs(600));
+    rt.spawn(dispatch::run(
+        d,
+        move || receivers.clone(),
+        pipeline.outbox_wake.clone(),
+        ddtwatch::clock::wall_clock_ms,
+        task,
+    ));
 
     let ev = |id: String, dep: &str, ty: &str, ts: &str, extra: &str| {
         format!(

@@ -76,8 +76,16 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
-    /// Validates a config and prints the effective conditions per system and deployment.
-    CheckConfig { file: PathBuf },
+    /// Validates a config and prints the effective conditions per system and deployment. Also
+    /// reads every secret it names and builds every Kafka client (consumer, dead-letter and
+    /// state producers) offline, without contacting a broker.
+    CheckConfig {
+        file: PathBuf,
+        /// Do not read secret files / env variables (e.g. in CI where they are not mounted);
+        /// placeholders stand in for their values.
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// The publishable record of one deployment (Markdown, JSON or CSV), from a running instance
     /// (`--url`) or a `replay --summary` file.
     Report {
@@ -123,7 +131,7 @@ pub fn main() -> ExitCode {
             replay_cmd(config, &input, summary, dead_letter, quiet)
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
-        Command::CheckConfig { file } => return check_config(&file),
+        Command::CheckConfig { file, skip_secrets } => return check_config(&file, skip_secrets),
         Command::Audit { action: AuditAction::Verify { files } } => audit_verify(&files),
         Command::Report { deployment, format, url, summary, audit, output } => {
             report_cmd(&deployment, format, url.as_deref(), summary.as_deref(), &audit, output.as_deref())
@@ -142,7 +150,7 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration {}:\n{e}", path.display()))
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
@@ -152,6 +160,13 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let problems = runtime_problems(&config, skip_secrets);
+    if !problems.is_empty() {
+        for (path, problem) in &problems {
+            println!("{path}: {problem}");
+        }
+        return ExitCode::from(2);
+    }
     println!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
     for (system, name) in [("lfr", config.raw.defaults.lfr.as_deref()), ("anpr", config.raw.defaults.anpr.as_deref())] {
         let name = name.unwrap_or(system);
@@ -168,6 +183,42 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What `run` would fail on at start that the YAML alone does not show: secrets that cannot be
+/// read, Kafka clients librdkafka refuses to build. As `(key path, problem)`.
+fn runtime_problems(config: &Config, skip_secrets: bool) -> Vec<(String, String)> {
+    use crate::ingest::kafka::{Secrets, check_offline};
+    let mut out = Vec::new();
+    let raw = &config.raw;
+    if !skip_secrets {
+        let mut secret = |path: String, file: &Option<PathBuf>, env: &Option<String>| {
+            if file.is_none() && env.is_none() {
+                return;
+            }
+            let r = crate::config::SecretRef { file: file.clone(), env: env.clone() };
+            if let Err(e) = r.read(&path) {
+                out.push((path, format!("{e:#}")));
+            }
+        };
+        secret("http.token_file".into(), &raw.http.token_file, &raw.http.token_env);
+        for (name, r) in &raw.receivers {
+            secret(format!("receivers.{name}.secret_file"), &r.secret_file, &r.secret_env);
+        }
+    }
+    let secrets = if skip_secrets { Secrets::Placeholder } else { Secrets::Read };
+    let dlq_kafka = matches!(raw.dead_letter, Some(crate::config::DeadLetterConfig::Kafka { .. }));
+    let mut first_kafka = true;
+    for (i, s) in raw.sources.iter().enumerate() {
+        if matches!(s, SourceConfig::Kafka { .. }) {
+            // The Kafka DLQ producer uses the first Kafka source's settings.
+            for p in check_offline(s, dlq_kafka && first_kafka, secrets) {
+                out.push((format!("sources[{i}]"), p));
+            }
+            first_kafka = false;
+        }
+    }
+    out
 }
 
 fn describe_condition(c: &crate::rules::Condition) -> String {
@@ -262,24 +313,34 @@ fn http_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
     Ok(Some(Arc::from(secret.read("http.token")?.trim())))
 }
 
-/// Serves HTTP until SIGINT or SIGTERM, then tells the sources to stop.
+/// Serves HTTP until SIGINT or SIGTERM, or until a source reports a failure it cannot recover
+/// from (returned as `Some(cause)`), then tells the sources to stop.
 async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     stop: tokio::sync::watch::Sender<bool>,
-) -> anyhow::Result<()> {
+    mut fatal: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<Option<String>> {
+    let cause = Arc::new(std::sync::Mutex::new(None));
+    let cause2 = cause.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                Some(c) = fatal.recv() => {
+                    tracing::error!(cause = %c, "a source failed for good; stopping");
+                    *cause2.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+                }
             }
             tracing::info!("shutting down");
             let _ = stop.send(true);
         })
         .await
-        .context("HTTP server")
+        .context("HTTP server")?;
+    let c = cause.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Ok(c)
 }
 
 /// Prints every transition (the `log` receiver).
@@ -341,7 +402,12 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
         spawn_log_receiver(&pipeline, true);
         let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
-        let server = tokio::spawn(serve(listener, state, tokio::sync::watch::channel(false).0));
+        let server = tokio::spawn(serve(
+            listener,
+            state,
+            tokio::sync::watch::channel(false).0,
+            tokio::sync::mpsc::unbounded_channel().1,
+        ));
         let summary = tokio::spawn(summary_lines(pipeline.clone()));
         tokio::select! {
             r = server => { r??; }
@@ -416,7 +482,7 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let sources = config.raw.sources.clone();
     let kafka_stats = Arc::new(crate::ingest::kafka::KafkaStats::default());
     let dead = DeadLetterSink::from_config(config.raw.dead_letter.as_ref(), &sources, &kafka_stats)
-        .context("opening dead-letter sink")?;
+        .context("opening the dead-letter sink (a kafka DLQ uses the first kafka source's settings)")?;
     let grace = Duration::from_millis(config.raw.engine.shutdown_grace.ms().max(0) as u64);
     let commit_interval = Duration::from_millis(config.raw.engine.commit_interval.ms().max(100) as u64);
     let max_body = config.raw.http.max_body_bytes;
@@ -459,62 +525,118 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         }
         None => None,
     };
+    let health = crate::health::Health::new();
     let process = Arc::new(ProcessState {
         kafka: Some(kafka_stats.clone()),
         audit: audit.clone(),
         outbox: outbox.clone(),
+        health: health.clone(),
         ..ProcessState::default()
     });
     process.last_reload_ok_ms.store(wall_clock_ms(), Ordering::Relaxed);
+    // Every source's clients are built here, before anything runs: a failure that can never
+    // succeed (unknown property, unsupported value, missing credentials file, a certificate that
+    // does not parse) stops the process now, with librdkafka's own message.
+    let mut kafka_sources = Vec::new();
+    let mut file_sources = Vec::new();
+    if sources.iter().any(|s| matches!(s, SourceConfig::Kafka { .. })) {
+        let (version, features) = crate::ingest::kafka::librdkafka_info();
+        tracing::info!(librdkafka = %version, builtin_features = %features, "kafka client library");
+    }
+    for (i, s) in sources.into_iter().enumerate() {
+        let name = source_name(&s, i);
+        match s {
+            SourceConfig::File { path } => file_sources.push((name, path)),
+            SourceConfig::Kafka { .. } => {
+                let opts = crate::ingest::kafka::ConsumeOptions { commit_interval, grace };
+                let h = health.source(name.clone(), "kafka");
+                let src = crate::ingest::kafka::KafkaSource::new(&s, pipeline.clone(), kafka_stats.clone(), h, opts)
+                    .with_context(|| format!("kafka source {name}"))?;
+                kafka_sources.push((name, src));
+            }
+            SourceConfig::Http {} => {
+                health.source(name, "http").set_up(true);
+            }
+        }
+    }
+    // A Kafka source may block in a checkpoint (snapshots and dead letters acknowledged) or in
+    // reading the state topic for a while: it counts as stalled only well past those bounds.
+    let source_stall = (grace * 6).max(Duration::from_secs(60));
     let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, config_hash = %config_hash, "ddtwatch serving");
         spawn_log_receiver(&pipeline, false);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_tx, _) = tokio::sync::watch::channel(false);
+        // A source that ends with an error it cannot recover from stops the process.
+        let (fatal_tx, fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let stop_sources = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut consumers = Vec::new();
-        for s in sources {
-            match s {
-                SourceConfig::File { path } => {
-                    let p = pipeline.clone();
-                    tokio::task::spawn_blocking(move || follow_file(p, path));
+        for (name, src) in kafka_sources {
+            let task = health.task(format!("source {name}"), source_stall);
+            let (stop, fatal) = (stop_sources.clone(), fatal_tx.clone());
+            let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
+                let r = src.run(&task, &stop);
+                if let Err(e) = &r {
+                    let msg = format!("kafka source {name}: {e:#}");
+                    task.fail(msg.clone());
+                    let _ = fatal.send(msg);
                 }
-                SourceConfig::Kafka { .. } => {
-                    let opts = crate::ingest::kafka::ConsumeOptions { commit_interval, grace };
-                    let task =
-                        crate::ingest::kafka::consume(s, pipeline.clone(), kafka_stats.clone(), opts, stop_rx.clone());
-                    consumers.push(tokio::spawn(task));
-                }
-                SourceConfig::Http {} => {}
-            }
+                r
+            })?;
+            consumers.push(handle);
+        }
+        for (name, path) in file_sources {
+            let p = pipeline.clone();
+            let h = health.source(name.clone(), "file");
+            let task = health.task(format!("source {name}"), Duration::MAX);
+            tokio::task::spawn_blocking(move || follow_file(p, path, &h, &task));
         }
         let ticker = {
             let p = pipeline.clone();
+            let task = health.task("engine", Duration::from_secs(30));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     tick.tick().await;
-                    p.tick(wall_clock_ms());
+                    task.beat();
+                    let p = p.clone();
+                    // Evaluation journals its transitions (fsync): off the async workers.
+                    if tokio::task::spawn_blocking(move || p.tick(wall_clock_ms())).await.is_err() {
+                        task.fail("the evaluation panicked");
+                        break;
+                    }
                 }
             })
         };
-        let reloads = tokio::spawn(watch_config(reloader, reload_every, pipeline.clone(), process.clone()));
+        let reload_task = health
+            .task("config-reload", Duration::from_millis(every_ms(reload_every) * 10).max(Duration::from_secs(60)));
+        let reloads =
+            tokio::spawn(watch_config(reloader, reload_every, pipeline.clone(), process.clone(), reload_task));
         let dispatcher = outbox.clone().map(|o| {
             let d = crate::notify::dispatch::Dispatcher::new(o, audit.clone());
             let engine = pipeline.engine.clone();
             let receivers = move || engine.lock().map(|e| e.config().raw.receivers.clone()).unwrap_or_default();
-            tokio::spawn(crate::notify::dispatch::run(d, receivers, pipeline.outbox_wake.clone(), wall_clock_ms))
+            let task = health.task("dispatcher", Duration::from_secs(600));
+            tokio::spawn(crate::notify::dispatch::run(d, receivers, pipeline.outbox_wake.clone(), wall_clock_ms, task))
         });
         let snapshots = snapshot_path.clone().map(|path| {
             let p = pipeline.clone();
+            let task = health.task("snapshotter", (snapshot_every * 3).max(Duration::from_secs(60)));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(snapshot_every);
                 tick.tick().await;
                 loop {
+                    task.beat();
                     tick.tick().await;
                     let (p, path) = (p.clone(), path.clone());
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || write_snapshot(&p, &path)).await {
-                        tracing::error!(error = %e, "writing the state snapshot failed");
+                    match tokio::task::spawn_blocking(move || write_snapshot(&p, &path)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "writing the state snapshot failed"),
+                        Err(_) => {
+                            task.fail("writing the snapshot panicked");
+                            break;
+                        }
                     }
                 }
             })
@@ -522,13 +644,14 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         process.ready.store(true, Ordering::Relaxed);
         let pipeline_for_shutdown = pipeline.clone();
         let state = AppState { pipeline, registry, process, token, max_body_bytes: max_body, clock: wall_clock_ms };
-        let r = serve(listener, state, stop_tx).await;
+        let fatal = serve(listener, state, stop_tx, fatal_rx).await;
+        health.stopping();
         // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.
+        stop_sources.store(true, Ordering::Relaxed);
         for c in consumers {
-            match tokio::time::timeout(grace, c).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "kafka source failed"),
-                Ok(Err(e)) => tracing::error!(error = %e, "kafka source panicked"),
+            match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || c.join())).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(_) => tracing::error!("kafka source panicked"),
                 Err(_) => tracing::warn!("kafka source did not stop within the grace period"),
             }
         }
@@ -546,9 +669,32 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
                 Err(e) => tracing::error!(error = %e, "writing the shutdown snapshot failed"),
             }
         }
-        tracing::info!("ddtwatch stopped");
-        r.map(|_| ExitCode::SUCCESS)
+        match fatal? {
+            Some(cause) => {
+                tracing::error!(cause = %cause, "ddtwatch stopped: a source failed for good");
+                eprintln!("error: {cause}");
+                Ok(ExitCode::from(1))
+            }
+            None => {
+                tracing::info!("ddtwatch stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
     })
+}
+
+/// A source's label (`ddtwatch_source_up{source}`): its kind and position in `sources`.
+fn source_name(s: &SourceConfig, i: usize) -> String {
+    let kind = match s {
+        SourceConfig::Kafka { .. } => "kafka",
+        SourceConfig::File { .. } => "file",
+        SourceConfig::Http {} => "http",
+    };
+    format!("{kind}-{i}")
+}
+
+fn every_ms(d: crate::config::Dur) -> u64 {
+    d.ms().max(100) as u64
 }
 
 /// Writes the engine state atomically (temp file, fsync, rename).
@@ -664,12 +810,14 @@ async fn watch_config(
     every: crate::config::Dur,
     pipeline: Pipeline,
     process: Arc<ProcessState>,
+    task: crate::health::TaskGuard,
 ) {
     use crate::config::reload::ReloadOutcome;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(every.ms().max(100) as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        task.beat();
         match hup.as_mut() {
             Some(h) => tokio::select! {
                 _ = tick.tick() => {}
@@ -680,7 +828,21 @@ async fn watch_config(
             }
         }
         let old = reloader.current().hash.clone();
-        match reloader.check() {
+        // Reading files and hashing: off the async workers.
+        let (r, outcome) = match tokio::task::spawn_blocking(move || {
+            let o = reloader.check();
+            (reloader, o)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => {
+                task.fail("the config check panicked");
+                return;
+            }
+        };
+        reloader = r;
+        match outcome {
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Changed { config, restart_needed } => {
                 let new = config.hash.clone();
@@ -714,15 +876,22 @@ async fn watch_config(
     }
 }
 
-/// A `file` source: applies the file's lines (then stays idle).
-fn follow_file(pipeline: Pipeline, path: PathBuf) {
+/// A `file` source: applies the file's lines (then stays idle; its task ends "finished").
+fn follow_file(
+    pipeline: Pipeline,
+    path: PathBuf,
+    health: &crate::health::SourceHealth,
+    task: &crate::health::TaskGuard,
+) {
     let f = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open file source");
+            health.error("io", &format!("cannot open {}: {e}", path.display()));
+            task.fail(format!("cannot open {}: {e}", path.display()));
             return;
         }
     };
+    health.set_up(true);
     let key = path.to_string_lossy().to_string();
     // Resume where a restored snapshot stopped.
     let mut pos = pipeline.engine.lock().map(|e| e.source_positions.get(&key).copied().unwrap_or(0)).unwrap_or(0);
@@ -730,7 +899,8 @@ fn follow_file(pipeline: Pipeline, path: PathBuf) {
     if pos > 0 {
         use std::io::Seek;
         if let Err(e) = f.seek(io::SeekFrom::Start(pos)) {
-            tracing::error!(path = %path.display(), error = %e, "cannot seek the file source");
+            health.error("io", &format!("cannot seek {}: {e}", path.display()));
+            task.fail(format!("cannot seek {}: {e}", path.display()));
             return;
         }
         tracing::info!(path = %path.display(), offset = pos, "file source resumes after the snapshot");
@@ -751,10 +921,13 @@ fn follow_file(pipeline: Pipeline, path: PathBuf) {
                 }
             }
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "reading file source");
-                break;
+                health.error("io", &format!("reading {}: {e}", path.display()));
+                task.fail(format!("reading {}: {e}", path.display()));
+                return;
             }
         }
     }
     tracing::info!(path = %path.display(), events = n, "file source finished");
+    // A file read to its end is a task that is done, not a dead one.
+    task.finished();
 }

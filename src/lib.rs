@@ -20,9 +20,11 @@
 
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod notify;

@@ -5,9 +5,26 @@ mod common;
 
 use std::process::Command;
 
+/// `check-config --skip-secrets` (the example's secret files are not mounted here).
 fn check(path: &str) -> (Option<i32>, String) {
-    let out = Command::new(common::bin()).arg("check-config").arg(common::repo().join(path)).output().unwrap();
+    check_with(path, &["--skip-secrets"])
+}
+
+fn check_with(path: &str, flags: &[&str]) -> (Option<i32>, String) {
+    let out =
+        Command::new(common::bin()).arg("check-config").args(flags).arg(common::repo().join(path)).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Without `--skip-secrets`, every secret the config names is read: the example's are not mounted
+/// here, and each is named with its key path (as `run` would fail on them at start).
+#[test]
+fn missing_secret_files_are_named() {
+    let (code, out) = check_with("config/ddtwatch.yaml", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("http.token_file: ") && out.contains("/etc/ddtwatch/token"), "{out}");
+    assert!(out.contains("receivers.oversight.secret_file: ") && out.contains("/etc/ddtwatch/webhook-secret"), "{out}");
+    assert!(out.contains("sources[0]: ") && out.contains("/etc/ddtwatch/kafka-password"), "{out}");
 }
 
 #[test]

@@ -14,10 +14,15 @@ use ddtwatch::telemetry::{ProcessState, names, registry};
 const TOKEN: &str = "test-token-123";
 
 async fn start(max_body: usize) -> (String, Pipeline) {
+    let (base, pipeline, _) = start_with(max_body, Arc::new(ProcessState::default())).await;
+    (base, pipeline)
+}
+
+async fn start_with(max_body: usize, process: Arc<ProcessState>) -> (String, Pipeline, Arc<ProcessState>) {
     let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
     let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
-    let process = Arc::new(ProcessState::default());
     process.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let process2 = process.clone();
     let state = AppState {
         pipeline: pipeline.clone(),
         registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
@@ -29,7 +34,48 @@ async fn start(max_body: usize) -> (String, Pipeline) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-    (format!("http://{addr}"), pipeline)
+    (format!("http://{addr}"), pipeline, process2)
+}
+
+/// `/healthz` is 200 while every task runs and beats, 503 naming a task that stopped (with its
+/// cause) or stalled; `/api/v1/status` and the metrics say the same, and which source is down.
+#[tokio::test]
+async fn healthz_names_a_dead_or_stalled_task_and_status_names_the_source() {
+    let (base, _pipeline, process) = start_with(1 << 20, Arc::new(ProcessState::default())).await;
+    let health = process.health.clone();
+    let c = ddtwatch::notify::http_client();
+    let engine = health.task("engine", std::time::Duration::from_secs(30));
+    let source = health.task("source kafka-0", std::time::Duration::from_secs(30));
+    let kafka = health.source("kafka-0", "kafka");
+    kafka.error("authentication", "SASL authentication error: Authentication failed");
+    let r = c.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+
+    source.fail("kafka source kafka-0: fatal Kafka client error: boom");
+    drop(source);
+    let r = c.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unhealthy: source kafka-0", "{body}");
+    assert!(body["detail"][0]["problem"].as_str().unwrap().contains("fatal Kafka client error: boom"), "{body}");
+
+    let status: serde_json::Value = c.get(format!("{base}/api/v1/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["sources"][0]["source"], "kafka-0");
+    assert_eq!(status["sources"][0]["up"], false);
+    assert_eq!(status["sources"][0]["errors"]["authentication"], 1);
+    assert_eq!(status["sources"][0]["last_error"]["kind"], "authentication");
+    let tasks = status["tasks"].as_array().unwrap();
+    assert_eq!(tasks.iter().find(|t| t["task"] == "engine").unwrap()["healthy"], true);
+    assert_eq!(tasks.iter().find(|t| t["task"] == "source kafka-0").unwrap()["healthy"], false);
+
+    let m = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("ddtwatch_source_up{source=\"kafka-0\"} 0"), "{m}");
+    assert!(m.contains("ddtwatch_source_errors_total{source=\"kafka-0\",kind=\"authentication\"} 1"), "{m}");
+    assert!(m.contains("ddtwatch_task_healthy{task=\"engine\"} 1"), "{m}");
+    assert!(m.contains("ddtwatch_task_healthy{task=\"source kafka-0\"} 0"), "{m}");
+    assert!(m.contains("ddtwatch_kafka_client_info{version="), "{m}");
+    drop(engine);
 }
 
 #[tokio::test]
@@ -57,6 +103,8 @@ async fn api_metrics_and_ingest() {
         "ddtwatch_audit_",
         "ddtwatch_outbox_",
         "ddtwatch_notifications_",
+        "ddtwatch_source_",
+        "ddtwatch_task_",
     ];
     for name in names::ALL_SAMPLES.iter().filter(|n| !live_only.iter().any(|p| n.starts_with(p))) {
         assert!(text.lines().any(|l| l.starts_with(name)), "metric {name} missing");

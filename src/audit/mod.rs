@@ -148,7 +148,7 @@ pub type SharedAudit = std::sync::Arc<std::sync::Mutex<AuditLog>>;
 /// and `ddtwatch_audit_records_total` stops growing).
 pub fn record(log: &SharedAudit, kind: &str, data: Value) {
     let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = l.append(kind, data, crate::http::wall_clock_ms()) {
+    if let Err(e) = l.append(kind, data, crate::clock::wall_clock_ms()) {
         tracing::error!(error = %e, kind, "audit log append failed");
     }
 }

@@ -134,6 +134,25 @@ impl SecretRef {
     }
 }
 
+/// librdkafka properties that ddtwatch sets itself; a user value would silently break its
+/// guarantees, so setting one is a config error naming the key and why.
+pub const KAFKA_OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "it is the source's `brokers`"),
+    ("metadata.broker.list", "it is the source's `brokers`"),
+    ("group.id", "it is the source's `group_id`"),
+    (
+        "enable.auto.commit",
+        "ddtwatch commits offsets itself, only after the events were applied and checkpointed (at-least-once)",
+    ),
+    ("auto.commit.enable", "ddtwatch commits offsets itself (at-least-once)"),
+    ("enable.auto.offset.store", "ddtwatch stores an offset only after its event was applied"),
+    ("enable.partition.eof", "the source consumes without end-of-partition events"),
+    ("enable.idempotence", "the dead-letter and state producers are always idempotent"),
+    ("acks", "the dead-letter and state producers always wait for every in-sync replica"),
+    ("request.required.acks", "the dead-letter and state producers always wait for every in-sync replica"),
+    ("statistics.interval.ms", "ddtwatch reads broker state and consumer lag from librdkafka statistics"),
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
@@ -737,7 +756,24 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
         }
     }
     for (i, s) in raw.sources.iter().enumerate() {
-        if let SourceConfig::Kafka { topics, brokers, properties, .. } = s {
+        if let SourceConfig::Kafka { topics, brokers, properties, secret_properties, .. } = s {
+            for k in properties.keys().chain(secret_properties.keys()) {
+                let section = if properties.contains_key(k) { "properties" } else { "secret_properties" };
+                if let Some((_, why)) = KAFKA_OWNED_PROPERTIES.iter().find(|(o, _)| o == k) {
+                    errors.push(ConfigError::new(
+                        format!("sources[{i}].{section}.{k}"),
+                        format!("is set by ddtwatch and cannot be overridden: {why}"),
+                    ));
+                }
+            }
+            for k in secret_properties.keys() {
+                if properties.contains_key(k) {
+                    errors.push(ConfigError::new(
+                        format!("sources[{i}].secret_properties.{k}"),
+                        "is also in properties; give it in one place only",
+                    ));
+                }
+            }
             if topics.is_empty() {
                 errors.push(ConfigError::new(format!("sources[{i}].topics"), "needs at least one topic"));
             }

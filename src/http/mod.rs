@@ -33,14 +33,13 @@ pub struct AppState {
     pub clock: fn() -> i64,
 }
 
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::clock::wall_clock_ms;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/status", get(status))
         .route("/readyz", get(readyz))
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/deployments/{id}", get(deployment))
@@ -77,6 +76,35 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Ok(()) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed", Value::Null),
     }
+}
+
+/// 200 while every long-lived task runs and reports progress; 503 naming each task that stopped
+/// or stalled (INTERFACES.md: "200 while the process loop is alive").
+async fn healthz(State(s): State<AppState>) -> Response {
+    let problems = s.process.health.problems();
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let names: Vec<&str> = problems.iter().map(|p| p.task.as_str()).collect();
+        error(StatusCode::SERVICE_UNAVAILABLE, &format!("unhealthy: {}", names.join(", ")), json!(problems))
+    }
+}
+
+/// Sources (up, errors by kind, the last error's cause) and tasks (healthy or why not).
+async fn status(State(s): State<AppState>) -> Response {
+    let problems = s.process.health.problems();
+    let tasks: Vec<Value> = s
+        .process
+        .health
+        .tasks()
+        .iter()
+        .map(|t| {
+            let problem = problems.iter().find(|p| p.task == t.name).map(|p| p.problem.clone());
+            json!({"task": t.name, "healthy": problem.is_none(), "problem": problem})
+        })
+        .collect();
+    let sources: Vec<Value> = s.process.health.sources().iter().map(|h| h.to_json()).collect();
+    Json(json!({"sources": sources, "tasks": tasks, "ready": s.process.ready.load(Ordering::Relaxed)})).into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

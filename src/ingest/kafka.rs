@@ -10,21 +10,24 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
+use rdkafka::consumer::BaseConsumer;
+
 use crate::config::SourceConfig;
 use crate::engine::DeadLetter;
 use crate::engine::snapshot::Through;
+use crate::health::{Backoff, SourceHealth, TaskGuard};
 use crate::ingest::Pipeline;
 
 /// Counters of the Kafka source and DLQ producer, read by the metrics collector.
@@ -47,23 +50,169 @@ pub struct KafkaStats {
     pub broker_up: AtomicBool,
     /// (topic, partition) → consumer lag (messages), from librdkafka statistics.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Whether the state topic meets its requirements (compacted, large enough messages):
+    /// None until checked (or when the broker cannot say), Some(problems) after.
+    pub state_topic_problems: Mutex<Option<Vec<String>>>,
+    /// Largest state snapshot produced so far (bytes, before the producer's compression).
+    pub largest_snapshot: AtomicU64,
+}
+
+/// How long between librdkafka statistics (broker up/down, consumer lag).
+const STATISTICS_INTERVAL_MS: &str = "2000";
+
+/// Where secret property values come from when building a client configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read every secret file / env variable (a missing one is an error).
+    Read,
+    /// Put a placeholder in place of each secret (`check-config --skip-secrets`).
+    Placeholder,
+}
+
+/// The default `client.id`: `ddtwatch-<pod or host name>` so broker logs and quotas can tell
+/// replicas apart; a user's `client.id` wins.
+pub fn default_client_id() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() => format!("ddtwatch-{}", h.trim()),
+        _ => "ddtwatch".to_string(),
+    }
 }
 
 /// librdkafka client configuration of a `kafka` source (secrets resolved).
 pub fn client_config(source: &SourceConfig) -> anyhow::Result<ClientConfig> {
+    client_config_with(source, Secrets::Read)
+}
+
+/// [`client_config`], with secrets read or replaced by placeholders.
+pub fn client_config_with(source: &SourceConfig, secrets: Secrets) -> anyhow::Result<ClientConfig> {
     let SourceConfig::Kafka { brokers, properties, secret_properties, .. } = source else {
         anyhow::bail!("not a kafka source");
     };
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
+    c.set("client.id", default_client_id());
     c.set_log_level(RDKafkaLogLevel::Warning);
     for (k, v) in properties {
         c.set(k, v);
     }
     for (k, r) in secret_properties {
-        c.set(k, r.read(k)?);
+        match secrets {
+            Secrets::Read => c.set(k, r.read(k)?),
+            Secrets::Placeholder => c.set(k, "placeholder-secret"),
+        };
     }
     Ok(c)
+}
+
+/// The consumer's settings: ddtwatch's own on top of the user's.
+fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
+    let mut c = base.clone();
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    // Documented default (README, Kafka): a new group starts at the beginning of the topic, so a
+    // deployment's first events are not skipped; `latest` is the user's to choose.
+    if c.get("auto.offset.reset").is_none() {
+        c.set("auto.offset.reset", "earliest");
+    }
+    c
+}
+
+/// The state-topic producer's settings.
+fn state_producer_config(base: &ClientConfig) -> ClientConfig {
+    let mut pc = reliable_producer_config(base);
+    pc.set("compression.type", "lz4").set("message.max.bytes", "67108864");
+    pc
+}
+
+/// Builds every librdkafka client a source would create (consumer, dead-letter producer, state
+/// producer) without a broker address, so nothing is contacted, and returns librdkafka's own
+/// message for each that it refuses (unknown property, unsupported value, a certificate or key
+/// file that is missing or does not parse, a SASL mechanism not compiled in).
+pub fn check_offline(source: &SourceConfig, dead_letter: bool, secrets: Secrets) -> Vec<String> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+    let SourceConfig::Kafka { group_id, state_topic, .. } = source else { return Vec::new() };
+    let mut base = match client_config_with(source, secrets) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("{e:#}")],
+    };
+    base.remove("bootstrap.servers");
+    let mut errors = Vec::new();
+    let consumer: Result<BaseConsumer, _> = consumer_config(&base, group_id).create();
+    if let Err(e) = consumer {
+        errors.push(format!("consumer: {}", explain(&e)));
+    }
+    if dead_letter {
+        let p: Result<BaseProducer, _> = reliable_producer_config(&base).create();
+        if let Err(e) = p {
+            errors.push(format!("dead-letter producer: {}", explain(&e)));
+        }
+    }
+    if !state_topic.is_empty() {
+        let p: Result<BaseProducer, _> = state_producer_config(&base).create();
+        if let Err(e) = p {
+            errors.push(format!("state-topic producer: {}", explain(&e)));
+        }
+    }
+    // The same message for every client is one problem, not three.
+    errors.dedup_by(|a, b| a.split_once(": ").map(|x| x.1) == b.split_once(": ").map(|x| x.1));
+    errors
+}
+
+/// librdkafka's message for a failed client creation or configuration, with a hint where the
+/// cause is a feature missing from the build.
+fn explain(e: &KafkaError) -> String {
+    let msg = e.to_string();
+    if msg.contains("not supported by this build") || msg.contains("No provider for SASL mechanism") {
+        format!("{msg} (librdkafka features compiled in: {})", librdkafka_info().1)
+    } else {
+        msg
+    }
+}
+
+/// librdkafka's version and `builtin.features`, as logged at start and exposed on
+/// `ddtwatch_kafka_client_info`.
+pub fn librdkafka_info() -> (String, String) {
+    static INFO: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    INFO.get_or_init(|| {
+        let (_, version) = rdkafka::util::get_rdkafka_version();
+        let features = ClientConfig::new()
+            .create_native_config()
+            .and_then(|n| n.get("builtin.features"))
+            .unwrap_or_else(|_| "unknown".to_string());
+        (version, features)
+    })
+    .clone()
+}
+
+/// The kind label of a librdkafka error (`ddtwatch_source_errors_total{kind}`).
+pub fn error_kind(code: Option<rdkafka::types::RDKafkaErrorCode>, message: &str) -> &'static str {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let lower = message.to_ascii_lowercase();
+    match code {
+        Some(C::Authentication | C::SaslAuthenticationFailed) => "authentication",
+        Some(C::TopicAuthorizationFailed | C::GroupAuthorizationFailed | C::ClusterAuthorizationFailed) => {
+            "authorization"
+        }
+        Some(C::SSL) => "tls",
+        Some(C::Fatal) => "fatal",
+        _ if lower.contains("sasl") || lower.contains("authentication") => "authentication",
+        _ if lower.contains("ssl") || lower.contains("certificate") || lower.contains("tls") => "tls",
+        Some(
+            C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::Resolve
+            | C::NetworkException
+            | C::OperationTimedOut
+            | C::BrokerNotAvailable
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator,
+        ) => "transport",
+        _ => "other",
+    }
 }
 
 /// Client settings of the producers that must not lose a record (DLQ, state topic).
@@ -122,6 +271,9 @@ struct Tracking {
 
 struct Ctx {
     stats: Arc<KafkaStats>,
+    health: Arc<SourceHealth>,
+    /// Set by librdkafka's error callback on a fatal error: the source cannot go on.
+    fatal: Mutex<Option<String>>,
     pipeline: Pipeline,
     tracking: Mutex<Tracking>,
     /// Snapshot producer and topic (None: state topic off).
@@ -295,23 +447,41 @@ fn read_topic(client: &ClientConfig, topic: &str, timeout: Duration) -> anyhow::
 
 impl ClientContext for Ctx {
     fn stats(&self, s: Statistics) {
-        let mut lag = self.stats.lag.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, t) in &s.topics {
-            for (p, part) in &t.partitions {
-                // -1 is librdkafka's internal unassigned partition; -1 lag means unknown yet.
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), *p), part.consumer_lag);
+        {
+            let mut lag = self.stats.lag.lock().unwrap_or_else(|p| p.into_inner());
+            for (topic, t) in &s.topics {
+                for (p, part) in &t.partitions {
+                    // -1 is librdkafka's internal unassigned partition; -1 lag means unknown yet.
+                    if *p >= 0 && part.consumer_lag >= 0 {
+                        lag.insert((topic.clone(), *p), part.consumer_lag);
+                    }
                 }
             }
         }
+        // Up while at least one broker connection is up (authenticated, if SASL is on).
+        let up = s.brokers.values().any(|b| b.state == "UP");
+        self.stats.broker_up.store(up, Ordering::Relaxed);
+        self.health.set_up(up);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.stats.client_errors.fetch_add(1, Ordering::Relaxed);
-        if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
+        let code = error.rdkafka_error_code();
+        let kind = error_kind(code, reason);
+        // librdkafka's reason names the broker and the cause ("SASL authentication error: …",
+        // "SSL handshake failed: … certificate verify failed").
+        let message = if reason.is_empty() { error.to_string() } else { reason.to_string() };
+        self.health.error(kind, &message);
+        if matches!(code, Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown))
+            || matches!(kind, "authentication" | "tls")
+        {
             self.stats.broker_up.store(false, Ordering::Relaxed);
+            self.health.set_up(false);
         }
-        tracing::warn!(error = %error, reason, "kafka client error");
+        if kind == "fatal" {
+            let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+            f.get_or_insert(message);
+        }
     }
 }
 
@@ -406,7 +576,7 @@ impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
         let producer = reliable_producer_config(&client_config(source)?)
             .create_with_context(DlqContext { stats, dlq: true })
-            .context("creating the dead-letter producer")?;
+            .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {}", explain(&e)))?;
         Ok(KafkaDlq { producer, topic: topic.to_string() })
     }
 
@@ -442,7 +612,217 @@ pub struct ConsumeOptions {
     pub grace: Duration,
 }
 
-/// Consumes until `shutdown` turns true, then stores and commits what was applied.
+/// Longest wait between attempts after a receive error (capped exponential backoff).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A Kafka source whose clients are built: every error that can never succeed (an unknown
+/// property, an unsupported value, a missing credentials file, a certificate that does not parse)
+/// surfaced from [`KafkaSource::new`], before anything runs. [`KafkaSource::run`] then consumes on
+/// the calling (dedicated) thread, so no blocking librdkafka call — a producer flush, the
+/// state-topic read in a rebalance callback, a commit, the outbox fsyncs of the events it applies —
+/// ever runs on a tokio worker that serves `/metrics` and `/healthz`.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Ctx>,
+    topics: Vec<String>,
+    group_id: String,
+    state_topic: String,
+    opts: ConsumeOptions,
+}
+
+impl KafkaSource {
+    pub fn new(
+        source: &SourceConfig,
+        pipeline: Pipeline,
+        stats: Arc<KafkaStats>,
+        health: Arc<SourceHealth>,
+        opts: ConsumeOptions,
+    ) -> anyhow::Result<Self> {
+        let SourceConfig::Kafka { topics, group_id, state_topic, .. } = source else {
+            anyhow::bail!("not a kafka source")
+        };
+        let base = client_config(source)?;
+        let state = if state_topic.is_empty() {
+            None
+        } else {
+            let producer: ThreadedProducer<DlqContext> = state_producer_config(&base)
+                .create_with_context(DlqContext { stats: stats.clone(), dlq: false })
+                .map_err(|e| anyhow::anyhow!("creating the state-topic producer: {}", explain(&e)))?;
+            Some((producer, state_topic.clone()))
+        };
+        let consumer: BaseConsumer<Ctx> = consumer_config(&base, group_id)
+            .create_with_context(Ctx {
+                stats,
+                health,
+                fatal: Mutex::new(None),
+                pipeline,
+                tracking: Mutex::new(Tracking::default()),
+                state,
+                client: base,
+                grace: opts.grace,
+            })
+            .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {}", explain(&e)))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(|e| anyhow::anyhow!("subscribing to {names:?}: {}", explain(&e)))?;
+        Ok(KafkaSource {
+            consumer,
+            topics: topics.clone(),
+            group_id: group_id.clone(),
+            state_topic: state_topic.clone(),
+            opts,
+        })
+    }
+
+    /// Consumes until `stop` turns true, then commits what was applied. Transient failures
+    /// (broker unreachable, coordinator moves, authentication refused) are counted, logged with
+    /// librdkafka's cause and retried with a capped backoff; only a fatal client error ends it
+    /// with `Err`.
+    pub fn run(self, task: &TaskGuard, stop: &AtomicBool) -> anyhow::Result<()> {
+        let consumer = self.consumer;
+        let ctx = consumer.context();
+        tracing::info!(topics = ?self.topics, group = %self.group_id, source = %ctx.health.name, "kafka source consuming");
+        if !self.state_topic.is_empty() {
+            check_state_topic(&ctx.client, &self.state_topic, &ctx.stats, self.opts.grace);
+        }
+        let mut last_commit = Instant::now();
+        let mut backoff = Backoff::new(MAX_BACKOFF);
+        let result = loop {
+            task.beat();
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            if let Some(fatal) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                break Err(anyhow::anyhow!("fatal Kafka client error: {fatal}"));
+            }
+            if last_commit.elapsed() >= self.opts.commit_interval {
+                checkpoint_and_commit(&consumer, ctx, CommitMode::Async);
+                last_commit = Instant::now();
+                continue;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(msg)) => {
+                    backoff.reset();
+                    ctx.stats.broker_up.store(true, Ordering::Relaxed);
+                    ctx.health.set_up(true);
+                    apply(&consumer, ctx, &msg);
+                }
+                Some(Err(e)) => {
+                    ctx.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+                    let message = e.to_string();
+                    let kind = error_kind(e.rdkafka_error_code(), &message);
+                    ctx.health.error(kind, &message);
+                    if kind == "fatal" {
+                        break Err(anyhow::anyhow!("fatal Kafka client error: {message}"));
+                    }
+                    let wait = backoff.next_wait();
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        task.beat();
+                        std::thread::sleep(Duration::from_millis(50).min(wait));
+                    }
+                }
+            }
+        };
+        tracing::info!(source = %ctx.health.name, "kafka source stopping: committing offsets");
+        checkpoint_and_commit(&consumer, ctx, CommitMode::Sync);
+        consumer.unsubscribe();
+        result
+    }
+}
+
+/// Applies one message and stores its offset (after the event and its dead letter were handed on).
+fn apply(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, msg: &rdkafka::message::BorrowedMessage<'_>) {
+    let payload = msg.payload().unwrap_or_default();
+    ctx.stats.messages.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+    let origin = Through { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
+    let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    let skip = {
+        let mut t = ctx.track();
+        let tp = (origin.topic.clone(), origin.partition);
+        t.last_offset.insert(tp.clone(), origin.offset);
+        match &key {
+            Some(k) if !k.is_empty() => {
+                let covered = t.skip_through.get(k).is_some_and(|th| {
+                    th.topic == origin.topic && th.partition == origin.partition && origin.offset <= th.offset
+                });
+                if !covered {
+                    t.owner.insert(k.clone(), tp);
+                    t.dirty.insert(k.clone());
+                }
+                covered
+            }
+            _ => false,
+        }
+    };
+    tracing::trace!(partition = origin.partition, offset = origin.offset, skip, "message");
+    if skip {
+        ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
+    } else {
+        ctx.pipeline.ingest_message(payload, crate::clock::wall_clock_ms(), origin);
+    }
+    if let Err(e) = consumer.store_offset_from_message(msg) {
+        tracing::warn!(error = %e, "storing offset failed");
+    }
+}
+
+/// Checks, where the broker answers DescribeConfigs, that the state topic is compacted and takes
+/// messages as large as the state producer sends; logs and records what is not met.
+fn check_state_topic(client: &ClientConfig, topic: &str, stats: &KafkaStats, timeout: Duration) {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = match client.create() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create an admin client to check the state topic");
+            return;
+        }
+    };
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(rt) = rt else { return };
+    let res = rt.block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts));
+    let resource = match res.map(|mut v| v.pop()) {
+        Ok(Some(Ok(r))) => r,
+        Ok(Some(Err(e))) => {
+            tracing::warn!(topic, error = %e, "the broker did not describe the state topic's config; its requirements (compaction, max.message.bytes) are unchecked");
+            return;
+        }
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "the broker did not describe the state topic's config; its requirements (compaction, max.message.bytes) are unchecked");
+            return;
+        }
+    };
+    let get = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    let mut problems = Vec::new();
+    match get("cleanup.policy") {
+        Some(p) if p.contains("compact") => {}
+        Some(p) => problems.push(format!("cleanup.policy is `{p}`, not compact: old snapshots are never cleaned up")),
+        None => {}
+    }
+    if let Some(max) = get("max.message.bytes").and_then(|v| v.parse::<u64>().ok())
+        && max < MIN_STATE_TOPIC_MESSAGE_BYTES
+    {
+        problems.push(format!(
+            "max.message.bytes is {max}, below {MIN_STATE_TOPIC_MESSAGE_BYTES}: a large deployment's snapshot will be refused"
+        ));
+    }
+    for p in &problems {
+        tracing::warn!(topic, problem = %p, "state topic requirement not met");
+    }
+    if problems.is_empty() {
+        tracing::info!(topic, "state topic requirements met (compacted, max.message.bytes)");
+    }
+    *stats.state_topic_problems.lock().unwrap_or_else(|p| p.into_inner()) = Some(problems);
+}
+
+/// The smallest `max.message.bytes` the state topic should allow (README, Kafka: a compressed
+/// snapshot of a busy deployment stays well under this; the producer's limit is 64 MiB).
+pub const MIN_STATE_TOPIC_MESSAGE_BYTES: u64 = 8 << 20;
+
+/// Consumes a `kafka` source on a dedicated thread until `shutdown` turns true (for embedding and
+/// the benches; `run` builds the source itself to stop at once on a config error).
 pub async fn consume(
     source: SourceConfig,
     pipeline: Pipeline,
@@ -450,98 +830,16 @@ pub async fn consume(
     opts: ConsumeOptions,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let SourceConfig::Kafka { topics, group_id, state_topic, .. } = &source else {
-        anyhow::bail!("not a kafka source")
-    };
-    let base = client_config(&source)?;
-    let state = if state_topic.is_empty() {
-        None
-    } else {
-        let mut pc = reliable_producer_config(&base);
-        pc.set("compression.type", "lz4").set("message.max.bytes", "67108864");
-        let producer: ThreadedProducer<DlqContext> = pc
-            .create_with_context(DlqContext { stats: stats.clone(), dlq: false })
-            .context("creating the state-topic producer")?;
-        Some((producer, state_topic.clone()))
-    };
-    let mut c = base.clone();
-    c.set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", "5000");
-    if c.get("auto.offset.reset").is_none() {
-        c.set("auto.offset.reset", "earliest");
-    }
-    let consumer: StreamConsumer<Ctx> = c
-        .create_with_context(Ctx {
-            stats: stats.clone(),
-            pipeline: pipeline.clone(),
-            tracking: Mutex::new(Tracking::default()),
-            state,
-            client: base,
-            grace: opts.grace,
-        })
-        .context("creating the Kafka consumer")?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).context("subscribing")?;
-    stats.broker_up.store(true, Ordering::Relaxed);
-    tracing::info!(topics = ?names, group = %group_id, "kafka source consuming");
-    let mut commit_tick = tokio::time::interval(opts.commit_interval);
-    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let commit =
-        |mode: CommitMode, consumer: &StreamConsumer<Ctx>| checkpoint_and_commit(consumer, consumer.context(), mode);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            _ = commit_tick.tick() => commit(CommitMode::Async, &consumer),
-            m = consumer.recv() => match m {
-                Ok(msg) => {
-                    stats.broker_up.store(true, Ordering::Relaxed);
-                    let payload = msg.payload().unwrap_or_default();
-                    stats.messages.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    let origin = Through { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
-                    let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                    let skip = {
-                        let mut t = consumer.context().track();
-                        let tp = (origin.topic.clone(), origin.partition);
-                        t.last_offset.insert(tp.clone(), origin.offset);
-                        match &key {
-                            Some(k) if !k.is_empty() => {
-                                let covered = t.skip_through.get(k).is_some_and(|th| {
-                                    th.topic == origin.topic && th.partition == origin.partition && origin.offset <= th.offset
-                                });
-                                if !covered {
-                                    t.owner.insert(k.clone(), tp);
-                                    t.dirty.insert(k.clone());
-                                }
-                                covered
-                            }
-                            _ => false,
-                        }
-                    };
-                    tracing::trace!(partition = origin.partition, offset = origin.offset, skip, "message");
-                    if skip {
-                        stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        pipeline.ingest_message(payload, crate::http::wall_clock_ms(), origin);
-                    }
-                    if let Err(e) = consumer.store_offset_from_message(&msg) {
-                        tracing::warn!(error = %e, "storing offset failed");
-                    }
-                }
-                Err(e) => {
-                    stats.client_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "kafka receive error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            },
-        }
-    }
-    tracing::info!("kafka source stopping: committing offsets");
-    commit(CommitMode::Sync, &consumer);
-    consumer.unsubscribe();
-    Ok(())
+    let health = crate::health::Health::new();
+    let src_health = health.source("kafka-0", "kafka");
+    let src = KafkaSource::new(&source, pipeline, stats, src_health, opts)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let task = health.task("source kafka-0", Duration::from_secs(60));
+    let handle = std::thread::Builder::new().name("kafka-0".into()).spawn(move || src.run(&task, &stop2))?;
+    let _ = shutdown.changed().await;
+    stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || handle.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the kafka source thread panicked"))?
 }

@@ -178,7 +178,7 @@ impl Pipeline {
                 let body = serde_json::to_value(&t).unwrap_or_default();
                 let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
                 for r in &t.notify {
-                    if let Err(e) = o.enqueue(r, &key, body.clone(), crate::http::wall_clock_ms()) {
+                    if let Err(e) = o.enqueue(r, &key, body.clone(), crate::clock::wall_clock_ms()) {
                         tracing::error!(error = %e, receiver = %r, "outbox write failed");
                     }
                 }

@@ -32,6 +32,8 @@ pub struct Dispatcher {
     warned: HashSet<String>,
     /// Source of the jitter (seedable for tests).
     rng: fastrand::Rng,
+    /// Beaten before every delivery attempt (`/healthz` sees a dispatcher that hangs).
+    heartbeat: Option<Arc<crate::health::Task>>,
 }
 
 /// One pending notification, copied out of the outbox so no lock is held while sending.
@@ -55,6 +57,7 @@ impl Dispatcher {
             next_resend: HashMap::new(),
             warned: HashSet::new(),
             rng: fastrand::Rng::new(),
+            heartbeat: None,
         }
     }
 
@@ -87,6 +90,9 @@ impl Dispatcher {
         // (receiver, breach) with an earlier notification still undelivered.
         let mut blocked: HashSet<(String, String)> = HashSet::new();
         for d in due {
+            if let Some(h) = &self.heartbeat {
+                h.beat();
+            }
             let breach = (d.receiver.clone(), breach_key(&d.key).to_string());
             if blocked.contains(&breach) {
                 continue;
@@ -277,8 +283,11 @@ pub async fn run(
     receivers: impl Fn() -> BTreeMap<String, ReceiverConfig>,
     wake: Arc<tokio::sync::Notify>,
     clock: fn() -> Millis,
+    task: crate::health::TaskGuard,
 ) {
+    d.heartbeat = Some(task.task().clone());
     loop {
+        task.beat();
         let now = clock();
         let next = d.run_due(&receivers(), now).await;
         let wait = next.map_or(1000, |t| (t - clock()).clamp(0, 1000));

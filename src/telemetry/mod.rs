@@ -72,6 +72,11 @@ pub mod names {
     pub const DEAD_LETTERS_PRODUCED: &str = "ddtwatch_dead_letters_produced";
     pub const CONFIG_RELOADS: &str = "ddtwatch_config_reload";
     pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
+    pub const SOURCE_UP: &str = "ddtwatch_source_up";
+    pub const SOURCE_ERRORS: &str = "ddtwatch_source_errors";
+    pub const TASK_HEALTHY: &str = "ddtwatch_task_healthy";
+    pub const KAFKA_CLIENT_INFO: &str = "ddtwatch_kafka_client_info";
+    pub const KAFKA_STATE_TOPIC_PROBLEMS: &str = "ddtwatch_kafka_state_topic_problems";
 
     /// Every exposed sample name (counters with `_total`), for dashboard/rule checks.
     pub const ALL_SAMPLES: &[&str] = &[
@@ -133,6 +138,11 @@ pub mod names {
         "ddtwatch_state_snapshots_total",
         "ddtwatch_state_restored_deployments_total",
         "ddtwatch_kafka_skipped_messages_total",
+        "ddtwatch_source_up",
+        "ddtwatch_source_errors_total",
+        "ddtwatch_task_healthy",
+        "ddtwatch_kafka_client_info",
+        "ddtwatch_kafka_state_topic_problems",
     ];
 }
 
@@ -153,6 +163,8 @@ pub struct ProcessState {
     pub audit: Option<crate::audit::SharedAudit>,
     /// The notification outbox when `state_dir` is set.
     pub outbox: Option<crate::notify::outbox::SharedOutbox>,
+    /// Long-lived tasks and sources (`/healthz`, `ddtwatch_source_up`, `ddtwatch_task_healthy`).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets: from sub-second alert latency to
@@ -299,7 +311,7 @@ impl Collector for EngineCollector {
             f.add(vec![], o.depth() as f64);
             fams.push(f);
             let mut f = Family::new(OUTBOX_OLDEST, "Age of the oldest pending notification (0 when none)", g);
-            f.add(vec![], o.oldest_age(crate::http::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
+            f.add(vec![], o.oldest_age(crate::clock::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
             fams.push(f);
             let mut f = Family::new(NOTIFICATIONS, "Notification attempts by receiver and result", c);
             for (r, rc) in &engine.config().raw.receivers {
@@ -315,6 +327,44 @@ impl Collector for EngineCollector {
                     f.add(l(&[("receiver", r), ("result", result)]), n as f64);
                 }
             }
+            fams.push(f);
+        }
+        let sources = p.health.sources();
+        let mut up = Family::new(SOURCE_UP, "1 while the source is connected and consuming, 0 while it is not", g);
+        let mut errs = Family::new(SOURCE_ERRORS, "Source errors by kind (transport, authentication, tls, ...)", c);
+        for s in &sources {
+            up.add(l(&[("source", &s.name)]), s.is_up() as u8 as f64);
+            for (kind, n) in s.errors() {
+                errs.add(l(&[("source", &s.name), ("kind", kind)]), n as f64);
+            }
+        }
+        fams.push(up);
+        fams.push(errs);
+        let problems = p.health.problems();
+        let mut f = Family::new(
+            TASK_HEALTHY,
+            "1 while a long-lived task runs and reports progress, 0 once it stopped or stalled",
+            g,
+        );
+        for t in p.health.tasks() {
+            f.add(l(&[("task", &t.name)]), !problems.iter().any(|pr| pr.task == t.name) as u8 as f64);
+        }
+        fams.push(f);
+        if sources.iter().any(|s| s.kind == "kafka") {
+            let (version, features) = crate::ingest::kafka::librdkafka_info();
+            let mut f = Family::new(KAFKA_CLIENT_INFO, "librdkafka version and builtin.features (1)", g);
+            f.add(l(&[("version", &version), ("features", &features)]), 1.0);
+            fams.push(f);
+        }
+        if let Some(k) = &p.kafka
+            && let Some(problems) = k.state_topic_problems.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            let mut f = Family::new(
+                KAFKA_STATE_TOPIC_PROBLEMS,
+                "State topic requirements not met (not compacted, max.message.bytes too small); 0 when met",
+                g,
+            );
+            f.add(vec![], problems.len() as f64);
             fams.push(f);
         }
         if let Some(k) = &p.kafka {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod secure;
 
 use std::path::PathBuf;
 use std::sync::Arc;
