@@ -265,6 +265,31 @@ impl SourceHealth {
         }
     }
 
+    /// Counts an error of `kind` whose message is a less precise echo of one the client library
+    /// reported with its cause (librdkafka's consumer queue repeats "SSL (Local: SSL error)" after
+    /// the error callback said "certificate verify failed"): the last cause stays unless it is of
+    /// another kind or older than a minute.
+    pub fn error_echo(&self, kind: &'static str, message: &str) {
+        self.error_keeping_cause(kind, message, true);
+    }
+
+    /// Counts an error that sums up others ("1/1 brokers are down"): the last cause stays if it
+    /// is from the last minute, whatever its kind.
+    pub fn error_summary(&self, kind: &'static str, message: &str) {
+        self.error_keeping_cause(kind, message, false);
+    }
+
+    fn error_keeping_cause(&self, kind: &'static str, message: &str, same_kind_only: bool) {
+        let keep = lock(&self.last_error).as_ref().is_some_and(|e| {
+            (e.kind == kind || !same_kind_only) && now_ms() - e.at_ms < REPEAT_LOG_EVERY.as_millis() as i64
+        });
+        if keep {
+            *lock(&self.errors).entry(kind).or_default() += 1;
+        } else {
+            self.error(kind, message);
+        }
+    }
+
     pub fn errors(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.errors).clone()
     }

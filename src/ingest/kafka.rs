@@ -471,10 +471,14 @@ impl ClientContext for Ctx {
         // librdkafka's reason names the broker and the cause ("SASL authentication error: …",
         // "SSL handshake failed: … certificate verify failed").
         let message = if reason.is_empty() { error.to_string() } else { reason.to_string() };
-        self.health.error(kind, &message);
-        if matches!(code, Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown))
-            || matches!(kind, "authentication" | "tls")
-        {
+        let all_down = matches!(code, Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown));
+        if all_down {
+            // A consequence: the cause (refused connection, failed handshake) came just before.
+            self.health.error_summary(kind, &message);
+        } else {
+            self.health.error(kind, &message);
+        }
+        if all_down || matches!(kind, "authentication" | "tls") {
             self.stats.broker_up.store(false, Ordering::Relaxed);
             self.health.set_up(false);
         }
@@ -710,7 +714,7 @@ impl KafkaSource {
                     ctx.stats.client_errors.fetch_add(1, Ordering::Relaxed);
                     let message = e.to_string();
                     let kind = error_kind(e.rdkafka_error_code(), &message);
-                    ctx.health.error(kind, &message);
+                    ctx.health.error_echo(kind, &message);
                     if kind == "fatal" {
                         break Err(anyhow::anyhow!("fatal Kafka client error: {message}"));
                     }

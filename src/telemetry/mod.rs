@@ -646,7 +646,9 @@ const LIMIT_KEYS: &[&str] =
 /// Logging: JSON lines for `run`, human-readable for `demo` and the other commands.
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("DDTWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // rdkafka's own "Global error" lines repeat what the sources' error callbacks report (with
+    // their kind, and identical repeats rate-limited): off unless DDTWATCH_LOG asks for them.
+    let filter = EnvFilter::try_from_env("DDTWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka::client=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
