@@ -151,43 +151,50 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
+    // Written ignoring errors: `check-config FILE | head` closes the pipe early (not a failure).
+    let stdout = io::stdout();
+    let mut stdout = stdout.lock();
+    macro_rules! out {
+        ($($t:tt)*) => {{ let _ = writeln!(stdout, $($t)*); }};
+    }
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
             for err in &e.0 {
-                println!("{err}");
+                out!("{err}");
             }
             return ExitCode::from(2);
         }
     };
-    let problems = runtime_problems(&config, skip_secrets);
+    let problems = runtime_problems(&config, skip_secrets, true);
     if !problems.is_empty() {
         for (path, problem) in &problems {
-            println!("{path}: {problem}");
+            out!("{path}: {problem}");
         }
         return ExitCode::from(2);
     }
-    println!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
+    out!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
     for (system, name) in [("lfr", config.raw.defaults.lfr.as_deref()), ("anpr", config.raw.defaults.anpr.as_deref())] {
         let name = name.unwrap_or(system);
         let sys = if system == "lfr" { crate::event::System::Lfr } else { crate::event::System::Anpr };
-        println!("\n{system} (profile {name}):");
+        out!("\n{system} (profile {name}):");
         for c in config.conditions_for("", Some(sys)).iter() {
-            println!("  {}", describe_condition(c));
+            out!("  {}", describe_condition(c));
         }
     }
     for id in config.deployment_conditions.keys() {
-        println!("\ndeployment {id}:");
+        out!("\ndeployment {id}:");
         for c in config.deployment_conditions[id].iter() {
-            println!("  {}", describe_condition(c));
+            out!("  {}", describe_condition(c));
         }
     }
     ExitCode::SUCCESS
 }
 
 /// What `run` would fail on at start that the YAML alone does not show: secrets that cannot be
-/// read, Kafka clients librdkafka refuses to build. As `(key path, problem)`.
-fn runtime_problems(config: &Config, skip_secrets: bool) -> Vec<(String, String)> {
+/// read, Kafka clients librdkafka refuses to build (with `kafka`), receivers that need a
+/// `state_dir`. As `(key path, problem)`.
+fn runtime_problems(config: &Config, skip_secrets: bool, kafka: bool) -> Vec<(String, String)> {
     use crate::ingest::kafka::{Secrets, check_offline};
     let mut out = Vec::new();
     let raw = &config.raw;
@@ -206,10 +213,24 @@ fn runtime_problems(config: &Config, skip_secrets: bool) -> Vec<(String, String)
             secret(format!("receivers.{name}.secret_file"), &r.secret_file, &r.secret_env);
         }
     }
+    // Webhook and Alertmanager deliveries go through the durable outbox in state_dir: without it
+    // they would never be sent (nothing would say so).
+    if raw.state_dir.is_none() {
+        for (name, r) in &raw.receivers {
+            if matches!(r.kind, crate::config::ReceiverKind::Webhook | crate::config::ReceiverKind::Alertmanager) {
+                out.push((
+                    format!("receivers.{name}"),
+                    "webhook and alertmanager receivers need `state_dir` (their notifications are journaled there \
+                     before delivery); set it, or use kind log"
+                        .into(),
+                ));
+            }
+        }
+    }
     let secrets = if skip_secrets { Secrets::Placeholder } else { Secrets::Read };
     let dlq_kafka = matches!(raw.dead_letter, Some(crate::config::DeadLetterConfig::Kafka { .. }));
     let mut first_kafka = true;
-    for (i, s) in raw.sources.iter().enumerate() {
+    for (i, s) in raw.sources.iter().enumerate().filter(|_| kafka) {
         if matches!(s, SourceConfig::Kafka { .. }) {
             // The Kafka DLQ producer uses the first Kafka source's settings.
             for p in check_offline(s, dlq_kafka && first_kafka, secrets) {
@@ -477,6 +498,12 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         Some(l) => l,
         None => config.raw.http.listen.parse().context("http.listen")?,
     };
+    // What check-config finds beyond the YAML (secrets are read below, where they are used).
+    let problems = runtime_problems(&config, true, false);
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+        bail!("invalid configuration {}:\n{}", config_path.display(), lines.join("\n"));
+    }
     let token = http_token(&config)?;
     let mode = config.raw.clock;
     let sources = config.raw.sources.clone();

@@ -310,30 +310,6 @@ impl SourceHealth {
     }
 }
 
-/// A capped exponential backoff for retrying transient failures: 100 ms doubling to `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub fn new(max: Duration) -> Self {
-        Backoff { next: Duration::from_millis(100), max }
-    }
-
-    /// The wait before the next attempt (then doubles, up to the cap).
-    pub fn next_wait(&mut self) -> Duration {
-        let w = self.next;
-        self.next = (self.next * 2).min(self.max);
-        w
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Duration::from_millis(100);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,14 +383,5 @@ mod tests {
         // Identical repeats are suppressed in the log but still counted.
         let logged = lock(&s.logged);
         assert_eq!(logged.as_ref().unwrap().0, "authentication");
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500));
-        let waits: Vec<u64> = (0..5).map(|_| b.next_wait().as_millis() as u64).collect();
-        assert_eq!(waits, vec![100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_wait(), Duration::from_millis(100));
     }
 }

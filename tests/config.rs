@@ -80,3 +80,63 @@ fn missing_file_is_reported() {
     assert_eq!(code, Some(2));
     assert!(out.contains("does-not-exist.yaml"), "{out}");
 }
+
+/// The example config, changed by `edit`, written to a temp file; check-config's exit and output.
+fn check_edited(edit: impl FnOnce(&mut serde_yaml::Value)) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap()).unwrap();
+    v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
+    edit(&mut v);
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    let out = Command::new(common::bin()).args(["check-config", "--skip-secrets"]).arg(&path).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// A receiver named only in a deployment's override must exist too.
+#[test]
+fn an_override_naming_an_unknown_receiver_is_an_error() {
+    let (code, out) = check_edited(|v| {
+        v["deployments"]["lfr-stratford-0425"]["overrides"] =
+            serde_yaml::from_str("[{id: false_alert_rate, max: 0.0005, notify: [nobody]}]").unwrap();
+    });
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("deployments.lfr-stratford-0425.overrides[id=false_alert_rate].notify: no receiver `nobody`"),
+        "{out}"
+    );
+}
+
+/// Webhook/Alertmanager receivers deliver through the outbox in state_dir: without it the
+/// configuration is refused (before, nothing was ever sent and nothing said so).
+#[test]
+fn webhook_receivers_without_state_dir_are_an_error() {
+    let (code, out) = check_edited(|v| {
+        v.as_mapping_mut().unwrap().remove("state_dir");
+    });
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("receivers.oversight: webhook and alertmanager receivers need `state_dir`"), "{out}");
+    assert!(out.contains("receivers.ops: webhook and alertmanager receivers need `state_dir`"), "{out}");
+    let (code, out) = check_edited(|v| {
+        v.as_mapping_mut().unwrap().remove("state_dir");
+        v["receivers"] = serde_yaml::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
+    });
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// `check-config FILE | head`: a reader that goes away early is not a failure (exit 0, no panic).
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(common::bin())
+        .args(["check-config", "--skip-secrets"])
+        .arg(common::repo().join("config/ddtwatch.yaml"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

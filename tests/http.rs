@@ -170,14 +170,25 @@ async fn post_events_needs_the_token_and_respects_the_size_limit() {
     let url = format!("{base}/api/v1/events");
     assert_eq!(c.post(&url).body(body.clone()).send().await.unwrap().status(), 401);
     assert_eq!(c.post(&url).bearer_auth("wrong").body(body.clone()).send().await.unwrap().status(), 401);
+    let other_scheme = c.post(&url).header("authorization", format!("Basic {TOKEN}")).body(body.clone());
+    assert_eq!(other_scheme.send().await.unwrap().status(), 401);
     let r: serde_json::Value =
         c.post(&url).bearer_auth(TOKEN).body(body.clone()).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["accepted"], 50);
     assert_eq!(r["rejected"], 1);
     assert_eq!(r["errors"][0]["reason"], "malformed_json");
     assert_eq!(r["errors"][0]["line"], 51);
-    // Re-delivery is absorbed by event_id dedup.
-    let r: serde_json::Value = c.post(&url).bearer_auth(TOKEN).body(body).send().await.unwrap().json().await.unwrap();
+    // Re-delivery is absorbed by event_id dedup; the auth scheme is case-insensitive (RFC 7235).
+    let r: serde_json::Value = c
+        .post(&url)
+        .header("authorization", format!("bearer {TOKEN}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["duplicates"], 50);
     // A JSON array body.
     let arr: Vec<serde_json::Value> = lines[50..60].iter().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -34,8 +34,17 @@ fn ready_without_broker_and_consumes_when_it_comes_up() {
             ddtwatch::notify::http_client().get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
         })
     });
-    wait_for("the outage in metrics", Duration::from_secs(30), || {
-        http_text(&format!("{base}/metrics")).is_some_and(|m| metric(&m, "ddtwatch_kafka_client_errors_total") >= 1.0)
+    // A real outage: several failed connection rounds (librdkafka backs off between them) before
+    // the broker appears, seen as the source down with transport errors.
+    // The scenario: the broker stays away for 12 s (librdkafka's reconnect backoff grows to its
+    // cap meanwhile), not a synchronisation.
+    let outage = Instant::now();
+    wait_for("a 12 s outage", Duration::from_secs(15), || outage.elapsed() >= Duration::from_secs(12));
+    wait_for("the outage in metrics", Duration::from_secs(60), || {
+        http_text(&format!("{base}/metrics")).is_some_and(|m| {
+            metric(&m, r#"ddtwatch_source_errors_total{source="kafka-0",kind="transport"}"#) >= 3.0
+                && metric(&m, r#"ddtwatch_source_up{source="kafka-0"}"#) == 0.0
+        })
     });
     let (_broker, _) = start_broker_on(broker_port);
     let lines = generate_lines(Scenario::AnprSteady, 5_000, 3);

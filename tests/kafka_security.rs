@@ -110,7 +110,7 @@ fn sasl_ssl_scram_512_consumes_dead_letters_and_hands_over_like_replay() {
     let m = metrics(&base);
     assert_eq!(metric(&m, r#"ddtwatch_source_up{source="kafka-0"}"#), 1.0, "{m}");
     let info = m.lines().find(|l| l.starts_with("ddtwatch_kafka_client_info")).expect("client info metric");
-    for feature in ["ssl", "sasl_scram", "sasl_oauthbearer", "zstd", "lz4", "snappy", "gzip"] {
+    for feature in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer", "zstd", "lz4", "snappy", "gzip"] {
         assert!(info.contains(feature), "librdkafka built without {feature}: {info}");
     }
     wait_for("dead letters produced over TLS", Duration::from_secs(60), || {
@@ -295,6 +295,38 @@ fn failures_that_can_never_succeed_stop_run_and_fail_check_config() {
         assert_eq!(out.status.code(), Some(2), "{what}: check-config must fail: {stdout}");
         assert!(stdout.contains("sources[0]") && stdout.contains(needle), "{what}: {stdout}");
     }
+}
+
+/// OAUTHBEARER is built in: a source with it (here librdkafka's unsecured JWT, the form that
+/// needs no token endpoint) builds every client offline. OIDC (client credentials against a token
+/// endpoint) is not built in (it needs libcurl, which rdkafka-sys's configure does not find):
+/// asking for it is refused by check-config with librdkafka's own reason, not at run time.
+#[test]
+fn oauthbearer_builds_and_oidc_is_refused_offline_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = run_config(dir.path(), "127.0.0.1:1", common::free_port());
+    let set = |props: &str| {
+        let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["sources"] =
+            serde_yaml::from_str(&format!("[{{kind: kafka, brokers: \"127.0.0.1:1\", properties: {{{props}}}}}]"))
+                .unwrap();
+        std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+        let out = Command::new(common::bin()).args(["check-config"]).arg(&path).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = set(
+        "security.protocol: sasl_ssl, sasl.mechanism: OAUTHBEARER, enable.sasl.oauthbearer.unsecure.jwt: \"true\", \
+         sasl.oauthbearer.config: \"principal=ddtwatch\"",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = set("security.protocol: sasl_ssl, sasl.mechanism: OAUTHBEARER, sasl.oauthbearer.method: oidc, \
+         sasl.oauthbearer.client.id: ddtwatch, sasl.oauthbearer.token.endpoint.url: \"https://127.0.0.1:1/token\"");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("sources[0]") && out.contains("not supported in this build"), "{out}");
+    // GSSAPI (Kerberos) is not built in either, and is named.
+    let (code, out) = set("security.protocol: sasl_ssl, sasl.mechanism: GSSAPI");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("GSSAPI"), "{out}");
 }
 
 /// Properties ddtwatch sets itself are config errors naming the key and why.

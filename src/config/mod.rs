@@ -722,6 +722,20 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
     for (name, conds) in &profiles {
         all_conditions.extend(conds.iter().map(|c| (name.as_str(), &**c)));
     }
+    // Per-deployment overrides can name receivers too (a misspelt one would fail for good at
+    // run time).
+    for (id, conds) in &deployment_conditions {
+        for c in conds.iter() {
+            for r in &c.notify {
+                if !raw.receivers.contains_key(r) {
+                    errors.push(ConfigError::new(
+                        format!("deployments.{id}.overrides[id={}].notify", c.id),
+                        format!("no receiver `{r}`{}", suggest(r, &receiver_names)),
+                    ));
+                }
+            }
+        }
+    }
     for (name, c) in all_conditions {
         for r in &c.notify {
             if !raw.receivers.contains_key(r) {

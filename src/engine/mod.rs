@@ -85,8 +85,25 @@ pub struct Engine {
     pub source_positions: BTreeMap<String, u64>,
     /// Deployment phase changes (for the audit log), drained by the pipeline.
     lifecycle: Vec<(String, crate::event::Phase, Millis)>,
+    /// Event mode: valid events more than `max_future` ahead of the clock, in arrival order
+    /// (README "Semantics", future timestamps).
+    future: Vec<FutureHeld>,
     pub stats: EngineStats,
 }
+
+/// An event held because it lies beyond the clock's horizon.
+#[derive(Debug)]
+struct FutureHeld {
+    event: Event,
+    payload: Arc<[u8]>,
+    receive: Millis,
+    /// The engine clock when it was held.
+    held_at: Millis,
+}
+
+/// How many valid events beyond the horizon make the clock jump (a gap in the stream, not a
+/// corrupt timestamp).
+pub const FUTURE_JUMP: usize = 10;
 
 /// Process-wide totals (the metrics read them at scrape time).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -116,6 +133,7 @@ impl Engine {
             dead: Vec::new(),
             breaches: Vec::new(),
             open_breaches: HashMap::new(),
+            future: Vec::new(),
             lifecycle: Vec::new(),
             source_positions: BTreeMap::new(),
             stats: EngineStats::default(),
@@ -363,20 +381,78 @@ impl Engine {
         d
     }
 
+    /// Applies a valid event, or holds it when it lies more than `max_future` ahead of the clock
+    /// (README "Semantics"): in wall mode such an event is dead-lettered at once (the wall clock
+    /// at receipt is the reference); in event mode it is held, and
+    /// - once [`FUTURE_JUMP`] events are held, the clock jumps: held events are applied, in
+    ///   arrival order, if they lie within `max_future` of the later of the clock and the earliest
+    ///   held `ts` (a gap in the stream costs nothing);
+    /// - whenever the clock moves, held events now within its horizon are applied;
+    /// - a held event still beyond the horizon after the clock advanced `max_future` since it was
+    ///   held, or at end of input, is dead-lettered `future_timestamp` (a corrupt timestamp moves
+    ///   no clock and changes no state).
     fn apply(&mut self, ev: Event, payload: &[u8], receive: Millis) -> Ingested {
+        let horizon = self.config.raw.engine.max_future.ms();
+        match (self.mode, self.clock) {
+            (ClockMode::Wall, _) if ev.ts > receive + horizon => {
+                let e = self.future_invalid(&ev, "the wall clock at receipt");
+                return self.reject(e, payload);
+            }
+            (ClockMode::Event, Some(clock)) if ev.ts > clock + horizon => {
+                self.future.push(FutureHeld { event: ev, payload: Arc::from(payload), receive, held_at: clock });
+                if self.future.len() >= FUTURE_JUMP {
+                    let earliest = self.future.iter().map(|f| f.event.ts).min();
+                    self.settle_future(earliest);
+                }
+                return Ingested::Held;
+            }
+            _ => {}
+        }
+        let r = self.apply_now(ev, payload, receive);
+        if !self.future.is_empty() {
+            self.settle_future(None);
+        }
+        r
+    }
+
+    fn future_invalid(&self, ev: &Event, reference: &str) -> Invalid {
+        Invalid {
+            reason: Reason::FutureTimestamp,
+            detail: format!("ts is more than {} ahead of {reference}", self.config.raw.engine.max_future),
+            deployment_id: Some(ev.deployment_id.clone()),
+            system: Some(ev.system),
+        }
+    }
+
+    /// Applies the held future events that are now within the horizon of the clock (or of
+    /// `floor`, the jump target), in arrival order, until none is; then dead-letters those held
+    /// for longer than `max_future` of clock.
+    fn settle_future(&mut self, floor: Option<Millis>) {
+        let horizon = self.config.raw.engine.max_future.ms();
+        loop {
+            let reference = match (self.clock, floor) {
+                (Some(c), Some(f)) => c.max(f),
+                (c, f) => c.or(f).unwrap_or(Millis::MIN / 2),
+            };
+            let Some(i) = self.future.iter().position(|f| f.event.ts <= reference + horizon) else { break };
+            let f = self.future.remove(i);
+            self.apply_now(f.event, &f.payload, f.receive);
+        }
+        let Some(clock) = self.clock else { return };
+        let (expired, keep): (Vec<FutureHeld>, Vec<FutureHeld>) =
+            std::mem::take(&mut self.future).into_iter().partition(|f| clock - f.held_at > horizon);
+        self.future = keep;
+        for f in expired {
+            let e = self.future_invalid(&f.event, "the engine clock");
+            self.reject(e, &f.payload);
+        }
+    }
+
+    fn apply_now(&mut self, ev: Event, payload: &[u8], receive: Millis) -> Ingested {
         let now = match self.mode {
             ClockMode::Event => self.clock.unwrap_or(ev.ts),
             ClockMode::Wall => receive,
         };
-        if ev.ts > now + self.config.raw.engine.max_future.ms() {
-            let e = Invalid {
-                reason: Reason::FutureTimestamp,
-                detail: format!("ts is more than {} ahead of the engine clock", self.config.raw.engine.max_future),
-                deployment_id: Some(ev.deployment_id.clone()),
-                system: Some(ev.system),
-            };
-            return self.reject(e, payload);
-        }
         let engine_cfg = &self.config.raw.engine;
         if !self.dedup.contains_key(&ev.deployment_id) {
             self.dedup.insert(ev.deployment_id.clone(), Dedup::default());
@@ -470,6 +546,11 @@ impl Engine {
     /// End of replay input: held orphans are dead-lettered, then a final evaluation at the
     /// current clock (which does not move).
     pub fn finish(&mut self) {
+        // Held future events that never became due: dead-lettered, the clock unmoved.
+        for f in std::mem::take(&mut self.future) {
+            let e = self.future_invalid(&f.event, "the engine clock");
+            self.reject(e, &f.payload);
+        }
         let Some(now) = self.clock else { return };
         self.evaluate_all(now, true);
     }

@@ -224,8 +224,11 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request
             json!("set http.token_file or http.token_env"),
         );
     };
-    let presented =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        // RFC 7235: the auth scheme is case-insensitive.
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token.trim_start())
+    });
     if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", Value::Null);
     }

@@ -27,7 +27,7 @@ use rdkafka::consumer::BaseConsumer;
 use crate::config::SourceConfig;
 use crate::engine::DeadLetter;
 use crate::engine::snapshot::Through;
-use crate::health::{Backoff, SourceHealth, TaskGuard};
+use crate::health::{SourceHealth, TaskGuard};
 use crate::ingest::Pipeline;
 
 /// Counters of the Kafka source and DLQ producer, read by the metrics collector.
@@ -574,14 +574,17 @@ impl ProducerContext for DlqContext {
 pub struct KafkaDlq {
     producer: ThreadedProducer<DlqContext>,
     topic: String,
+    stats: Arc<KafkaStats>,
+    /// Dead letters handed to the producer (acknowledged ones are counted in `stats`).
+    queued: AtomicU64,
 }
 
 impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
         let producer = reliable_producer_config(&client_config(source)?)
-            .create_with_context(DlqContext { stats, dlq: true })
+            .create_with_context(DlqContext { stats: stats.clone(), dlq: true })
             .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {}", explain(&e)))?;
-        Ok(KafkaDlq { producer, topic: topic.to_string() })
+        Ok(KafkaDlq { producer, topic: topic.to_string(), stats, queued: AtomicU64::new(0) })
     }
 
     /// Queues one dead letter: the original bytes as value, the deployment as key, the reason and
@@ -598,14 +601,27 @@ impl KafkaDlq {
         }
         let key = d.deployment_id.as_deref().unwrap_or("");
         let record = BaseRecord::to(&self.topic).payload(&d.payload[..]).key(key).headers(headers);
-        if let Err(e) = send_retrying(&self.producer, record) {
-            tracing::error!(error = %e, reason = d.reason.as_str(), "dead letter rejected by the producer");
+        match send_retrying(&self.producer, record) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, reason = d.reason.as_str(), "dead letter rejected by the producer"),
         }
     }
 
     /// Waits until every queued dead letter is acknowledged (true) or the timeout passes.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.producer.flush(timeout).is_ok() && self.producer.in_flight_count() == 0
+        let acked = || {
+            self.stats.dlq_produced.load(Ordering::Relaxed) + self.stats.dlq_failed.load(Ordering::Relaxed)
+                >= self.queued.load(Ordering::Relaxed)
+        };
+        // Nothing waiting for an acknowledgement: no flush, which would otherwise wait out the
+        // timeout on the producer's own requests while the broker is away (and hold the consume
+        // loop with it).
+        if acked() {
+            return true;
+        }
+        self.producer.flush(timeout).is_ok() && acked()
     }
 }
 
@@ -615,9 +631,6 @@ pub struct ConsumeOptions {
     pub commit_interval: Duration,
     pub grace: Duration,
 }
-
-/// Longest wait between attempts after a receive error (capped exponential backoff).
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A Kafka source whose clients are built: every error that can never succeed (an unknown
 /// property, an unsupported value, a missing credentials file, a certificate that does not parse)
@@ -685,10 +698,14 @@ impl KafkaSource {
         let ctx = consumer.context();
         tracing::info!(topics = ?self.topics, group = %self.group_id, source = %ctx.health.name, "kafka source consuming");
         if !self.state_topic.is_empty() {
-            check_state_topic(&ctx.client, &self.state_topic, &ctx.stats, self.opts.grace);
+            // On its own thread: with the broker down it would hold the consume loop for a while.
+            let (client, topic, stats, grace) =
+                (ctx.client.clone(), self.state_topic.clone(), ctx.stats.clone(), self.opts.grace);
+            let _ = std::thread::Builder::new()
+                .name("state-topic-check".into())
+                .spawn(move || check_state_topic(&client, &topic, &stats, grace));
         }
         let mut last_commit = Instant::now();
-        let mut backoff = Backoff::new(MAX_BACKOFF);
         let result = loop {
             task.beat();
             if stop.load(Ordering::Relaxed) {
@@ -705,24 +722,21 @@ impl KafkaSource {
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Ok(msg)) => {
-                    backoff.reset();
                     ctx.stats.broker_up.store(true, Ordering::Relaxed);
                     ctx.health.set_up(true);
                     apply(&consumer, ctx, &msg);
                 }
                 Some(Err(e)) => {
+                    // Errors on the consumer queue are reports: librdkafka reconnects and retries
+                    // by itself (reconnect.backoff.ms doubling to reconnect.backoff.max.ms), so
+                    // the loop only records them and polls on. (Sleeping here would drain an
+                    // outage's queued reports one per sleep, long after the broker is back.)
                     ctx.stats.client_errors.fetch_add(1, Ordering::Relaxed);
                     let message = e.to_string();
                     let kind = error_kind(e.rdkafka_error_code(), &message);
                     ctx.health.error_echo(kind, &message);
                     if kind == "fatal" {
                         break Err(anyhow::anyhow!("fatal Kafka client error: {message}"));
-                    }
-                    let wait = backoff.next_wait();
-                    let until = Instant::now() + wait;
-                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        task.beat();
-                        std::thread::sleep(Duration::from_millis(50).min(wait));
                     }
                 }
             }
