@@ -4,8 +4,8 @@
 
 FROM rust:1.89-bookworm AS build
 # librdkafka is built from source by rdkafka-sys (bundled): needs a C toolchain, make, perl; TLS
-# links the system OpenSSL (libssl-dev here, libssl3 in the distroless/cc runtime below); zstd is
-# built in statically.
+# is configured by cmake and links the system OpenSSL (libssl-dev here, libssl3 in the
+# distroless/cc runtime below); libcurl (OAUTHBEARER/OIDC) and zstd are built in statically.
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential perl cmake libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -140,3 +140,36 @@ fn a_closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Values that cannot be right are refused with their key paths (issue: all were accepted).
+#[test]
+fn impossible_values_are_refused_with_their_paths() {
+    let (code, out) = check_edited(|v| {
+        let d = &mut v["deployments"]["lfr-stratford-0425"];
+        d["overrides"] =
+            serde_yaml::from_str("[{id: false_alert_rate, max: -1}, {id: false_alert_share, max: 7}]").unwrap();
+        d["authorisation"]["threshold_floor"] = 7.into();
+        d["authorisation"]["window_end"] = "2026-04-25T08:00:00Z".into();
+        let o = &mut v["receivers"]["oversight"];
+        o["backoff_initial"] = "10m".into();
+        o["backoff_max"] = "1m".into();
+        o["timeout"] = "0s".into();
+        o["url"] = "not a url".into();
+    });
+    assert_eq!(code, Some(2), "{out}");
+    for needle in [
+        "(deployment lfr-stratford-0425).conditions[0].max: is -1: a rate is a proportion",
+        "(deployment lfr-stratford-0425).conditions[1].max: is 7: a rate is a proportion",
+        "deployments.lfr-stratford-0425.authorisation.window_end: is not after window_start",
+        "receivers.oversight.backoff_initial: (10m) is above backoff_max (1m)",
+        "receivers.oversight.timeout: must be positive",
+        "receivers.oversight.url: `not a url` is not an http:// or https:// URL",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+    let (code, out) = check_edited(|v| {
+        v["deployments"]["lfr-stratford-0425"]["authorisation"]["threshold_floor"] = 7.into();
+    });
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("authorisation.threshold_floor: is 7: match thresholds are scores between 0 and 1"), "{out}");
+}

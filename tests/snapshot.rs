@@ -109,3 +109,28 @@ fn a_restore_under_another_allow_list_keeps_counters_and_tabulates_only_later_al
     }
     assert!(tabulated > 0, "later engagements are tabulated");
 }
+
+/// Snapshots (file and state topic) hold state, not credentials: the authorising officer's
+/// token from the `authorised` event is in no snapshot.
+#[test]
+fn snapshots_store_no_authority_token() {
+    let lines = generate_lines(Scenario::ThresholdLowered, 5_000, 5);
+    let token = lines
+        .iter()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["authorisation"]["authority_token"].as_str().map(String::from)
+        })
+        .expect("the scenario has an authorised event with a token");
+    let mut engine = Engine::new(common::example_config(), ClockMode::Event);
+    for l in &lines {
+        engine.ingest(l.as_bytes(), 0);
+    }
+    let all = serde_json::to_string(&engine.snapshot_all()).unwrap();
+    assert!(all.contains("superintendent"), "the authorisation itself is kept");
+    assert!(!all.contains(&token), "token in snapshot.json");
+    let id = engine.deployments().next().unwrap().id.clone();
+    let one = engine.snapshot(&id, None).unwrap();
+    // A deployment snapshot is JSON bytes (the state producer compresses them on the wire).
+    assert!(!String::from_utf8_lossy(&one).contains(&token), "token in a state-topic snapshot");
+}

@@ -768,6 +768,29 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
         if r.resend.ms() <= 0 {
             errors.push(ConfigError::new(format!("{path}.resend"), "must be positive"));
         }
+        if r.timeout.ms() <= 0 {
+            errors.push(ConfigError::new(format!("{path}.timeout"), "must be positive"));
+        }
+        if r.backoff_initial.ms() <= 0 {
+            errors.push(ConfigError::new(format!("{path}.backoff_initial"), "must be positive"));
+        }
+        if r.backoff_initial.ms() > r.backoff_max.ms() {
+            errors.push(ConfigError::new(
+                format!("{path}.backoff_initial"),
+                format!("({}) is above backoff_max ({})", r.backoff_initial, r.backoff_max),
+            ));
+        }
+        if let Some(url) = &r.url {
+            let ok = url.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/')
+            });
+            if !ok {
+                errors.push(ConfigError::new(
+                    format!("{path}.url"),
+                    format!("`{url}` is not an http:// or https:// URL with a host"),
+                ));
+            }
+        }
     }
     for (i, s) in raw.sources.iter().enumerate() {
         if let SourceConfig::Kafka { topics, brokers, properties, secret_properties, .. } = s {
@@ -827,11 +850,25 @@ fn authorisation(a: &AuthorisationConfig, path: &str) -> Result<Authorisation, C
                 .ok_or_else(|| ConfigError::new(format!("{path}.{key}"), "must be RFC 3339 with an offset")),
         }
     };
+    let (window_start, window_end) = (ts(&a.window_start, "window_start")?, ts(&a.window_end, "window_end")?);
+    if let (Some(start), Some(end)) = (window_start, window_end)
+        && end <= start
+    {
+        return Err(ConfigError::new(format!("{path}.window_end"), "is not after window_start"));
+    }
+    if let Some(f) = a.threshold_floor
+        && !(0.0..=1.0).contains(&f)
+    {
+        return Err(ConfigError::new(
+            format!("{path}.threshold_floor"),
+            format!("is {f}: match thresholds are scores between 0 and 1"),
+        ));
+    }
     Ok(Authorisation {
         authority_token: None,
         rank: a.rank.clone(),
-        window_start: ts(&a.window_start, "window_start")?,
-        window_end: ts(&a.window_end, "window_end")?,
+        window_start,
+        window_end,
         location: a.location.clone(),
         purpose: a.purpose.clone(),
         max_list_size: a.max_list_size,

@@ -32,8 +32,9 @@ pub struct Through {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// The authorisation without its `authority_token`: a snapshot is state, not a credential store
+/// (an older snapshot's token field is ignored when read).
 struct AuthorisationState {
-    authority_token: Option<String>,
     rank: Option<String>,
     window_start: Option<Millis>,
     window_end: Option<Millis>,
@@ -46,7 +47,6 @@ struct AuthorisationState {
 impl From<&Authorisation> for AuthorisationState {
     fn from(a: &Authorisation) -> Self {
         AuthorisationState {
-            authority_token: a.authority_token.clone(),
             rank: a.rank.clone(),
             window_start: a.window_start,
             window_end: a.window_end,
@@ -61,7 +61,7 @@ impl From<&Authorisation> for AuthorisationState {
 impl From<AuthorisationState> for Authorisation {
     fn from(a: AuthorisationState) -> Self {
         Authorisation {
-            authority_token: a.authority_token,
+            authority_token: None,
             rank: a.rank,
             window_start: a.window_start,
             window_end: a.window_end,

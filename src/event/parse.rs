@@ -149,10 +149,16 @@ fn timestamp(obj: &Obj, field: &str) -> R<Option<Millis>> {
     }
 }
 
+/// The largest integer any count or size may hold: 2^53 − 1, the largest every JSON reader
+/// represents exactly (a larger "count" is a corrupt or hostile event, and would wrap the
+/// engine's signed arithmetic).
+pub const MAX_INTEGER: u64 = (1 << 53) - 1;
+
 fn opt_uint(obj: &Obj, field: &str) -> R<Option<u64>> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v > MAX_INTEGER => Err(range(field, "is above 2^53 - 1")),
             Some(v) => Ok(Some(v)),
             None if n.is_i64() => Err(range(field, "must be ≥ 0")),
             None => Err(wrong(field, "an integer")),
@@ -165,6 +171,7 @@ fn opt_int(obj: &Obj, field: &str) -> R<Option<i64>> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if v.unsigned_abs() > MAX_INTEGER => Err(range(field, "is beyond ±(2^53 - 1)")),
             Some(v) => Ok(Some(v)),
             None if n.is_u64() => Err(range(field, "is too large")),
             None => Err(wrong(field, "an integer")),
@@ -261,6 +268,9 @@ fn detection(obj: &Obj) -> R<Detection> {
             let mut counts = BTreeMap::new();
             for (g, n) in groups {
                 let n = n.as_u64().ok_or_else(|| wrong("exposure", "non-negative integer counts"))?;
+                if n > MAX_INTEGER {
+                    return Err(range("exposure", "a count is above 2^53 - 1"));
+                }
                 counts.insert(g.clone(), n);
             }
             exposure.insert(attr.clone(), counts);
@@ -419,6 +429,11 @@ mod tests {
         assert_eq!(reason("[1,2]"), Reason::NotAnObject);
         assert_eq!(reason(&with("count", "\"12\"")), Reason::WrongType);
         assert_eq!(reason(&with("count", "0")), Reason::OutOfRange);
+        // Hostile sizes: u64::MAX used to count as -1, i64::MAX wrapped a denominator to 0.
+        assert_eq!(reason(&with("count", "18446744073709551615")), Reason::OutOfRange);
+        assert_eq!(reason(&with("count", "9223372036854775807")), Reason::OutOfRange);
+        assert_eq!(reason(&with("count", "9007199254740992")), Reason::OutOfRange);
+        assert!(parse_line(with("count", "9007199254740991").as_bytes()).is_ok());
         assert_eq!(reason(&with("scores", "[1.5]")), Reason::OutOfRange);
         assert_eq!(reason(&DETECTION.replace("0.33", "1e400")), Reason::MalformedJson);
         assert_eq!(reason(&with("type", "\"selfie\"")), Reason::UnknownType);

@@ -570,6 +570,13 @@ fn rate(r: &mut Reader<'_>) -> Option<RateSpec> {
     if min.is_none() && max.is_none() {
         r.err("max", "a rate needs min, max or both");
     }
+    for (key, v) in [("min", min), ("max", max)] {
+        if let Some(v) = v
+            && !(0.0..=1.0).contains(&v)
+        {
+            r.err(key, format!("is {v}: a rate is a proportion, between 0 and 1"));
+        }
+    }
     if let (Some(lo), Some(hi)) = (min, max)
         && lo > hi
     {
@@ -773,7 +780,15 @@ fn state(r: &mut Reader<'_>) -> Option<StateCheck> {
         }
     }
     Some(match check.as_str() {
-        "threshold_floor" => StateCheck::ThresholdFloor { min: r.f64("min") },
+        "threshold_floor" => {
+            let min = r.f64("min");
+            if let Some(v) = min
+                && !(0.0..=1.0).contains(&v)
+            {
+                r.err("min", format!("is {v}: match thresholds are scores between 0 and 1"));
+            }
+            StateCheck::ThresholdFloor { min }
+        }
         "threshold_changed" => StateCheck::ThresholdChanged,
         "algorithm_pinned" => StateCheck::AlgorithmPinned { version: r.str("version") },
         "list_size_max" => StateCheck::ListSizeMax { max: r.u64("max") },
