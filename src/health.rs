@@ -265,24 +265,13 @@ impl SourceHealth {
         }
     }
 
-    /// Counts an error of `kind` whose message is a less precise echo of one the client library
-    /// reported with its cause (librdkafka's consumer queue repeats "SSL (Local: SSL error)" after
-    /// the error callback said "certificate verify failed"): the last cause stays unless it is of
-    /// another kind or older than a minute.
-    pub fn error_echo(&self, kind: &'static str, message: &str) {
-        self.error_keeping_cause(kind, message, true);
-    }
-
-    /// Counts an error that sums up others ("1/1 brokers are down"): the last cause stays if it
-    /// is from the last minute, whatever its kind.
+    /// Counts an error that sums up or echoes others without their cause ("1/1 brokers are
+    /// down", librdkafka's consumer queue repeating "SSL (Local: SSL error)" after the error
+    /// callback said "certificate verify failed"): the last cause stays if it is from the last
+    /// minute, whatever its kind.
     pub fn error_summary(&self, kind: &'static str, message: &str) {
-        self.error_keeping_cause(kind, message, false);
-    }
-
-    fn error_keeping_cause(&self, kind: &'static str, message: &str, same_kind_only: bool) {
-        let keep = lock(&self.last_error).as_ref().is_some_and(|e| {
-            (e.kind == kind || !same_kind_only) && now_ms() - e.at_ms < REPEAT_LOG_EVERY.as_millis() as i64
-        });
+        let keep =
+            lock(&self.last_error).as_ref().is_some_and(|e| now_ms() - e.at_ms < REPEAT_LOG_EVERY.as_millis() as i64);
         if keep {
             *lock(&self.errors).entry(kind).or_default() += 1;
         } else {
@@ -361,6 +350,20 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].problem.starts_with("stalled"), "{p:?}");
         drop(g);
+    }
+
+    #[test]
+    fn a_summary_error_is_counted_but_keeps_the_recent_cause() {
+        let h = Health::new();
+        let s = h.source("kafka-0", "kafka");
+        s.error("tls", "SSL handshake failed: certificate verify failed");
+        s.error_summary("transport", "Message consumption error: BrokerTransportFailure");
+        assert_eq!(s.errors()["transport"], 1);
+        assert_eq!(s.last_error().unwrap().message, "SSL handshake failed: certificate verify failed");
+        // With no recent cause the summary is the cause.
+        let t = h.source("kafka-1", "kafka");
+        t.error_summary("transport", "1/1 brokers are down");
+        assert_eq!(t.last_error().unwrap().message, "1/1 brokers are down");
     }
 
     #[test]

@@ -203,3 +203,18 @@ async fn post_events_needs_the_token_and_respects_the_size_limit() {
     assert_eq!(e.stats.applied_by_type.iter().sum::<u64>(), 60);
     assert_eq!(e.stats.duplicates, 50);
 }
+
+/// The per-event size limit applies inside a JSON array body as on a line of its own.
+#[tokio::test]
+async fn the_event_size_limit_holds_inside_array_bodies() {
+    let (base, _pipeline) = start(8 << 20).await;
+    let c = ddtwatch::notify::http_client();
+    let ok = generate_lines(Scenario::Steady, 10, 1);
+    let mut arr: Vec<serde_json::Value> = ok.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    arr.push(serde_json::json!({"deployment_id": "x", "pad": "y".repeat(ddtwatch::event::MAX_EVENT_BYTES)}));
+    let url = format!("{base}/api/v1/events");
+    let r: serde_json::Value = c.post(&url).bearer_auth(TOKEN).json(&arr).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["accepted"], 10, "{r}");
+    assert_eq!(r["rejected"], 1, "{r}");
+    assert_eq!(r["errors"][0]["reason"], "too_large", "{r}");
+}

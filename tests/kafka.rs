@@ -375,6 +375,13 @@ fn broker_restart_mid_stream_loses_nothing() {
             .is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") as usize >= half)
     });
     drop(broker); // SIGKILL the broker
+    // It stays away until ddtwatch has seen the outage (reconnects refused, the source down).
+    wait_for("the outage seen by the source", Duration::from_secs(60), || {
+        http_text(&format!("{base}/metrics")).is_some_and(|m| {
+            metric(&m, r#"ddtwatch_source_up{source="kafka-0"}"#) == 0.0
+                && metric(&m, r#"ddtwatch_source_errors_total{source="kafka-0",kind="transport"}"#) >= 1.0
+        })
+    });
     let (_broker, _) = run_broker(port, storage, dir.path());
     produce(&brokers, &lines[half..]);
     wait_for("every deployment equal to the replay", Duration::from_secs(180), || {
@@ -382,4 +389,8 @@ fn broker_restart_mid_stream_loses_nothing() {
     });
     let m = http_text(&format!("{base}/metrics")).unwrap();
     assert!(metric(&m, "ddtwatch_kafka_client_errors_total") >= 1.0, "the outage was visible in metrics");
+    wait_for("the source up again", Duration::from_secs(30), || {
+        http_text(&format!("{base}/metrics"))
+            .is_some_and(|m| metric(&m, r#"ddtwatch_source_up{source="kafka-0"}"#) == 1.0)
+    });
 }

@@ -71,3 +71,55 @@ fn bad_lines_are_dead_lettered_and_valid_ones_applied() {
     counters.invalid = 0;
     assert_eq!(counters, clean.summary.deployments[0].counters);
 }
+
+/// A file's leading UTF-8 BOM is stripped (editors on Windows write one); a BOM inside the
+/// stream is `malformed_json`; a 128 MB line is skipped while streaming (`too_large`) without
+/// being held in memory: peak RSS of the replay stays far below the line's size.
+#[test]
+fn bom_and_huge_lines_in_a_replayed_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let lines = ddtwatch::ingest::simulator::generate_lines(ddtwatch::ingest::simulator::Scenario::Steady, 1_000, 1);
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        f.write_all(b"\xEF\xBB\xBF").unwrap();
+        for l in &lines[..500] {
+            writeln!(f, "{l}").unwrap();
+        }
+        f.write_all(b"\xEF\xBB\xBF").unwrap();
+        writeln!(f, "{}", lines[500]).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        f.write_all(b"{\"pad\":\"").unwrap();
+        for _ in 0..128 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"\"}\n").unwrap();
+        for l in &lines[501..] {
+            writeln!(f, "{l}").unwrap();
+        }
+    }
+    let summary = dir.path().join("s.json");
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kb=%M"])
+        .arg(common::bin())
+        .args(["replay", "--quiet", "--input"])
+        .arg(&path)
+        .arg("--summary")
+        .arg(&summary)
+        .arg("--dead-letter")
+        .arg(dir.path().join("dead.jsonl"))
+        .output()
+        .expect("/usr/bin/time (scripts/test installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["invalid"]["total"], 2, "{}", s["invalid"]);
+    assert_eq!(s["invalid"]["by_reason"]["malformed_json"], 1);
+    assert_eq!(s["invalid"]["by_reason"]["too_large"], 1);
+    let applied: u64 =
+        s["deployments"].as_array().unwrap().iter().map(|d| d["counters"]["detections"].as_u64().unwrap_or(0)).sum();
+    assert!(applied > 0);
+    let rss_kb: u64 = stderr.lines().find_map(|l| l.strip_prefix("maxrss_kb=")?.trim().parse().ok()).expect("maxrss");
+    assert!(rss_kb < 64 * 1024, "peak RSS {rss_kb} kB with a 128 MB line: the line was buffered");
+}

@@ -530,6 +530,12 @@ impl Config {
     }
 
     /// The effective configuration as JSON with secret references redacted.
+    /// Conditions in every profile and per-deployment set (0: the config monitors nothing).
+    pub fn condition_count(&self) -> usize {
+        self.profiles.values().map(|p| p.len()).sum::<usize>()
+            + self.deployment_conditions.values().map(|p| p.len()).sum::<usize>()
+    }
+
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.raw).unwrap_or_default();
         redact(&mut v);
@@ -549,8 +555,40 @@ fn redact(v: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        serde_json::Value::String(s) if s.contains("://") => *s = redact_url(s),
         _ => {}
     }
+}
+
+/// A URL without its credentials: userinfo and every query value become `<redacted>`
+/// (`http://user:pw@host/ops?token=x` → `http://<redacted>@host/ops?token=<redacted>`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_string(),
+    };
+    let (path, fragment) = match tail.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (tail, None),
+    };
+    let path = match path.split_once('?') {
+        Some((p, q)) => {
+            let q: Vec<String> = q
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) => format!("{k}=<redacted>"),
+                    None => pair.to_string(),
+                })
+                .collect();
+            format!("{p}?{}", q.join("&"))
+        }
+        None => path.to_string(),
+    };
+    let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+    format!("{scheme}://{authority}{path}{fragment}")
 }
 
 /// serde with the key path of the failure and a did-you-mean for unknown fields.
@@ -879,6 +917,19 @@ fn authorisation(a: &AuthorisationConfig, path: &str) -> Result<Authorisation, C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_when_shown() {
+        assert_eq!(
+            redact_url("http://user:pa55word@am.example:9093/ops?token=abc&team=x#top"),
+            "http://<redacted>@am.example:9093/ops?token=<redacted>&team=<redacted>#top"
+        );
+        assert_eq!(redact_url("https://oversight.example.org/ddtwatch"), "https://oversight.example.org/ddtwatch");
+        let mut v = serde_json::json!({"receivers": {"ops": {"url": "http://u:p@h/x?k=v"}}, "n": 1});
+        redact(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("u:p") && !text.contains("k=v"), "{text}");
+    }
 
     #[test]
     fn embedded_demo_config_is_valid() {

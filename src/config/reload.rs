@@ -39,6 +39,22 @@ impl Reloader {
 
     pub fn check(&mut self) -> ReloadOutcome {
         match Config::load(&self.path) {
+            Ok(new) if new.condition_count() == 0 && self.current.condition_count() > 0 => {
+                // E.g. a reload that lost `profiles_dir`: every condition would stop being checked.
+                let e = ConfigErrors(vec![super::ConfigError::new(
+                    "profiles",
+                    format!(
+                        "the new configuration has no conditions (the one in force has {}); refusing to stop monitoring",
+                        self.current.condition_count()
+                    ),
+                )]);
+                let text = e.to_string();
+                if self.last_rejected.as_deref() == Some(text.as_str()) {
+                    return ReloadOutcome::Unchanged;
+                }
+                self.last_rejected = Some(text);
+                ReloadOutcome::Rejected(e)
+            }
             Ok(new) => {
                 self.last_rejected = None;
                 if new.hash == self.current.hash {
@@ -125,5 +141,15 @@ mod tests {
             ReloadOutcome::Changed { restart_needed, .. } => assert_eq!(restart_needed, vec!["http.listen"]),
             other => panic!("expected a change, got {other:?}"),
         }
+
+        // A reload that would leave no condition at all (profiles lost) is refused, once.
+        let before = r.current().hash.clone();
+        std::fs::write(v2.join("ddtwatch.yaml"), "groups: {sex: [female, male, unknown]}\n").unwrap();
+        match r.check() {
+            ReloadOutcome::Rejected(e) => assert!(e.to_string().contains("no conditions"), "{e}"),
+            other => panic!("expected rejection, got {other:?}"),
+        }
+        assert!(matches!(r.check(), ReloadOutcome::Unchanged));
+        assert_eq!(r.current().hash, before);
     }
 }

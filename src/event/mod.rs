@@ -8,7 +8,7 @@
 
 mod parse;
 
-pub use parse::{MAX_EVENT_BYTES, parse_line, parse_value};
+pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, parse_line, parse_value};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -247,6 +247,20 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request
                 Ok(items) => {
                     let msgs = items.into_iter().map(|v| {
                         let raw = serde_json::to_vec(&v).unwrap_or_default();
+                        // The per-event limit holds inside an array as on a line of its own.
+                        if raw.len() > crate::event::MAX_EVENT_BYTES {
+                            let invalid = crate::event::Invalid {
+                                reason: crate::event::Reason::TooLarge,
+                                detail: format!(
+                                    "{} bytes exceeds the {} byte limit",
+                                    raw.len(),
+                                    crate::event::MAX_EVENT_BYTES
+                                ),
+                                deployment_id: v.get("deployment_id").and_then(Value::as_str).map(String::from),
+                                system: None,
+                            };
+                            return Ingest::Parsed(Box::new(Err(invalid)), raw);
+                        }
                         Ingest::Parsed(Box::new(parse_value(v)), raw)
                     });
                     return Ok(pipeline.ingest(msgs, receive));

@@ -733,13 +733,10 @@ impl KafkaSource {
                     // outage's queued reports one per sleep, long after the broker is back.)
                     ctx.stats.client_errors.fetch_add(1, Ordering::Relaxed);
                     let message = e.to_string();
-                    let code = e.rdkafka_error_code();
-                    let kind = error_kind(code, &message);
-                    if matches!(code, Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
-                        ctx.health.error_summary(kind, &message);
-                    } else {
-                        ctx.health.error_echo(kind, &message);
-                    }
+                    // "Message consumption error: X (Local: …)" repeats, without its cause, what the
+                    // error callback just reported with it: counted, the cause kept.
+                    let kind = error_kind(e.rdkafka_error_code(), &message);
+                    ctx.health.error_summary(kind, &message);
                     if kind == "fatal" {
                         break Err(anyhow::anyhow!("fatal Kafka client error: {message}"));
                     }

@@ -80,13 +80,19 @@ pub fn replay(
 ) -> io::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     let mut buf = Vec::with_capacity(4096);
+    let mut first = true;
     loop {
         buf.clear();
-        let n = input.read_until(b'\n', &mut buf)?;
+        let n = read_line_bounded(&mut input, &mut buf, crate::event::MAX_EVENT_BYTES + 1)?;
         if n == 0 {
             break;
         }
         stats.bytes += n as u64;
+        // A UTF-8 byte-order mark is stripped from the first line of a file only; elsewhere it is
+        // the documented `malformed_json`.
+        if std::mem::take(&mut first) && buf.starts_with(UTF8_BOM) {
+            buf.drain(..UTF8_BOM.len());
+        }
         let line = trim(&buf);
         if line.is_empty() {
             continue;
@@ -123,6 +129,37 @@ fn drain(
     Ok(())
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Reads one line (through `\n`) into `buf`, keeping at most `keep` bytes of it and skipping
+/// the rest without buffering it (a 200 MB line costs `keep` bytes of memory, not 200 MB; kept
+/// over the event limit it is dead-lettered `too_large` with its first bytes). Returns the
+/// bytes the line had in the input (0 at end of input).
+pub fn read_line_bounded(input: &mut impl BufRead, buf: &mut Vec<u8>, keep: usize) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = keep.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        input.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
 fn trim(line: &[u8]) -> &[u8] {
     let mut end = line.len();
     while end > 0 && matches!(line[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
@@ -133,4 +170,33 @@ fn trim(line: &[u8]) -> &[u8] {
         start += 1;
     }
     &line[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_lines_keep_at_most_keep_bytes_and_count_all() {
+        let long = "x".repeat(10_000);
+        let input = format!("short\n{long}\nnext\nlast-without-newline");
+        // A small internal buffer, so lines span many fill_buf calls.
+        let mut r = io::BufReader::with_capacity(64, input.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            buf.clear();
+            let n = read_line_bounded(&mut r, &mut buf, 100).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.push((n, buf.clone()));
+        }
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], (6, b"short\n".to_vec()));
+        assert_eq!(got[1].0, 10_001);
+        assert_eq!(got[1].1.len(), 100, "only `keep` bytes of the long line are held");
+        assert_eq!(got[2], (5, b"next\n".to_vec()));
+        assert_eq!(got[3], (20, b"last-without-newline".to_vec()));
+    }
 }
