@@ -96,6 +96,10 @@ enum Command {
         /// A running ddtwatch (e.g. http://127.0.0.1:9464): asks its report endpoint.
         #[arg(long, conflicts_with = "summary", required_unless_present = "summary")]
         url: Option<String>,
+        /// File holding the instance's bearer token (API reads need it unless the instance has
+        /// `http.anonymous_reads`); the environment variable DDTWATCH_TOKEN works too.
+        #[arg(long, requires = "url")]
+        token_file: Option<PathBuf>,
         /// A `replay --summary` file (or one deployment summary from the API).
         #[arg(long)]
         summary: Option<PathBuf>,
@@ -119,6 +123,12 @@ enum AuditAction {
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Accept a chain that does not start at seq 1 (a tail; older files archived elsewhere).
+        #[arg(long)]
+        partial: bool,
+        /// Do not require the `.head` file beside the last file (an archive without one).
+        #[arg(long)]
+        no_head: bool,
     },
 }
 
@@ -132,9 +142,27 @@ pub fn main() -> ExitCode {
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file, skip_secrets } => return check_config(&file, skip_secrets),
-        Command::Audit { action: AuditAction::Verify { files } } => audit_verify(&files),
-        Command::Report { deployment, format, url, summary, audit, output } => {
-            report_cmd(&deployment, format, url.as_deref(), summary.as_deref(), &audit, output.as_deref())
+        Command::Audit { action: AuditAction::Verify { files, partial, no_head } } => {
+            audit_verify(&files, crate::audit::VerifyOptions { partial, no_head })
+        }
+        Command::Report { deployment, format, url, token_file, summary, audit, output } => {
+            let token = match token_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .map(|t| Some(t.trim().to_string()))
+                    .map_err(|e| anyhow::anyhow!("reading the token file {}: {e}", f.display())),
+                None => Ok(std::env::var("DDTWATCH_TOKEN").ok()),
+            };
+            token.and_then(|token| {
+                report_cmd(
+                    &deployment,
+                    format,
+                    url.as_deref(),
+                    token.as_deref(),
+                    summary.as_deref(),
+                    &audit,
+                    output.as_deref(),
+                )
+            })
         }
     };
     match result {
@@ -412,6 +440,8 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
             registry,
             process: process.clone(),
             token: None,
+            // The demo's API is open (README: the demo is for a look around, on 127.0.0.1).
+            anonymous_reads: true,
             max_body_bytes: 16 << 20,
             clock: wall_clock_ms,
         };
@@ -513,6 +543,7 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let grace = Duration::from_millis(config.raw.engine.shutdown_grace.ms().max(0) as u64);
     let commit_interval = Duration::from_millis(config.raw.engine.commit_interval.ms().max(100) as u64);
     let max_body = config.raw.http.max_body_bytes;
+    let anonymous_reads = config.raw.http.anonymous_reads;
     let config_hash = config.hash.clone();
     let config = Arc::new(config);
     let reload_every = config.raw.reload_interval;
@@ -670,7 +701,15 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         });
         process.ready.store(true, Ordering::Relaxed);
         let pipeline_for_shutdown = pipeline.clone();
-        let state = AppState { pipeline, registry, process, token, max_body_bytes: max_body, clock: wall_clock_ms };
+        let state = AppState {
+            pipeline,
+            registry,
+            process,
+            token,
+            anonymous_reads,
+            max_body_bytes: max_body,
+            clock: wall_clock_ms,
+        };
         let fatal = serve(listener, state, stop_tx, fatal_rx).await;
         health.stopping();
         // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.
@@ -762,6 +801,7 @@ fn report_cmd(
     deployment: &str,
     format: crate::report::Format,
     url: Option<&str>,
+    token: Option<&str>,
     summary: Option<&Path>,
     audit: &[PathBuf],
     output: Option<&Path>,
@@ -775,11 +815,11 @@ fn report_cmd(
             };
             let endpoint = format!("{}/api/v1/deployments/{deployment}/report?format={f}", url.trim_end_matches('/'));
             runtime()?.block_on(async {
-                let resp = crate::notify::http_client()
-                    .get(&endpoint)
-                    .send()
-                    .await
-                    .with_context(|| format!("asking {endpoint}"))?;
+                let mut req = crate::notify::http_client().get(&endpoint);
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let resp = req.send().await.with_context(|| format!("asking {endpoint}"))?;
                 let status = resp.status();
                 let body = resp.text().await?;
                 if !status.is_success() {
@@ -816,8 +856,8 @@ fn report_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    match crate::audit::verify(files).context("reading the audit log")? {
+fn audit_verify(files: &[PathBuf], opts: crate::audit::VerifyOptions) -> anyhow::Result<ExitCode> {
+    match crate::audit::verify_with(files, opts).context("reading the audit log")? {
         crate::audit::Verdict::Ok { records, first_seq, last_seq } => {
             println!("OK: {records} records, seq {first_seq}..{last_seq}, hash chain intact");
             Ok(ExitCode::SUCCESS)

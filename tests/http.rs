@@ -13,12 +13,21 @@ use ddtwatch::telemetry::{ProcessState, names, registry};
 
 const TOKEN: &str = "test-token-123";
 
+/// A server whose API reads are open (the read authorisation has its own test).
 async fn start(max_body: usize) -> (String, Pipeline) {
     let (base, pipeline, _) = start_with(max_body, Arc::new(ProcessState::default())).await;
     (base, pipeline)
 }
 
 async fn start_with(max_body: usize, process: Arc<ProcessState>) -> (String, Pipeline, Arc<ProcessState>) {
+    start_auth(max_body, process, true).await
+}
+
+async fn start_auth(
+    max_body: usize,
+    process: Arc<ProcessState>,
+    anonymous_reads: bool,
+) -> (String, Pipeline, Arc<ProcessState>) {
     let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
     let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
     process.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -28,6 +37,7 @@ async fn start_with(max_body: usize, process: Arc<ProcessState>) -> (String, Pip
         registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
         process,
         token: Some(Arc::from(TOKEN)),
+        anonymous_reads,
         max_body_bytes: max_body,
         clock: || 0,
     };
@@ -217,4 +227,32 @@ async fn the_event_size_limit_holds_inside_array_bodies() {
     assert_eq!(r["accepted"], 10, "{r}");
     assert_eq!(r["rejected"], 1, "{r}");
     assert_eq!(r["errors"][0]["reason"], "too_large", "{r}");
+}
+
+/// Every `/api/v1/*` read takes the bearer token unless `anonymous_reads`; `/metrics`,
+/// `/healthz` and `/readyz` stay open.
+#[tokio::test]
+async fn api_reads_need_the_token() {
+    let (base, pipeline, _) = start_auth(1 << 20, Arc::new(ProcessState::default()), false).await;
+    let lines = generate_lines(Scenario::Steady, 2_000, 1);
+    pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    let c = ddtwatch::notify::http_client();
+    let dep = Scenario::Steady.deployment_id();
+    for path in [
+        "/api/v1/deployments".to_string(),
+        format!("/api/v1/deployments/{dep}"),
+        format!("/api/v1/deployments/{dep}/report?format=json"),
+        "/api/v1/breaches".to_string(),
+        "/api/v1/config".to_string(),
+        "/api/v1/status".to_string(),
+    ] {
+        let url = format!("{base}{path}");
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 401, "{path} without a token");
+        assert_eq!(c.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 401, "{path} wrong token");
+        let ok = c.get(&url).header("authorization", format!("bearer {TOKEN}")).send().await.unwrap();
+        assert_eq!(ok.status(), 200, "{path} with the token");
+    }
+    for open in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(c.get(format!("{base}{open}")).send().await.unwrap().status(), 200, "{open}");
+    }
 }

@@ -76,14 +76,23 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     assert_eq!(r.status(), 200);
     let condition =
         |d: &Value| d["conditions"].as_array().unwrap().iter().find(|c| c["id"] == "threshold_floor").cloned();
-    let summary =
-        || async { c.get(format!("{base}/api/v1/deployments/lfr-r")).send().await.ok()?.json::<Value>().await.ok() };
+    let summary = || async {
+        c.get(format!("{base}/api/v1/deployments/lfr-r"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()
+    };
     let metrics = || async { c.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok() };
     let d = summary().await.unwrap();
     assert_eq!(condition(&d).unwrap()["state"], "firing");
     assert_eq!(condition(&d).unwrap()["times_fired"], 1);
     let first_hash =
-        c.get(format!("{base}/api/v1/config")).send().await.unwrap().json::<Value>().await.unwrap()["config_hash"]
+        c.get(format!("{base}/api/v1/config")).bearer_auth(TOKEN).send().await.unwrap().json::<Value>().await.unwrap()
+            ["config_hash"]
             .clone();
 
     // A stricter-but-still-breached limit: same breach, statistics kept, no second firing.

@@ -288,7 +288,18 @@ async fn live_instance_report_endpoint_and_cli() {
         assert!(start.elapsed() < Duration::from_secs(30), "notifications not delivered: {m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let summary: Value = c.get(format!("{base}/api/v1/deployments/{dep}")).send().await.unwrap().json().await.unwrap();
+    // API reads take the bearer token (http.anonymous_reads is off).
+    let r = c.get(format!("{base}/api/v1/deployments/{dep}")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "an anonymous read is refused");
+    let summary: Value = c
+        .get(format!("{base}/api/v1/deployments/{dep}"))
+        .bearer_auth("report-test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let audit = ddtwatch::audit::read_records(&state.join("audit.log")).unwrap();
     let expected = report::build(&summary, &audit);
     let fired = expected["breaches"].as_array().unwrap();
@@ -302,18 +313,23 @@ async fn live_instance_report_endpoint_and_cli() {
         ("json", Format::Json, "application/json"),
         ("csv", Format::Csv, "text/csv"),
     ] {
-        let r = c.get(format!("{base}/api/v1/deployments/{dep}/report?format={flag}")).send().await.unwrap();
+        let r = c
+            .get(format!("{base}/api/v1/deployments/{dep}/report?format={flag}"))
+            .bearer_auth("report-test-token")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with(ctype));
         assert_eq!(r.text().await.unwrap(), f.render(&expected), "{flag}");
     }
-    let r = c.get(format!("{base}/api/v1/deployments/{dep}/report?format=pdf")).send().await.unwrap();
-    assert_eq!(r.status(), 400);
-    let r = c.get(format!("{base}/api/v1/deployments/unknown/report")).send().await.unwrap();
-    assert_eq!(r.status(), 404);
+    let get = |u: String| c.get(u).bearer_auth("report-test-token").send();
+    assert_eq!(get(format!("{base}/api/v1/deployments/{dep}/report?format=pdf")).await.unwrap().status(), 400);
+    assert_eq!(get(format!("{base}/api/v1/deployments/unknown/report")).await.unwrap().status(), 404);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(common::bin())
             .args(["report", "--deployment", &dep, "--format", "json", "--url", &base])
+            .env("DDTWATCH_TOKEN", "report-test-token")
             .output()
             .unwrap()
     })

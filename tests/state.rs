@@ -31,7 +31,7 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     let state = dir.path().join("state");
     let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
     let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\"}}")).unwrap();
+    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\", anonymous_reads: true}}")).unwrap();
     v["clock"] = "event".into();
     v["state_dir"] = state.to_string_lossy().to_string().into();
     v["sources"] = serde_yaml::from_str(&format!("[{{kind: file, path: \"{}\"}}]", input.display())).unwrap();

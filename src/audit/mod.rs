@@ -62,8 +62,27 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens (or creates) the log, continuing the chain from its last record.
+    /// Refuses (`InvalidData`, naming the problem) a log that does not match its head: records
+    /// cut off the end, a head deleted or garbled while records exist, a log deleted while its
+    /// head remains. Rewriting the head over such a log would hide the tampering.
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
         let (mut seq, mut last) = (0u64, GENESIS.to_string());
+        let refuse = |what: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "audit log {}: {what}; refusing to continue the chain (check it with `ddtwatch audit verify`, \
+                     then move the log and its .head aside to start a new one)",
+                    path.display()
+                ),
+            )
+        };
+        let head = match std::fs::read(head_path(path)) {
+            Ok(h) => Some(serde_json::from_slice::<Head>(&h).map_err(|_| refuse("its head file is garbled".into()))?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut records = 0u64;
         if let Ok(f) = File::open(path) {
             for line in BufReader::new(f).lines() {
                 let line = line?;
@@ -75,13 +94,32 @@ impl AuditLog {
                 })?;
                 seq = r.seq;
                 last = r.hash;
+                records += 1;
             }
-        } else if let Ok(h) = std::fs::read(head_path(path)) {
-            // The log was rotated away and not re-created yet: continue from the head.
-            if let Ok(h) = serde_json::from_slice::<Head>(&h) {
-                seq = h.seq;
-                last = h.hash;
+            match &head {
+                Some(h) if h.seq != seq || h.hash != last => {
+                    if records == 0 && rotated_path(path, h.seq).exists() {
+                        // Rotated: the new file is empty and the chain continues from the head.
+                        seq = h.seq;
+                        last = h.hash.clone();
+                    } else {
+                        return Err(refuse(format!(
+                            "it ends at seq {seq} but its head says {} (records cut off or edited)",
+                            h.seq
+                        )));
+                    }
+                }
+                None if records > 0 => return Err(refuse("it has records but its head file is missing".into())),
+                _ => {}
             }
+        } else if let Some(h) = head {
+            // Rotated away and not re-created (a crash between rename and create): the rotated
+            // file must be there; otherwise the log itself was deleted.
+            if !rotated_path(path, h.seq).exists() {
+                return Err(refuse(format!("the log is missing but its head says seq {}", h.seq)));
+            }
+            seq = h.seq;
+            last = h.hash;
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -113,12 +151,19 @@ impl AuditLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let rotated = self.path.with_extension(format!("log.{}", self.seq));
+        let rotated = rotated_path(&self.path, self.seq);
         std::fs::rename(&self.path, &rotated)?;
         self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// Where rotation moves a log whose last record is `last_seq`.
+fn rotated_path(path: &Path, last_seq: u64) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{last_seq}"));
+    PathBuf::from(p)
 }
 
 fn head_path(path: &Path) -> PathBuf {
@@ -183,10 +228,24 @@ pub enum Verdict {
     },
 }
 
-/// Verifies files in chain order (rotated ones first, the live log last). The first file may
-/// start after genesis (older files archived elsewhere): its first `prev` is taken as given.
-/// If a `.head` file sits beside the last file, the log must end at that record.
+/// What `audit verify` insists on beyond the links between records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Accept a chain that starts after seq 1 (a tail whose older files are archived elsewhere);
+    /// its first `prev` is then taken as given.
+    pub partial: bool,
+    /// Do not require the `.head` file beside the last file (an archive without one).
+    pub no_head: bool,
+}
+
+/// [`verify_with`] with both ends anchored: the chain starts at seq 1 with the genesis hash,
+/// and ends where the head file beside the last file says.
 pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
+    verify_with(files, VerifyOptions::default())
+}
+
+/// Verifies files in chain order (rotated ones first, the live log last).
+pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict> {
     let (mut prev, mut expect_seq): (Option<String>, Option<u64>) = (None, None);
     let (mut records, mut first_seq, mut last_seq) = (0u64, None, 0u64);
     for file in files {
@@ -209,6 +268,16 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
             if prev.is_none() && first_seq.is_none() && r.seq == 1 && r.prev != GENESIS {
                 return Ok(broken(Some(r.seq), "first record does not start the chain".into()));
             }
+            if prev.is_none() && first_seq.is_none() && r.seq != 1 && !opts.partial {
+                return Ok(broken(
+                    Some(r.seq),
+                    format!(
+                        "the chain starts at seq {} instead of 1 (records deleted from the start, or the older \
+                         rotated files not given first; --partial checks a tail)",
+                        r.seq
+                    ),
+                ));
+            }
             if let Some(s) = expect_seq
                 && r.seq != s
             {
@@ -225,17 +294,30 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
             expect_seq = Some(r.seq + 1);
         }
     }
-    if let Some(last_file) = files.last()
-        && let Ok(h) = std::fs::read(head_path(last_file))
-        && let Ok(head) = serde_json::from_slice::<Head>(&h)
-        && (head.seq != last_seq || prev.as_deref() != Some(head.hash.as_str()))
-    {
-        return Ok(Verdict::Broken {
-            file: last_file.clone(),
-            line: 0,
-            seq: Some(last_seq + 1),
-            problem: format!("the log ends at seq {last_seq} but its head says {} (records cut off the end)", head.seq),
-        });
+    if let Some(last_file) = files.last() {
+        let broken =
+            |problem: String| Verdict::Broken { file: last_file.clone(), line: 0, seq: Some(last_seq + 1), problem };
+        let head_file = head_path(last_file);
+        match std::fs::read(&head_file) {
+            Ok(h) => match serde_json::from_slice::<Head>(&h) {
+                Ok(head) if head.seq != last_seq || prev.as_deref() != Some(head.hash.as_str()) => {
+                    return Ok(broken(format!(
+                        "the log ends at seq {last_seq} but its head says {} (records cut off the end, or the head edited)",
+                        head.seq
+                    )));
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(broken(format!("the head file {} is garbled", head_file.display()))),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !opts.no_head => {
+                return Ok(broken(format!(
+                    "no head file {} (deleted? --no-head checks an archive without one)",
+                    head_file.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(Verdict::Ok { records, first_seq: first_seq.unwrap_or(0), last_seq })
 }
@@ -311,6 +393,64 @@ mod tests {
 
         write(&path, &orig);
         assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 6, .. }));
+    }
+
+    #[test]
+    fn both_ends_are_anchored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(20, dir.path());
+        let orig = lines(&path);
+        let head = std::fs::read(head_path(&path)).unwrap();
+        let check = |p: &Path| verify(&[p.to_path_buf()]).unwrap();
+
+        // First line deleted; first 10 deleted.
+        write(&path, &orig[1..]);
+        assert_eq!(broken_seq(check(&path)), Some(2));
+        write(&path, &orig[10..]);
+        assert_eq!(broken_seq(check(&path)), Some(11));
+        // A tail is accepted only when asked for (and still checked against its head).
+        let partial = VerifyOptions { partial: true, ..Default::default() };
+        assert!(matches!(verify_with(&[path.clone()], partial).unwrap(), Verdict::Ok { first_seq: 11, .. }));
+        write(&path, &orig);
+
+        // Head deleted; head garbled.
+        std::fs::remove_file(head_path(&path)).unwrap();
+        assert!(matches!(check(&path), Verdict::Broken { ref problem, .. } if problem.contains("no head file")));
+        let no_head = VerifyOptions { no_head: true, ..Default::default() };
+        assert!(matches!(verify_with(&[path.clone()], no_head).unwrap(), Verdict::Ok { records: 20, .. }));
+        std::fs::write(head_path(&path), b"{garbage").unwrap();
+        assert!(matches!(check(&path), Verdict::Broken { ref problem, .. } if problem.contains("garbled")));
+        std::fs::write(head_path(&path), &head).unwrap();
+        assert!(matches!(check(&path), Verdict::Ok { records: 20, .. }));
+    }
+
+    #[test]
+    fn opening_a_log_that_does_not_match_its_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(8, dir.path());
+        let orig = lines(&path);
+        let head = std::fs::read(head_path(&path)).unwrap();
+        let refused = |p: &Path| AuditLog::open(p, 0).err().map(|e| e.to_string()).unwrap_or_default();
+
+        // Truncated, then restarted: the head is not silently rewritten.
+        write(&path, &orig[..5]);
+        assert!(refused(&path).contains("ends at seq 5 but its head says 8"), "{}", refused(&path));
+        assert_eq!(std::fs::read(head_path(&path)).unwrap(), head, "the head is left as it was");
+        write(&path, &orig);
+        // Head deleted, head garbled.
+        std::fs::remove_file(head_path(&path)).unwrap();
+        assert!(refused(&path).contains("head file is missing"));
+        std::fs::write(head_path(&path), b"nonsense").unwrap();
+        assert!(refused(&path).contains("garbled"));
+        // The log deleted, its head left.
+        std::fs::write(head_path(&path), &head).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(refused(&path).contains("the log is missing"));
+        // Intact: opens and continues.
+        write(&path, &orig);
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        log.append("config", json!({}), 0).unwrap();
+        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 9, .. }));
     }
 
     #[test]

@@ -93,6 +93,15 @@ pub struct HttpConfig {
     /// Largest accepted `POST /api/v1/events` body, bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// `GET /api/v1/*` without the bearer token (per-group tables, the authorisation, the
+    /// config). Off by default: reads take the same token as `POST /api/v1/events`. The demo
+    /// turns it on. `/metrics`, `/healthz` and `/readyz` are always open.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub anonymous_reads: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_listen() -> String {
@@ -104,7 +113,13 @@ fn default_max_body() -> usize {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen(), token_file: None, token_env: None, max_body_bytes: default_max_body() }
+        HttpConfig {
+            listen: default_listen(),
+            token_file: None,
+            token_env: None,
+            max_body_bytes: default_max_body(),
+            anonymous_reads: false,
+        }
     }
 }
 

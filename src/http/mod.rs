@@ -26,8 +26,11 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub registry: Arc<Registry>,
     pub process: Arc<ProcessState>,
-    /// Bearer token for POST /api/v1/events; None disables the endpoint.
+    /// Bearer token for POST /api/v1/events and the reads of /api/v1/*; None disables POST
+    /// (and reads, unless `anonymous_reads`).
     pub token: Option<Arc<str>>,
+    /// GET /api/v1/* without a token (`http.anonymous_reads`; the demo).
+    pub anonymous_reads: bool,
     pub max_body_bytes: usize,
     /// Wall clock for received events (injected so tests can fix it).
     pub clock: fn() -> i64,
@@ -36,19 +39,51 @@ pub struct AppState {
 pub use crate::clock::wall_clock_ms;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+    // Reads of the API need the bearer token (or `anonymous_reads`): they carry per-group
+    // demographic tables and the authorisation.
+    let reads = Router::new()
         .route("/api/v1/status", get(status))
-        .route("/readyz", get(readyz))
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/deployments/{id}", get(deployment))
         .route("/api/v1/deployments/{id}/report", get(report))
         .route("/api/v1/breaches", get(breaches))
         .route("/api/v1/config", get(config))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authorise_read));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/v1/events", post(post_events))
+        .merge(reads)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found", Value::Null) })
         .with_state(state)
+}
+
+/// The bearer token in an `Authorization` header (the scheme is case-insensitive, RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token.trim_start())
+    })
+}
+
+async fn authorise_read(State(s): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
+    if s.anonymous_reads {
+        return next.run(req).await;
+    }
+    let Some(token) = &s.token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "API reads are disabled",
+            json!(
+                "set http.token_file or http.token_env (reads take that bearer token), or http.anonymous_reads: true"
+            ),
+        );
+    };
+    if !bearer(req.headers()).is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", Value::Null);
+    }
+    next.run(req).await
 }
 
 fn error(status: StatusCode, msg: &str, detail: Value) -> Response {
@@ -224,11 +259,7 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request
             json!("set http.token_file or http.token_env"),
         );
     };
-    let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        // RFC 7235: the auth scheme is case-insensitive.
-        let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then_some(token.trim_start())
-    });
+    let presented = bearer(&headers);
     if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", Value::Null);
     }

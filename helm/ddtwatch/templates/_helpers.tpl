@@ -45,6 +45,9 @@ app.kubernetes.io/part-of: ddtwatch
 {{- if .Values.httpToken.secretName }}
 {{- $_ := set $http "token_file" "/etc/ddtwatch/http-token/token" }}
 {{- end }}
+{{- if .Values.httpToken.anonymousReads }}
+{{- $_ := set $http "anonymous_reads" true }}
+{{- end }}
 {{- $_ := set $c "http" $http }}
 {{- $_ := set $c "state_dir" "/var/lib/ddtwatch" }}
 {{- $_ := set $c "profiles_dir" "../profiles" }}
