@@ -410,14 +410,17 @@ mod tests {
         assert_eq!(broken_seq(check(&path)), Some(11));
         // A tail is accepted only when asked for (and still checked against its head).
         let partial = VerifyOptions { partial: true, ..Default::default() };
-        assert!(matches!(verify_with(&[path.clone()], partial).unwrap(), Verdict::Ok { first_seq: 11, .. }));
+        assert!(matches!(
+            verify_with(std::slice::from_ref(&path), partial).unwrap(),
+            Verdict::Ok { first_seq: 11, .. }
+        ));
         write(&path, &orig);
 
         // Head deleted; head garbled.
         std::fs::remove_file(head_path(&path)).unwrap();
         assert!(matches!(check(&path), Verdict::Broken { ref problem, .. } if problem.contains("no head file")));
         let no_head = VerifyOptions { no_head: true, ..Default::default() };
-        assert!(matches!(verify_with(&[path.clone()], no_head).unwrap(), Verdict::Ok { records: 20, .. }));
+        assert!(matches!(verify_with(std::slice::from_ref(&path), no_head).unwrap(), Verdict::Ok { records: 20, .. }));
         std::fs::write(head_path(&path), b"{garbage").unwrap();
         assert!(matches!(check(&path), Verdict::Broken { ref problem, .. } if problem.contains("garbled")));
         std::fs::write(head_path(&path), &head).unwrap();
