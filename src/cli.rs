@@ -365,7 +365,7 @@ fn http_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
 /// Serves HTTP until SIGINT or SIGTERM, or until a source reports a failure it cannot recover
 /// from (returned as `Some(cause)`), then tells the sources to stop.
 async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::http::limits::LimitedListener,
     state: AppState,
     stop: tokio::sync::watch::Sender<bool>,
     mut fatal: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -453,6 +453,9 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
         spawn_log_receiver(&pipeline, true);
         let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
+        let http = crate::config::HttpConfig::default();
+        let read_timeout = Duration::from_millis(http.read_timeout.ms() as u64);
+        let listener = crate::http::limits::LimitedListener::new(listener, http.max_connections, read_timeout);
         let server = tokio::spawn(serve(
             listener,
             state,
@@ -544,6 +547,8 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let commit_interval = Duration::from_millis(config.raw.engine.commit_interval.ms().max(100) as u64);
     let max_body = config.raw.http.max_body_bytes;
     let anonymous_reads = config.raw.http.anonymous_reads;
+    let read_timeout = Duration::from_millis(config.raw.http.read_timeout.ms().max(1) as u64);
+    let max_connections = config.raw.http.max_connections;
     let config_hash = config.hash.clone();
     let config = Arc::new(config);
     let reload_every = config.raw.reload_interval;
@@ -710,6 +715,7 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             max_body_bytes: max_body,
             clock: wall_clock_ms,
         };
+        let listener = crate::http::limits::LimitedListener::new(listener, max_connections, read_timeout);
         let fatal = serve(listener, state, stop_tx, fatal_rx).await;
         health.stopping();
         // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.

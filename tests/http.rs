@@ -256,3 +256,53 @@ async fn api_reads_need_the_token() {
         assert_eq!(c.get(format!("{base}{open}")).send().await.unwrap().status(), 200, "{open}");
     }
 }
+
+/// A client that stalls mid-headers is cut off after the read timeout, and at the connection
+/// limit a new client is served only once a slot frees.
+#[tokio::test]
+async fn stalled_clients_are_cut_off_and_connections_are_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
+    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
+    let process = Arc::new(ProcessState::default());
+    let state = AppState {
+        pipeline: pipeline.clone(),
+        registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
+        process,
+        token: None,
+        anonymous_reads: false,
+        max_body_bytes: 1 << 20,
+        clock: || 0,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 1, std::time::Duration::from_millis(800));
+    tokio::spawn(async move { axum::serve(limited, router(state)).await.unwrap() });
+
+    // Holds the only slot: half a request, then silence.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let complete = tokio::spawn(async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    });
+    let mut buf = [0u8; 64];
+    let mut complete = Box::pin(complete);
+    // Whichever finishes first must be the stalled connection's close (biased: checked first).
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        tokio::select! {
+            biased;
+            // EOF, a reset or a 408: the server gave up on it (it never sent a full request).
+            _ = stalled.read(&mut buf) => "stalled closed",
+            _ = &mut complete => "served",
+        }
+    })
+    .await
+    .expect("the stalled connection was never cut off");
+    assert_eq!(first, "stalled closed", "the second client was served while the only slot was held");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), complete).await.unwrap().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}

@@ -98,10 +98,33 @@ pub struct HttpConfig {
     /// turns it on. `/metrics`, `/healthz` and `/readyz` are always open.
     #[serde(default, skip_serializing_if = "is_false")]
     pub anonymous_reads: bool,
+    /// A connection is closed after this long without a byte from the client (slow or stalled
+    /// headers or body, idle keep-alive).
+    #[serde(default = "default_read_timeout", skip_serializing_if = "is_default_read_timeout")]
+    pub read_timeout: Dur,
+    /// Connections served at once; more wait in the accept backlog.
+    #[serde(default = "default_max_connections", skip_serializing_if = "is_default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn default_read_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+fn is_default_read_timeout(d: &Dur) -> bool {
+    *d == default_read_timeout()
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn is_default_max_connections(n: &usize) -> bool {
+    *n == default_max_connections()
 }
 
 fn default_listen() -> String {
@@ -119,6 +142,8 @@ impl Default for HttpConfig {
             token_env: None,
             max_body_bytes: default_max_body(),
             anonymous_reads: false,
+            read_timeout: default_read_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -879,6 +904,12 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
                 }
             }
         }
+    }
+    if raw.http.read_timeout.ms() <= 0 {
+        errors.push(ConfigError::new("http.read_timeout", "must be positive"));
+    }
+    if raw.http.max_connections == 0 {
+        errors.push(ConfigError::new("http.max_connections", "must be at least 1"));
     }
     if raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
         errors.push(ConfigError::new("http.listen", format!("`{}` is not host:port", raw.http.listen)));

@@ -21,6 +21,8 @@ use crate::ingest::{Ingest, Pipeline};
 use crate::rules::BreachState;
 use crate::telemetry::ProcessState;
 
+pub mod limits;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
