@@ -174,6 +174,15 @@ def drift():
     return b
 
 
+def zero_one_mapping(zero, one):
+    """A 0/1 stat shown as words: 0 red, 1 green."""
+    return {"fieldConfig": {"defaults": {
+        "mappings": [{"type": "value", "options": {"0": {"text": zero, "color": "red"},
+                                                   "1": {"text": one, "color": "green"}}}],
+        "thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}]}},
+        "overrides": []}}
+
+
 def health():
     b = Board("ddtwatch-health", "ddtwatch — health", "ddtwatch itself: ingest, lag, invalid events, reloads", deployment=False)
     b.panel("Build", [("ddtwatch_build_info", "{{version}}")], "table", w=8, h=4)
@@ -182,20 +191,14 @@ def health():
     b.panel("Event sources consuming", [("ddtwatch_source_up", "{{source}}")], "stat", w=8,
             description="1 while a source is connected and consuming, 0 while it is not (broker unreachable, "
                         "credentials refused, untrusted certificate). The cause is in /api/v1/status and the log.",
-            extra={"fieldConfig": {"defaults": {"mappings": [
-                {"type": "value", "options": {"0": {"text": "DOWN", "color": "red"}, "1": {"text": "UP", "color": "green"}}}],
-                "thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}]}},
-                "overrides": []}})
+            extra=zero_one_mapping("DOWN", "UP"))
     b.panel("Source errors by kind /s", [("sum by (source, kind) (rate(ddtwatch_source_errors_total[$__rate_interval]))",
                                           "{{source}} {{kind}}")], w=8, unit="ops",
             description="Errors of each source by kind: transport (broker unreachable), authentication, tls, authorization.")
     b.panel("Tasks healthy", [("ddtwatch_task_healthy", "{{task}}")], "stat", w=8,
             description="Each long-lived task (engine, sources, dispatcher, snapshotter, config reload): 1 while it runs "
                         "and reports progress, 0 once it stopped or stalled (then /healthz answers 503 naming it).",
-            extra={"fieldConfig": {"defaults": {"mappings": [
-                {"type": "value", "options": {"0": {"text": "FAILED", "color": "red"}, "1": {"text": "OK", "color": "green"}}}],
-                "thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}]}},
-                "overrides": []}})
+            extra=zero_one_mapping("FAILED", "OK"))
     b.panel("Events applied by type /s", [("sum by (type) (rate(ddtwatch_events_total[$__rate_interval]))", "{{type}}")], unit="ops")
     b.panel("Invalid events by reason /s", [("sum by (reason) (rate(ddtwatch_invalid_events_total[$__rate_interval]))", "{{reason}}")], unit="ops")
     b.panel("Duplicates and held events", [("ddtwatch_duplicate_events_total", "duplicates"), ("ddtwatch_held_events_total", "held")])

@@ -17,7 +17,6 @@ use ddtwatch::ingest::simulator::{Scenario, generate_lines};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 /// `ddtwatch run` with stderr captured to a file (the log is JSON lines).
 struct LoggedRun {
@@ -357,22 +356,9 @@ fn every_compression_codec_is_consumed_like_replay() {
     let mut all = Vec::new();
     for (codec, scenario) in ["gzip", "snappy", "lz4", "zstd"].into_iter().zip(scenarios) {
         let lines = generate_lines(scenario, 3_000, 4);
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("compression.type", codec)
-            .set("linger.ms", "5")
-            .create()
-            .unwrap();
-        for l in &lines {
-            let key: serde_json::Value = serde_json::from_str(l).unwrap();
-            let key = key["deployment_id"].as_str().unwrap().to_string();
-            let mut rec = BaseRecord::to("ddt.events").payload(l.as_str()).key(key.as_str());
-            while let Err((_, r)) = producer.send(rec) {
-                rec = r;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-        producer.flush(Duration::from_secs(60)).unwrap();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &brokers).set("compression.type", codec);
+        produce_with(c, &lines);
         all.extend(lines);
     }
     let expected = common::replay_counters(&all);

@@ -129,26 +129,25 @@ pub fn produce_resumable(brokers: &str, lines: &[String]) {
 }
 
 fn produce_batched(brokers: &str, lines: &[String], batch_num_messages: &str) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("batch.num.messages", batch_num_messages)
-        .create()
-        .unwrap();
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("batch.num.messages", batch_num_messages);
+    produce_with(c, lines);
+}
+
+/// Produces `lines` to ddt.events keyed by deployment_id with the client settings `c`
+/// (plaintext, TLS, SASL, a codec).
+pub fn produce_with(mut c: ClientConfig, lines: &[String]) {
+    c.set("linger.ms", "5");
+    let producer: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
     for l in lines {
         let key = serde_json::from_str::<Value>(l)
             .ok()
             .and_then(|v| v["deployment_id"].as_str().map(String::from))
             .unwrap_or_default();
         let mut rec = BaseRecord::to("ddt.events").payload(l.as_str()).key(key.as_str());
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
+        while let Err((_, r)) = producer.send(rec) {
+            rec = r;
+            producer.poll(Duration::from_millis(10));
         }
     }
     // Generous: one record per batch under a loaded test run is slow, not wrong.

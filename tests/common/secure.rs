@@ -11,8 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use serde_json::Value;
 
 use super::Proc;
 use super::broker::{tansu, wait_for};
@@ -208,21 +206,7 @@ impl SecureBroker {
 
     /// Produces `lines` to ddt.events over SASL_SSL + SCRAM-SHA-512, keyed by deployment_id.
     pub fn produce(&self, lines: &[String]) {
-        let mut c = self.client("SCRAM-SHA-512", USER, PASSWORD);
-        c.set("linger.ms", "5");
-        let producer: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
-        for l in lines {
-            let key = serde_json::from_str::<Value>(l)
-                .ok()
-                .and_then(|v| v["deployment_id"].as_str().map(String::from))
-                .unwrap_or_default();
-            let mut rec = BaseRecord::to("ddt.events").payload(l.as_str()).key(key.as_str());
-            while let Err((_, r)) = producer.send(rec) {
-                rec = r;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-        producer.flush(Duration::from_secs(120)).unwrap();
+        super::broker::produce_with(self.client("SCRAM-SHA-512", USER, PASSWORD), lines);
     }
 
     /// A `run` config consuming this broker over SASL_SSL with `mechanism`/`user`, the password
