@@ -12,9 +12,15 @@
 //! - [`notify`]: where breach transitions go (receivers).
 //! - [`report`]: the publishable deployment record (Markdown, JSON, CSV).
 //! - [`telemetry`]: every metric name and the logging setup.
-//! - [`http`]: `/metrics`, health, the API.
+//! - [`health`]: liveness of the long-lived tasks (behind `/healthz`) and each source's state.
+//! - [`audit`]: the hash-chained audit log and its verification.
+//! - [`http`]: `/metrics`, health, the API, connection limits.
 //! - [`config`]: YAML model, loading, validation, embedded defaults.
+//! - [`clock`]: the wall clock.
 //! - [`cli`]: the `ddtwatch` commands.
+//!
+//! [`ingest::kafka`] is the Kafka source (its own thread per source) and the Kafka dead-letter
+//! producer.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
