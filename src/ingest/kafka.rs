@@ -191,7 +191,9 @@ pub fn librdkafka_info() -> (String, String) {
 /// The kind label of a librdkafka error (`ddtwatch_source_errors_total{kind}`).
 pub fn error_kind(code: Option<rdkafka::types::RDKafkaErrorCode>, message: &str) -> &'static str {
     use rdkafka::types::RDKafkaErrorCode as C;
-    let lower = message.to_ascii_lowercase();
+    // The broker's name ("sasl_ssl://host:9093/1: …") says nothing about the cause.
+    let lower: String =
+        message.split_whitespace().filter(|w| !w.contains("://")).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
     match code {
         Some(C::Authentication | C::SaslAuthenticationFailed) => "authentication",
         Some(C::TopicAuthorizationFailed | C::GroupAuthorizationFailed | C::ClusterAuthorizationFailed) => {
@@ -815,19 +817,7 @@ fn check_state_topic(client: &ClientConfig, topic: &str, stats: &KafkaStats, tim
         }
     };
     let get = |name: &str| resource.get(name).and_then(|e| e.value.clone());
-    let mut problems = Vec::new();
-    match get("cleanup.policy") {
-        Some(p) if p.contains("compact") => {}
-        Some(p) => problems.push(format!("cleanup.policy is `{p}`, not compact: old snapshots are never cleaned up")),
-        None => {}
-    }
-    if let Some(max) = get("max.message.bytes").and_then(|v| v.parse::<u64>().ok())
-        && max < MIN_STATE_TOPIC_MESSAGE_BYTES
-    {
-        problems.push(format!(
-            "max.message.bytes is {max}, below {MIN_STATE_TOPIC_MESSAGE_BYTES}: a large deployment's snapshot will be refused"
-        ));
-    }
+    let problems = state_topic_problems(get("cleanup.policy").as_deref(), get("max.message.bytes").as_deref());
     for p in &problems {
         tracing::warn!(topic, problem = %p, "state topic requirement not met");
     }
@@ -835,6 +825,25 @@ fn check_state_topic(client: &ClientConfig, topic: &str, stats: &KafkaStats, tim
         tracing::info!(topic, "state topic requirements met (compacted, max.message.bytes)");
     }
     *stats.state_topic_problems.lock().unwrap_or_else(|p| p.into_inner()) = Some(problems);
+}
+
+/// What is wrong with a state topic's `cleanup.policy` and `max.message.bytes` (None: the broker
+/// did not say).
+fn state_topic_problems(cleanup_policy: Option<&str>, max_message_bytes: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(p) = cleanup_policy
+        && !p.contains("compact")
+    {
+        problems.push(format!("cleanup.policy is `{p}`, not compact: old snapshots are never cleaned up"));
+    }
+    if let Some(max) = max_message_bytes.and_then(|v| v.parse::<u64>().ok())
+        && max < MIN_STATE_TOPIC_MESSAGE_BYTES
+    {
+        problems.push(format!(
+            "max.message.bytes is {max}, below {MIN_STATE_TOPIC_MESSAGE_BYTES}: a large deployment's snapshot will be refused"
+        ));
+    }
+    problems
 }
 
 /// The smallest `max.message.bytes` the state topic should allow (README, Kafka: a compressed
@@ -862,4 +871,68 @@ pub async fn consume(
     tokio::task::spawn_blocking(move || handle.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the kafka source thread panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(properties: &[(&str, &str)]) -> SourceConfig {
+        SourceConfig::Kafka {
+            brokers: "kafka:9093".into(),
+            topics: vec!["ddt.events".into()],
+            group_id: "g".into(),
+            properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            secret_properties: Default::default(),
+            state_topic: "ddt.state".into(),
+        }
+    }
+
+    #[test]
+    fn client_id_defaults_to_ddtwatch_and_the_users_wins() {
+        let c = client_config(&source(&[])).unwrap();
+        assert!(c.get("client.id").unwrap().starts_with("ddtwatch"), "{:?}", c.get("client.id"));
+        let c = client_config(&source(&[("client.id", "lfr-watch-1")])).unwrap();
+        assert_eq!(c.get("client.id"), Some("lfr-watch-1"));
+        // The consumer's own settings are ddtwatch's; auto.offset.reset defaults to earliest.
+        let consumer = consumer_config(&c, "g");
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(consumer.get("auto.offset.reset"), Some("earliest"));
+        let latest = consumer_config(&client_config(&source(&[("auto.offset.reset", "latest")])).unwrap(), "g");
+        assert_eq!(latest.get("auto.offset.reset"), Some("latest"));
+    }
+
+    #[test]
+    fn state_topic_requirements() {
+        assert!(state_topic_problems(Some("compact"), Some("67108864")).is_empty());
+        assert!(state_topic_problems(Some("compact,delete"), None).is_empty());
+        assert!(state_topic_problems(None, None).is_empty(), "unknown is not a problem");
+        let p = state_topic_problems(Some("delete"), Some("1048588"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("not compact") && p[1].contains("1048588"), "{p:?}");
+    }
+
+    #[test]
+    fn errors_are_classified_by_code_then_by_cause() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        assert_eq!(error_kind(Some(C::Authentication), ""), "authentication");
+        assert_eq!(error_kind(Some(C::SSL), ""), "tls");
+        assert_eq!(error_kind(Some(C::AllBrokersDown), "1/1 brokers are down"), "transport");
+        assert_eq!(
+            error_kind(Some(C::BrokerTransportFailure), "SSL handshake failed: certificate verify failed"),
+            "tls"
+        );
+        assert_eq!(
+            error_kind(Some(C::BrokerTransportFailure), "SASL SCRAM-SHA-512 mechanism handshake failed"),
+            "authentication"
+        );
+        assert_eq!(error_kind(Some(C::BrokerTransportFailure), "Connect to ipv4#127.0.0.1:9 failed"), "transport");
+        // A SASL_SSL broker's name is not a cause.
+        let refused = "sasl_ssl://127.0.0.1:9093/bootstrap: Connect to ipv4#127.0.0.1:9093 failed: Connection refused";
+        assert_eq!(error_kind(Some(C::BrokerTransportFailure), refused), "transport");
+        assert_eq!(error_kind(Some(C::TopicAuthorizationFailed), ""), "authorization");
+        assert_eq!(error_kind(Some(C::Fatal), ""), "fatal");
+        assert_eq!(error_kind(None, "something else"), "other");
+    }
 }
