@@ -338,3 +338,70 @@ async fn live_instance_report_endpoint_and_cli() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), Format::Json.render(&expected));
 }
+
+/// 20 concurrent report requests against an instance whose audit log is 60 MB: the log is read
+/// line by line keeping only the deployment's notifications, and at most a few reports run at
+/// once (the rest are told to retry), so the process's peak RSS stays far below the log's size
+/// times the requests (it was 4.85 GB).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reports_over_a_large_audit_log_stay_small() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // A valid 60 MB hash chain of other deployments' notification records.
+    let log = state.join("audit.log");
+    let (mut prev, mut seq, mut bytes) = (ddtwatch::audit::GENESIS.to_string(), 0u64, 0usize);
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        let pad = "x".repeat(300);
+        while bytes < 60 << 20 {
+            seq += 1;
+            let ts = "2026-04-25T09:00:00Z".to_string();
+            let data = serde_json::json!({"receiver": "oversight", "result": "delivered", "attempts": 1, "detail": pad,
+                "key": format!("ddtwatch/other-{}/c/2026-04-25T09:00:00Z/firing", seq % 100)});
+            let hash = ddtwatch::audit::record_hash(&prev, seq, &ts, "notification", &data);
+            let r = ddtwatch::audit::Record { seq, ts, kind: "notification".into(), data, prev, hash: hash.clone() };
+            let line = serde_json::to_string(&r).unwrap();
+            bytes += line.len() + 1;
+            writeln!(f, "{line}").unwrap();
+            prev = hash;
+        }
+    }
+    std::fs::write(state.join("audit.log.head"), serde_json::json!({"seq": seq, "hash": prev}).to_string()).unwrap();
+    let port = common::free_port();
+    let config = ddtwatch::config::DEMO_CONFIG
+        .replace("http: {listen: \"127.0.0.1:9464\"}", &format!("http: {{listen: \"127.0.0.1:{port}\", token_env: DDTWATCH_TEST_TOKEN}}\nstate_dir: {}\nsources: [{{kind: http}}]\nprofiles_dir: {}", state.display(), common::repo().join("config/profiles").display()))
+        .replace("dead_letter: {kind: stderr}", "dead_letter: {kind: discard}");
+    let path = dir.path().join("ddtwatch.yaml");
+    std::fs::write(&path, config).unwrap();
+    let run = common::spawn_run_env(&path, &[("DDTWATCH_TEST_TOKEN", "t")]);
+    let base = format!("http://127.0.0.1:{port}");
+    let c = ddtwatch::notify::http_client();
+    let start = Instant::now();
+    while c.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(start.elapsed() < Duration::from_secs(60), "ddtwatch did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = generate_lines(Scenario::ThresholdLowered, 5_000, SEED);
+    let r = c.post(format!("{base}/api/v1/events")).bearer_auth("t").body(lines.join("\n")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let dep = Scenario::ThresholdLowered.deployment_id();
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, url) = (c.clone(), format!("{base}/api/v1/deployments/{dep}/report?format=json"));
+            tokio::spawn(async move { c.get(url).bearer_auth("t").send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.0.id())).unwrap();
+    let hwm_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap();
+    eprintln!("statuses {statuses:?}, peak RSS {hwm_kb} kB, audit log {bytes} bytes");
+    assert!(hwm_kb < 100 * 1024, "peak RSS {hwm_kb} kB for reports over a {bytes}-byte audit log");
+}

@@ -211,6 +211,32 @@ pub fn read_records(path: &Path) -> io::Result<Vec<Value>> {
     Ok(out)
 }
 
+/// The final `notification` records (delivered or failed, not retries) of one deployment,
+/// read line by line: only matching lines are parsed and kept, and a line is held to at most
+/// 1 MiB, so memory follows the deployment's notifications, not the log's size.
+pub fn read_notifications(path: &Path, deployment: &str) -> io::Result<Vec<Value>> {
+    let mut input = BufReader::with_capacity(1 << 16, File::open(path)?);
+    let needle = format!("\"key\":\"ddtwatch/{deployment}/");
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if crate::ingest::replay::read_line_bounded(&mut input, &mut buf, 1 << 20)? == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if !line.contains("\"kind\":\"notification\"") || !line.contains(&needle) {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["data"]["result"] != "retry"
+        {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
 /// What `audit verify` found.
 #[derive(Debug, PartialEq)]
 pub enum Verdict {

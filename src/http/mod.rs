@@ -207,8 +207,19 @@ async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q): Que
             engine.config().raw.state_dir.as_ref().map(|d| d.join("audit.log")),
         )
     };
+    // Reading the audit log is the costly part: a few at a time, the others told to retry.
+    let Ok(_permit) = REPORTS.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(
+                json!({"error": "busy", "detail": format!("at most {MAX_CONCURRENT_REPORTS} reports at once; retry")}),
+            ),
+        )
+            .into_response();
+    };
     let audit = match audit_path {
-        Some(p) if p.exists() => tokio::task::spawn_blocking(move || crate::audit::read_records(&p))
+        Some(p) if p.exists() => tokio::task::spawn_blocking(move || crate::audit::read_notifications(&p, &id))
             .await
             .ok()
             .and_then(Result::ok)
@@ -218,6 +229,10 @@ async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q): Que
     let body = format.render(&crate::report::build(&summary, &audit));
     ([(axum::http::header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
+
+/// Report requests served at once (each streams the audit log).
+const MAX_CONCURRENT_REPORTS: usize = 2;
+static REPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_REPORTS);
 
 #[derive(Deserialize)]
 struct BreachQuery {
