@@ -367,7 +367,7 @@ fn http_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
 async fn serve(
     listener: crate::http::limits::LimitedListener,
     state: AppState,
-    stop: tokio::sync::watch::Sender<bool>,
+    on_stop: impl FnOnce() + Send + 'static,
     mut fatal: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> anyhow::Result<Option<String>> {
     let cause = Arc::new(std::sync::Mutex::new(None));
@@ -384,7 +384,9 @@ async fn serve(
                 }
             }
             tracing::info!("shutting down");
-            let _ = stop.send(true);
+            // At once, not after the HTTP connections have drained: the sources checkpoint and
+            // commit within the grace period.
+            on_stop();
         })
         .await
         .context("HTTP server")?;
@@ -456,12 +458,7 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         let http = crate::config::HttpConfig::default();
         let read_timeout = Duration::from_millis(http.read_timeout.ms() as u64);
         let listener = crate::http::limits::LimitedListener::new(listener, http.max_connections, read_timeout);
-        let server = tokio::spawn(serve(
-            listener,
-            state,
-            tokio::sync::watch::channel(false).0,
-            tokio::sync::mpsc::unbounded_channel().1,
-        ));
+        let server = tokio::spawn(serve(listener, state, || {}, tokio::sync::mpsc::unbounded_channel().1));
         let summary = tokio::spawn(summary_lines(pipeline.clone()));
         tokio::select! {
             r = server => { r??; }
@@ -630,7 +627,6 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, config_hash = %config_hash, "ddtwatch serving");
         spawn_log_receiver(&pipeline, false);
-        let (stop_tx, _) = tokio::sync::watch::channel(false);
         // A source that ends with an error it cannot recover from stops the process.
         let (fatal_tx, fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let stop_sources = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -716,10 +712,15 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             clock: wall_clock_ms,
         };
         let listener = crate::http::limits::LimitedListener::new(listener, max_connections, read_timeout);
-        let fatal = serve(listener, state, stop_tx, fatal_rx).await;
-        health.stopping();
-        // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.
-        stop_sources.store(true, Ordering::Relaxed);
+        let on_stop = {
+            let (health, stop) = (health.clone(), stop_sources.clone());
+            move || {
+                health.stopping();
+                // SIGTERM/SIGINT: the consumers stop fetching, finish the message in hand, commit.
+                stop.store(true, Ordering::Relaxed);
+            }
+        };
+        let fatal = serve(listener, state, on_stop, fatal_rx).await;
         for c in consumers {
             match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || c.join())).await {
                 Ok(Ok(Ok(_))) => {}

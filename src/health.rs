@@ -208,8 +208,8 @@ pub struct SourceHealth {
     up: AtomicBool,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     last_error: Mutex<Option<LastError>>,
-    /// Log rate limiting: (kind, message) last logged, when, and how many were suppressed since.
-    logged: Mutex<Option<(&'static str, String, Instant, u64)>>,
+    /// Log rate limiting per kind: when one was last logged, and how many were not since.
+    logged: Mutex<BTreeMap<&'static str, (Instant, u64)>>,
 }
 
 /// Identical errors are logged at most this often (with the number suppressed in between).
@@ -223,7 +223,7 @@ impl SourceHealth {
             up: AtomicBool::new(false),
             errors: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
-            logged: Mutex::new(None),
+            logged: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -244,23 +244,24 @@ impl SourceHealth {
         }
     }
 
-    /// Counts an error of `kind` and logs it (rate-limited per identical message).
+    /// Counts an error of `kind` and logs it with its cause: the first of a kind at once, then at
+    /// most one a minute per kind with the number not logged in between (librdkafka's messages
+    /// vary in their details — "after 12ms in state CONNECT" — so a per-message limit would not
+    /// hold during an outage).
     pub fn error(&self, kind: &'static str, message: &str) {
         *lock(&self.errors).entry(kind).or_default() += 1;
         *lock(&self.last_error) = Some(LastError { kind, message: message.to_string(), at_ms: now_ms() });
         let mut logged = lock(&self.logged);
-        match logged.as_mut() {
-            Some((k, m, at, suppressed)) if *k == kind && m == message && at.elapsed() < REPEAT_LOG_EVERY => {
-                *suppressed += 1;
-            }
-            Some((k, m, at, suppressed)) if *k == kind && m == message => {
+        match logged.get_mut(kind) {
+            Some((at, suppressed)) if at.elapsed() < REPEAT_LOG_EVERY => *suppressed += 1,
+            Some((at, suppressed)) => {
                 tracing::error!(source = %self.name, kind, cause = %message, repeated = *suppressed + 1, "source error (repeated)");
                 *at = Instant::now();
                 *suppressed = 0;
             }
-            _ => {
+            None => {
                 tracing::error!(source = %self.name, kind, cause = %message, "source error");
-                *logged = Some((kind, message.to_string(), Instant::now(), 0));
+                logged.insert(kind, (Instant::now(), 0));
             }
         }
     }
@@ -383,8 +384,9 @@ mod tests {
         assert_eq!(last.kind, "authentication");
         assert_eq!(last.message, "SASL authentication failed");
         assert_eq!(s.to_json()["up"], false);
-        // Identical repeats are suppressed in the log but still counted.
+        // Repeats of a kind are held back in the log (4 of the 5 transport errors) but counted.
         let logged = lock(&s.logged);
-        assert_eq!(logged.as_ref().unwrap().0, "authentication");
+        assert_eq!(logged["transport"].1, 4);
+        assert_eq!(logged["authentication"].1, 0);
     }
 }

@@ -105,3 +105,22 @@ fn a_few_future_events_at_the_end_of_input_are_dead_lettered() {
         Some(ddtwatch::engine::FUTURE_JUMP as u64 - 1)
     );
 }
+
+/// Copies of one far-future event (a client retrying, a broker re-delivering) are duplicates:
+/// they do not add up to a jump of the clock.
+#[test]
+fn retried_copies_of_a_future_event_do_not_move_the_clock() {
+    let lines = generate_lines(Scenario::Steady, 5_000, 6);
+    let mut v: Value = serde_json::from_str(&shift(&lines[100], 10 * 365 * 24 * HOUR)).unwrap();
+    v["event_id"] = Value::String("far-future-retried".into());
+    let mut stream = lines[..2_000].to_vec();
+    for _ in 0..(2 * ddtwatch::engine::FUTURE_JUMP) {
+        stream.push(v.to_string());
+    }
+    stream.extend(lines[2_000..].iter().cloned());
+    let plain = common::replay(common::example_config(), &lines);
+    let r = common::replay(common::example_config(), &stream);
+    assert_eq!(r.summary.invalid.by_reason.get("future_timestamp"), Some(&1), "{:?}", r.summary.invalid);
+    assert_eq!(counters(&r).len(), counters(&plain).len());
+    assert_eq!(r.summary.deployments[0].last_ts, plain.summary.deployments[0].last_ts, "the clock never jumped");
+}

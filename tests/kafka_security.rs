@@ -433,3 +433,29 @@ fn metrics_and_healthz_answer_during_a_rebalance_and_flush() {
     assert!(n >= 10, "too few probes: {n}");
     assert!(worst < Duration::from_millis(100), "slowest answer during the rebalance: {worst:?}");
 }
+
+/// A secret given under a property librdkafka does not know (a misspelt key, a Java client's
+/// `sasl.jaas.config`) is refused naming the property — never printing the secret.
+#[test]
+fn a_refused_secret_property_is_named_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jaas");
+    std::fs::write(&secret, "org.apache.kafka.common.security.scram.ScramLoginModule required password=\"hunter2-SECRET\";\n")
+        .unwrap();
+    let path = run_config(dir.path(), "127.0.0.1:1", common::free_port());
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["sources"] = serde_yaml::from_str(&format!(
+        "[{{kind: kafka, brokers: \"127.0.0.1:1\", secret_properties: {{sasl.jaas.config: {{file: \"{}\"}}}}}}]",
+        secret.display()
+    ))
+    .unwrap();
+    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    let check = Command::new(common::bin()).args(["check-config"]).arg(&path).output().unwrap();
+    let run = Command::new(common::bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    for (what, out) in [("check-config", &check), ("run", &run)] {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{what}: {text}");
+        assert!(text.contains("sasl.jaas.config"), "{what} names the property: {text}");
+        assert!(!text.contains("hunter2-SECRET"), "{what} printed the secret: {text}");
+    }
+}

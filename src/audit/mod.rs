@@ -97,17 +97,24 @@ impl AuditLog {
                 records += 1;
             }
             match &head {
-                Some(h) if h.seq != seq || h.hash != last => {
-                    if records == 0 && rotated_path(path, h.seq).exists() {
-                        // Rotated: the new file is empty and the chain continues from the head.
-                        seq = h.seq;
-                        last = h.hash.clone();
-                    } else {
-                        return Err(refuse(format!(
-                            "it ends at seq {seq} but its head says {} (records cut off or edited)",
-                            h.seq
-                        )));
+                // The head is written after each record is made durable, so it may lag the log by
+                // the records of a crash (or a full disk) in between: a log that runs past its head
+                // is fine as long as the head's record is in it, unchanged.
+                Some(h) if records > 0 && h.seq <= seq => {
+                    if h.seq > 0 && !head_matches(path, h)? {
+                        return Err(refuse(format!("its record {} differs from what the head says (edited)", h.seq)));
                     }
+                }
+                Some(h) if records == 0 && h.seq > 0 && rotated_path(path, h.seq).exists() => {
+                    // Rotated: the new file is empty and the chain continues from the head.
+                    seq = h.seq;
+                    last = h.hash.clone();
+                }
+                Some(h) if h.seq > seq => {
+                    return Err(refuse(format!(
+                        "it ends at seq {seq} but its head says {} (records cut off the end)",
+                        h.seq
+                    )));
                 }
                 None if records > 0 => return Err(refuse("it has records but its head file is missing".into())),
                 _ => {}
@@ -124,7 +131,13 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        let fresh = seq == 0 && !head_path(path).exists();
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        if fresh {
+            // A new chain gets its head before its first record, so a log with records and no
+            // head can only be one whose head was deleted.
+            write_head(path, &Head { seq: 0, hash: GENESIS.to_string() })?;
+        }
         let bytes = file.metadata()?.len();
         Ok(AuditLog { path: path.to_path_buf(), file, seq, last, bytes, max_bytes, written: 0 })
     }
@@ -157,6 +170,19 @@ impl AuditLog {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// Whether the record at the head's seq in `path` has the head's hash.
+fn head_matches(path: &Path, head: &Head) -> io::Result<bool> {
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        if let Ok(r) = serde_json::from_str::<Record>(&line)
+            && r.seq == head.seq
+        {
+            return Ok(r.hash == head.hash);
+        }
+    }
+    Ok(false)
 }
 
 /// Where rotation moves a log whose last record is `last_seq`.
@@ -274,6 +300,8 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
 pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict> {
     let (mut prev, mut expect_seq): (Option<String>, Option<u64>) = (None, None);
     let (mut records, mut first_seq, mut last_seq) = (0u64, None, 0u64);
+    // Hashes by seq of the last file's records (the head names one of them).
+    let mut head_hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     for file in files {
         let f = File::open(file)?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
@@ -315,6 +343,9 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict
             }
             first_seq.get_or_insert(r.seq);
             last_seq = r.seq;
+            if files.last() == Some(file) {
+                head_hashes.insert(r.seq, r.hash.clone());
+            }
             records += 1;
             prev = Some(r.hash);
             expect_seq = Some(r.seq + 1);
@@ -326,11 +357,16 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict
         let head_file = head_path(last_file);
         match std::fs::read(&head_file) {
             Ok(h) => match serde_json::from_slice::<Head>(&h) {
-                Ok(head) if head.seq != last_seq || prev.as_deref() != Some(head.hash.as_str()) => {
+                Ok(head) if head.seq > last_seq => {
                     return Ok(broken(format!(
-                        "the log ends at seq {last_seq} but its head says {} (records cut off the end, or the head edited)",
+                        "the log ends at seq {last_seq} but its head says {} (records cut off the end)",
                         head.seq
                     )));
+                }
+                // The head may lag the log by the records of a crash between record and head;
+                // the record it names must be there, unchanged.
+                Ok(head) if head.seq > 0 && head_hashes.get(&head.seq) != Some(&head.hash) => {
+                    return Ok(broken(format!("record {} differs from what the head says (edited)", head.seq)));
                 }
                 Ok(_) => {}
                 Err(_) => return Ok(broken(format!("the head file {} is garbled", head_file.display()))),
@@ -480,6 +516,31 @@ mod tests {
         let mut log = AuditLog::open(&path, 0).unwrap();
         log.append("config", json!({}), 0).unwrap();
         assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 9, .. }));
+    }
+
+    #[test]
+    fn a_crash_between_record_and_head_is_not_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        // A crash right after the first record: a head written at creation (seq 0) lags it.
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        let stale_head = std::fs::read(head_path(&path)).unwrap();
+        log.append("config", json!({"event": "loaded"}), 0).unwrap();
+        drop(log);
+        std::fs::write(head_path(&path), &stale_head).unwrap();
+        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verdict::Ok { records: 1, .. }));
+        AuditLog::open(&path, 0).unwrap();
+        // And later: the head one record behind.
+        let path = log_with(6, &dir.path().join("b"));
+        let behind = std::fs::read(head_path(&path)).unwrap();
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        log.append("breach", json!({"i": 6}), 0).unwrap();
+        drop(log);
+        std::fs::write(head_path(&path), &behind).unwrap();
+        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verdict::Ok { records: 7, .. }));
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        log.append("breach", json!({"i": 7}), 0).unwrap();
+        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 8, .. }));
     }
 
     #[test]

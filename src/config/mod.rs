@@ -600,35 +600,42 @@ fn redact(v: &mut serde_json::Value) {
     }
 }
 
-/// A URL without its credentials: userinfo and every query value become `<redacted>`
-/// (`http://user:pw@host/ops?token=x` → `http://<redacted>@host/ops?token=<redacted>`).
+/// A URL without its credentials: userinfo, the path (webhook services carry their secret in
+/// it) and every query value become `<redacted>`
+/// (`http://user:pw@host:9/ops/T0/xyz?token=x` → `http://<redacted>@host:9/<redacted>?token=<redacted>`).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("<redacted>@{host}"),
-        None => authority.to_string(),
-    };
-    let (path, fragment) = match tail.split_once('#') {
-        Some((p, f)) => (p, Some(f)),
+    // The host starts after the last `@` before any query or fragment (a password may hold
+    // an unencoded `/`).
+    let before_query = rest.find(['?', '#']).unwrap_or(rest.len());
+    let host_start = rest[..before_query].rfind('@').map_or(0, |i| i + 1);
+    let end = rest[host_start..].find(['/', '?', '#']).map_or(rest.len(), |i| host_start + i);
+    let authority =
+        if host_start > 0 { format!("<redacted>@{}", &rest[host_start..end]) } else { rest[..end].to_string() };
+    let tail = &rest[end..];
+    let (tail, fragment) = match tail.split_once('#') {
+        Some((t, f)) => (t, Some(f)),
         None => (tail, None),
     };
-    let path = match path.split_once('?') {
-        Some((p, q)) => {
-            let q: Vec<String> = q
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    let path = if path.is_empty() || path == "/" { path.to_string() } else { "/<redacted>".to_string() };
+    let query = query
+        .map(|q| {
+            let pairs: Vec<String> = q
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
                     Some((k, _)) => format!("{k}=<redacted>"),
                     None => pair.to_string(),
                 })
                 .collect();
-            format!("{p}?{}", q.join("&"))
-        }
-        None => path.to_string(),
-    };
+            format!("?{}", pairs.join("&"))
+        })
+        .unwrap_or_default();
     let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
-    format!("{scheme}://{authority}{path}{fragment}")
+    format!("{scheme}://{authority}{path}{query}{fragment}")
 }
 
 /// serde with the key path of the failure and a did-you-mean for unknown fields.
@@ -968,9 +975,14 @@ mod tests {
     fn urls_lose_their_credentials_when_shown() {
         assert_eq!(
             redact_url("http://user:pa55word@am.example:9093/ops?token=abc&team=x#top"),
-            "http://<redacted>@am.example:9093/ops?token=<redacted>&team=<redacted>#top"
+            "http://<redacted>@am.example:9093/<redacted>?token=<redacted>&team=<redacted>#top"
         );
-        assert_eq!(redact_url("https://oversight.example.org/ddtwatch"), "https://oversight.example.org/ddtwatch");
+        assert_eq!(redact_url("http://alertmanager:9093"), "http://alertmanager:9093");
+        assert_eq!(
+            redact_url("https://hooks.example.com/services/T0/B1/s3cr3t"),
+            "https://hooks.example.com/<redacted>"
+        );
+        assert_eq!(redact_url("http://u:pa/ss@h:1/x"), "http://<redacted>@h:1/<redacted>");
         let mut v = serde_json::json!({"receivers": {"ops": {"url": "http://u:p@h/x?k=v"}}, "n": 1});
         redact(&mut v);
         let text = v.to_string();

@@ -299,6 +299,9 @@ impl Engine {
     /// Forgets a deployment (it moved to another instance).
     pub fn remove(&mut self, id: &str) -> bool {
         self.dedup.remove(id);
+        // Its events held beyond the horizon go with it (applied here later, they would recreate
+        // a deployment this instance no longer owns).
+        self.future.retain(|f| f.event.deployment_id != id);
         self.restore_breaches(id, Vec::new());
         self.deployments.remove(id).is_some()
     }
@@ -399,6 +402,15 @@ impl Engine {
                 return self.reject(e, payload);
             }
             (ClockMode::Event, Some(clock)) if ev.ts > clock + horizon => {
+                // A re-sent copy of a held event is a duplicate, not one more reason to jump.
+                if self
+                    .future
+                    .iter()
+                    .any(|f| f.event.event_id == ev.event_id && f.event.deployment_id == ev.deployment_id)
+                {
+                    self.stats.duplicates += 1;
+                    return Ingested::Duplicate;
+                }
                 self.future.push(FutureHeld { event: ev, payload: Arc::from(payload), receive, held_at: clock });
                 if self.future.len() >= FUTURE_JUMP {
                     let earliest = self.future.iter().map(|f| f.event.ts).min();

@@ -165,7 +165,12 @@ pub fn check_offline(source: &SourceConfig, dead_letter: bool, secrets: Secrets)
 /// librdkafka's message for a failed client creation or configuration, with a hint where the
 /// cause is a feature missing from the build.
 fn explain(e: &KafkaError) -> String {
-    let msg = e.to_string();
+    // A property error's Display includes the value, which may be a secret (a misspelt
+    // `secret_properties` key): name the property, never its value.
+    let msg = match e {
+        KafkaError::ClientConfig(_, desc, key, _) => format!("Client config error: {desc} (property {key})"),
+        e => e.to_string(),
+    };
     if msg.contains("not supported by this build") || msg.contains("No provider for SASL mechanism") {
         format!("{msg} (librdkafka features compiled in: {})", librdkafka_info().1)
     } else {
@@ -191,9 +196,17 @@ pub fn librdkafka_info() -> (String, String) {
 /// The kind label of a librdkafka error (`ddtwatch_source_errors_total{kind}`).
 pub fn error_kind(code: Option<rdkafka::types::RDKafkaErrorCode>, message: &str) -> &'static str {
     use rdkafka::types::RDKafkaErrorCode as C;
-    // The broker's name ("sasl_ssl://host:9093/1: …") says nothing about the cause.
+    // Broker names and addresses ("sasl_ssl://kafka-tls-0:9093/1:", "ipv4#10.0.0.1:9093") say
+    // nothing about the cause (a host may well be called kafka-tls-0): words with a scheme, a
+    // `#`, a port or a broker id are left out before looking for one.
+    let is_address = |w: &str| {
+        w.contains("://")
+            || w.contains('#')
+            || w.split(':').skip(1).any(|p| p.starts_with(|c: char| c.is_ascii_digit()))
+            || (w.ends_with(':') && w.contains('/'))
+    };
     let lower: String =
-        message.split_whitespace().filter(|w| !w.contains("://")).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+        message.split_whitespace().filter(|w| !is_address(w)).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
     match code {
         Some(C::Authentication | C::SaslAuthenticationFailed) => "authentication",
         Some(C::TopicAuthorizationFailed | C::GroupAuthorizationFailed | C::ClusterAuthorizationFailed) => {
@@ -276,6 +289,9 @@ struct Ctx {
     health: Arc<SourceHealth>,
     /// Set by librdkafka's error callback on a fatal error: the source cannot go on.
     fatal: Mutex<Option<String>>,
+    /// A broker is reachable but nothing can be consumed (authorization refused, topic
+    /// unknown): the source stays down until a message arrives or partitions are assigned.
+    blocked: AtomicBool,
     pipeline: Pipeline,
     tracking: Mutex<Tracking>,
     /// Snapshot producer and topic (None: state topic off).
@@ -460,10 +476,11 @@ impl ClientContext for Ctx {
                 }
             }
         }
-        // Up while at least one broker connection is up (authenticated, if SASL is on).
+        // Up while at least one broker connection is up (authenticated, if SASL is on) and
+        // nothing blocks consumption.
         let up = s.brokers.values().any(|b| b.state == "UP");
         self.stats.broker_up.store(up, Ordering::Relaxed);
-        self.health.set_up(up);
+        self.health.set_up(up && !self.blocked.load(Ordering::Relaxed));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -479,6 +496,17 @@ impl ClientContext for Ctx {
             self.health.error_summary(kind, &message);
         } else {
             self.health.error(kind, &message);
+        }
+        let unknown_topic = matches!(
+            code,
+            Some(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+            )
+        );
+        if kind == "authorization" || unknown_topic {
+            self.blocked.store(true, Ordering::Relaxed);
+            self.health.set_up(false);
         }
         if all_down || matches!(kind, "authentication" | "tls") {
             self.stats.broker_up.store(false, Ordering::Relaxed);
@@ -525,6 +553,9 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.stats.assigned.fetch_add(tpl.count() as u64, Ordering::Relaxed);
+            if tpl.count() > 0 {
+                self.blocked.store(false, Ordering::Relaxed);
+            }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
             let assigned: Vec<(String, i32)> =
                 tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
@@ -583,7 +614,11 @@ pub struct KafkaDlq {
 
 impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
-        let producer = reliable_producer_config(&client_config(source)?)
+        let mut pc = reliable_producer_config(&client_config(source)?);
+        // A `too_large` dead letter carries its whole original message (the broker let the
+        // consumer fetch it); the producer's own 1 MB default would refuse it.
+        pc.set("message.max.bytes", "67108864");
+        let producer = pc
             .create_with_context(DlqContext { stats: stats.clone(), dlq: true })
             .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {}", explain(&e)))?;
         Ok(KafkaDlq { producer, topic: topic.to_string(), stats, queued: AtomicU64::new(0) })
@@ -607,7 +642,10 @@ impl KafkaDlq {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => tracing::error!(error = %e, reason = d.reason.as_str(), "dead letter rejected by the producer"),
+            Err(e) => {
+                self.stats.dlq_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, reason = d.reason.as_str(), "dead letter rejected by the producer");
+            }
         }
     }
 
@@ -673,6 +711,7 @@ impl KafkaSource {
                 stats,
                 health,
                 fatal: Mutex::new(None),
+                blocked: AtomicBool::new(false),
                 pipeline,
                 tracking: Mutex::new(Tracking::default()),
                 state,
@@ -725,22 +764,19 @@ impl KafkaSource {
                 None => {}
                 Some(Ok(msg)) => {
                     ctx.stats.broker_up.store(true, Ordering::Relaxed);
+                    ctx.blocked.store(false, Ordering::Relaxed);
                     ctx.health.set_up(true);
                     apply(&consumer, ctx, &msg);
                 }
                 Some(Err(e)) => {
-                    // Errors on the consumer queue are reports: librdkafka reconnects and retries
-                    // by itself (reconnect.backoff.ms doubling to reconnect.backoff.max.ms), so
-                    // the loop only records them and polls on. (Sleeping here would drain an
-                    // outage's queued reports one per sleep, long after the broker is back.)
-                    ctx.stats.client_errors.fetch_add(1, Ordering::Relaxed);
-                    let message = e.to_string();
-                    // "Message consumption error: X (Local: …)" repeats, without its cause, what the
-                    // error callback just reported with it: counted, the cause kept.
-                    let kind = error_kind(e.rdkafka_error_code(), &message);
-                    ctx.health.error_summary(kind, &message);
-                    if kind == "fatal" {
-                        break Err(anyhow::anyhow!("fatal Kafka client error: {message}"));
+                    // rdkafka hands every error event to the context's error callback (counted
+                    // and logged there, with librdkafka's reason) and returns it here as well:
+                    // only a fatal one matters here. librdkafka reconnects and retries by itself
+                    // (reconnect.backoff.ms doubling to reconnect.backoff.max.ms); the loop never
+                    // sleeps on these (draining an outage's queued reports one per sleep kept a
+                    // consumer from its partitions long after the broker was back).
+                    if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                        break Err(anyhow::anyhow!("fatal Kafka client error: {e}"));
                     }
                 }
             }
@@ -931,6 +967,9 @@ mod tests {
         // A SASL_SSL broker's name is not a cause.
         let refused = "sasl_ssl://127.0.0.1:9093/bootstrap: Connect to ipv4#127.0.0.1:9093 failed: Connection refused";
         assert_eq!(error_kind(Some(C::BrokerTransportFailure), refused), "transport");
+        // Nor is a host called kafka-tls-0.
+        let disconnected = "kafka-tls-0.corp:9092/0: Disconnected (after 12ms in state UP)";
+        assert_eq!(error_kind(Some(C::BrokerTransportFailure), disconnected), "transport");
         assert_eq!(error_kind(Some(C::TopicAuthorizationFailed), ""), "authorization");
         assert_eq!(error_kind(Some(C::Fatal), ""), "fatal");
         assert_eq!(error_kind(None, "something else"), "other");
