@@ -440,8 +440,11 @@ fn metrics_and_healthz_answer_during_a_rebalance_and_flush() {
 fn a_refused_secret_property_is_named_not_printed() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("jaas");
-    std::fs::write(&secret, "org.apache.kafka.common.security.scram.ScramLoginModule required password=\"hunter2-SECRET\";\n")
-        .unwrap();
+    std::fs::write(
+        &secret,
+        "org.apache.kafka.common.security.scram.ScramLoginModule required password=\"hunter2-SECRET\";\n",
+    )
+    .unwrap();
     let path = run_config(dir.path(), "127.0.0.1:1", common::free_port());
     let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     v["sources"] = serde_yaml::from_str(&format!(

@@ -96,15 +96,18 @@ impl AuditLog {
                 last = r.hash;
                 records += 1;
             }
+            // The head is written after each record is made durable, so it may lag the log by the
+            // records of a crash (or a full disk) in between: a log that runs past its head is
+            // fine as long as the head's record is in it, unchanged.
+            let head_record_ok = match &head {
+                Some(h) if records > 0 && h.seq > 0 && h.seq <= seq => head_matches(path, h)?,
+                _ => true,
+            };
             match &head {
-                // The head is written after each record is made durable, so it may lag the log by
-                // the records of a crash (or a full disk) in between: a log that runs past its head
-                // is fine as long as the head's record is in it, unchanged.
-                Some(h) if records > 0 && h.seq <= seq => {
-                    if h.seq > 0 && !head_matches(path, h)? {
-                        return Err(refuse(format!("its record {} differs from what the head says (edited)", h.seq)));
-                    }
+                Some(h) if records > 0 && h.seq <= seq && !head_record_ok => {
+                    return Err(refuse(format!("its record {} differs from what the head says (edited)", h.seq)));
                 }
+                Some(h) if records > 0 && h.seq <= seq => {}
                 Some(h) if records == 0 && h.seq > 0 && rotated_path(path, h.seq).exists() => {
                     // Rotated: the new file is empty and the chain continues from the head.
                     seq = h.seq;
