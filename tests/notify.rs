@@ -32,6 +32,10 @@ struct Hook {
     attempts: BTreeMap<(String, String), Vec<i64>>,
     bad_signatures: u32,
     throttled: HashSet<String>,
+    /// Ids answered 503 once.
+    fail_once: HashSet<String>,
+    /// Ids in the order they were acknowledged.
+    order: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Hook>>;
@@ -56,8 +60,10 @@ async fn receive(State(s): State<Shared>, Path(name): Path<String>, h: HeaderMap
             return (StatusCode::TOO_MANY_REQUESTS, hm);
         }
         _ if s.down => return (StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new()),
+        _ if s.fail_once.remove(&id) => return (StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new()),
         _ => {}
     }
+    s.order.push(id.clone());
     *s.acked.entry((name, id)).or_default() += 1;
     (StatusCode::OK, HeaderMap::new())
 }
@@ -239,4 +245,41 @@ fn readme_python_verifier_agrees_with_the_signer() {
         assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True False", "{script}");
     }
+}
+
+/// Two breaches of one condition: breach 1's `firing` fails once, so its `resolved` waits — and
+/// so does breach 2's `firing`, which used to overtake them (an Alertmanager then showed the
+/// condition resolved while it was firing). Deliveries keep the order of transitions per
+/// receiver and condition.
+#[tokio::test]
+async fn a_later_breach_never_overtakes_an_earlier_undelivered_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let (hook, base) = start_receiver().await;
+    let config = config(&base, &secret_file, "ordered", "ops");
+    let outbox: SharedOutbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 0).unwrap()));
+    let keys = [
+        "ddtwatch/lfr-a/camera_silence/cam-2/2026-04-25T09:00:00Z/firing",
+        "ddtwatch/lfr-a/camera_silence/cam-2/2026-04-25T09:00:00Z/resolved",
+        "ddtwatch/lfr-a/camera_silence/cam-2/2026-04-25T10:00:00Z/firing",
+    ];
+    let t0 = wall_ms();
+    for k in keys {
+        let body = serde_json::json!({"deployment_id": "lfr-a", "condition": "camera_silence/cam-2", "state": k.rsplit('/').next()});
+        outbox.lock().unwrap().enqueue("oversight", k, body, t0).unwrap();
+    }
+    hook.lock().unwrap().fail_once.insert(keys[0].to_string());
+    let mut d = Dispatcher::new(outbox.clone(), None).with_seed(3);
+    let receivers = config.raw.receivers.clone();
+    hook.lock().unwrap().now = t0 / 1000;
+    d.run_due(&receivers, t0).await;
+    assert!(hook.lock().unwrap().order.is_empty(), "nothing may overtake the failed firing: {:?}", hook.lock().unwrap().order);
+    // Later, past any retry backoff: all three, in order.
+    let later = t0 + 3_600_000;
+    hook.lock().unwrap().now = later / 1000;
+    for _ in 0..3 {
+        d.run_due(&receivers, later).await;
+    }
+    assert_eq!(hook.lock().unwrap().order, keys.to_vec());
 }

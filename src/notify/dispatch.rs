@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::outbox::{SharedOutbox, breach_key};
+use super::outbox::{SharedOutbox, breach_key, identity_key};
 use super::retry::Verdict;
 use crate::audit::SharedAudit;
 use crate::config::{ReceiverConfig, ReceiverKind};
@@ -87,21 +87,25 @@ impl Dispatcher {
             .collect();
         let mut next: Option<Millis> = None;
         let mut soonest = |t: Millis| next = Some(next.map_or(t, |n: Millis| n.min(t)));
-        // (receiver, breach) with an earlier notification still undelivered.
+        // (receiver, alert identity) with an earlier notification still undelivered: later
+        // transitions of that condition — of this breach or a later one — wait for it, so a
+        // receiver never sees them out of order (an Alertmanager would otherwise show a
+        // resolved breach 1 after breach 2's firing, for the same labels).
         let mut blocked: HashSet<(String, String)> = HashSet::new();
         for d in due {
             if let Some(h) = &self.heartbeat {
                 h.beat();
             }
             let breach = (d.receiver.clone(), breach_key(&d.key).to_string());
-            if blocked.contains(&breach) {
+            let identity = (d.receiver.clone(), identity_key(&d.key).to_string());
+            if blocked.contains(&identity) {
                 continue;
             }
             if let Some(&t) = self.next_try.get(&d.id)
                 && t > now
             {
                 soonest(t);
-                blocked.insert(breach);
+                blocked.insert(identity);
                 continue;
             }
             let Some(r) = receivers.get(&d.receiver) else {
@@ -142,7 +146,7 @@ impl Dispatcher {
                             self.lock().retry(d.id);
                             self.next_try.insert(d.id, t);
                             soonest(t);
-                            blocked.insert(breach);
+                            blocked.insert(identity);
                         }
                         None => {
                             self.finish(&d, false, &format!("{detail}; giving up: max_age {} reached", r.max_age), now)

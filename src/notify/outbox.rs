@@ -236,6 +236,15 @@ fn track_active(active: &mut BTreeMap<(String, String), Entry>, e: Entry) {
 }
 
 /// The breach part of a notification key (without the trailing `/<state>`).
+/// The alert identity of a notification key: `ddtwatch/<deployment>/<condition>` — what an
+/// Alertmanager sees as one alert (same labels) across the condition's breaches. Deliveries to a
+/// receiver keep transition order per identity, so a later breach's `firing` never overtakes an
+/// earlier one's undelivered `resolved`.
+pub fn identity_key(key: &str) -> &str {
+    let breach = breach_key(key);
+    breach.rsplit_once('/').map(|(i, _)| i).unwrap_or(breach)
+}
+
 pub fn breach_key(key: &str) -> &str {
     key.rsplit_once('/').map(|(b, _)| b).unwrap_or(key)
 }
