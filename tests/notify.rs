@@ -34,8 +34,9 @@ struct Hook {
     throttled: HashSet<String>,
     /// Ids answered 503 once.
     fail_once: HashSet<String>,
-    /// Ids in the order they were acknowledged.
+    /// Ids in the order they were acknowledged, and when.
     order: Vec<String>,
+    acked_at: Vec<std::time::Instant>,
 }
 
 type Shared = Arc<Mutex<Hook>>;
@@ -64,6 +65,7 @@ async fn receive(State(s): State<Shared>, Path(name): Path<String>, h: HeaderMap
         _ => {}
     }
     s.order.push(id.clone());
+    s.acked_at.push(std::time::Instant::now());
     *s.acked.entry((name, id)).or_default() += 1;
     (StatusCode::OK, HeaderMap::new())
 }
@@ -274,7 +276,11 @@ async fn a_later_breach_never_overtakes_an_earlier_undelivered_transition() {
     let receivers = config.raw.receivers.clone();
     hook.lock().unwrap().now = t0 / 1000;
     d.run_due(&receivers, t0).await;
-    assert!(hook.lock().unwrap().order.is_empty(), "nothing may overtake the failed firing: {:?}", hook.lock().unwrap().order);
+    assert!(
+        hook.lock().unwrap().order.is_empty(),
+        "nothing may overtake the failed firing: {:?}",
+        hook.lock().unwrap().order
+    );
     // Later, past any retry backoff: all three, in order.
     let later = t0 + 3_600_000;
     hook.lock().unwrap().now = later / 1000;
@@ -282,4 +288,69 @@ async fn a_later_breach_never_overtakes_an_earlier_undelivered_transition() {
         d.run_due(&receivers, later).await;
     }
     assert_eq!(hook.lock().unwrap().order, keys.to_vec());
+}
+
+/// A receiver that accepts connections and never answers (a black hole) beside a healthy one:
+/// the healthy receiver gets all its notifications while the black hole's first request is still
+/// hanging (receivers are served concurrently; before, they went one at a time).
+#[tokio::test]
+async fn a_black_hole_receiver_delays_no_other() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let (hook, base) = start_receiver().await;
+    // The black hole: reads and never answers; notes when the client gives up on a connection.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/alerts", hole.local_addr().unwrap());
+    let closed: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let closed2 = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = hole.accept().await.unwrap();
+            let closed = closed2.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                closed.lock().unwrap().push(std::time::Instant::now());
+            });
+        }
+    });
+    let text = ddtwatch::config::DEMO_CONFIG.replace(
+        "  oversight: {kind: log}\n  ops: {kind: log}",
+        &format!(
+            "  oversight: {{kind: webhook, url: \"{hole_url}\", secret_file: {f}, timeout: 2s}}\n  ops: {{kind: webhook, url: \"{base}/hook/healthy\", secret_file: {f}}}",
+            f = secret_file.display()
+        ),
+    );
+    let config = Config::from_yaml(&text, None).unwrap();
+    let outbox: SharedOutbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 0).unwrap()));
+    let t0 = wall_ms();
+    // The black hole's notifications first (one condition's transitions), then five for ops.
+    for i in 0..3 {
+        let key = format!("ddtwatch/lfr-a/threshold_floor/2026-04-25T0{i}:00:00Z/firing");
+        outbox.lock().unwrap().enqueue("oversight", &key, serde_json::json!({"n": i}), t0).unwrap();
+    }
+    let ops_keys: Vec<String> =
+        (0..5).map(|i| format!("ddtwatch/lfr-a/cond-{i}/2026-04-25T09:00:00Z/firing")).collect();
+    for k in &ops_keys {
+        outbox.lock().unwrap().enqueue("ops", k, serde_json::json!({"k": k}), t0).unwrap();
+    }
+    hook.lock().unwrap().now = t0 / 1000;
+    let mut d = Dispatcher::new(outbox.clone(), None).with_seed(1);
+    d.run_due(&config.raw.receivers, t0).await;
+    // The client gave up on the black hole (timeout 2 s); its connection closes in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while closed.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the black hole's connection was never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let h = hook.lock().unwrap();
+    assert_eq!(h.order, ops_keys, "every ops notification delivered, in order");
+    let first_close = closed.lock().unwrap()[0];
+    let last_ack = *h.acked_at.last().unwrap();
+    assert!(last_ack < first_close, "the healthy receiver waited for the black hole");
+    // The black hole's notifications wait for a retry, in order (the first is scheduled, the
+    // others blocked behind it).
+    assert_eq!(outbox.lock().unwrap().pending().filter(|e| e.receiver == "oversight").count(), 3);
 }

@@ -29,7 +29,7 @@ pub struct Dispatcher {
     next_try: HashMap<u64, Millis>,
     /// (receiver, breach key) → next Alertmanager re-send.
     next_resend: HashMap<(String, String), Millis>,
-    warned: HashSet<String>,
+    warned: Arc<std::sync::Mutex<HashSet<String>>>,
     /// Source of the jitter (seedable for tests).
     rng: fastrand::Rng,
     /// Beaten before every delivery attempt (`/healthz` sees a dispatcher that hangs).
@@ -37,6 +37,7 @@ pub struct Dispatcher {
 }
 
 /// One pending notification, copied out of the outbox so no lock is held while sending.
+#[derive(Clone)]
 struct Due {
     id: u64,
     receiver: String,
@@ -55,7 +56,7 @@ impl Dispatcher {
             client,
             next_try: HashMap::new(),
             next_resend: HashMap::new(),
-            warned: HashSet::new(),
+            warned: Arc::default(),
             rng: fastrand::Rng::new(),
             heartbeat: None,
         }
@@ -71,7 +72,8 @@ impl Dispatcher {
     }
 
     /// Sends everything due at `now`; returns when the next retry or re-send is due (None: nothing
-    /// scheduled; new notifications can arrive at any time).
+    /// scheduled; new notifications can arrive at any time). Receivers are served concurrently
+    /// (one that hangs delays no other); each receiver's notifications go in outbox order.
     pub async fn run_due(&mut self, receivers: &BTreeMap<String, ReceiverConfig>, now: Millis) -> Option<Millis> {
         let due: Vec<Due> = self
             .lock()
@@ -87,70 +89,74 @@ impl Dispatcher {
             .collect();
         let mut next: Option<Millis> = None;
         let mut soonest = |t: Millis| next = Some(next.map_or(t, |n: Millis| n.min(t)));
-        // (receiver, alert identity) with an earlier notification still undelivered: later
-        // transitions of that condition — of this breach or a later one — wait for it, so a
-        // receiver never sees them out of order (an Alertmanager would otherwise show a
-        // resolved breach 1 after breach 2's firing, for the same labels).
-        let mut blocked: HashSet<(String, String)> = HashSet::new();
+        let mut by_receiver: BTreeMap<String, Vec<Due>> = BTreeMap::new();
         for d in due {
-            if let Some(h) = &self.heartbeat {
-                h.beat();
-            }
-            let breach = (d.receiver.clone(), breach_key(&d.key).to_string());
-            let identity = (d.receiver.clone(), identity_key(&d.key).to_string());
-            if blocked.contains(&identity) {
-                continue;
-            }
-            if let Some(&t) = self.next_try.get(&d.id)
-                && t > now
-            {
-                soonest(t);
-                blocked.insert(identity);
-                continue;
-            }
-            let Some(r) = receivers.get(&d.receiver) else {
-                self.finish(&d, false, &format!("receiver `{}` is not in the config", d.receiver), now);
+            by_receiver.entry(d.receiver.clone()).or_default().push(d);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, items) in by_receiver {
+            let Some(r) = receivers.get(&name).cloned() else {
+                for d in &items {
+                    self.finish(d, false, &format!("receiver `{name}` is not in the config"), now);
+                }
                 continue;
             };
-            let policy = r.retry_policy();
-            if now - d.at > policy.max_age_ms {
-                self.finish(&d, false, &format!("undelivered after max_age {}", r.max_age), now);
-                continue;
-            }
-            let verdict = match r.kind {
-                ReceiverKind::Log => {
-                    tracing::info!(receiver = %d.receiver, key = %d.key, "notification delivered (log receiver)");
-                    Verdict::Delivered
-                }
-                ReceiverKind::Webhook => self.send_webhook(&d, r, now).await,
-                ReceiverKind::Alertmanager => {
-                    let firing = d.key.ends_with("/firing");
-                    let body = json!([super::alertmanager::alert(&d.notification, firing, now, r.resend.ms())]);
-                    self.send_alertmanager(r, &body, now).await
-                }
+            let next_try: HashMap<u64, Millis> =
+                items.iter().filter_map(|d| self.next_try.get(&d.id).map(|t| (d.id, *t))).collect();
+            // Jitter drawn here, in outbox order, so a seeded dispatcher stays deterministic.
+            let units: Vec<f64> = items.iter().map(|_| self.rng.f64()).collect();
+            let job = ReceiverJob {
+                client: self.client.clone(),
+                warned: self.warned.clone(),
+                heartbeat: self.heartbeat.clone(),
+                receiver: r,
+                items,
+                next_try,
+                units,
+                now,
             };
-            self.audit_attempt(&d, d.attempts + 1, &verdict);
-            match verdict {
-                Verdict::Delivered => {
-                    if r.kind == ReceiverKind::Alertmanager {
-                        self.next_resend.insert(breach.clone(), now + r.resend.ms());
-                    }
-                    self.finish(&d, true, "", now);
-                }
-                Verdict::Permanent(detail) => self.finish(&d, false, &detail, now),
-                Verdict::Retry { detail, after_ms } => {
-                    let unit = self.rng.f64();
-                    match policy.next_attempt(d.attempts, after_ms, d.at, now, unit) {
-                        Some(t) => {
-                            tracing::warn!(receiver = %d.receiver, attempt = d.attempts + 1, %detail, retry_in_ms = t - now, "notification not delivered; will retry");
-                            self.lock().retry(d.id);
-                            self.next_try.insert(d.id, t);
-                            soonest(t);
-                            blocked.insert(identity);
+            tasks.spawn(job.deliver());
+        }
+        let mut outcomes: Vec<(Due, Outcome)> = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(v) => outcomes.extend(v),
+                Err(e) => tracing::error!(error = %e, "a receiver's delivery task failed"),
+            }
+        }
+        // Recorded in outbox order, whatever order the receivers finished in.
+        outcomes.sort_by_key(|(d, _)| d.id);
+        for (d, outcome) in outcomes {
+            let resend =
+                receivers.get(&d.receiver).filter(|r| r.kind == ReceiverKind::Alertmanager).map(|r| r.resend.ms());
+            match outcome {
+                Outcome::NotYet(t) => soonest(t),
+                Outcome::Blocked => {}
+                Outcome::GiveUp(detail) => self.finish(&d, false, &detail, now),
+                Outcome::Attempted { verdict, retry_at } => {
+                    self.audit_attempt(&d, d.attempts + 1, &verdict);
+                    match verdict {
+                        Verdict::Delivered => {
+                            if let Some(every) = resend {
+                                self.next_resend
+                                    .insert((d.receiver.clone(), breach_key(&d.key).to_string()), now + every);
+                            }
+                            self.finish(&d, true, "", now);
                         }
-                        None => {
-                            self.finish(&d, false, &format!("{detail}; giving up: max_age {} reached", r.max_age), now)
-                        }
+                        Verdict::Permanent(detail) => self.finish(&d, false, &detail, now),
+                        Verdict::Retry { detail, .. } => match retry_at {
+                            Some(t) => {
+                                tracing::warn!(receiver = %d.receiver, attempt = d.attempts + 1, %detail, retry_in_ms = t - now, "notification not delivered; will retry");
+                                self.lock().retry(d.id);
+                                self.next_try.insert(d.id, t);
+                                soonest(t);
+                            }
+                            None => {
+                                let max_age =
+                                    receivers.get(&d.receiver).map(|r| r.max_age.to_string()).unwrap_or_default();
+                                self.finish(&d, false, &format!("{detail}; giving up: max_age {max_age} reached"), now)
+                            }
+                        },
                     }
                 }
             }
@@ -216,57 +222,144 @@ impl Dispatcher {
         }
     }
 
-    async fn post(
-        &self,
-        r: &ReceiverConfig,
-        url: &str,
-        body: Vec<u8>,
-        headers: &[(&str, String)],
-        now: Millis,
-    ) -> Verdict {
-        let mut req = self
-            .client
-            .post(url)
-            .timeout(Duration::from_millis(r.timeout.ms().max(1) as u64))
-            .header("content-type", "application/json")
-            .body(body);
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-                Verdict::from_status(resp.status().as_u16(), retry_after.as_deref(), now)
-            }
-            Err(e) => Verdict::Retry { detail: format!("request failed: {}", error_chain(&e)), after_ms: None },
-        }
-    }
-
-    async fn send_webhook(&mut self, d: &Due, r: &ReceiverConfig, now: Millis) -> Verdict {
-        let secret = match r.secret().read(&format!("receivers.{}", d.receiver)) {
-            Ok(s) => s,
-            Err(e) => {
-                if self.warned.insert(d.receiver.clone()) {
-                    tracing::error!(receiver = %d.receiver, error = %e, "webhook secret unavailable; notifications wait");
-                }
-                return Verdict::Retry { detail: format!("{e:#}"), after_ms: None };
-            }
-        };
-        let mut body = d.notification.clone();
-        body["idempotency_key"] = json!(d.key);
-        let bytes = serde_json::to_vec(&body).expect("json");
-        let ts = now.div_euclid(1000);
-        let sig = super::webhook::sign(&secret, &d.key, ts, &bytes);
-        let url = r.url.clone().unwrap_or_default();
-        let headers =
-            [("webhook-id", d.key.clone()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", sig)];
-        self.post(r, &url, bytes, &headers, now).await
-    }
-
     async fn send_alertmanager(&self, r: &ReceiverConfig, body: &Value, now: Millis) -> Verdict {
-        let url = format!("{}/api/v2/alerts", r.url.as_deref().unwrap_or_default().trim_end_matches('/'));
-        self.post(r, &url, serde_json::to_vec(body).expect("json"), &[], now).await
+        send_alertmanager(&self.client, r, body, now).await
     }
+}
+
+/// What became of one due notification in a pass.
+enum Outcome {
+    /// Its retry is not due yet (at this time).
+    NotYet(Millis),
+    /// An earlier notification of the same condition to this receiver is still undelivered.
+    Blocked,
+    /// Too old to try again.
+    GiveUp(String),
+    /// Sent; with the time of the next attempt if it is to be retried.
+    Attempted { verdict: Verdict, retry_at: Option<Millis> },
+}
+
+/// One receiver's due notifications, delivered in order on a task of their own.
+struct ReceiverJob {
+    client: reqwest::Client,
+    warned: Arc<std::sync::Mutex<HashSet<String>>>,
+    heartbeat: Option<Arc<crate::health::Task>>,
+    receiver: ReceiverConfig,
+    items: Vec<Due>,
+    next_try: HashMap<u64, Millis>,
+    units: Vec<f64>,
+    now: Millis,
+}
+
+impl ReceiverJob {
+    async fn deliver(self) -> Vec<(Due, Outcome)> {
+        let (r, now) = (&self.receiver, self.now);
+        let policy = r.retry_policy();
+        // Alert identities (the condition) with an earlier notification still undelivered: later
+        // transitions of that condition — of this breach or a later one — wait for it, so the
+        // receiver never sees them out of order (an Alertmanager would otherwise show breach 1
+        // resolved after breach 2's firing, for the same labels).
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut out = Vec::with_capacity(self.items.len());
+        for (d, unit) in self.items.iter().zip(&self.units) {
+            if let Some(h) = &self.heartbeat {
+                h.beat();
+            }
+            let identity = identity_key(&d.key).to_string();
+            if blocked.contains(&identity) {
+                out.push((d.clone(), Outcome::Blocked));
+                continue;
+            }
+            if let Some(&t) = self.next_try.get(&d.id)
+                && t > now
+            {
+                blocked.insert(identity);
+                out.push((d.clone(), Outcome::NotYet(t)));
+                continue;
+            }
+            if now - d.at > policy.max_age_ms {
+                out.push((d.clone(), Outcome::GiveUp(format!("undelivered after max_age {}", r.max_age))));
+                continue;
+            }
+            let verdict = match r.kind {
+                ReceiverKind::Log => {
+                    tracing::info!(receiver = %d.receiver, key = %d.key, "notification delivered (log receiver)");
+                    Verdict::Delivered
+                }
+                ReceiverKind::Webhook => send_webhook(&self.client, &self.warned, d, r, now).await,
+                ReceiverKind::Alertmanager => {
+                    let firing = d.key.ends_with("/firing");
+                    let body = json!([super::alertmanager::alert(&d.notification, firing, now, r.resend.ms())]);
+                    send_alertmanager(&self.client, r, &body, now).await
+                }
+            };
+            let retry_at = match &verdict {
+                Verdict::Retry { after_ms, .. } => policy.next_attempt(d.attempts, *after_ms, d.at, now, *unit),
+                _ => None,
+            };
+            if retry_at.is_some() {
+                blocked.insert(identity);
+            }
+            out.push((d.clone(), Outcome::Attempted { verdict, retry_at }));
+        }
+        out
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    r: &ReceiverConfig,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+    now: Millis,
+) -> Verdict {
+    let mut req = client
+        .post(url)
+        .timeout(Duration::from_millis(r.timeout.ms().max(1) as u64))
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+            Verdict::from_status(resp.status().as_u16(), retry_after.as_deref(), now)
+        }
+        Err(e) => Verdict::Retry { detail: format!("request failed: {}", error_chain(&e)), after_ms: None },
+    }
+}
+
+async fn send_webhook(
+    client: &reqwest::Client,
+    warned: &std::sync::Mutex<HashSet<String>>,
+    d: &Due,
+    r: &ReceiverConfig,
+    now: Millis,
+) -> Verdict {
+    let secret = match r.secret().read(&format!("receivers.{}", d.receiver)) {
+        Ok(s) => s,
+        Err(e) => {
+            if warned.lock().unwrap_or_else(|p| p.into_inner()).insert(d.receiver.clone()) {
+                tracing::error!(receiver = %d.receiver, error = %e, "webhook secret unavailable; notifications wait");
+            }
+            return Verdict::Retry { detail: format!("{e:#}"), after_ms: None };
+        }
+    };
+    let mut body = d.notification.clone();
+    body["idempotency_key"] = json!(d.key);
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let ts = now.div_euclid(1000);
+    let sig = super::webhook::sign(&secret, &d.key, ts, &bytes);
+    let url = r.url.clone().unwrap_or_default();
+    let headers = [("webhook-id", d.key.clone()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", sig)];
+    post(client, r, &url, bytes, &headers, now).await
+}
+
+async fn send_alertmanager(client: &reqwest::Client, r: &ReceiverConfig, body: &Value, now: Millis) -> Verdict {
+    let url = format!("{}/api/v2/alerts", r.url.as_deref().unwrap_or_default().trim_end_matches('/'));
+    post(client, r, &url, serde_json::to_vec(body).expect("json"), &[], now).await
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
