@@ -549,7 +549,10 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let config_hash = config.hash.clone();
     let config = Arc::new(config);
     let reload_every = config.raw.reload_interval;
-    let reloader = crate::config::reload::Reloader::new(config_path.clone(), config.clone());
+    // A reload must pass what start-up checks beyond the YAML (not the Kafka clients: sources
+    // take effect only on restart).
+    let reloader = crate::config::reload::Reloader::new(config_path.clone(), config.clone())
+        .with_check(Box::new(|c| runtime_problems(c, true, false)));
     let mut engine = Engine::new(config.clone(), mode);
     if let Some(dir) = &config.raw.state_dir {
         let d = dir.join("dedup");

@@ -21,16 +21,36 @@ pub enum ReloadOutcome {
     Rejected(ConfigErrors),
 }
 
+/// Checks beyond the YAML that a new configuration must pass too (`run` adds its own: receivers
+/// that need `state_dir`), as `(key path, problem)`.
+pub type ExtraCheck = Box<dyn Fn(&Config) -> Vec<(String, String)> + Send>;
+
 pub struct Reloader {
     path: PathBuf,
     current: Arc<Config>,
     /// The error text of the last rejected file, so one bad edit is reported (and counted) once.
     last_rejected: Option<String>,
+    extra: Option<ExtraCheck>,
 }
 
 impl Reloader {
     pub fn new(path: PathBuf, current: Arc<Config>) -> Self {
-        Reloader { path, current, last_rejected: None }
+        Reloader { path, current, last_rejected: None, extra: None }
+    }
+
+    /// A reload must also pass `check`.
+    pub fn with_check(mut self, check: ExtraCheck) -> Self {
+        self.extra = Some(check);
+        self
+    }
+
+    fn reject(&mut self, e: ConfigErrors) -> ReloadOutcome {
+        let text = e.to_string();
+        if self.last_rejected.as_deref() == Some(text.as_str()) {
+            return ReloadOutcome::Unchanged;
+        }
+        self.last_rejected = Some(text);
+        ReloadOutcome::Rejected(e)
     }
 
     pub fn current(&self) -> &Arc<Config> {
@@ -54,6 +74,10 @@ impl Reloader {
                 }
                 self.last_rejected = Some(text);
                 ReloadOutcome::Rejected(e)
+            }
+            Ok(new) if self.extra.as_ref().is_some_and(|f| !f(&new).is_empty()) => {
+                let problems = self.extra.as_ref().map(|f| f(&new)).unwrap_or_default();
+                self.reject(ConfigErrors(problems.into_iter().map(|(p, m)| super::ConfigError::new(p, m)).collect()))
             }
             Ok(new) => {
                 self.last_rejected = None;
@@ -151,5 +175,22 @@ mod tests {
         }
         assert!(matches!(r.check(), ReloadOutcome::Unchanged));
         assert_eq!(r.current().hash, before);
+    }
+
+    #[test]
+    fn an_extra_check_rejects_a_reload_the_yaml_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ddtwatch.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let first = Arc::new(Config::load(&path).unwrap());
+        let mut r = Reloader::new(path.clone(), first.clone()).with_check(Box::new(|c| {
+            c.raw.receivers.keys().map(|k| (format!("receivers.{k}"), "needs state_dir".to_string())).collect()
+        }));
+        std::fs::write(&path, format!("{BASE}receivers: {{ops: {{kind: log}}}}\n")).unwrap();
+        match r.check() {
+            ReloadOutcome::Rejected(e) => assert!(e.to_string().contains("receivers.ops: needs state_dir"), "{e}"),
+            other => panic!("expected rejection, got {other:?}"),
+        }
+        assert_eq!(r.current().hash, first.hash);
     }
 }
