@@ -258,3 +258,81 @@ async fn sigkill_between_breach_and_delivery_then_delivered_exactly_once() {
     assert_eq!(key, "ddtwatch/lfr-d/threshold_floor/2026-04-25T09:00:01Z/firing");
     assert_eq!(h.requests, vec![key.clone(), key.clone()], "the retry carries the same webhook-id");
 }
+
+/// An Alertmanager outage spanning two breaches of one condition (fire, resolve, fire again):
+/// once it is back, it ends showing the true state — firing, from the second breach — because
+/// the second `firing` waits behind the first breach's `resolved` (same labels).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let am_port = common::free_port();
+    let am = format!("http://127.0.0.1:{am_port}");
+    let c = ddtwatch::notify::http_client();
+    let port = common::free_port();
+    let path = dir.path().join("ddtwatch.yaml");
+    // Short backoff, so retries follow the Alertmanager's return within seconds.
+    let receiver = format!(
+        "oversight: {{kind: alertmanager, url: \"{am}\", resend: 1s, backoff_initial: 200ms, backoff_max: 1s}}"
+    );
+    std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
+    let _run = spawn_run(&path, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    until("ddtwatch ready", 30, || async {
+        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    // Alertmanager is down: breach 1 fires and resolves, breach 2 fires.
+    let mut events = breach_events();
+    events.extend([
+        event("e4", "status", "2026-04-25T09:00:05Z", json!({"threshold": 0.7})),
+        event("e5", "detection", "2026-04-25T09:00:06Z", json!({"count": 1, "scores": [0.1]})),
+        event("e6", "status", "2026-04-25T09:00:10Z", json!({"threshold": 0.5})),
+        event("e7", "detection", "2026-04-25T09:00:11Z", json!({"count": 1, "scores": [0.1]})),
+    ]);
+    post_events(&c, &base, &events).await;
+    until("three notifications pending, at least one attempt failed", 30, || async {
+        metrics(&c, &base).await.filter(|m| {
+            m.contains("ddtwatch_outbox_depth 3")
+                && m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="retry"}"#)
+        })
+    })
+    .await;
+    // Alertmanager comes back.
+    let am_config = dir.path().join("alertmanager.yml");
+    std::fs::copy(common::repo().join("config/alertmanager.yml"), &am_config).unwrap();
+    let _am = Proc(
+        Command::new(alertmanager_binary())
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    until("every notification delivered", 60, || async {
+        metrics(&c, &base).await.filter(|m| m.contains("ddtwatch_outbox_depth 0"))
+    })
+    .await;
+    let alerts = || async {
+        let v: Value = c.get(format!("{am}/api/v2/alerts")).send().await.ok()?.json().await.ok()?;
+        Some(
+            v.as_array()?.iter().filter(|a| a["labels"]["alertname"] == "threshold_floor").cloned().collect::<Vec<_>>(),
+        )
+    };
+    let shown = until("the alert listed", 30, || async { alerts().await?.into_iter().next() }).await;
+    assert_eq!(shown["status"]["state"], "active", "Alertmanager must show the condition firing: {shown}");
+    // (Its startsAt stays breach 1's here: Alertmanager merges an alert into a resolved one with
+    // the same labels when the old endsAt — wall time — is after the new startsAt — event time,
+    // in this event-clock test.)
+    // Delivered in transition order: firing, resolved, firing.
+    let log = std::fs::read_to_string(dir.path().join("state/audit.log")).unwrap();
+    let delivered: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"] == "notification" && r["data"]["result"] == "delivered")
+        .map(|r| r["data"]["key"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(delivered, vec!["firing", "resolved", "firing"]);
+}
