@@ -95,24 +95,29 @@ fn alertmanager_binary() -> PathBuf {
     panic!("no Alertmanager binary: scripts/test installs the Debian package prometheus-alertmanager");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn breaches_reach_a_real_alertmanager_are_resent_and_resolve() {
-    let dir = tempfile::tempdir().unwrap();
-    let am_port = common::free_port();
-    let am_config = dir.path().join("alertmanager.yml");
-    // The routing example shipped in config/ (critical → oversight, warning → ops), as is.
+/// A real Alertmanager on `port` with the routing example shipped in config/ (critical →
+/// oversight, warning → ops), as is.
+fn start_alertmanager(dir: &Path, port: u16) -> Proc {
+    let am_config = dir.join("alertmanager.yml");
     std::fs::copy(common::repo().join("config/alertmanager.yml"), &am_config).unwrap();
-    let _am = Proc(
+    Proc(
         Command::new(alertmanager_binary())
             .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn breaches_reach_a_real_alertmanager_are_resent_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let am_port = common::free_port();
+    let _am = start_alertmanager(dir.path(), am_port);
     let am = format!("http://127.0.0.1:{am_port}");
     let c = ddtwatch::notify::http_client();
     until("alertmanager ready", 30, || async {
@@ -298,19 +303,7 @@ async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state()
     })
     .await;
     // Alertmanager comes back.
-    let am_config = dir.path().join("alertmanager.yml");
-    std::fs::copy(common::repo().join("config/alertmanager.yml"), &am_config).unwrap();
-    let _am = Proc(
-        Command::new(alertmanager_binary())
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _am = start_alertmanager(dir.path(), am_port);
     until("every notification delivered", 60, || async {
         metrics(&c, &base).await.filter(|m| m.contains("ddtwatch_outbox_depth 0"))
     })
