@@ -83,6 +83,9 @@ impl AuditLog {
             Err(e) => return Err(e),
         };
         let mut records = 0u64;
+        let had_head = head.is_some();
+        // The hash of the record the head names, met while scanning.
+        let mut head_record: Option<String> = None;
         if let Ok(f) = File::open(path) {
             for line in BufReader::new(f).lines() {
                 let line = line?;
@@ -92,6 +95,9 @@ impl AuditLog {
                 let r: Record = serde_json::from_str(&line).map_err(|e| {
                     io::Error::new(io::ErrorKind::InvalidData, format!("audit log {}: {e}", path.display()))
                 })?;
+                if head.as_ref().is_some_and(|h| h.seq == r.seq) {
+                    head_record = Some(r.hash.clone());
+                }
                 seq = r.seq;
                 last = r.hash;
                 records += 1;
@@ -100,7 +106,7 @@ impl AuditLog {
             // records of a crash (or a full disk) in between: a log that runs past its head is
             // fine as long as the head's record is in it, unchanged.
             let head_record_ok = match &head {
-                Some(h) if records > 0 && h.seq > 0 && h.seq <= seq => head_matches(path, h)?,
+                Some(h) if records > 0 && h.seq > 0 && h.seq <= seq => head_record.as_ref() == Some(&h.hash),
                 _ => true,
             };
             match &head {
@@ -134,7 +140,7 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let fresh = seq == 0 && !head_path(path).exists();
+        let fresh = seq == 0 && !had_head;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         if fresh {
             // A new chain gets its head before its first record, so a log with records and no
@@ -173,19 +179,6 @@ impl AuditLog {
         self.bytes = 0;
         Ok(())
     }
-}
-
-/// Whether the record at the head's seq in `path` has the head's hash.
-fn head_matches(path: &Path, head: &Head) -> io::Result<bool> {
-    for line in BufReader::new(File::open(path)?).lines() {
-        let line = line?;
-        if let Ok(r) = serde_json::from_str::<Record>(&line)
-            && r.seq == head.seq
-        {
-            return Ok(r.hash == head.hash);
-        }
-    }
-    Ok(false)
 }
 
 /// Where rotation moves a log whose last record is `last_seq`.
