@@ -227,18 +227,16 @@ fn runtime_problems(config: &Config, skip_secrets: bool, kafka: bool) -> Vec<(St
     let mut out = Vec::new();
     let raw = &config.raw;
     if !skip_secrets {
-        let mut secret = |path: String, file: &Option<PathBuf>, env: &Option<String>| {
-            if file.is_none() && env.is_none() {
-                return;
-            }
-            let r = crate::config::SecretRef { file: file.clone(), env: env.clone() };
-            if let Err(e) = r.read(&path) {
-                out.push((path, format!("{e:#}")));
-            }
-        };
-        secret("http.token_file".into(), &raw.http.token_file, &raw.http.token_env);
+        // The same reads `run` makes.
+        if let Err(e) = http_token(config) {
+            out.push(("http.token_file".into(), format!("{e:#}")));
+        }
         for (name, r) in &raw.receivers {
-            secret(format!("receivers.{name}.secret_file"), &r.secret_file, &r.secret_env);
+            if (r.secret_file.is_some() || r.secret_env.is_some())
+                && let Err(e) = r.secret().read(&format!("receivers.{name}"))
+            {
+                out.push((format!("receivers.{name}.secret_file"), format!("{e:#}")));
+            }
         }
     }
     // Webhook and Alertmanager deliveries go through the durable outbox in state_dir: without it
@@ -455,9 +453,7 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
         spawn_log_receiver(&pipeline, true);
         let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
-        let http = crate::config::HttpConfig::default();
-        let read_timeout = Duration::from_millis(http.read_timeout.ms() as u64);
-        let listener = crate::http::limits::LimitedListener::new(listener, http.max_connections, read_timeout);
+        let listener = crate::http::limits::LimitedListener::from_config(listener, &Default::default());
         let server = tokio::spawn(serve(listener, state, || {}, tokio::sync::mpsc::unbounded_channel().1));
         let summary = tokio::spawn(summary_lines(pipeline.clone()));
         tokio::select! {
@@ -544,8 +540,7 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let commit_interval = Duration::from_millis(config.raw.engine.commit_interval.ms().max(100) as u64);
     let max_body = config.raw.http.max_body_bytes;
     let anonymous_reads = config.raw.http.anonymous_reads;
-    let read_timeout = Duration::from_millis(config.raw.http.read_timeout.ms().max(1) as u64);
-    let max_connections = config.raw.http.max_connections;
+    let http_limits = config.raw.http.clone();
     let config_hash = config.hash.clone();
     let config = Arc::new(config);
     let reload_every = config.raw.reload_interval;
@@ -636,17 +631,10 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
         let mut consumers = Vec::new();
         for (name, src) in kafka_sources {
             let task = health.task(format!("source {name}"), source_stall);
-            let (stop, fatal) = (stop_sources.clone(), fatal_tx.clone());
-            let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
-                let r = src.run(&task, &stop);
-                if let Err(e) = &r {
-                    let msg = format!("kafka source {name}: {e:#}");
-                    task.fail(msg.clone());
-                    let _ = fatal.send(msg);
-                }
-                r
-            })?;
-            consumers.push(handle);
+            let fatal = fatal_tx.clone();
+            consumers.push(src.spawn(name, task, stop_sources.clone(), move |msg| {
+                let _ = fatal.send(msg);
+            })?);
         }
         for (name, path) in file_sources {
             let p = pipeline.clone();
@@ -714,7 +702,7 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             max_body_bytes: max_body,
             clock: wall_clock_ms,
         };
-        let listener = crate::http::limits::LimitedListener::new(listener, max_connections, read_timeout);
+        let listener = crate::http::limits::LimitedListener::from_config(listener, &http_limits);
         let on_stop = {
             let (health, stop) = (health.clone(), stop_sources.clone());
             move || {

@@ -28,6 +28,12 @@ impl LimitedListener {
     pub fn new(inner: TcpListener, max_connections: usize, read_timeout: Duration) -> Self {
         LimitedListener { inner, permits: Arc::new(Semaphore::new(max_connections.max(1))), read_timeout }
     }
+
+    /// With `http.max_connections` and `http.read_timeout`.
+    pub fn from_config(inner: TcpListener, http: &crate::config::HttpConfig) -> Self {
+        let read_timeout = Duration::from_millis(http.read_timeout.ms().max(1) as u64);
+        Self::new(inner, http.max_connections, read_timeout)
+    }
 }
 
 impl axum::serve::Listener for LimitedListener {

@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
-
-use rdkafka::consumer::BaseConsumer;
 
 use crate::config::SourceConfig;
 use crate::engine::DeadLetter;
@@ -53,8 +51,6 @@ pub struct KafkaStats {
     /// Whether the state topic meets its requirements (compacted, large enough messages):
     /// None until checked (or when the broker cannot say), Some(problems) after.
     pub state_topic_problems: Mutex<Option<Vec<String>>>,
-    /// Largest state snapshot produced so far (bytes, before the producer's compression).
-    pub largest_snapshot: AtomicU64,
 }
 
 /// How long between librdkafka statistics (broker up/down, consumer lag).
@@ -120,10 +116,21 @@ fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
     c
 }
 
+/// The largest record the DLQ and state producers send (librdkafka's own default is 1 MB).
+const MAX_RECORD_BYTES: &str = "67108864";
+
 /// The state-topic producer's settings.
 fn state_producer_config(base: &ClientConfig) -> ClientConfig {
     let mut pc = reliable_producer_config(base);
-    pc.set("compression.type", "lz4").set("message.max.bytes", "67108864");
+    pc.set("compression.type", "lz4").set("message.max.bytes", MAX_RECORD_BYTES);
+    pc
+}
+
+/// The dead-letter producer's settings: a `too_large` dead letter carries its whole original
+/// message (the broker let the consumer fetch it), which the 1 MB default would refuse.
+fn dlq_producer_config(base: &ClientConfig) -> ClientConfig {
+    let mut pc = reliable_producer_config(base);
+    pc.set("message.max.bytes", MAX_RECORD_BYTES);
     pc
 }
 
@@ -132,7 +139,6 @@ fn state_producer_config(base: &ClientConfig) -> ClientConfig {
 /// message for each that it refuses (unknown property, unsupported value, a certificate or key
 /// file that is missing or does not parse, a SASL mechanism not compiled in).
 pub fn check_offline(source: &SourceConfig, dead_letter: bool, secrets: Secrets) -> Vec<String> {
-    use rdkafka::consumer::BaseConsumer;
     use rdkafka::producer::BaseProducer;
     let SourceConfig::Kafka { group_id, state_topic, .. } = source else { return Vec::new() };
     let mut base = match client_config_with(source, secrets) {
@@ -146,7 +152,7 @@ pub fn check_offline(source: &SourceConfig, dead_letter: bool, secrets: Secrets)
         errors.push(format!("consumer: {}", explain(&e)));
     }
     if dead_letter {
-        let p: Result<BaseProducer, _> = reliable_producer_config(&base).create();
+        let p: Result<BaseProducer, _> = dlq_producer_config(&base).create();
         if let Err(e) = p {
             errors.push(format!("dead-letter producer: {}", explain(&e)));
         }
@@ -407,7 +413,6 @@ impl Ctx {
 
 /// Every (key, value) of a topic from the beginning to its current end, in order.
 fn read_topic(client: &ClientConfig, topic: &str, timeout: Duration) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    use rdkafka::consumer::BaseConsumer;
     let mut c = client.clone();
     c.set("group.id", format!("ddtwatch-state-reader-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -614,11 +619,7 @@ pub struct KafkaDlq {
 
 impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
-        let mut pc = reliable_producer_config(&client_config(source)?);
-        // A `too_large` dead letter carries its whole original message (the broker let the
-        // consumer fetch it); the producer's own 1 MB default would refuse it.
-        pc.set("message.max.bytes", "67108864");
-        let producer = pc
+        let producer = dlq_producer_config(&client_config(source)?)
             .create_with_context(DlqContext { stats: stats.clone(), dlq: true })
             .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {}", explain(&e)))?;
         Ok(KafkaDlq { producer, topic: topic.to_string(), stats, queued: AtomicU64::new(0) })
@@ -731,9 +732,9 @@ impl KafkaSource {
     }
 
     /// Consumes until `stop` turns true, then commits what was applied. Transient failures
-    /// (broker unreachable, coordinator moves, authentication refused) are counted, logged with
-    /// librdkafka's cause and retried with a capped backoff; only a fatal client error ends it
-    /// with `Err`.
+    /// (broker unreachable, coordinator moves, authentication refused) are counted and logged
+    /// with librdkafka's cause by the error callback while librdkafka reconnects by itself; only
+    /// a fatal client error ends it with `Err`.
     pub fn run(self, task: &TaskGuard, stop: &AtomicBool) -> anyhow::Result<()> {
         let consumer = self.consumer;
         let ctx = consumer.context();
@@ -785,6 +786,28 @@ impl KafkaSource {
         checkpoint_and_commit(&consumer, ctx, CommitMode::Sync);
         consumer.unsubscribe();
         result
+    }
+}
+
+impl KafkaSource {
+    /// Runs the source on a thread of its own named `name`. An error that ends it marks `task`
+    /// failed and goes to `on_error` at once (not only when the thread is joined).
+    pub fn spawn(
+        self,
+        name: String,
+        task: TaskGuard,
+        stop: Arc<AtomicBool>,
+        on_error: impl FnOnce(String) + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+        std::thread::Builder::new().name(name.clone()).spawn(move || {
+            let r = self.run(&task, &stop);
+            if let Err(e) = &r {
+                let msg = format!("kafka source {name}: {e:#}");
+                task.fail(msg.clone());
+                on_error(msg);
+            }
+            r
+        })
     }
 }
 
@@ -899,9 +922,8 @@ pub async fn consume(
     let src_health = health.source("kafka-0", "kafka");
     let src = KafkaSource::new(&source, pipeline, stats, src_health, opts)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
     let task = health.task("source kafka-0", Duration::from_secs(60));
-    let handle = std::thread::Builder::new().name("kafka-0".into()).spawn(move || src.run(&task, &stop2))?;
+    let handle = src.spawn("kafka-0".into(), task, stop.clone(), |_| {})?;
     let _ = shutdown.changed().await;
     stop.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || handle.join())
