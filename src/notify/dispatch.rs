@@ -131,7 +131,6 @@ impl Dispatcher {
                 receivers.get(&d.receiver).filter(|r| r.kind == ReceiverKind::Alertmanager).map(|r| r.resend.ms());
             match outcome {
                 Outcome::NotYet(t) => soonest(t),
-                Outcome::Blocked => {}
                 Outcome::GiveUp(detail) => self.finish(&d, false, &detail, now),
                 Outcome::Attempted { verdict, retry_at } => {
                     self.audit_attempt(&d, d.attempts + 1, &verdict);
@@ -179,7 +178,7 @@ impl Dispatcher {
                 continue;
             }
             let body = json!([super::alertmanager::alert(&notification, true, now, r.resend.ms())]);
-            let v = self.send_alertmanager(r, &body, now).await;
+            let v = send_alertmanager(&self.client, r, &body, now).await;
             let result = if v == Verdict::Delivered { "resent" } else { "resend_failed" };
             if v != Verdict::Delivered {
                 tracing::warn!(receiver = %receiver, ?v, "Alertmanager re-send failed");
@@ -221,18 +220,12 @@ impl Dispatcher {
             );
         }
     }
-
-    async fn send_alertmanager(&self, r: &ReceiverConfig, body: &Value, now: Millis) -> Verdict {
-        send_alertmanager(&self.client, r, body, now).await
-    }
 }
 
 /// What became of one due notification in a pass.
 enum Outcome {
     /// Its retry is not due yet (at this time).
     NotYet(Millis),
-    /// An earlier notification of the same condition to this receiver is still undelivered.
-    Blocked,
     /// Too old to try again.
     GiveUp(String),
     /// Sent; with the time of the next attempt if it is to be retried.
@@ -266,8 +259,9 @@ impl ReceiverJob {
                 h.beat();
             }
             let identity = identity_key(&d.key).to_string();
+            // Waits behind an earlier undelivered notification of the same condition: nothing to
+            // record this pass.
             if blocked.contains(&identity) {
-                out.push((d.clone(), Outcome::Blocked));
                 continue;
             }
             if let Some(&t) = self.next_try.get(&d.id)
