@@ -441,11 +441,9 @@ impl Engine {
     /// for longer than `max_future` of clock.
     fn settle_future(&mut self, floor: Option<Millis>) {
         let horizon = self.config.raw.engine.max_future.ms();
-        loop {
-            let reference = match (self.clock, floor) {
-                (Some(c), Some(f)) => c.max(f),
-                (c, f) => c.or(f).unwrap_or(Millis::MIN / 2),
-            };
+        // Against the later of the clock and the jump target (events are held only once the clock
+        // is set); each one applied may move the clock.
+        while let Some(reference) = self.clock.max(floor) {
             let Some(i) = self.future.iter().position(|f| f.event.ts <= reference + horizon) else { break };
             let f = self.future.remove(i);
             self.apply_now(f.event, &f.payload, f.receive);
