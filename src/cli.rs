@@ -577,6 +577,11 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             if o.depth() > 0 {
                 tracing::info!(pending = o.depth(), "outbox: notifications from before the restart will be delivered");
             }
+            let seeded =
+                pipeline.engine.lock().unwrap_or_else(|p| p.into_inner()).seed_open_breaches(o.open_breaches());
+            if seeded > 0 {
+                tracing::info!(breaches = seeded, "outbox: open breaches taken over under their notification ids");
+            }
             let o = Arc::new(std::sync::Mutex::new(o));
             pipeline.set_outbox(o.clone());
             Some(o)

@@ -329,3 +329,99 @@ async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state()
         .collect();
     assert_eq!(delivered, vec!["firing", "resolved", "firing"]);
 }
+
+/// A receiver that acknowledges everything and records each `webhook-id` it was sent.
+async fn recording_hook(State(s): State<Arc<Mutex<Vec<String>>>>, h: HeaderMap, _body: Bytes) -> StatusCode {
+    let id = h.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    s.lock().unwrap().push(id);
+    StatusCode::NO_CONTENT
+}
+
+fn metric_value(m: &str, name: &str) -> Option<f64> {
+    m.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Wall-clock mode, SIGKILL before the first snapshot: the restarted process re-reads its file
+/// from the start and re-derives the breach at a different wall time. The breach receivers were
+/// told about keeps its notification id — no second `firing` under a new id — and its
+/// resolution, when it comes, carries that id. (Before: the id held the wall-clock start, so the
+/// restart fired the breach again under a new id and the old one was never resolved.)
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_in_wall_mode_before_the_first_snapshot_gives_no_new_ids() {
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = axum::Router::new().route("/hook", post(recording_hook)).with_state(got.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let now = ddtwatch::clock::wall_clock_ms();
+    let ts = |back_s: i64| ddtwatch::event::format_ts((now / 1000 - back_s) * 1000);
+    let events = [
+        event("e1", "deployment", &ts(60), json!({"phase": "started"})),
+        event("e2", "status", &ts(60), json!({"threshold": 0.5})),
+        event("e3", "detection", &ts(59), json!({"count": 4, "scores": [0.1]})),
+    ];
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, events.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
+    let receiver = format!("oversight: {{kind: webhook, url: \"{hook_url}\", secret_env: DDTWATCH_TEST_HOOK_SECRET}}");
+    let text = config(port, &dir.path().join("state"), &receiver)
+        .replace("clock: event", "clock: wall\nengine: {snapshot_interval: 1h}")
+        .replace(
+            "sources: [{kind: http}]",
+            &format!("sources: [{{kind: file, path: \"{}\"}}, {{kind: http}}]", file.display()),
+        );
+    let path = dir.path().join("ddtwatch.yaml");
+    std::fs::write(&path, text).unwrap();
+    let env = [("DDTWATCH_TEST_HOOK_SECRET", SECRET)];
+    let base = format!("http://127.0.0.1:{port}");
+    let c = ddtwatch::notify::http_client();
+    let ready = || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) };
+    let delivered = |n: usize| {
+        let got = got.clone();
+        async move { (got.lock().unwrap().len() >= n).then_some(()) }
+    };
+
+    let mut run = spawn_run(&path, &env);
+    until("ddtwatch ready", 30, ready).await;
+    until("the firing notification", 30, || delivered(1)).await;
+    let firing = got.lock().unwrap()[0].clone();
+    let breach = firing.strip_suffix("/firing").expect("a firing notification").to_string();
+    // Keyed by the newest event time when the breach went pending (the tick may fall between
+    // the status and the detection), never by the wall clock.
+    let keyed = [ts(60), ts(59)].map(|t| format!("ddtwatch/lfr-d/threshold_floor/{t}"));
+    assert!(keyed.contains(&breach), "{breach} is not keyed by event time");
+    run.0.kill().unwrap(); // SIGKILL: no shutdown snapshot, the file position is lost
+    run.0.wait().unwrap();
+
+    let _run = spawn_run(&path, &env);
+    until("ddtwatch ready again", 30, ready).await;
+    // The file is read again from the start, then evaluated on at least two more ticks.
+    let evals = until("the file re-read", 30, || async {
+        let m = metrics(&c, &base).await?;
+        (m.contains(r#"ddtwatch_events_total{type="detection"} 1"#))
+            .then(|| metric_value(&m, "ddtwatch_evaluations_total"))
+            .flatten()
+    })
+    .await;
+    until("two evaluations after the re-read", 30, || async {
+        metric_value(&metrics(&c, &base).await?, "ddtwatch_evaluations_total").filter(|e| *e >= evals + 2.0)
+    })
+    .await;
+    let summary: Value = c
+        .get(format!("{base}/api/v1/deployments/lfr-d"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(*got.lock().unwrap(), vec![firing.clone()], "no notification under a new id: {summary}");
+
+    // The threshold goes back above the floor: resolved, under the same id.
+    post_events(&c, &base, &[event("e4", "status", &ts(0), json!({"threshold": 0.7}))]).await;
+    until("the resolved notification", 30, || delivered(2)).await;
+    assert_eq!(got.lock().unwrap().as_slice(), [firing, format!("{breach}/resolved")]);
+}

@@ -88,6 +88,10 @@ pub struct Engine {
     /// Event mode: valid events more than `max_future` ahead of the clock, in arrival order
     /// (README "Semantics", future timestamps).
     future: Vec<FutureHeld>,
+    /// Wall mode: breaches receivers were told are firing, taken over from the outbox after a
+    /// restart ((deployment, condition) → (event-time anchor, fired at)); each is applied at the
+    /// condition's next evaluation (see [`Lifecycle::seed`](crate::rules::Lifecycle::seed)).
+    seeds: HashMap<(String, String), (Millis, Millis)>,
     pub stats: EngineStats,
 }
 
@@ -116,6 +120,19 @@ pub struct EngineStats {
     pub transitions_firing: u64,
     pub transitions_resolved: u64,
     pub evaluations: u64,
+    /// Wall mode: open breaches taken over from the outbox after a restart.
+    #[serde(skip)]
+    pub seeded_breaches: u64,
+}
+
+/// A breach the outbox holds as firing (its `firing` notification enqueued, no `resolved`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenBreach {
+    pub deployment_id: String,
+    pub condition: String,
+    /// The breach's key time (`started_at` of its notifications).
+    pub started_at: Millis,
+    pub fired_at: Millis,
 }
 
 impl Engine {
@@ -134,6 +151,7 @@ impl Engine {
             breaches: Vec::new(),
             open_breaches: HashMap::new(),
             future: Vec::new(),
+            seeds: HashMap::new(),
             lifecycle: Vec::new(),
             source_positions: BTreeMap::new(),
             stats: EngineStats::default(),
@@ -281,6 +299,21 @@ impl Engine {
             }
         }
         Ok(n)
+    }
+
+    /// Wall mode: takes over the open breaches the outbox holds (see [`Engine::seeds`]), so a
+    /// restart that lost the state behind them neither fires them again under a new id nor
+    /// leaves their ids unresolved. Event mode needs none: its re-read is deterministic and
+    /// re-derives the same keys, which the outbox de-duplicates. Returns how many were taken.
+    pub fn seed_open_breaches(&mut self, open: impl IntoIterator<Item = OpenBreach>) -> usize {
+        if self.mode != ClockMode::Wall {
+            return 0;
+        }
+        let before = self.seeds.len();
+        for b in open {
+            self.seeds.insert((b.deployment_id, b.condition), (b.started_at, b.fired_at));
+        }
+        self.seeds.len() - before
     }
 
     /// Keeps remembered event ids on disk in `dir` from now on (emptied first): ≈ 2 bytes an id in
@@ -615,8 +648,34 @@ impl Engine {
                             (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default())
                         }
                     };
-                    let Some(kind) = lifecycle.step(e.verdict, now, rt.condition.for_.ms()) else { continue };
-                    let started_at = lifecycle.since.unwrap_or(now);
+                    let event_time = (self.mode == ClockMode::Wall).then(|| d.last_ts.unwrap_or(now));
+                    if !self.seeds.is_empty()
+                        && let Some((anchor, fired_at)) = self.seeds.remove(&(id.clone(), cond_id.clone()))
+                        && lifecycle.state != BreachState::Firing
+                        && lifecycle.seed(anchor, fired_at)
+                    {
+                        self.stats.seeded_breaches += 1;
+                        let key = (id.clone(), cond_id.clone());
+                        if !self.open_breaches.contains_key(&key) {
+                            self.open_breaches.insert(key, self.breaches.len());
+                            self.breaches.push(BreachRecord {
+                                deployment_id: id.clone(),
+                                condition: cond_id.clone(),
+                                kind: rt.condition.kind.name().to_string(),
+                                severity: rt.condition.severity,
+                                started_at: anchor,
+                                fired_at,
+                                resolved_at: None,
+                                value: None,
+                                limit: e.limit.value(),
+                                notify: rt.condition.notify.clone(),
+                            });
+                        }
+                    }
+                    let Some(kind) = lifecycle.step_at(e.verdict, now, rt.condition.for_.ms(), event_time) else {
+                        continue;
+                    };
+                    let started_at = lifecycle.key_time(now);
                     let t = Transition {
                         deployment_id: id.clone(),
                         system: d.system,

@@ -142,6 +142,38 @@ impl Outbox {
         self.active.values()
     }
 
+    /// Breaches receivers were told (or are about to be told) are firing: a `firing`
+    /// notification pending or delivered, and no `resolved` one enqueued. One per breach,
+    /// whatever the number of receivers; read from the notifications' own fields.
+    pub fn open_breaches(&self) -> Vec<crate::engine::OpenBreach> {
+        let resolved: HashSet<&str> =
+            self.pending.values().filter(|e| e.key.ends_with("/resolved")).map(|e| breach_key(&e.key)).collect();
+        let mut open = BTreeMap::new();
+        for e in self.active.values().chain(self.pending.values()) {
+            let breach = breach_key(&e.key);
+            if !e.key.ends_with("/firing") || resolved.contains(breach) || open.contains_key(breach) {
+                continue;
+            }
+            let n = &e.notification;
+            let ts = |k: &str| n[k].as_str().and_then(crate::event::parse_ts);
+            let (Some(deployment_id), Some(condition), Some(started_at), Some(fired_at)) =
+                (n["deployment_id"].as_str(), n["condition"].as_str(), ts("started_at"), ts("at"))
+            else {
+                continue;
+            };
+            open.insert(
+                breach,
+                crate::engine::OpenBreach {
+                    deployment_id: deployment_id.to_string(),
+                    condition: condition.to_string(),
+                    started_at,
+                    fired_at,
+                },
+            );
+        }
+        open.into_values().collect()
+    }
+
     /// Counts a result that does not change an entry (e.g. an Alertmanager re-send).
     pub fn count(&mut self, receiver: &str, result: &'static str) {
         *self.results.entry((receiver.to_string(), result)).or_default() += 1;
@@ -274,6 +306,32 @@ mod tests {
         assert!(c > b, "ids keep growing across restarts");
         o.finish(b, false, "permanent 400", 4000).unwrap();
         assert_eq!(o.results.get(&("oversight".to_string(), "failed")), Some(&1));
+    }
+
+    fn notification(state: &str, started: &str) -> Value {
+        json!({"deployment_id": "d", "condition": "c", "state": state, "started_at": started, "at": "2026-01-01T00:00:09Z"})
+    }
+
+    #[test]
+    fn open_breaches_are_firings_without_a_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("outbox.jsonl"), 0).unwrap();
+        let (t1, t2) = ("2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z");
+        // Breach 1: fired (delivered to ops, pending for oversight), then resolved (pending).
+        let a = o.enqueue("ops", &format!("ddtwatch/d/c/{t1}/firing"), notification("firing", t1), 1).unwrap().unwrap();
+        o.enqueue("oversight", &format!("ddtwatch/d/c/{t1}/firing"), notification("firing", t1), 1).unwrap();
+        o.finish(a, true, "", 2).unwrap();
+        assert_eq!(o.open_breaches().len(), 1, "one breach, two receivers");
+        o.enqueue("ops", &format!("ddtwatch/d/c/{t1}/resolved"), notification("resolved", t1), 3).unwrap();
+        assert!(o.open_breaches().is_empty());
+        // Breach 2: fired and delivered everywhere (only `active` remembers it).
+        let b = o.enqueue("ops", &format!("ddtwatch/d/c/{t2}/firing"), notification("firing", t2), 4).unwrap().unwrap();
+        o.finish(b, true, "", 5).unwrap();
+        let open = o.open_breaches();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].started_at, crate::event::parse_ts(t2).unwrap());
+        assert_eq!(open[0].fired_at, crate::event::parse_ts("2026-01-01T00:00:09Z").unwrap());
+        assert_eq!((open[0].deployment_id.as_str(), open[0].condition.as_str()), ("d", "c"));
     }
 
     #[test]

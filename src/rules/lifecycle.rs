@@ -69,16 +69,51 @@ pub struct Lifecycle {
     pub times_fired: u64,
     pub last_fired_at: Option<Millis>,
     pub last_resolved_at: Option<Millis>,
+    /// Wall mode only: the event-time start of the current (or last) breach, the deployment's
+    /// newest event time when it went pending. It replaces `since` in the idempotency key, so a
+    /// notification id never carries a wall-clock time (README "Semantics", notification ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Millis>,
+    /// Wall mode, after a restart without the state that saw it: a breach that receivers were
+    /// told is firing, taken over from the outbox. Until the deployment's events reach this
+    /// event time again, verdicts come from a partial re-read and cannot resolve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<Millis>,
 }
 
 impl Lifecycle {
     /// Advances the lifecycle with a verdict at engine time `now`.
     pub fn step(&mut self, verdict: Verdict, now: Millis, for_ms: i64) -> Option<TransitionKind> {
+        self.step_at(verdict, now, for_ms, None)
+    }
+
+    /// [`Lifecycle::step`] in wall mode: `event_time` is the deployment's newest event time,
+    /// which anchors a new breach's key (strictly after the previous breach's anchor, so two
+    /// breaches never share a key) and releases a [`Lifecycle::seed`]ed breach once reached.
+    pub fn step_at(
+        &mut self,
+        verdict: Verdict,
+        now: Millis,
+        for_ms: i64,
+        event_time: Option<Millis>,
+    ) -> Option<TransitionKind> {
+        if let Some(until) = self.hold_until {
+            match event_time {
+                Some(t) if t >= until => self.hold_until = None,
+                _ if verdict != Verdict::Breach => return None,
+                _ => {}
+            }
+        }
         match verdict {
             Verdict::Breach => {
                 let since = match self.state {
                     BreachState::Pending | BreachState::Firing => self.since.unwrap_or(now),
-                    _ => now,
+                    _ => {
+                        if let Some(t) = event_time {
+                            self.anchor = Some(self.anchor.map_or(t, |a| t.max(a + 1)));
+                        }
+                        now
+                    }
                 };
                 self.since = Some(since);
                 if self.state == BreachState::Firing {
@@ -107,6 +142,28 @@ impl Lifecycle {
                 }
             }
         }
+    }
+
+    /// The time in this breach's idempotency key: its event-time anchor (wall mode) or the engine
+    /// time it went pending.
+    pub fn key_time(&self, now: Millis) -> Millis {
+        self.anchor.or(self.since).unwrap_or(now)
+    }
+
+    /// Takes over a breach that receivers were told is firing (from the outbox, after a restart
+    /// that lost the state behind it): firing under its old key, held until the deployment's
+    /// events reach `anchor` again. False if the lifecycle already knows this breach or a later one.
+    pub fn seed(&mut self, anchor: Millis, fired_at: Millis) -> bool {
+        if self.anchor.is_some_and(|a| a >= anchor) {
+            return false;
+        }
+        self.state = BreachState::Firing;
+        self.since = Some(fired_at);
+        self.anchor = Some(anchor);
+        self.hold_until = Some(anchor);
+        self.times_fired += 1;
+        self.last_fired_at = Some(fired_at);
+        true
     }
 }
 
@@ -138,6 +195,51 @@ mod tests {
         assert_eq!(l.step(Verdict::Breach, 200, 600), None);
         assert_eq!(l.since, Some(200), "a new pending period starts afresh");
         assert_eq!(l.times_fired, 0);
+    }
+
+    #[test]
+    fn wall_mode_keys_use_event_time_and_never_repeat() {
+        let mut l = Lifecycle::default();
+        // Pending at wall 10_000 with the newest event at 4_000: the key is the event time, the
+        // `for` timer runs on the engine clock.
+        assert_eq!(l.step_at(Verdict::Breach, 10_000, 600, Some(4_000)), None);
+        assert_eq!(l.step_at(Verdict::Breach, 10_500, 600, Some(4_100)), None);
+        assert_eq!(l.step_at(Verdict::Breach, 10_600, 600, Some(4_200)), Some(TransitionKind::Firing));
+        assert_eq!(l.key_time(0), 4_000);
+        assert_eq!(l.step_at(Verdict::Ok, 11_000, 600, Some(4_200)), Some(TransitionKind::Resolved));
+        assert_eq!(l.key_time(0), 4_000, "the resolved notification keeps the key");
+        // The next breach is keyed by the newest event time then…
+        l.step_at(Verdict::Breach, 12_000, 0, Some(4_200));
+        assert_eq!(l.key_time(0), 4_200);
+        l.step_at(Verdict::Ok, 13_000, 0, Some(4_200));
+        // …and with no newer event, still by a later time than the breach before it.
+        l.step_at(Verdict::Breach, 14_000, 0, Some(4_200));
+        assert_eq!(l.key_time(0), 4_201);
+    }
+
+    #[test]
+    fn a_seeded_breach_holds_until_its_event_time_is_reached() {
+        let mut l = Lifecycle::default();
+        assert!(l.seed(5_000, 9_000));
+        assert_eq!(l.state, BreachState::Firing);
+        // Partial re-read: neither insufficient data nor ok resolves it.
+        assert_eq!(l.step_at(Verdict::InsufficientData, 20_000, 0, None), None);
+        assert_eq!(l.step_at(Verdict::Ok, 21_000, 0, Some(4_999)), None);
+        assert_eq!(l.state, BreachState::Firing);
+        // Caught up: the verdict counts, and the resolution carries the old key.
+        assert_eq!(l.step_at(Verdict::Ok, 22_000, 0, Some(5_000)), Some(TransitionKind::Resolved));
+        assert_eq!(l.key_time(0), 5_000);
+        assert!(!l.seed(5_000, 9_000), "a breach it already knows is not taken over again");
+    }
+
+    #[test]
+    fn a_seeded_breach_that_is_confirmed_keeps_its_key() {
+        let mut l = Lifecycle::default();
+        l.seed(5_000, 9_000);
+        assert_eq!(l.step_at(Verdict::Breach, 20_000, 0, Some(3_000)), None, "no second firing");
+        assert_eq!(l.step_at(Verdict::Breach, 21_000, 0, Some(6_000)), None);
+        assert_eq!(l.key_time(0), 5_000);
+        assert_eq!(l.hold_until, None);
     }
 
     #[test]
