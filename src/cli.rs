@@ -129,6 +129,9 @@ enum AuditAction {
         /// Do not require the `.head` file beside the last file (an archive without one).
         #[arg(long)]
         no_head: bool,
+        /// The key of a keyed chain (the file `audit.key` names): every record's HMAC is checked.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -142,8 +145,15 @@ pub fn main() -> ExitCode {
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file, skip_secrets } => return check_config(&file, skip_secrets),
-        Command::Audit { action: AuditAction::Verify { files, partial, no_head } } => {
-            audit_verify(&files, crate::audit::VerifyOptions { partial, no_head })
+        Command::Audit { action: AuditAction::Verify { files, partial, no_head, key_file } } => {
+            let key = key_file.map(|f| {
+                crate::config::AuditConfig { key: Some(crate::config::SecretRef { file: Some(f), env: None }) }
+                    .read_key()
+            });
+            match key.transpose() {
+                Ok(key) => audit_verify(&files, crate::audit::VerifyOptions { partial, no_head, key: key.flatten() }),
+                Err(e) => Err(e),
+            }
         }
         Command::Report { deployment, format, url, token_file, summary, audit, output } => {
             let token = match token_file {
@@ -238,6 +248,12 @@ fn runtime_problems(config: &Config, skip_secrets: bool, kafka: bool) -> Vec<(St
                 out.push((format!("receivers.{name}.secret_file"), format!("{e:#}")));
             }
         }
+        if let Err(e) = raw.audit.read_key() {
+            out.push(("audit.key".into(), format!("{e:#}")));
+        }
+    }
+    if raw.audit.key.is_some() && raw.state_dir.is_none() {
+        out.push(("audit.key".into(), "the audit log is kept in `state_dir`; set it, or remove audit.key".into()));
     }
     // Webhook and Alertmanager deliveries go through the durable outbox in state_dir: without it
     // they would never be sent (nothing would say so).
@@ -556,7 +572,8 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
     let pipeline = Pipeline::new(engine, dead);
     let audit = match &config.raw.state_dir {
         Some(dir) => {
-            let log = crate::audit::AuditLog::open(&dir.join("audit.log"), 64 << 20)
+            let key = config.raw.audit.read_key()?;
+            let log = crate::audit::AuditLog::open_keyed(&dir.join("audit.log"), 64 << 20, key)
                 .with_context(|| format!("opening the audit log in {}", dir.display()))?;
             let log = Arc::new(std::sync::Mutex::new(log));
             crate::audit::record(&log, "config", serde_json::json!({"event": "loaded", "config_hash": config.hash}));

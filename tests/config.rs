@@ -173,3 +173,85 @@ fn impossible_values_are_refused_with_their_paths() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("authorisation.threshold_floor: is 7: match thresholds are scores between 0 and 1"), "{out}");
 }
+
+/// `audit.key`: a key too short is a check-config error naming it; with a good key `run` writes
+/// a keyed chain that `audit verify --key-file` accepts and that plain `audit verify` cannot check.
+#[test]
+fn a_keyed_audit_chain_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        [
+            r#"{"schema_version":1,"event_id":"e1","deployment_id":"d","system":"lfr","source_id":"cam-1","type":"deployment","ts":"2026-04-25T09:00:00Z","phase":"started"}"#,
+            r#"{"schema_version":1,"event_id":"e2","deployment_id":"d","system":"lfr","source_id":"cam-1","type":"status","ts":"2026-04-25T09:00:00Z","threshold":0.5}"#,
+            r#"{"schema_version":1,"event_id":"e3","deployment_id":"d","system":"lfr","source_id":"cam-1","type":"detection","ts":"2026-04-25T09:00:01Z","count":4,"scores":[0.1]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let key = dir.path().join("audit-key");
+    let state = dir.path().join("state");
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"http: {{listen: "127.0.0.1:{port}", anonymous_reads: true}}
+state_dir: {state}
+audit: {{key: {{file: {key}}}}}
+sources: [{{kind: file, path: {events}}}]
+groups: {{sex: [female, male]}}
+defaults: {{lfr: lfr}}
+receivers: {{ops: {{kind: log}}}}
+profiles:
+  lfr:
+    conditions:
+      - {{id: threshold_floor, kind: state, check: threshold_floor, min: 0.6, severity: critical, notify: [ops]}}
+"#,
+            port = common::free_port(),
+            state = state.display(),
+            key = key.display(),
+            events = events.display()
+        ),
+    )
+    .unwrap();
+    let check = || Command::new(common::bin()).arg("check-config").arg(&config).output().unwrap();
+    std::fs::write(&key, "too short").unwrap();
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("audit.key") && text.contains("at least 32"), "{text}");
+    assert!(!text.contains("too short"), "the key is never printed: {text}");
+
+    std::fs::write(&key, "k".repeat(40) + "\n").unwrap();
+    assert_eq!(check().status.code(), Some(0));
+    let log = state.join("audit.log");
+    let mut run = common::spawn_run_env(&config, &[]);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains(r#""kind":"breach""#) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "no breach record in the audit log");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    let verify = |extra: &[&str]| {
+        let out = Command::new(common::bin()).args(["audit", "verify"]).args(extra).arg(&log).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = verify(&["--key-file", key.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = verify(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--key-file"), "{out}");
+    let wrong = dir.path().join("wrong-key");
+    std::fs::write(&wrong, "w".repeat(40)).unwrap();
+    let (code, out) = verify(&["--key-file", wrong.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    // `run` with the key removed refuses to continue the keyed chain.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.lines().filter(|l| !l.starts_with("audit:")).collect::<Vec<_>>().join("\n")).unwrap();
+    let out = Command::new(common::bin()).args(["run", "--config"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("keyed (HMAC) but no audit.key"), "{err}");
+}

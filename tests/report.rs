@@ -361,7 +361,15 @@ async fn concurrent_reports_over_a_large_audit_log_stay_small() {
             let data = serde_json::json!({"receiver": "oversight", "result": "delivered", "attempts": 1, "detail": pad,
                 "key": format!("ddtwatch/other-{}/c/2026-04-25T09:00:00Z/firing", seq % 100)});
             let hash = ddtwatch::audit::record_hash(&prev, seq, &ts, "notification", &data);
-            let r = ddtwatch::audit::Record { seq, ts, kind: "notification".into(), data, prev, hash: hash.clone() };
+            let r = ddtwatch::audit::Record {
+                seq,
+                ts,
+                kind: "notification".into(),
+                data,
+                prev,
+                hash: hash.clone(),
+                mac: None,
+            };
             let line = serde_json::to_string(&r).unwrap();
             bytes += line.len() + 1;
             writeln!(f, "{line}").unwrap();

@@ -7,11 +7,19 @@
 //! log has `prev` = 64 zeros. A side file `<log>.head` holds the last seq and hash (written on
 //! every append) so cutting records off the end is detected too. Rotation renames the log to
 //! `<log>.<first seq>` and the chain continues into the new file.
+//!
+//! **Keyed chain** (`audit.key` in the config): `hash = HMAC-SHA-256(key, same message)` instead,
+//! and every record says `"mac":"hmac-sha256"`. Without the key nobody can recompute a keyed
+//! chain, so rewriting the whole log (and its head) is detected too; `audit verify --key-file`
+//! checks it. A chain is keyed from its first record or not at all: `run` refuses to continue an
+//! unkeyed chain with a key (or a keyed one without), and a verifier given the key refuses any
+//! unkeyed record (a rewrite that dropped the MACs).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -26,7 +34,13 @@ pub struct Record {
     pub data: Value,
     pub prev: String,
     pub hash: String,
+    /// `hmac-sha256` in a keyed chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
+
+/// The `mac` of a keyed chain's records.
+pub const MAC: &str = "hmac-sha256";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -34,18 +48,44 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The hash a record must carry.
 pub fn record_hash(prev: &str, seq: u64, ts: &str, kind: &str, data: &Value) -> String {
-    let body = json!({"seq": seq, "ts": ts, "kind": kind, "data": data});
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(b"\n");
-    h.update(serde_json::to_vec(&body).expect("json"));
-    hex(&h.finalize())
+    keyed_hash(None, prev, seq, ts, kind, data)
 }
+
+/// [`record_hash`], or with a key its HMAC-SHA-256 over the same message.
+pub fn keyed_hash(key: Option<&[u8]>, prev: &str, seq: u64, ts: &str, kind: &str, data: &Value) -> String {
+    let body = serde_json::to_vec(&json!({"seq": seq, "ts": ts, "kind": kind, "data": data})).expect("json");
+    match key {
+        None => {
+            let mut h = Sha256::new();
+            h.update(prev.as_bytes());
+            h.update(b"\n");
+            h.update(&body);
+            hex(&h.finalize())
+        }
+        Some(k) => {
+            let mut m = <Hmac<Sha256>>::new_from_slice(k).expect("HMAC takes any key length");
+            m.update(prev.as_bytes());
+            m.update(b"\n");
+            m.update(&body);
+            hex(&m.finalize().into_bytes())
+        }
+    }
+}
+
+/// The hash `r` must carry, given the key (None for an unkeyed record).
+fn expected_hash(r: &Record, key: Option<&[u8]>) -> String {
+    keyed_hash(key, &r.prev, r.seq, &r.ts, &r.kind, &r.data)
+}
+
+/// Shortest audit key accepted (bytes): an HMAC key as strong as the hash.
+pub const MIN_KEY_BYTES: usize = 32;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Head {
     seq: u64,
     hash: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    keyed: bool,
 }
 
 /// Appends records; every append is fsync'd before it returns.
@@ -57,6 +97,7 @@ pub struct AuditLog {
     last: String,
     bytes: u64,
     max_bytes: u64,
+    key: Option<Vec<u8>>,
     pub written: u64,
 }
 
@@ -66,7 +107,17 @@ impl AuditLog {
     /// cut off the end, a head deleted or garbled while records exist, a log deleted while its
     /// head remains. Rewriting the head over such a log would hide the tampering.
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
+        Self::open_keyed(path, max_bytes, None)
+    }
+
+    /// [`AuditLog::open`] for a keyed chain (`key`) or an unkeyed one (None). Also refuses a chain
+    /// keyed the other way, and (keyed) a last record whose MAC the key does not give: a wrong
+    /// key, or an edit.
+    pub fn open_keyed(path: &Path, max_bytes: u64, key: Option<Vec<u8>>) -> io::Result<Self> {
         let (mut seq, mut last) = (0u64, GENESIS.to_string());
+        // Whether the existing chain is keyed: from its records, else its head.
+        let mut chain_keyed: Option<bool> = None;
+        let mut last_record: Option<Record> = None;
         let refuse = |what: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -99,7 +150,9 @@ impl AuditLog {
                     head_record = Some(r.hash.clone());
                 }
                 seq = r.seq;
-                last = r.hash;
+                last = r.hash.clone();
+                chain_keyed = Some(r.mac.is_some());
+                last_record = Some(r);
                 records += 1;
             }
             // The head is written after each record is made durable, so it may lag the log by the
@@ -128,14 +181,36 @@ impl AuditLog {
                 None if records > 0 => return Err(refuse("it has records but its head file is missing".into())),
                 _ => {}
             }
-        } else if let Some(h) = head {
+        } else if let Some(h) = &head {
             // Rotated away and not re-created (a crash between rename and create): the rotated
             // file must be there; otherwise the log itself was deleted.
             if !rotated_path(path, h.seq).exists() {
                 return Err(refuse(format!("the log is missing but its head says seq {}", h.seq)));
             }
             seq = h.seq;
-            last = h.hash;
+            last = h.hash.clone();
+        }
+        let chain_keyed = chain_keyed.or(head.as_ref().filter(|h| h.seq > 0 || h.keyed).map(|h| h.keyed));
+        match (chain_keyed, &key) {
+            (Some(false), Some(_)) => {
+                return Err(refuse(
+                    "its chain is unkeyed but audit.key is set (a chain is keyed from its first record: keep this \
+                     log for `audit verify` and move it aside to start a keyed one)"
+                        .into(),
+                ));
+            }
+            (Some(true), None) => {
+                return Err(refuse("its chain is keyed (HMAC) but no audit.key is set".into()));
+            }
+            _ => {}
+        }
+        if let (Some(k), Some(r)) = (&key, &last_record)
+            && expected_hash(r, Some(k)) != r.hash
+        {
+            return Err(refuse(format!(
+                "record {} does not carry the MAC this audit.key gives (a wrong key, or an edit)",
+                r.seq
+            )));
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -145,10 +220,10 @@ impl AuditLog {
         if fresh {
             // A new chain gets its head before its first record, so a log with records and no
             // head can only be one whose head was deleted.
-            write_head(path, &Head { seq: 0, hash: GENESIS.to_string() })?;
+            write_head(path, &Head { seq: 0, hash: GENESIS.to_string(), keyed: key.is_some() })?;
         }
         let bytes = file.metadata()?.len();
-        Ok(AuditLog { path: path.to_path_buf(), file, seq, last, bytes, max_bytes, written: 0 })
+        Ok(AuditLog { path: path.to_path_buf(), file, seq, last, bytes, max_bytes, key, written: 0 })
     }
 
     /// Appends one record (kind: breach, notification, config, lifecycle, …).
@@ -158,8 +233,9 @@ impl AuditLog {
         }
         let seq = self.seq + 1;
         let ts = crate::event::format_ts(ts);
-        let hash = record_hash(&self.last, seq, &ts, kind, &data);
-        let r = Record { seq, ts, kind: kind.to_string(), data, prev: self.last.clone(), hash: hash.clone() };
+        let hash = keyed_hash(self.key.as_deref(), &self.last, seq, &ts, kind, &data);
+        let mac = self.key.as_ref().map(|_| MAC.to_string());
+        let r = Record { seq, ts, kind: kind.to_string(), data, prev: self.last.clone(), hash: hash.clone(), mac };
         let mut line = serde_json::to_vec(&r).expect("json");
         line.push(b'\n');
         self.file.write_all(&line)?;
@@ -168,7 +244,7 @@ impl AuditLog {
         self.seq = seq;
         self.last = hash.clone();
         self.written += 1;
-        write_head(&self.path, &Head { seq, hash })?;
+        write_head(&self.path, &Head { seq, hash, keyed: self.key.is_some() })?;
         Ok(r)
     }
 
@@ -277,13 +353,16 @@ pub enum Verdict {
 }
 
 /// What `audit verify` insists on beyond the links between records.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// Accept a chain that starts after seq 1 (a tail whose older files are archived elsewhere);
     /// its first `prev` is then taken as given.
     pub partial: bool,
     /// Do not require the `.head` file beside the last file (an archive without one).
     pub no_head: bool,
+    /// The key of a keyed chain: every record must then carry its HMAC (an unkeyed record is a
+    /// rewrite). Without it, a keyed record is reported as unverifiable.
+    pub key: Option<Vec<u8>>,
 }
 
 /// [`verify_with`] with both ends anchored: the chain starts at seq 1 with the genesis hash,
@@ -294,6 +373,7 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
 
 /// Verifies files in chain order (rotated ones first, the live log last).
 pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict> {
+    let key = opts.key.as_deref();
     let (mut prev, mut expect_seq): (Option<String>, Option<u64>) = (None, None);
     let (mut records, mut first_seq, mut last_seq) = (0u64, None, 0u64);
     // Hashes by seq of the last file's records (the head names one of them).
@@ -333,9 +413,32 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict
             {
                 return Ok(broken(Some(r.seq), format!("seq {} where {s} was expected (deleted or reordered)", r.seq)));
             }
-            let want = record_hash(&r.prev, r.seq, &r.ts, &r.kind, &r.data);
-            if want != r.hash {
-                return Ok(broken(Some(r.seq), "hash does not match the record's content (edited)".into()));
+            match (&r.mac, key) {
+                (Some(m), _) if m != MAC => {
+                    return Ok(broken(Some(r.seq), format!("unknown mac {m:?} (this version knows {MAC})")));
+                }
+                (Some(_), None) => {
+                    return Ok(broken(
+                        Some(r.seq),
+                        "the record is keyed (hmac-sha256): give the chain's key with --key-file".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Ok(broken(
+                        Some(r.seq),
+                        "the record is not keyed, but this chain's key was given (its MAC was dropped: rewritten)"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
+            if expected_hash(&r, r.mac.as_ref().and(key)) != r.hash {
+                let what = if key.is_some() {
+                    "MAC does not match the record's content (edited, or the wrong key)"
+                } else {
+                    "hash does not match the record's content (edited)"
+                };
+                return Ok(broken(Some(r.seq), what.into()));
             }
             first_seq.get_or_insert(r.seq);
             last_seq = r.seq;
@@ -561,5 +664,108 @@ mod tests {
         let mut missing = files.clone();
         missing.remove(1);
         assert!(matches!(verify(&missing).unwrap(), Verdict::Broken { .. }));
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef-audit";
+
+    fn keyed_log(n: u64, dir: &Path) -> PathBuf {
+        let path = dir.join("audit.log");
+        let mut log = AuditLog::open_keyed(&path, 0, Some(KEY.to_vec())).unwrap();
+        for i in 0..n {
+            log.append("breach", json!({"i": i}), 1_777_107_600_000 + i as i64).unwrap();
+        }
+        path
+    }
+
+    fn with_key(key: &[u8]) -> VerifyOptions {
+        VerifyOptions { key: Some(key.to_vec()), ..VerifyOptions::default() }
+    }
+
+    fn problem(v: Verdict) -> String {
+        match v {
+            Verdict::Broken { problem, .. } => problem,
+            Verdict::Ok { .. } => panic!("not detected"),
+        }
+    }
+
+    /// Recomputes every hash of the log and its head as someone who can write `state_dir`
+    /// would, with `key` (None: unkeyed), after editing record `edit`'s data.
+    fn forge(path: &Path, key: Option<&[u8]>, edit: u64) {
+        let mut prev = GENESIS.to_string();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for l in lines(path) {
+            let mut r: Record = serde_json::from_str(&l).unwrap();
+            if r.seq == edit {
+                r.data = json!({"i": "forged"});
+            }
+            r.prev = prev.clone();
+            r.mac = key.map(|_| MAC.to_string());
+            r.hash = expected_hash(&r, key);
+            prev = r.hash.clone();
+            last = r.seq;
+            out.push(serde_json::to_string(&r).unwrap());
+        }
+        write(path, &out);
+        write_head(path, &Head { seq: last, hash: prev, keyed: key.is_some() }).unwrap();
+    }
+
+    #[test]
+    fn a_keyed_chain_verifies_only_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = keyed_log(5, dir.path());
+        assert!(lines(&path).iter().all(|l| l.contains(r#""mac":"hmac-sha256""#)));
+        assert_eq!(
+            verify_with(std::slice::from_ref(&path), with_key(KEY)).unwrap(),
+            Verdict::Ok { records: 5, first_seq: 1, last_seq: 5 }
+        );
+        assert!(problem(verify(std::slice::from_ref(&path)).unwrap()).contains("--key-file"));
+        assert!(
+            problem(verify_with(std::slice::from_ref(&path), with_key(b"another key of thirty-two bytes!!")).unwrap())
+                .contains("wrong key")
+        );
+        // Reopening continues the keyed chain.
+        let mut log = AuditLog::open_keyed(&path, 0, Some(KEY.to_vec())).unwrap();
+        log.append("config", json!({}), 0).unwrap();
+        assert_eq!(verify_with(&[path], with_key(KEY)).unwrap(), Verdict::Ok { records: 6, first_seq: 1, last_seq: 6 });
+    }
+
+    #[test]
+    fn a_whole_rewrite_is_caught_by_the_key_but_not_without_one() {
+        // Unkeyed: an edit with every hash and the head recomputed passes; that is the limitation.
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(5, dir.path());
+        forge(&path, None, 3);
+        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { .. }), "an unkeyed chain can be recomputed");
+        // Keyed: the same rewrite, without the key (unkeyed, or under a guessed key), is caught.
+        for forged_key in [None, Some(&b"a guessed key of 32 bytes at least"[..])] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = keyed_log(5, dir.path());
+            forge(&path, forged_key, 3);
+            let p = problem(verify_with(std::slice::from_ref(&path), with_key(KEY)).unwrap());
+            assert!(p.contains("rewritten") || p.contains("MAC does not match"), "{p}");
+            assert!(AuditLog::open_keyed(&path, 0, Some(KEY.to_vec())).is_err(), "run refuses it too");
+        }
+    }
+
+    #[test]
+    fn run_refuses_to_mix_keyed_and_unkeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let unkeyed = log_with(2, dir.path());
+        let e = AuditLog::open_keyed(&unkeyed, 0, Some(KEY.to_vec())).unwrap_err().to_string();
+        assert!(e.contains("unkeyed but audit.key is set"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let keyed = keyed_log(2, dir.path());
+        let e = AuditLog::open(&keyed, 0).unwrap_err().to_string();
+        assert!(e.contains("keyed (HMAC) but no audit.key"), "{e}");
+        let e = AuditLog::open_keyed(&keyed, 0, Some(b"the wrong key, thirty-two bytes!".to_vec()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong key"), "{e}");
+        // A new keyed chain with no record yet (only its seq-0 head) is keyed too.
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("audit.log");
+        drop(AuditLog::open_keyed(&fresh, 0, Some(KEY.to_vec())).unwrap());
+        assert!(AuditLog::open(&fresh, 0).is_err());
     }
 }

@@ -468,6 +468,30 @@ pub struct RawConfig {
     /// symlink, which inotify watches on the old file miss.
     #[serde(default = "five_seconds")]
     pub reload_interval: Dur,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log in `state_dir` (README "Audit log").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// HMAC-SHA-256 key (≥ 32 bytes, from a secret file or variable) that makes the hash chain
+    /// keyed, so whoever can write `state_dir` cannot recompute it. Unset: an unkeyed chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
+}
+
+impl AuditConfig {
+    /// The key's bytes, if one is configured (refused when shorter than the minimum).
+    pub fn read_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(k) = &self.key else { return Ok(None) };
+        let v = k.read("audit.key")?.into_bytes();
+        if v.len() < crate::audit::MIN_KEY_BYTES {
+            anyhow::bail!("audit.key is {} bytes; at least {} are needed", v.len(), crate::audit::MIN_KEY_BYTES);
+        }
+        Ok(Some(v))
+    }
 }
 
 fn five_seconds() -> Dur {
