@@ -276,7 +276,11 @@ async fn stalled_clients_are_cut_off_and_connections_are_limited() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 1, std::time::Duration::from_millis(800));
+    let limits = ddtwatch::http::limits::Limits {
+        read_timeout: std::time::Duration::from_millis(800),
+        header_timeout: std::time::Duration::from_secs(10),
+    };
+    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 1, limits);
     tokio::spawn(async move { axum::serve(limited, router(state)).await.unwrap() });
 
     // Holds the only slot: half a request, then silence.
@@ -305,4 +309,79 @@ async fn stalled_clients_are_cut_off_and_connections_are_limited() {
     assert_eq!(first, "stalled closed", "the second client was served while the only slot was held");
     let out = tokio::time::timeout(std::time::Duration::from_secs(20), complete).await.unwrap().unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// A server with a deliberately slow handler behind [`LimitedListener`] with short timeouts.
+async fn limited_server(read_ms: u64, header_ms: u64) -> std::net::SocketAddr {
+    use axum::routing::{get, post};
+    let slow = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        "done"
+    };
+    let app = axum::Router::new().route("/slow", get(slow)).route("/slow", post(move |_b: String| slow()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ddtwatch::http::limits::Limits {
+        read_timeout: std::time::Duration::from_millis(read_ms),
+        header_timeout: std::time::Duration::from_millis(header_ms),
+    };
+    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 4, limits);
+    tokio::spawn(async move { axum::serve(limited, app).await.unwrap() });
+    addr
+}
+
+/// Headers trickled one byte every 100 ms are never inactive for the read timeout, but the
+/// header deadline still cuts the connection (before: a slowloris client held it for ever).
+#[tokio::test]
+async fn trickled_headers_are_cut_off_at_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = limited_server(1000, 1500).await;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (mut rd, mut wr) = c.split();
+    // The trickle takes ≈ 20 s; the server must hang up long before it ends.
+    let trickle = async {
+        for b in request.iter() {
+            if wr.write_all(&[*b]).await.is_err() {
+                return "write refused";
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        "trickle finished"
+    };
+    let mut buf = [0u8; 256];
+    let outcome = tokio::select! {
+        biased;
+        r = rd.read(&mut buf) => match r { Ok(0) | Err(_) => "cut off", Ok(_) => "answered" },
+        t = trickle => t,
+    };
+    assert!(outcome == "cut off" || outcome == "write refused", "{outcome}");
+}
+
+/// Once a request is complete the client owes nothing: a handler slower than the read timeout
+/// is answered, for a GET and for a POST with a body (before: cut off after the read timeout).
+#[tokio::test]
+async fn a_slow_handler_is_not_cut_off_by_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = limited_server(300, 5000).await;
+    for request in [
+        "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+        "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_string(),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        let read = c.read_to_string(&mut out).await;
+        assert!(
+            read.is_ok() && out.starts_with("HTTP/1.1 200") && out.ends_with("done"),
+            "{request:?}: {out:?} {read:?}"
+        );
+    }
+    // A body that stops short is still under the read timeout.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\nhello").await.unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), c.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "a stalled body was never cut off");
+    assert!(!String::from_utf8_lossy(&out).contains("done"), "the handler never ran on half a body");
 }

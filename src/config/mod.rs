@@ -102,6 +102,10 @@ pub struct HttpConfig {
     /// headers or body, idle keep-alive).
     #[serde(default = "default_read_timeout", skip_serializing_if = "is_default_read_timeout")]
     pub read_timeout: Dur,
+    /// A request's headers must be complete within this long of their first byte, however
+    /// steadily they trickle in (slowloris).
+    #[serde(default = "default_header_timeout", skip_serializing_if = "is_default_header_timeout")]
+    pub header_timeout: Dur,
     /// Connections served at once; more wait in the accept backlog.
     #[serde(default = "default_max_connections", skip_serializing_if = "is_default_max_connections")]
     pub max_connections: usize,
@@ -117,6 +121,14 @@ fn default_read_timeout() -> Dur {
 
 fn is_default_read_timeout(d: &Dur) -> bool {
     *d == default_read_timeout()
+}
+
+fn default_header_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+fn is_default_header_timeout(d: &Dur) -> bool {
+    *d == default_header_timeout()
 }
 
 fn default_max_connections() -> usize {
@@ -143,6 +155,7 @@ impl Default for HttpConfig {
             max_body_bytes: default_max_body(),
             anonymous_reads: false,
             read_timeout: default_read_timeout(),
+            header_timeout: default_header_timeout(),
             max_connections: default_max_connections(),
         }
     }
@@ -938,6 +951,9 @@ fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Conf
     }
     if raw.http.read_timeout.ms() <= 0 {
         errors.push(ConfigError::new("http.read_timeout", "must be positive"));
+    }
+    if raw.http.header_timeout.ms() <= 0 {
+        errors.push(ConfigError::new("http.header_timeout", "must be positive"));
     }
     if raw.http.max_connections == 0 {
         errors.push(ConfigError::new("http.max_connections", "must be at least 1"));
