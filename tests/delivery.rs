@@ -266,7 +266,7 @@ async fn sigkill_between_breach_and_delivery_then_delivered_exactly_once() {
 
 /// An Alertmanager outage spanning two breaches of one condition (fire, resolve, fire again):
 /// once it is back, it ends showing the true state — firing, from the second breach — because
-/// the second `firing` waits behind the first breach's `resolved` (same labels).
+/// only the latest transition of the alert (same labels) is sent; the earlier two are superseded.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -295,9 +295,12 @@ async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state()
         event("e7", "detection", "2026-04-25T09:00:11Z", json!({"count": 1, "scores": [0.1]})),
     ]);
     post_events(&c, &base, &events).await;
-    until("three notifications pending, at least one attempt failed", 30, || async {
+    // The three transitions of one alert identity: the latest (breach 2's firing) stands for
+    // the earlier two, which are superseded, never sent; it waits for the Alertmanager.
+    until("two superseded, the latest retried", 30, || async {
         metrics(&c, &base).await.filter(|m| {
-            m.contains("ddtwatch_outbox_depth 3")
+            m.contains("ddtwatch_outbox_depth 1")
+                && m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="superseded"} 2"#)
                 && m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="retry"}"#)
         })
     })
@@ -316,18 +319,20 @@ async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state()
     };
     let shown = until("the alert listed", 30, || async { alerts().await?.into_iter().next() }).await;
     assert_eq!(shown["status"]["state"], "active", "Alertmanager must show the condition firing: {shown}");
-    // (Its startsAt stays breach 1's here: Alertmanager merges an alert into a resolved one with
-    // the same labels when the old endsAt — wall time — is after the new startsAt — event time,
-    // in this event-clock test.)
-    // Delivered in transition order: firing, resolved, firing.
+    let starts = ddtwatch::event::parse_ts(shown["startsAt"].as_str().unwrap()).unwrap();
+    assert_eq!(starts, ddtwatch::event::parse_ts("2026-04-25T09:00:10Z").unwrap(), "breach 2's alert: {shown}");
+    // The audit log says what became of each: two superseded, then breach 2's firing delivered.
     let log = std::fs::read_to_string(dir.path().join("state/audit.log")).unwrap();
-    let delivered: Vec<String> = log
+    let results: Vec<String> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["kind"] == "notification" && r["data"]["result"] == "delivered")
-        .map(|r| r["data"]["key"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .filter(|r| r["kind"] == "notification" && r["data"]["result"] != "retry")
+        .map(|r| {
+            let state = r["data"]["key"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            format!("{state}:{}", r["data"]["result"].as_str().unwrap())
+        })
         .collect();
-    assert_eq!(delivered, vec!["firing", "resolved", "firing"]);
+    assert_eq!(results, vec!["firing:superseded", "resolved:superseded", "firing:delivered"]);
 }
 
 /// A receiver that acknowledges everything and records each `webhook-id` it was sent.

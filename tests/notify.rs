@@ -354,3 +354,145 @@ async fn a_black_hole_receiver_delays_no_other() {
     // others blocked behind it).
     assert_eq!(outbox.lock().unwrap().pending().filter(|e| e.receiver == "oversight").count(), 3);
 }
+
+/// Alert bodies an Alertmanager stand-in received, one entry per POST.
+type Posts = Arc<Mutex<Vec<Vec<Value>>>>;
+
+async fn start_alertmanager_stand_in() -> (Posts, String) {
+    let posts: Posts = Arc::default();
+    let app = Router::new()
+        .route(
+            "/api/v2/alerts",
+            post(|State(p): State<Posts>, body: Bytes| async move {
+                p.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                StatusCode::OK
+            }),
+        )
+        .with_state(posts.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (posts, base)
+}
+
+/// An Alertmanager keeps one alert per label set: of an identity's undelivered transitions only
+/// the latest is sent, the earlier ones are superseded (journaled, counted) — and a superseded
+/// `resolved` closes its breach, so it is not re-sent, even after a restart. Re-sends of open
+/// breaches go in one request.
+#[tokio::test]
+async fn alertmanager_gets_only_the_latest_state_of_each_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (posts, base) = start_alertmanager_stand_in().await;
+    let text = ddtwatch::config::DEMO_CONFIG.replace(
+        "  oversight: {kind: log}\n  ops: {kind: log}",
+        &format!("  oversight: {{kind: alertmanager, url: \"{base}\", resend: 1m}}\n  ops: {{kind: log}}"),
+    );
+    let config = Config::from_yaml(&text, None).unwrap();
+    let journal = dir.path().join("outbox.jsonl");
+    let outbox: SharedOutbox = Arc::new(Mutex::new(Outbox::open(&journal, 0).unwrap()));
+    let t0 = wall_ms();
+    let note = |cond: &str, state: &str, started: &str| {
+        serde_json::json!({"deployment_id": "lfr-a", "condition": cond, "state": state, "started_at": started,
+                           "at": started, "severity": "critical", "kind": "state"})
+    };
+    let (b1, b2) = ("2026-04-25T09:00:00Z", "2026-04-25T10:00:00Z");
+    for (cond, state, started) in [("a", "firing", b1), ("a", "resolved", b1), ("b", "firing", b1), ("a", "firing", b2)]
+    {
+        let key = format!("ddtwatch/lfr-a/{cond}/{started}/{state}");
+        outbox.lock().unwrap().enqueue("oversight", &key, note(cond, state, started), t0).unwrap();
+    }
+    let mut d = Dispatcher::new(outbox.clone(), None).with_seed(5);
+    d.run_due(&config.raw.receivers, t0).await;
+    let sent: Vec<(String, String)> = posts
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|a| (a["labels"]["alertname"].as_str().unwrap().to_string(), a["startsAt"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(sent, vec![("b".to_string(), b1.to_string()), ("a".to_string(), b2.to_string())]);
+    {
+        let o = outbox.lock().unwrap();
+        assert_eq!(o.depth(), 0);
+        assert_eq!(o.results.get(&("oversight".to_string(), "superseded")), Some(&2));
+        assert_eq!(o.results.get(&("oversight".to_string(), "delivered")), Some(&2));
+    }
+    // After a restart: nothing pending, and exactly the two open breaches are re-sent — in one
+    // request, a minute later.
+    let outbox: SharedOutbox = Arc::new(Mutex::new(Outbox::open(&journal, 0).unwrap()));
+    assert_eq!(outbox.lock().unwrap().depth(), 0);
+    let open: Vec<String> = outbox.lock().unwrap().active().map(|e| e.key.clone()).collect();
+    assert_eq!(open, vec![format!("ddtwatch/lfr-a/a/{b2}/firing"), format!("ddtwatch/lfr-a/b/{b1}/firing")]);
+    posts.lock().unwrap().clear();
+    let mut d = Dispatcher::new(outbox.clone(), None).with_seed(5);
+    d.run_due(&config.raw.receivers, t0 + 60_000).await;
+    let p = posts.lock().unwrap();
+    assert_eq!(p.len(), 1, "one request for every due re-send: {p:?}");
+    assert_eq!(p[0].len(), 2);
+}
+
+/// `run`'s per-receiver loops: while a black hole holds a request (for up to its 30 s timeout),
+/// a notification enqueued for a healthy receiver is delivered at once, not after the black
+/// hole's pass ends (before: every pass waited for its slowest receiver).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_receiver_does_not_hold_back_later_notifications_of_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let (hook, base) = start_receiver().await;
+    // The black hole: accepts and never answers; says when a request has arrived.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/alerts", hole.local_addr().unwrap());
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let (mut sock, _) = hole.accept().await.unwrap();
+            let tx = arrived_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if sock.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let _ = tx.send(());
+                }
+                while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let text = ddtwatch::config::DEMO_CONFIG.replace(
+        "  oversight: {kind: log}\n  ops: {kind: log}",
+        &format!(
+            "  oversight: {{kind: webhook, url: \"{hole_url}\", secret_file: {f}, timeout: 30s}}\n  ops: {{kind: webhook, url: \"{base}/hook/healthy\", secret_file: {f}}}",
+            f = secret_file.display()
+        ),
+    );
+    let receivers = Config::from_yaml(&text, None).unwrap().raw.receivers;
+    let outbox: SharedOutbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 0).unwrap()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    hook.lock().unwrap().now = wall_ms() / 1000;
+    let health = ddtwatch::health::Health::new();
+    let task = health.task("dispatcher", std::time::Duration::from_secs(600));
+    let d = Dispatcher::new(outbox.clone(), None);
+    let dispatcher =
+        tokio::spawn(ddtwatch::notify::dispatch::run(d, move || receivers.clone(), wake.clone(), wall_ms, task));
+    let enqueue = |receiver: &str, key: &str| {
+        outbox.lock().unwrap().enqueue(receiver, key, serde_json::json!({"k": key}), wall_ms()).unwrap();
+    };
+    enqueue("oversight", "ddtwatch/lfr-a/c/2026-04-25T09:00:00Z/firing");
+    enqueue("ops", "ddtwatch/lfr-a/c/2026-04-25T09:00:00Z/firing");
+    tokio::time::timeout(std::time::Duration::from_secs(20), arrived.recv())
+        .await
+        .expect("the black hole never got its request");
+    // The black hole now holds its request; a new notification for ops must not wait for it.
+    let later = "ddtwatch/lfr-a/d/2026-04-25T09:05:00Z/firing";
+    enqueue("ops", later);
+    let start = std::time::Instant::now();
+    while !hook.lock().unwrap().order.iter().any(|k| k == later) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "the healthy receiver's new notification waited for the black hole"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(outbox.lock().unwrap().pending().filter(|e| e.receiver == "oversight").count(), 1);
+    dispatcher.abort();
+}

@@ -5,9 +5,14 @@
 //! Time is a parameter ([`Dispatcher::run_due`] takes `now`), so tests drive hours of retries
 //! without sleeping; `run` calls it with the wall clock.
 //!
-//! Order: a breach's `resolved` is never sent to a receiver before its `firing` has been
-//! delivered there (or failed for good) — otherwise an Alertmanager could see the resolution
-//! first and then re-open the alert.
+//! Order: per receiver and alert identity (the condition), transitions are delivered in the
+//! order they happened, across breaches — otherwise an Alertmanager could see a resolution after
+//! a later firing and show the condition resolved while it fires. An Alertmanager keeps one
+//! alert per label set, so there only the latest undelivered transition of an identity is sent:
+//! the earlier ones are superseded (journaled, counted, audited, never sent).
+//!
+//! `run` serves each receiver on a loop of its own, so a receiver that hangs (up to its
+//! `timeout` per request) delays no other, not even by one pass.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +39,8 @@ pub struct Dispatcher {
     rng: fastrand::Rng,
     /// Beaten before every delivery attempt (`/healthz` sees a dispatcher that hangs).
     heartbeat: Option<Arc<crate::health::Task>>,
+    /// Serve only this receiver's notifications (`run`'s per-receiver loops).
+    only: Option<String>,
 }
 
 /// One pending notification, copied out of the outbox so no lock is held while sending.
@@ -45,6 +52,19 @@ struct Due {
     at: Millis,
     attempts: u32,
     notification: Value,
+}
+
+impl Due {
+    fn of(e: &super::outbox::Entry) -> Self {
+        Due {
+            id: e.id,
+            receiver: e.receiver.clone(),
+            key: e.key.clone(),
+            at: e.at,
+            attempts: e.attempts,
+            notification: e.notification.clone(),
+        }
+    }
 }
 
 impl Dispatcher {
@@ -59,7 +79,29 @@ impl Dispatcher {
             warned: Arc::default(),
             rng: fastrand::Rng::new(),
             heartbeat: None,
+            only: None,
         }
+    }
+
+    /// Serves only `receiver`'s notifications and re-sends.
+    pub fn only(mut self, receiver: &str) -> Self {
+        self.only = Some(receiver.to_string());
+        self
+    }
+
+    /// Fails for good the pending notifications of receivers that are not configured (a reload
+    /// removed them): nothing would ever deliver them.
+    pub fn fail_unconfigured(&mut self, receivers: &BTreeMap<String, ReceiverConfig>, now: Millis) {
+        let orphans: Vec<Due> =
+            self.lock().pending().filter(|e| !receivers.contains_key(&e.receiver)).map(Due::of).collect();
+        for d in orphans {
+            let detail = format!("receiver `{}` is not in the config", d.receiver);
+            self.finish(&d, false, &detail, now);
+        }
+    }
+
+    fn serves(&self, receiver: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == receiver)
     }
 
     pub fn with_seed(mut self, seed: u64) -> Self {
@@ -75,18 +117,7 @@ impl Dispatcher {
     /// scheduled; new notifications can arrive at any time). Receivers are served concurrently
     /// (one that hangs delays no other); each receiver's notifications go in outbox order.
     pub async fn run_due(&mut self, receivers: &BTreeMap<String, ReceiverConfig>, now: Millis) -> Option<Millis> {
-        let due: Vec<Due> = self
-            .lock()
-            .pending()
-            .map(|e| Due {
-                id: e.id,
-                receiver: e.receiver.clone(),
-                key: e.key.clone(),
-                at: e.at,
-                attempts: e.attempts,
-                notification: e.notification.clone(),
-            })
-            .collect();
+        let due: Vec<Due> = self.lock().pending().filter(|e| self.serves(&e.receiver)).map(Due::of).collect();
         let mut next: Option<Millis> = None;
         let mut soonest = |t: Millis| next = Some(next.map_or(t, |n: Millis| n.min(t)));
         let mut by_receiver: BTreeMap<String, Vec<Due>> = BTreeMap::new();
@@ -132,6 +163,7 @@ impl Dispatcher {
             match outcome {
                 Outcome::NotYet(t) => soonest(t),
                 Outcome::GiveUp(detail) => self.finish(&d, false, &detail, now),
+                Outcome::Superseded(by) => self.supersede(&d, by, now),
                 Outcome::Attempted { verdict, retry_at } => {
                     self.audit_attempt(&d, d.attempts + 1, &verdict);
                     match verdict {
@@ -164,10 +196,13 @@ impl Dispatcher {
         let active: Vec<(String, String, Value)> = self
             .lock()
             .active()
+            .filter(|e| self.serves(&e.receiver))
             .map(|e| (e.receiver.clone(), breach_key(&e.key).to_string(), e.notification.clone()))
             .collect();
         let live: HashSet<(String, String)> = active.iter().map(|(r, b, _)| (r.clone(), b.clone())).collect();
         self.next_resend.retain(|k, _| live.contains(k));
+        // One POST per receiver carries every alert due for a re-send (Alertmanager takes a list).
+        let mut batches: BTreeMap<String, (Vec<(String, String)>, Vec<Value>)> = BTreeMap::new();
         for (receiver, breach, notification) in active {
             let Some(r) = receivers.get(&receiver).filter(|r| r.kind == ReceiverKind::Alertmanager) else { continue };
             let k = (receiver.clone(), breach);
@@ -177,18 +212,45 @@ impl Dispatcher {
                 soonest(due_at);
                 continue;
             }
-            let body = json!([super::alertmanager::alert(&notification, true, now, r.resend.ms())]);
-            let v = send_alertmanager(&self.client, r, &body, now).await;
+            let b = batches.entry(receiver).or_default();
+            b.0.push(k);
+            b.1.push(super::alertmanager::alert(&notification, true, now, r.resend.ms()));
+        }
+        for (receiver, (keys, alerts)) in batches {
+            let r = &receivers[&receiver];
+            let v = send_alertmanager(&self.client, r, &Value::Array(alerts), now).await;
             let result = if v == Verdict::Delivered { "resent" } else { "resend_failed" };
             if v != Verdict::Delivered {
-                tracing::warn!(receiver = %receiver, ?v, "Alertmanager re-send failed");
+                tracing::warn!(receiver = %receiver, alerts = keys.len(), ?v, "Alertmanager re-send failed");
             }
-            self.lock().count(&receiver, result);
             let t = now + r.resend.ms();
-            self.next_resend.insert(k, t);
+            {
+                let mut o = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                for _ in &keys {
+                    o.count(&receiver, result);
+                }
+            }
+            for k in keys {
+                self.next_resend.insert(k, t);
+            }
             soonest(t);
         }
         next
+    }
+
+    fn supersede(&mut self, d: &Due, by: u64, now: Millis) {
+        self.next_try.remove(&d.id);
+        if let Err(e) = self.lock().supersede(d.id, by, now) {
+            tracing::error!(error = %e, "outbox write failed");
+        }
+        if let Some(a) = &self.audit {
+            crate::audit::record(
+                a,
+                "notification",
+                json!({"receiver": d.receiver, "key": d.key, "result": "superseded", "attempts": d.attempts,
+                       "detail": "a later transition of the same alert was sent instead"}),
+            );
+        }
     }
 
     fn finish(&mut self, d: &Due, delivered: bool, detail: &str, now: Millis) {
@@ -228,6 +290,8 @@ enum Outcome {
     NotYet(Millis),
     /// Too old to try again.
     GiveUp(String),
+    /// Replaced by this later notification of the same alert identity (Alertmanager).
+    Superseded(u64),
     /// Sent; with the time of the next attempt if it is to be retried.
     Attempted { verdict: Verdict, retry_at: Option<Millis> },
 }
@@ -254,9 +318,21 @@ impl ReceiverJob {
         // resolved after breach 2's firing, for the same labels).
         let mut blocked: HashSet<String> = HashSet::new();
         let mut out = Vec::with_capacity(self.items.len());
+        // Alertmanager: the latest transition of each identity stands for the earlier ones.
+        let latest: HashMap<&str, u64> = if r.kind == ReceiverKind::Alertmanager {
+            self.items.iter().map(|d| (identity_key(&d.key), d.id)).collect()
+        } else {
+            HashMap::new()
+        };
         for (d, unit) in self.items.iter().zip(&self.units) {
             if let Some(h) = &self.heartbeat {
                 h.beat();
+            }
+            if let Some(&by) = latest.get(identity_key(&d.key))
+                && by != d.id
+            {
+                out.push((d.clone(), Outcome::Superseded(by)));
+                continue;
             }
             let identity = identity_key(&d.key).to_string();
             // Waits behind an earlier undelivered notification of the same condition: nothing to
@@ -367,20 +443,76 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// `run`'s dispatcher task: wakes when a notification is enqueued (`wake`), when a retry or
-/// re-send is due, and at least every second.
+/// `run`'s dispatcher: one loop per configured receiver (so a receiver that hangs delays no
+/// other, not even until the end of a pass), each woken when a notification is enqueued
+/// (`wake`), when its next retry or re-send is due, and at least every second. The supervisor
+/// starts loops for receivers added by a reload (a removed receiver's loop ends by itself) and
+/// fails for good the notifications of receivers no longer configured.
 pub async fn run(
     mut d: Dispatcher,
-    receivers: impl Fn() -> BTreeMap<String, ReceiverConfig>,
+    receivers: impl Fn() -> BTreeMap<String, ReceiverConfig> + Send + Sync + 'static,
     wake: Arc<tokio::sync::Notify>,
     clock: fn() -> Millis,
     task: crate::health::TaskGuard,
 ) {
-    d.heartbeat = Some(task.task().clone());
+    let heartbeat = task.task().clone();
+    let receivers = Arc::new(receivers);
+    // Dropped with the supervisor (aborted at shutdown): its loops stop with it.
+    let mut loops: BTreeMap<String, ReceiverLoop> = BTreeMap::new();
     loop {
         task.beat();
-        let now = clock();
-        let next = d.run_due(&receivers(), now).await;
+        let configured = receivers();
+        d.fail_unconfigured(&configured, clock());
+        loops.retain(|name, l| {
+            if l.handle.is_finished() && configured.contains_key(name) {
+                tracing::error!(receiver = %name, "a receiver's delivery loop ended; restarting it");
+            }
+            !l.handle.is_finished()
+        });
+        for name in configured.keys() {
+            if loops.contains_key(name) {
+                continue;
+            }
+            let mut rd = Dispatcher::new(d.outbox.clone(), d.audit.clone()).only(name);
+            rd.rng = fastrand::Rng::with_seed(d.rng.u64(..));
+            rd.heartbeat = Some(heartbeat.clone());
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let handle = tokio::spawn(receiver_loop(rd, name.clone(), receivers.clone(), wake.clone(), clock));
+            loops.insert(name.clone(), ReceiverLoop { handle, wake });
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(1000), wake.notified()).await;
+        for l in loops.values() {
+            l.wake.notify_one();
+        }
+    }
+}
+
+/// A receiver's running loop; aborted when dropped.
+struct ReceiverLoop {
+    handle: tokio::task::JoinHandle<()>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for ReceiverLoop {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// One receiver's delivery loop; ends when the receiver leaves the config.
+async fn receiver_loop<F: Fn() -> BTreeMap<String, ReceiverConfig>>(
+    mut d: Dispatcher,
+    name: String,
+    receivers: Arc<F>,
+    wake: Arc<tokio::sync::Notify>,
+    clock: fn() -> Millis,
+) {
+    loop {
+        let configured = receivers();
+        if !configured.contains_key(&name) {
+            return;
+        }
+        let next = d.run_due(&configured, clock()).await;
         let wait = next.map_or(1000, |t| (t - clock()).clamp(0, 1000));
         let _ = tokio::time::timeout(Duration::from_millis(wait as u64), wake.notified()).await;
     }

@@ -31,9 +31,30 @@ pub struct Entry {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Line {
-    Enqueue { id: u64, receiver: String, key: String, at: i64, notification: Value },
-    Delivered { id: u64, at: i64, attempts: u32 },
-    Failed { id: u64, at: i64, attempts: u32, detail: String },
+    Enqueue {
+        id: u64,
+        receiver: String,
+        key: String,
+        at: i64,
+        notification: Value,
+    },
+    Delivered {
+        id: u64,
+        at: i64,
+        attempts: u32,
+    },
+    Failed {
+        id: u64,
+        at: i64,
+        attempts: u32,
+        detail: String,
+    },
+    /// Not sent: a later transition of the same alert identity replaces it (Alertmanager).
+    Superseded {
+        id: u64,
+        at: i64,
+        by: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -77,6 +98,11 @@ impl Outbox {
                     }
                     Line::Failed { id, .. } => {
                         pending.remove(&id);
+                    }
+                    Line::Superseded { id, .. } => {
+                        if let Some(e) = pending.remove(&id) {
+                            close_active(&mut active, &e);
+                        }
                     }
                 }
             }
@@ -202,6 +228,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// Ends a notification without sending it: `by`, a later transition of the same alert
+    /// identity to the same receiver, carries the state the receiver needs (Alertmanager keeps
+    /// one alert per label set). A superseded `resolved` closes its breach's open entry, so the
+    /// breach is not re-sent; a superseded `firing` never opens one.
+    pub fn supersede(&mut self, id: u64, by: u64, now: i64) -> io::Result<()> {
+        let Some(e) = self.pending.remove(&id) else { return Ok(()) };
+        self.write(&Line::Superseded { id, at: now, by }, false)?;
+        *self.results.entry((e.receiver.clone(), "superseded")).or_default() += 1;
+        close_active(&mut self.active, &e);
+        Ok(())
+    }
+
     /// A retryable failure: counted, stays pending.
     pub fn retry(&mut self, id: u64) {
         if let Some(e) = self.pending.get_mut(&id) {
@@ -267,7 +305,13 @@ fn track_active(active: &mut BTreeMap<(String, String), Entry>, e: Entry) {
     }
 }
 
-/// The breach part of a notification key (without the trailing `/<state>`).
+/// A `resolved` that will never be delivered still closes its breach for re-sends.
+fn close_active(active: &mut BTreeMap<(String, String), Entry>, e: &Entry) {
+    if let Some(base) = e.key.strip_suffix("/resolved") {
+        active.remove(&(e.receiver.clone(), base.to_string()));
+    }
+}
+
 /// The alert identity of a notification key: `ddtwatch/<deployment>/<condition>` — what an
 /// Alertmanager sees as one alert (same labels) across the condition's breaches. Deliveries to a
 /// receiver keep transition order per identity, so a later breach's `firing` never overtakes an
@@ -277,6 +321,7 @@ pub fn identity_key(key: &str) -> &str {
     breach.rsplit_once('/').map(|(i, _)| i).unwrap_or(breach)
 }
 
+/// The breach part of a notification key (without the trailing `/<state>`).
 pub fn breach_key(key: &str) -> &str {
     key.rsplit_once('/').map(|(b, _)| b).unwrap_or(key)
 }

@@ -318,7 +318,7 @@ impl Collector for EngineCollector {
                 let results: &[&str] = match rc.kind {
                     // Re-sends of open breaches while firing (CONDITIONS.md `resend`).
                     crate::config::ReceiverKind::Alertmanager => {
-                        &["delivered", "failed", "retry", "resent", "resend_failed"]
+                        &["delivered", "failed", "retry", "superseded", "resent", "resend_failed"]
                     }
                     _ => &["delivered", "failed", "retry"],
                 };
