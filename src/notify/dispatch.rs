@@ -202,7 +202,9 @@ impl Dispatcher {
         let live: HashSet<(String, String)> = active.iter().map(|(r, b, _)| (r.clone(), b.clone())).collect();
         self.next_resend.retain(|k, _| live.contains(k));
         // One POST per receiver carries every alert due for a re-send (Alertmanager takes a list).
-        let mut batches: BTreeMap<String, (Vec<(String, String)>, Vec<Value>)> = BTreeMap::new();
+        // receiver → (the (receiver, breach) keys re-sent, their alerts)
+        type Batch = (Vec<(String, String)>, Vec<Value>);
+        let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
         for (receiver, breach, notification) in active {
             let Some(r) = receivers.get(&receiver).filter(|r| r.kind == ReceiverKind::Alertmanager) else { continue };
             let k = (receiver.clone(), breach);
