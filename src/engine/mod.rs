@@ -123,6 +123,10 @@ pub struct EngineStats {
     /// Wall mode: open breaches taken over from the outbox after a restart.
     #[serde(skip)]
     pub seeded_breaches: u64,
+    /// Event mode: events held because they lay beyond the clock's horizon (a gap in the
+    /// stream, partitions read at different positions, or a corrupt timestamp).
+    #[serde(skip)]
+    pub future_held: u64,
 }
 
 /// A breach the outbox holds as firing (its `firing` notification enqueued, no `resolved`).
@@ -160,6 +164,11 @@ impl Engine {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Events held beyond the clock's horizon right now (README "Semantics").
+    pub fn future_held_now(&self) -> usize {
+        self.future.len()
     }
 
     /// Engine clock (None before the first event in event mode).
@@ -445,6 +454,7 @@ impl Engine {
                     return Ingested::Duplicate;
                 }
                 self.future.push(FutureHeld { event: ev, payload: Arc::from(payload), receive, held_at: clock });
+                self.stats.future_held += 1;
                 if self.future.len() >= FUTURE_JUMP {
                     let earliest = self.future.iter().map(|f| f.event.ts).min();
                     self.settle_future(earliest);

@@ -25,6 +25,8 @@ pub mod names {
     pub const INVALID_EVENTS: &str = "ddtwatch_invalid_events";
     pub const DUPLICATE_EVENTS: &str = "ddtwatch_duplicate_events";
     pub const HELD_EVENTS: &str = "ddtwatch_held_events";
+    pub const FUTURE_HELD: &str = "ddtwatch_future_held_events";
+    pub const FUTURE_HELD_NOW: &str = "ddtwatch_future_held";
     pub const DEDUP_IDS: &str = "ddtwatch_dedup_remembered_ids";
     pub const DEDUP_SPILL_ERRORS: &str = "ddtwatch_dedup_spill_errors";
     pub const DEDUP_INDEX_BYTES: &str = "ddtwatch_dedup_index_bytes";
@@ -85,6 +87,8 @@ pub mod names {
         "ddtwatch_invalid_events_total",
         "ddtwatch_duplicate_events_total",
         "ddtwatch_held_events_total",
+        "ddtwatch_future_held_events_total",
+        "ddtwatch_future_held",
         "ddtwatch_dedup_remembered_ids",
         "ddtwatch_dedup_spill_errors_total",
         "ddtwatch_dedup_index_bytes",
@@ -422,6 +426,16 @@ impl Collector for EngineCollector {
         fams.push(f);
         let mut f = Family::new(HELD_EVENTS, "Decisions/outcomes held until their alert arrived", c);
         f.add(vec![], s.held as f64);
+        fams.push(f);
+        let mut f = Family::new(
+            FUTURE_HELD,
+            "Events held because their ts lay beyond the event clock's horizon (gap, catch-up, corrupt ts)",
+            c,
+        );
+        f.add(vec![], s.future_held as f64);
+        fams.push(f);
+        let mut f = Family::new(FUTURE_HELD_NOW, "Events held beyond the event clock's horizon now", g);
+        f.add(vec![], engine.future_held_now() as f64);
         fams.push(f);
         let spill = engine.dedup_spill_counts();
         let on_disk = spill.ids_on_disk as usize;
