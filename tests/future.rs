@@ -124,3 +124,44 @@ fn retried_copies_of_a_future_event_do_not_move_the_clock() {
     assert_eq!(counters(&r).len(), counters(&plain).len());
     assert_eq!(r.summary.deployments[0].last_ts, plain.summary.deployments[0].last_ts, "the clock never jumped");
 }
+
+/// Kafka coordinates of a dead letter: a held event that expires later carries the message it
+/// came from, not the message whose arrival expired it (before: the latter). So does an orphaned
+/// decision.
+#[test]
+fn dead_letters_of_held_events_name_their_own_message() {
+    use ddtwatch::engine::{Engine, snapshot::Through};
+    let config = common::example_config();
+    let mut engine = Engine::new(config, ddtwatch::config::ClockMode::Event);
+    let at = |offset: i64| Some(Through { topic: "ddt.events".into(), partition: 1, offset });
+    let lines = generate_lines(Scenario::Steady, 3_000, 4);
+    let first_ts = parse_ts(serde_json::from_str::<Value>(&lines[0]).unwrap()["ts"].as_str().unwrap()).unwrap();
+    let mut offset = 0;
+    let feed = |engine: &mut Engine, line: &str, offset: &mut i64| {
+        engine.set_origin(at(*offset));
+        engine.ingest(line.as_bytes(), 0);
+        engine.set_origin(None);
+        *offset += 1;
+    };
+    feed(&mut engine, &lines[0], &mut offset);
+    // Offset 1: a corrupt far-future event (held); offset 2: a decision for an unknown alert.
+    let future = shift(&lines[1], 10 * 365 * 24 * HOUR).replace("\"event_id\":\"", "\"event_id\":\"future-");
+    feed(&mut engine, &future, &mut offset);
+    let orphan = format!(
+        r#"{{"schema_version":1,"event_id":"orphan-1","deployment_id":"lfr-sim-steady","system":"lfr","source_id":"cam-1","type":"adjudication","ts":"{}","alert_id":"no-such-alert","decision":"engage","operator_token":"op-1"}}"#,
+        format_ts(first_ts)
+    );
+    feed(&mut engine, &orphan, &mut offset);
+    let held_offsets = [1, 2];
+    // The rest of the stream moves the clock well past both holds.
+    for l in &lines[2..] {
+        feed(&mut engine, l, &mut offset);
+    }
+    engine.finish();
+    let dead = engine.drain_dead_letters();
+    let got: Vec<(&str, Option<i64>)> =
+        dead.iter().map(|d| (d.reason.as_str(), d.origin.as_ref().map(|o| o.offset))).collect();
+    assert!(got.contains(&("future_timestamp", Some(held_offsets[0]))), "{got:?}");
+    assert!(got.contains(&("orphan", Some(held_offsets[1]))), "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
+}

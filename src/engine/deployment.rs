@@ -227,6 +227,8 @@ pub struct Held {
     pub event: Event,
     pub held_at: Millis,
     pub raw: Arc<[u8]>,
+    /// The Kafka message it came from (for its dead letter, if it is orphaned); not in snapshots.
+    pub origin: Option<super::snapshot::Through>,
 }
 
 /// Per-condition runtime: the breach lifecycle plus any series it needs.

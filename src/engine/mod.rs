@@ -92,12 +92,35 @@ pub struct Engine {
     /// restart ((deployment, condition) → (event-time anchor, fired at)); each is applied at the
     /// condition's next evaluation (see [`Lifecycle::seed`](crate::rules::Lifecycle::seed)).
     seeds: HashMap<(String, String), (Millis, Millis)>,
+    /// Where the message being ingested came from (Kafka): its dead letters carry it, and so do
+    /// the events it leaves held, whose dead letters may come much later.
+    origin: Option<snapshot::Through>,
     pub stats: EngineStats,
+}
+
+/// The deployment `id`, created on first sight; its conditions set once its system is known.
+fn deployment_in<'a>(
+    deployments: &'a mut BTreeMap<String, Deployment>,
+    config: &Arc<Config>,
+    groups: &Arc<GroupIndex>,
+    id: &str,
+    system: Option<crate::event::System>,
+) -> &'a mut Deployment {
+    if !deployments.contains_key(id) {
+        deployments.insert(id.to_string(), Deployment::new(id, system, config, groups.clone()));
+    }
+    let d = deployments.get_mut(id).expect("inserted above");
+    if d.system.is_none() && system.is_some() {
+        d.system = system;
+        d.set_conditions(config);
+    }
+    d
 }
 
 /// An event held because it lies beyond the clock's horizon.
 #[derive(Debug)]
 struct FutureHeld {
+    origin: Option<snapshot::Through>,
     event: Event,
     payload: Arc<[u8]>,
     receive: Millis,
@@ -156,6 +179,7 @@ impl Engine {
             open_breaches: HashMap::new(),
             future: Vec::new(),
             seeds: HashMap::new(),
+            origin: None,
             lifecycle: Vec::new(),
             source_positions: BTreeMap::new(),
             stats: EngineStats::default(),
@@ -164,6 +188,11 @@ impl Engine {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// The origin of the messages ingested from now on (None: not from Kafka).
+    pub fn set_origin(&mut self, origin: Option<snapshot::Through>) {
+        self.origin = origin;
     }
 
     /// Events held beyond the clock's horizon right now (README "Semantics").
@@ -394,7 +423,14 @@ impl Engine {
         }
     }
 
+    /// Dead-letters the message being ingested.
     fn reject(&mut self, e: Invalid, payload: &[u8]) -> Ingested {
+        let origin = self.origin.clone();
+        self.reject_from(e, payload, origin)
+    }
+
+    /// Dead-letters an event that came from `origin` (a held one: not the current message).
+    fn reject_from(&mut self, e: Invalid, payload: &[u8], origin: Option<snapshot::Through>) -> Ingested {
         let reason = e.reason;
         self.stats.invalid_total += 1;
         *self.stats.invalid_by_reason.entry(reason.as_str()).or_default() += 1;
@@ -408,22 +444,13 @@ impl Engine {
             detail: e.detail,
             deployment_id: e.deployment_id,
             payload: Arc::from(payload),
-            origin: None,
+            origin,
         });
         Ingested::Invalid(reason)
     }
 
     fn deployment_mut(&mut self, id: &str, system: Option<crate::event::System>) -> &mut Deployment {
-        let (config, groups) = (&self.config, &self.groups);
-        if !self.deployments.contains_key(id) {
-            self.deployments.insert(id.to_string(), Deployment::new(id, system, config, groups.clone()));
-        }
-        let d = self.deployments.get_mut(id).expect("inserted above");
-        if d.system.is_none() && system.is_some() {
-            d.system = system;
-            d.set_conditions(config);
-        }
-        d
+        deployment_in(&mut self.deployments, &self.config, &self.groups, id, system)
     }
 
     /// Applies a valid event, or holds it when it lies more than `max_future` ahead of the clock
@@ -453,7 +480,14 @@ impl Engine {
                     self.stats.duplicates += 1;
                     return Ingested::Duplicate;
                 }
-                self.future.push(FutureHeld { event: ev, payload: Arc::from(payload), receive, held_at: clock });
+                let origin = self.origin.clone();
+                self.future.push(FutureHeld {
+                    origin,
+                    event: ev,
+                    payload: Arc::from(payload),
+                    receive,
+                    held_at: clock,
+                });
                 self.stats.future_held += 1;
                 if self.future.len() >= FUTURE_JUMP {
                     let earliest = self.future.iter().map(|f| f.event.ts).min();
@@ -489,7 +523,10 @@ impl Engine {
         while let Some(reference) = self.clock.max(floor) {
             let Some(i) = self.future.iter().position(|f| f.event.ts <= reference + horizon) else { break };
             let f = self.future.remove(i);
+            // Whatever it holds or dead-letters came from its own message.
+            let current = std::mem::replace(&mut self.origin, f.origin);
             self.apply_now(f.event, &f.payload, f.receive);
+            self.origin = current;
         }
         let Some(clock) = self.clock else { return };
         let (expired, keep): (Vec<FutureHeld>, Vec<FutureHeld>) =
@@ -497,7 +534,7 @@ impl Engine {
         self.future = keep;
         for f in expired {
             let e = self.future_invalid(&f.event, "the engine clock");
-            self.reject(e, &f.payload);
+            self.reject_from(e, &f.payload, f.origin);
         }
     }
 
@@ -527,7 +564,10 @@ impl Engine {
             return Ingested::Duplicate;
         }
         let mode = self.mode;
-        let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
+        // Only a held event keeps its origin (cloned then, not for every event).
+        let origin = &self.origin;
+        // Borrows only the fields it needs: the origin stays readable.
+        let d = deployment_in(&mut self.deployments, &self.config, &self.groups, &ev.deployment_id, Some(ev.system));
         let outcome = d.apply(&ev, eval_now, timeout);
         match outcome {
             Applied::Duplicate => {
@@ -542,7 +582,12 @@ impl Engine {
                     _ => unreachable!("only decisions and outcomes are held"),
                 };
                 d.held_order.push_back((now, alert_id.clone()));
-                d.held.entry(alert_id).or_default().push(Held { event: ev, held_at: now, raw: Arc::from(payload) });
+                d.held.entry(alert_id).or_default().push(Held {
+                    event: ev,
+                    held_at: now,
+                    raw: Arc::from(payload),
+                    origin: origin.clone(),
+                });
                 self.stats.held += 1;
                 return Ingested::Held;
             }
@@ -602,7 +647,7 @@ impl Engine {
         // Held future events that never became due: dead-lettered, the clock unmoved.
         for f in std::mem::take(&mut self.future) {
             let e = self.future_invalid(&f.event, "the engine clock");
-            self.reject(e, &f.payload);
+            self.reject_from(e, &f.payload, f.origin);
         }
         let Some(now) = self.clock else { return };
         self.evaluate_all(now, true);
@@ -644,7 +689,7 @@ impl Engine {
                     ),
                     deployment_id: Some(id.clone()),
                     payload: h.raw,
-                    origin: None,
+                    origin: h.origin,
                 });
             }
             d.expire_adjudications(now);

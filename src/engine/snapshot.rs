@@ -254,7 +254,7 @@ impl DeploymentSnapshot {
                 .into_iter()
                 .filter_map(|h| {
                     let event = parse_line(h.raw.as_bytes()).ok()?;
-                    Some(Held { event, held_at: h.held_at, raw: Arc::from(h.raw.into_bytes()) })
+                    Some(Held { event, held_at: h.held_at, raw: Arc::from(h.raw.into_bytes()), origin: None })
                 })
                 .collect();
             if !held.is_empty() {

@@ -101,14 +101,15 @@ impl Pipeline {
         r
     }
 
-    /// Applies one Kafka message; its dead letters carry the message's coordinates.
+    /// Applies one Kafka message; its dead letters carry the coordinates of the message each
+    /// came from.
     pub fn ingest_message(&self, payload: &[u8], receive: i64, origin: crate::engine::snapshot::Through) -> Ingested {
         let mut engine = self.lock();
+        // Dead letters carry the message they came from: this one, or an earlier one whose
+        // held event expires now.
+        engine.set_origin(Some(origin));
         let res = engine.ingest(payload, receive);
-        for mut d in engine.drain_dead_letters() {
-            d.origin = Some(origin.clone());
-            self.dead_letter(&d);
-        }
+        engine.set_origin(None);
         self.flush(&mut engine);
         res
     }
