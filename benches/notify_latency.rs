@@ -71,16 +71,11 @@ profiles:
     let receivers = config.raw.receivers.clone();
     let pipeline = Pipeline::new(Engine::new(Arc::new(config), ClockMode::Event), DeadLetterSink::Discard);
     let outbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 16 << 20).unwrap()));
-    pipeline.set_outbox(outbox.clone());
+    let notifier = ddtwatch::notify::Notifier::new(Some(outbox.clone()), None);
+    pipeline.set_publisher(notifier.clone());
     let d = Dispatcher::new(outbox.clone(), None);
     let task = ddtwatch::health::Health::new().task("dispatcher", Duration::from_secs(600));
-    rt.spawn(dispatch::run(
-        d,
-        move || receivers.clone(),
-        pipeline.outbox_wake.clone(),
-        ddtwatch::clock::wall_clock_ms,
-        task,
-    ));
+    rt.spawn(dispatch::run(d, move || receivers.clone(), notifier.wake.clone(), ddtwatch::time::wall_clock_ms, task));
 
     let ev = |id: String, dep: &str, ty: &str, ts: &str, extra: &str| {
         format!(
@@ -109,7 +104,7 @@ profiles:
         durable.push(start.elapsed().as_secs_f64() * 1e3);
         assert_eq!(enqueued(), before + 1, "sample {i} enqueued one notification");
         let t = transitions.try_recv().expect("the firing transition");
-        let key = format!("{}/firing", t.idempotency_key());
+        let key = ddtwatch::notify::key::NotificationKey::of(&t).to_string();
         // Paced: wait for this delivery before the next breach (latency, not a backlog).
         while !arrivals.lock().unwrap().contains_key(&key) {
             std::thread::sleep(Duration::from_micros(50));

@@ -577,7 +577,6 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
                 .with_context(|| format!("opening the audit log in {}", dir.display()))?;
             let log = Arc::new(std::sync::Mutex::new(log));
             crate::audit::record(&log, "config", serde_json::json!({"event": "loaded", "config_hash": config.hash}));
-            pipeline.set_audit(log.clone());
             Some(log)
         }
         None => None,
@@ -600,11 +599,12 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
                 tracing::info!(breaches = seeded, "outbox: open breaches taken over under their notification ids");
             }
             let o = Arc::new(std::sync::Mutex::new(o));
-            pipeline.set_outbox(o.clone());
             Some(o)
         }
         None => None,
     };
+    let notifier = crate::notify::Notifier::new(outbox.clone(), audit.clone());
+    pipeline.set_publisher(notifier.clone());
     let health = crate::health::Health::new();
     let process = Arc::new(ProcessState {
         kafka: Some(kafka_stats.clone()),
@@ -690,7 +690,7 @@ fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitC
             let engine = pipeline.engine.clone();
             let receivers = move || engine.lock().map(|e| e.config().raw.receivers.clone()).unwrap_or_default();
             let task = health.task("dispatcher", Duration::from_secs(600));
-            tokio::spawn(crate::notify::dispatch::run(d, receivers, pipeline.outbox_wake.clone(), wall_clock_ms, task))
+            tokio::spawn(crate::notify::dispatch::run(d, receivers, notifier.wake.clone(), wall_clock_ms, task))
         });
         let snapshots = snapshot_path.clone().map(|path| {
             let p = pipeline.clone();

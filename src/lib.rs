@@ -1,33 +1,37 @@
 //! ddtwatch — a live-monitoring sidecar for police data-driven technologies (live facial
 //! recognition, ANPR).
 //!
-//! The pipeline, by module:
-//! - [`event`]: the event contract (schema_version 1): typed events, validation with reasons.
-//! - [`ingest`]: where events come from (file/stdin replay, HTTP, the simulator) and where
-//!   invalid ones go (dead letters).
-//! - [`engine`]: per-deployment state, the alert ↔ decision ↔ outcome join, counters, windows,
-//!   the engine clock, evaluation once per second of engine time.
-//! - [`stats`]: pure statistics (intervals, Fisher exact, PSI/KS/Page-Hinkley).
-//! - [`rules`]: the condition model, evaluation formulas and the breach lifecycle.
-//! - [`notify`]: where breach transitions go (receivers).
-//! - [`report`]: the publishable deployment record (Markdown, JSON, CSV).
-//! - [`telemetry`]: every metric name and the logging setup.
-//! - [`health`]: liveness of the long-lived tasks (behind `/healthz`) and each source's state.
-//! - [`audit`]: the hash-chained audit log and its verification.
-//! - [`http`]: `/metrics`, health, the API, connection limits.
-//! - [`config`]: YAML model, loading, validation, embedded defaults.
-//! - [`clock`]: the wall clock.
-//! - [`cli`]: the `ddtwatch` commands.
+//! The path of an event: a source in [`ingest`] parses it ([`event`]) and hands it to the
+//! [`engine`], which keeps each deployment's state and evaluates its conditions ([`rules`]) once
+//! a second; a breach transition goes through the [`ingest::Publisher`] to the
+//! [`notify::Notifier`] (outbox, dispatcher, receivers) and the [`audit`] log; [`telemetry`],
+//! [`report`] and [`http`] read the engine; [`cli`] wires it all.
 //!
-//! [`ingest::kafka`] is the Kafka source (its own thread per source) and the Kafka dead-letter
-//! producer.
+//! Modules by layer, lowest first; a module uses only modules on lower layers
+//! (`tests/layering.rs` checks every `crate::` path):
+//! 0. [`time`] (event time, durations, the one wall clock), [`diag`] (config errors with key
+//!    paths);
+//! 1. [`event`] (the event contract: typed events, validation with reasons), [`stats`] (pure
+//!    statistics), [`health`] (liveness of tasks and sources);
+//! 2. [`rules`]: the condition model, evaluation results and the breach lifecycle;
+//! 3. [`config`]: the YAML model, loading, validation, embedded defaults, hot reload;
+//! 4. [`engine`]: per-deployment state, the alert ↔ decision ↔ outcome join, windows, the engine
+//!    clock, evaluation, snapshots;
+//! 5. [`ingest`]: sources (files, HTTP bodies, the simulator, [`ingest::kafka`]) into the
+//!    pipeline, and dead letters;
+//! 6. [`audit`]: the hash-chained audit log and its verification;
+//! 7. [`notify`]: notification keys, the notifier, the durable outbox, the dispatcher, receivers;
+//! 8. [`report`] (the publishable deployment record), [`telemetry`] (metrics, logging);
+//! 9. [`http`]: `/metrics`, health, the API, connection limits;
+//! 10. `service` (reserved: the service wiring, today in `cli`);
+//! 11. [`cli`]: the `ddtwatch` commands and the service wiring.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod audit;
 pub mod cli;
-pub mod clock;
 pub mod config;
+pub mod diag;
 pub mod engine;
 pub mod event;
 pub mod health;
@@ -38,3 +42,4 @@ pub mod report;
 pub mod rules;
 pub mod stats;
 pub mod telemetry;
+pub mod time;

@@ -361,7 +361,7 @@ async fn kill_9_in_wall_mode_before_the_first_snapshot_gives_no_new_ids() {
 
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let now = ddtwatch::clock::wall_clock_ms();
+    let now = ddtwatch::time::wall_clock_ms();
     let ts = |back_s: i64| ddtwatch::event::format_ts((now / 1000 - back_s) * 1000);
     let events = [
         event("e1", "deployment", &ts(60), json!({"phase": "started"})),

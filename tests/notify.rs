@@ -94,7 +94,8 @@ fn config(base: &str, secret_file: &std::path::Path, oversight: &str, ops: &str)
 /// Replays a breach-tripping scenario through a pipeline whose outbox is `outbox`.
 fn enqueue_breaches(config: &Config, outbox: &SharedOutbox) {
     let pipeline = Pipeline::new(Engine::new(Arc::new(config.clone()), ClockMode::Event), DeadLetterSink::Discard);
-    pipeline.set_outbox(outbox.clone());
+    let notifier = ddtwatch::notify::Notifier::new(Some(outbox.clone()), None);
+    pipeline.set_publisher(notifier.clone());
     let lines = simulator::generate_lines(simulator::Scenario::ThresholdLowered, 3000, 11);
     pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
     pipeline.engine.lock().unwrap().finish();

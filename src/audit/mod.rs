@@ -77,9 +77,6 @@ fn expected_hash(r: &Record, key: Option<&[u8]>) -> String {
     keyed_hash(key, &r.prev, r.seq, &r.ts, &r.kind, &r.data)
 }
 
-/// Shortest audit key accepted (bytes): an HMAC key as strong as the hash.
-pub const MIN_KEY_BYTES: usize = 32;
-
 #[derive(Debug, Serialize, Deserialize)]
 struct Head {
     seq: u64,
@@ -291,7 +288,7 @@ pub type SharedAudit = std::sync::Arc<std::sync::Mutex<AuditLog>>;
 /// and `ddtwatch_audit_records_total` stops growing).
 pub fn record(log: &SharedAudit, kind: &str, data: Value) {
     let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = l.append(kind, data, crate::clock::wall_clock_ms()) {
+    if let Err(e) = l.append(kind, data, crate::time::wall_clock_ms()) {
         tracing::error!(error = %e, kind, "audit log append failed");
     }
 }

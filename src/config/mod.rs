@@ -1,17 +1,15 @@
 //! Configuration: YAML model, loading (with profile files), validation and the embedded default.
 //!
 //! Loading is two steps, as in quickwit's config crate: serde with `deny_unknown_fields` (so a
-//! misspelled key fails with its path and a "did you mean" hint), then [`Config::validate`]-style
+//! misspelled key fails with its path and a "did you mean" hint), then `validate`-style
 //! checks that need the whole picture (profiles exist, receivers exist, overrides name real
 //! conditions). Every problem is reported as `path: problem`, all at once.
 
-mod duration;
 pub mod reload;
 
-pub use duration::Dur;
+pub use crate::time::Dur;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,51 +20,7 @@ use sha2::Digest;
 use crate::event::{Authorisation, System, parse_ts};
 use crate::rules::{Condition, Kind, parse_condition};
 
-/// One configuration problem, printed as `path: problem`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// All problems found in a configuration.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-/// ` (did you mean "x"?)` for the closest candidate, or "" when nothing is close.
-pub fn suggest(word: &str, candidates: &[&str]) -> String {
-    candidates
-        .iter()
-        .map(|c| (strsim::jaro_winkler(word, c), *c))
-        .filter(|(s, _)| *s > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| format!(" (did you mean \"{c}\"?)"))
-        .unwrap_or_default()
-}
+pub use crate::diag::{ConfigError, ConfigErrors, suggest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -281,15 +235,6 @@ pub struct ReceiverConfig {
 }
 
 impl ReceiverConfig {
-    /// The shared retry policy with this receiver's settings.
-    pub fn retry_policy(&self) -> crate::notify::retry::RetryPolicy {
-        crate::notify::retry::RetryPolicy {
-            initial_ms: self.backoff_initial.ms(),
-            max_interval_ms: self.backoff_max.ms(),
-            max_age_ms: self.max_age.ms(),
-        }
-    }
-
     pub fn secret(&self) -> SecretRef {
         SecretRef { file: self.secret_file.clone(), env: self.secret_env.clone() }
     }
@@ -481,9 +426,12 @@ pub struct RawConfig {
     /// symlink, which inotify watches on the old file miss.
     #[serde(default = "five_seconds")]
     pub reload_interval: Dur,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "AuditConfig::is_unset")]
     pub audit: AuditConfig,
 }
+
+/// Shortest `audit.key` accepted (bytes): an HMAC key as strong as the hash.
+pub const MIN_AUDIT_KEY_BYTES: usize = 32;
 
 /// The audit log in `state_dir` (README "Audit log").
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -496,12 +444,16 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    fn is_unset(&self) -> bool {
+        self.key.is_none()
+    }
+
     /// The key's bytes, if one is configured (refused when shorter than the minimum).
     pub fn read_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
         let Some(k) = &self.key else { return Ok(None) };
         let v = k.read("audit.key")?.into_bytes();
-        if v.len() < crate::audit::MIN_KEY_BYTES {
-            anyhow::bail!("audit.key is {} bytes; at least {} are needed", v.len(), crate::audit::MIN_KEY_BYTES);
+        if v.len() < MIN_AUDIT_KEY_BYTES {
+            anyhow::bail!("audit.key is {} bytes; at least {} are needed", v.len(), MIN_AUDIT_KEY_BYTES);
         }
         Ok(Some(v))
     }

@@ -8,6 +8,7 @@
 
 mod dedup;
 mod deployment;
+mod eval;
 mod series;
 pub mod snapshot;
 mod summary;
@@ -21,7 +22,8 @@ use std::sync::Arc;
 
 use crate::config::{ClockMode, Config};
 use crate::event::{Body, Event, EventType, Invalid, Millis, Reason, parse_line};
-use crate::rules::{BreachState, Transition, TransitionKind, evaluate};
+use crate::rules::{BreachState, Transition, TransitionKind};
+use eval::evaluate;
 
 use dedup::{Dedup, fingerprint};
 pub use dedup::{Spill, SpillCounts};
@@ -65,6 +67,9 @@ pub struct BreachRecord {
     pub limit: serde_json::Value,
     pub notify: Vec<String>,
 }
+
+/// The engine shared by the sources, the HTTP API and the metrics.
+pub type SharedEngine = Arc<std::sync::Mutex<Engine>>;
 
 pub struct Engine {
     config: Arc<Config>,
@@ -339,7 +344,7 @@ impl Engine {
         Ok(n)
     }
 
-    /// Wall mode: takes over the open breaches the outbox holds (see [`Engine::seeds`]), so a
+    /// Wall mode: takes over the open breaches the outbox holds (see [`Lifecycle::seed`](crate::rules::Lifecycle::seed)), so a
     /// restart that lost the state behind them neither fires them again under a new id nor
     /// leaves their ids unresolved. Event mode needs none: its re-read is deterministic and
     /// re-derives the same keys, which the outbox de-duplicates. Returns how many were taken.

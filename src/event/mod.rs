@@ -13,8 +13,8 @@ pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, parse_line, parse_value};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Milliseconds since the Unix epoch, UTC.
-pub type Millis = i64;
+// Event time is `crate::time`'s; re-exported for the event contract.
+pub use crate::time::{Millis, format_ts, parse_ts, ser_opt_ts, ser_ts};
 
 /// Which kind of operational system produced the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -354,30 +354,4 @@ impl Invalid {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Invalid { reason, detail: detail.into(), deployment_id: None, system: None }
     }
-}
-
-/// Formats a timestamp as RFC 3339 UTC with millisecond precision when needed.
-pub fn format_ts(ms: Millis) -> String {
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        None => ms.to_string(),
-    }
-}
-
-/// Parses RFC 3339 with an offset into epoch milliseconds.
-pub fn parse_ts(s: &str) -> Option<Millis> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
-}
-
-/// Serialises an optional timestamp as RFC 3339 (serde `serialize_with`).
-pub fn ser_opt_ts<S: serde::Serializer>(ts: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
-    match ts {
-        Some(t) => s.serialize_str(&format_ts(*t)),
-        None => s.serialize_none(),
-    }
-}
-
-/// Serialises a timestamp as RFC 3339 (serde `serialize_with`).
-pub fn ser_ts<S: serde::Serializer>(ts: &Millis, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_ts(*ts))
 }

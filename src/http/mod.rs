@@ -38,7 +38,7 @@ pub struct AppState {
     pub clock: fn() -> i64,
 }
 
-pub use crate::clock::wall_clock_ms;
+pub use crate::time::wall_clock_ms;
 
 pub fn router(state: AppState) -> Router {
     // Reads of the API need the bearer token (or `anonymous_reads`): they carry per-group

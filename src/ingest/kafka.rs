@@ -840,7 +840,7 @@ fn apply(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, msg: &rdkafka::message::Borrow
     if skip {
         ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
     } else {
-        ctx.pipeline.ingest_message(payload, crate::clock::wall_clock_ms(), origin);
+        ctx.pipeline.ingest_message(payload, crate::time::wall_clock_ms(), origin);
     }
     if let Err(e) = consumer.store_offset_from_message(msg) {
         tracing::warn!(error = %e, "storing offset failed");

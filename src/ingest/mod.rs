@@ -12,4 +12,4 @@ pub mod replay;
 pub mod simulator;
 
 pub use dead_letter::DeadLetterSink;
-pub use pipeline::{BatchResult, Ingest, Pipeline};
+pub use pipeline::{BatchResult, Ingest, Pipeline, Publisher};

@@ -5,10 +5,19 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::engine::{Engine, Ingested};
+use crate::engine::{Engine, Ingested, SharedEngine};
+use crate::event::Phase;
 use crate::ingest::DeadLetterSink;
 use crate::rules::Transition;
-use crate::telemetry::SharedEngine;
+use crate::time::Millis;
+
+/// What the engine produces besides its state, handed on after each call that applied events
+/// (and before it returns): breach transitions and deployment phase changes. The notifier
+/// (`notify::Notifier`) journals, wakes the dispatcher and audits them.
+pub trait Publisher: Send + Sync {
+    fn transition(&self, t: &Transition);
+    fn phase(&self, deployment: &str, phase: Phase, ts: Millis);
+}
 
 /// Outcome counts of one batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -35,10 +44,7 @@ pub struct Pipeline {
     pub engine: SharedEngine,
     transitions: broadcast::Sender<Transition>,
     dead: Arc<Mutex<DeadLetterSink>>,
-    audit: Arc<Mutex<Option<crate::audit::SharedAudit>>>,
-    outbox: Arc<Mutex<Option<crate::notify::outbox::SharedOutbox>>>,
-    /// Woken whenever a notification is enqueued (the dispatcher waits on it).
-    pub outbox_wake: Arc<tokio::sync::Notify>,
+    publisher: Arc<Mutex<Option<Arc<dyn Publisher>>>>,
 }
 
 impl Pipeline {
@@ -50,21 +56,14 @@ impl Pipeline {
             engine: Arc::new(Mutex::new(engine)),
             transitions: tx,
             dead: Arc::new(Mutex::new(dead)),
-            audit: Arc::new(Mutex::new(None)),
-            outbox: Arc::new(Mutex::new(None)),
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            publisher: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Breach transitions and deployment lifecycle changes go to this audit log from now on.
-    pub fn set_audit(&self, log: crate::audit::SharedAudit) {
-        *self.audit.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
-    }
-
-    /// Breach transitions are journaled here (one notification per receiver) before the call
+    /// Breach transitions and deployment phase changes go to `p` from now on, before the call
     /// that applied their events returns.
-    pub fn set_outbox(&self, outbox: crate::notify::outbox::SharedOutbox) {
-        *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(outbox);
+    pub fn set_publisher(&self, p: Arc<dyn Publisher>) {
+        *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
@@ -160,35 +159,15 @@ impl Pipeline {
             self.dead_letter(&d);
         }
         let _ = self.dead.lock().map(|mut s| s.flush());
-        let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(a) = &audit {
-            for (deployment, phase, ts) in engine.drain_lifecycle() {
-                crate::audit::record(
-                    a,
-                    "lifecycle",
-                    serde_json::json!({"deployment": deployment, "phase": phase.as_str(), "event_ts": crate::event::format_ts(ts)}),
-                );
+        let publisher = self.publisher.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (deployment, phase, ts) in engine.drain_lifecycle() {
+            if let Some(p) = &publisher {
+                p.phase(&deployment, phase, ts);
             }
-        } else {
-            engine.drain_lifecycle();
         }
-        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for t in engine.drain_transitions() {
-            if let Some(o) = &outbox {
-                let key = format!("{}/{}", t.idempotency_key(), t.state.as_str());
-                let body = serde_json::to_value(&t).unwrap_or_default();
-                let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
-                for r in &t.notify {
-                    if let Err(e) = o.enqueue(r, &key, body.clone(), crate::clock::wall_clock_ms()) {
-                        tracing::error!(error = %e, receiver = %r, "outbox write failed");
-                    }
-                }
-                if !t.notify.is_empty() {
-                    self.outbox_wake.notify_one();
-                }
-            }
-            if let Some(a) = &audit {
-                crate::audit::record(a, "breach", serde_json::to_value(&t).unwrap_or_default());
+            if let Some(p) = &publisher {
+                p.transition(&t);
             }
             // No subscriber is not an error (e.g. before receivers start).
             let _ = self.transitions.send(t);

@@ -1,5 +1,5 @@
 //! The dispatcher: delivers the outbox's pending notifications to their receivers with the
-//! shared [`RetryPolicy`], journals each end (delivered / failed for good) in the outbox and
+//! shared [`RetryPolicy`](super::retry::RetryPolicy), journals each end (delivered / failed for good) in the outbox and
 //! every attempt in the audit log, and re-sends open breaches to Alertmanager every `resend`.
 //!
 //! Time is a parameter ([`Dispatcher::run_due`] takes `now`), so tests drive hours of retries
@@ -313,7 +313,7 @@ struct ReceiverJob {
 impl ReceiverJob {
     async fn deliver(self) -> Vec<(Due, Outcome)> {
         let (r, now) = (&self.receiver, self.now);
-        let policy = r.retry_policy();
+        let policy = super::retry::RetryPolicy::of(r);
         // Alert identities (the condition) with an earlier notification still undelivered: later
         // transitions of that condition — of this breach or a later one — wait for it, so the
         // receiver never sees them out of order (an Alertmanager would otherwise show breach 1

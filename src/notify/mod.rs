@@ -5,9 +5,13 @@
 
 pub mod alertmanager;
 pub mod dispatch;
+pub mod key;
+pub mod notifier;
 pub mod outbox;
 pub mod retry;
 pub mod webhook;
+
+pub use notifier::Notifier;
 
 use crate::rules::Transition;
 

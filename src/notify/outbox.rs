@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::key::{breach_key, identity_key};
+
 pub type SharedOutbox = std::sync::Arc<std::sync::Mutex<Outbox>>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -310,20 +312,6 @@ fn close_active(active: &mut BTreeMap<(String, String), Entry>, e: &Entry) {
     if let Some(base) = e.key.strip_suffix("/resolved") {
         active.remove(&(e.receiver.clone(), base.to_string()));
     }
-}
-
-/// The alert identity of a notification key: `ddtwatch/<deployment>/<condition>` — what an
-/// Alertmanager sees as one alert (same labels) across the condition's breaches. Deliveries to a
-/// receiver keep transition order per identity, so a later breach's `firing` never overtakes an
-/// earlier one's undelivered `resolved`.
-pub fn identity_key(key: &str) -> &str {
-    let breach = breach_key(key);
-    breach.rsplit_once('/').map(|(i, _)| i).unwrap_or(breach)
-}
-
-/// The breach part of a notification key (without the trailing `/<state>`).
-pub fn breach_key(key: &str) -> &str {
-    key.rsplit_once('/').map(|(b, _)| b).unwrap_or(key)
 }
 
 #[cfg(test)]

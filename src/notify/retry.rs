@@ -19,6 +19,17 @@ pub struct RetryPolicy {
     pub max_age_ms: i64,
 }
 
+impl RetryPolicy {
+    /// The shared policy with a receiver's settings.
+    pub fn of(r: &crate::config::ReceiverConfig) -> Self {
+        RetryPolicy {
+            initial_ms: r.backoff_initial.ms(),
+            max_interval_ms: r.backoff_max.ms(),
+            max_age_ms: r.max_age.ms(),
+        }
+    }
+}
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {

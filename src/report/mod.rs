@@ -11,6 +11,7 @@
 //! authorising officer's token is never serialised), and nothing here adds any: the record names
 //! the authorising rank only.
 
+use crate::notify::key::NotificationKey;
 use serde_json::{Value, json};
 
 /// CONDITIONS.md: `min_per_group` default when no disparity condition names the attribute.
@@ -92,24 +93,25 @@ pub fn build(summary: &Value, audit: &[Value]) -> Value {
         .unwrap_or_default()
         .iter()
         .map(|b| {
-            let prefix = format!(
-                "ddtwatch/{dep}/{}/{}/",
+            let breach = (
+                dep,
                 b["condition"].as_str().unwrap_or_default(),
-                b["started_at"].as_str().unwrap_or_default()
+                b["started_at"].as_str().and_then(crate::time::parse_ts),
             );
             let notifications: Vec<Value> = audit
                 .iter()
                 .filter(|r| r["kind"] == "notification")
                 .filter(|r| r["data"]["result"] != "retry")
-                .filter(|r| r["data"]["key"].as_str().is_some_and(|k| k.starts_with(&prefix)))
-                .map(|r| {
-                    let key = r["data"]["key"].as_str().unwrap_or_default();
-                    json!({
-                        "receiver": r["data"]["receiver"],
-                        "notification": key.rsplit('/').next().unwrap_or_default(),
-                        "result": r["data"]["result"],
-                        "at": r["ts"],
-                        "attempts": r["data"]["attempts"],
+                .filter_map(|r| {
+                    let key: NotificationKey = r["data"]["key"].as_str()?.parse().ok()?;
+                    ((key.deployment.as_str(), key.condition.as_str(), Some(key.started_at)) == breach).then(|| {
+                        json!({
+                            "receiver": r["data"]["receiver"],
+                            "notification": key.state.as_str(),
+                            "result": r["data"]["result"],
+                            "at": r["ts"],
+                            "attempts": r["data"]["attempts"],
+                        })
                     })
                 })
                 .collect();

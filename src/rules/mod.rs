@@ -1,17 +1,17 @@
 //! Conditions: the config model, their evaluation against a deployment, and the breach
 //! lifecycle that turns verdicts into `firing` / `resolved` transitions.
 
-mod eval;
+mod evaluation;
 mod lifecycle;
 mod model;
 
-pub use eval::{Evaluation, JsonText, evaluate};
+pub use evaluation::{Evaluation, JsonText};
 pub use lifecycle::{BreachState, Lifecycle, TransitionKind, Verdict};
 pub use model::*;
 
 use serde::Serialize;
 
-use crate::event::{Millis, System, format_ts, ser_ts};
+use crate::event::{Millis, System, ser_ts};
 
 /// A breach transition: what receivers are told (CONDITIONS.md, "Breach lifecycle and
 /// notifications"). Emitted by the engine in order; `replay` prints one JSON line per transition.
@@ -39,11 +39,4 @@ pub struct Transition {
     pub runbook: Option<String>,
     pub notify: Vec<String>,
     pub detail: serde_json::Value,
-}
-
-impl Transition {
-    /// `ddtwatch/<deployment>/<condition>/<started_at>`: the same breach is the same notification.
-    pub fn idempotency_key(&self) -> String {
-        format!("ddtwatch/{}/{}/{}", self.deployment_id, self.condition, format_ts(self.started_at))
-    }
 }

@@ -7,9 +7,10 @@
 use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
-use crate::config::{ConfigError, Dur, suggest};
+use crate::diag::{ConfigError, suggest};
 use crate::event::EventType;
 use crate::stats::IntervalMethod;
+use crate::time::Dur;
 
 /// Counters of CONDITIONS.md usable as numerator or denominator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

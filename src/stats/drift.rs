@@ -13,14 +13,14 @@ pub const PSI_EPSILON: f64 = 1e-4;
 /// Bin counts over fixed edges on [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Histogram {
-    /// Left edges, ascending; edges[0] should be 0. Shared by every copy (a deployment keeps
+    /// Left edges, ascending; `edges[0]` should be 0. Shared by every copy (a deployment keeps
     /// several histograms per drift condition, over the same edges).
     pub edges: Arc<[f64]>,
     pub counts: Vec<u64>,
 }
 
 impl Histogram {
-    /// `bins` equal bins on [0, 1]: edges[i] = i/bins as f64.
+    /// `bins` equal bins on [0, 1]: `edges[i] = i / bins`.
     pub fn equal(bins: usize) -> Self {
         let edges = (0..bins).map(|i| i as f64 / bins as f64).collect();
         Histogram { edges, counts: vec![0; bins] }
@@ -32,7 +32,7 @@ impl Histogram {
         Histogram { edges, counts: vec![0; n] }
     }
 
-    /// Bin of x: the largest i with x ≥ edges[i] (1.0 lands in the last bin).
+    /// Bin of x: the largest i with `x ≥ edges[i]` (1.0 lands in the last bin).
     pub fn bin(&self, x: f64) -> usize {
         let n = self.edges.len();
         // Guess as if the edges were equal on [0, 1] (they usually are), then step to the exact

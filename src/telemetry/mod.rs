@@ -6,7 +6,7 @@
 //! validated by charset, allow-listed groups, fixed enums); never tokens, plates, alert ids or
 //! free text.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
@@ -151,7 +151,7 @@ pub mod names {
 }
 
 /// The engine shared between the ingest loop, HTTP handlers and the metrics collector.
-pub type SharedEngine = Arc<Mutex<Engine>>;
+pub use crate::engine::SharedEngine;
 
 /// Process state the collector reports besides the engine.
 #[derive(Debug, Default)]
@@ -315,7 +315,7 @@ impl Collector for EngineCollector {
             f.add(vec![], o.depth() as f64);
             fams.push(f);
             let mut f = Family::new(OUTBOX_OLDEST, "Age of the oldest pending notification (0 when none)", g);
-            f.add(vec![], o.oldest_age(crate::clock::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
+            f.add(vec![], o.oldest_age(crate::time::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
             fams.push(f);
             let mut f = Family::new(NOTIFICATIONS, "Notification attempts by receiver and result", c);
             for (r, rc) in &engine.config().raw.receivers {

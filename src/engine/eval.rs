@@ -1,77 +1,14 @@
 //! Evaluation of one condition against one deployment at engine time `now`
-//! (formulas exactly as CONDITIONS.md writes them).
+//! (formulas exactly as CONDITIONS.md writes them). Part of the engine (it reads deployment
+//! state); the condition model and the result type are `rules`'.
 
 use serde_json::{Map, Value, json};
 
-use super::lifecycle::Verdict;
-use super::model::*;
-use crate::engine::tally::{
-    ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED,
-};
-use crate::engine::{ConditionRuntime, Deployment};
-use crate::event::{Millis, format_ts};
+use super::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
+use super::{ConditionRuntime, Deployment};
+use crate::rules::*;
 use crate::stats::{disparity, ks_binned, ks_critical, psi};
-
-/// The result of one evaluation: verdict, value, bounds, sample size and kind-specific detail.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Evaluation {
-    /// Per-source instance (silence), else None.
-    pub instance: Option<String>,
-    pub verdict: Verdict,
-    pub value: Option<f64>,
-    pub lower: Option<f64>,
-    pub upper: Option<f64>,
-    pub n: Option<u64>,
-    pub limit: JsonText,
-    pub detail: JsonText,
-}
-
-/// The limit and kind-specific detail of an evaluation, kept as compact JSON text: every
-/// condition of every deployment keeps its latest evaluation, and a `serde_json::Value` tree
-/// costs several times its text (a per-group table alone ≈ 10 KB; ≈ 60 KB a deployment with the
-/// LFR profile). Parsed only when shown (API, metrics at scrape time, transitions).
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonText(Box<str>);
-
-impl std::fmt::Display for JsonText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Default for JsonText {
-    fn default() -> Self {
-        JsonText("{}".into())
-    }
-}
-
-impl From<Value> for JsonText {
-    fn from(v: Value) -> Self {
-        JsonText(v.to_string().into_boxed_str())
-    }
-}
-
-impl JsonText {
-    /// The text as a JSON value.
-    pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).expect("a JsonText holds serialised JSON")
-    }
-}
-
-impl Evaluation {
-    fn new(verdict: Verdict) -> Self {
-        Evaluation {
-            instance: None,
-            verdict,
-            value: None,
-            lower: None,
-            upper: None,
-            n: None,
-            limit: JsonText::default(),
-            detail: JsonText::default(),
-        }
-    }
-}
+use crate::time::{Dur, Millis, format_ts};
 
 /// Evaluates a condition; silence conditions give one evaluation per source.
 pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec<Evaluation> {
@@ -439,7 +376,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
     e
 }
 
-fn deadline(scope: &str, within: crate::config::Dur, dep: &Deployment, now: Millis) -> Evaluation {
+fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::Ok);
     e.limit = json!({"within": within.as_secs_f64(), "scope": scope}).into();
     let Some(stop) = dep.stopped_at else {

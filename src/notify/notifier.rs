@@ -1,0 +1,60 @@
+//! The notifier: what becomes of a breach transition besides the engine's own state. It journals
+//! one notification per receiver in the outbox (durable before the call returns, so before the
+//! events that caused it are acknowledged), wakes the dispatcher, and writes the audit record;
+//! deployment phase changes are audited too. The pipeline hands it everything through the
+//! [`Publisher`] trait (ingest knows nothing of notify or audit).
+
+use std::sync::Arc;
+
+use super::key::NotificationKey;
+use super::outbox::SharedOutbox;
+use crate::audit::SharedAudit;
+use crate::event::Phase;
+use crate::ingest::Publisher;
+use crate::rules::Transition;
+use crate::time::{Millis, format_ts, wall_clock_ms};
+
+pub struct Notifier {
+    outbox: Option<SharedOutbox>,
+    audit: Option<SharedAudit>,
+    /// Woken whenever a notification is enqueued (the dispatcher waits on it).
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Notifier {
+    /// Without an outbox, transitions are only audited (and broadcast by the pipeline).
+    pub fn new(outbox: Option<SharedOutbox>, audit: Option<SharedAudit>) -> Arc<Self> {
+        Arc::new(Notifier { outbox, audit, wake: Arc::new(tokio::sync::Notify::new()) })
+    }
+}
+
+impl Publisher for Notifier {
+    fn transition(&self, t: &Transition) {
+        let body = serde_json::to_value(t).unwrap_or_default();
+        if let Some(o) = &self.outbox {
+            let key = NotificationKey::of(t).to_string();
+            let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &t.notify {
+                if let Err(e) = o.enqueue(r, &key, body.clone(), wall_clock_ms()) {
+                    tracing::error!(error = %e, receiver = %r, "outbox write failed");
+                }
+            }
+            if !t.notify.is_empty() {
+                self.wake.notify_one();
+            }
+        }
+        if let Some(a) = &self.audit {
+            crate::audit::record(a, "breach", body);
+        }
+    }
+
+    fn phase(&self, deployment: &str, phase: Phase, ts: Millis) {
+        if let Some(a) = &self.audit {
+            crate::audit::record(
+                a,
+                "lifecycle",
+                serde_json::json!({"deployment": deployment, "phase": phase.as_str(), "event_ts": format_ts(ts)}),
+            );
+        }
+    }
+}

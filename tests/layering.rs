@@ -1,0 +1,108 @@
+//! The layering of `src/` (lib.rs's module map): a module may use only modules on lower layers.
+//! Reads every `crate::<module>` path outside comments and fails on an import across or up the
+//! layers, so the path event → engine → rules → notify stays one-way.
+
+mod common;
+
+/// Layer of each top-level module, lowest first (the order lib.rs documents).
+const LAYERS: &[(&str, u32)] = &[
+    ("time", 0),
+    ("diag", 0),
+    ("event", 1),
+    ("stats", 1),
+    ("health", 1),
+    ("rules", 2),
+    ("config", 3),
+    ("engine", 4),
+    ("ingest", 5),
+    ("audit", 6),
+    ("notify", 7),
+    ("report", 8),
+    ("telemetry", 8),
+    ("http", 9),
+    ("service", 10),
+    ("cli", 11),
+];
+
+fn layer(module: &str) -> Option<u32> {
+    LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
+}
+
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every (file, line, used module) of `crate::<module>` outside comments.
+fn uses(src: &std::path::Path) -> Vec<(String, String, usize, String)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut out = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(src).unwrap().to_string_lossy().to_string();
+        let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        for (i, line) in std::fs::read_to_string(&f).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let used: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                // `crate::{a, b}` lists: every item is a module path.
+                if rest.starts_with('{') {
+                    let list = &rest[1..rest.find('}').unwrap_or(rest.len())];
+                    for item in list.split(',') {
+                        let m = item.trim().split("::").next().unwrap().to_string();
+                        if !m.is_empty() {
+                            out.push((module.clone(), rel.clone(), i + 1, m));
+                        }
+                    }
+                } else if !used.is_empty() {
+                    out.push((module.clone(), rel.clone(), i + 1, used));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_module_uses_one_on_its_own_or_a_higher_layer() {
+    let src = common::repo().join("src");
+    let mut problems = Vec::new();
+    for (module, file, line, used) in uses(&src) {
+        if used == module {
+            continue;
+        }
+        let (Some(from), Some(to)) = (layer(&module), layer(&used)) else {
+            problems.push(format!("{file}:{line}: module `{module}` or `{used}` has no layer in LAYERS"));
+            continue;
+        };
+        if to >= from {
+            problems.push(format!("{file}:{line}: `{module}` (layer {from}) uses `{used}` (layer {to})"));
+        }
+    }
+    assert!(problems.is_empty(), "imports across or up the layers:\n{}", problems.join("\n"));
+}
+
+/// The check itself: an upward import in a sample is caught.
+#[test]
+fn the_check_catches_an_upward_import() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/x.rs"),
+        "use crate::engine::Deployment;\n// crate::notify in a comment\nuse crate::{time::Millis, http};\n",
+    )
+    .unwrap();
+    let found: Vec<String> = uses(dir.path()).into_iter().map(|u| u.3).collect();
+    assert_eq!(found, vec!["engine", "time", "http"]);
+}
