@@ -300,6 +300,42 @@ impl SourceHealth {
     }
 }
 
+/// One shutdown signal for every long-lived task of `run` (instead of aborting them): triggered
+/// once, awaited anywhere.
+#[derive(Clone)]
+pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the shutdown is triggered (at once if it was).
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Runs `task` until it ends or the shutdown is triggered (then it is dropped at its
+    /// current await point).
+    pub async fn run_until<F: std::future::Future<Output = ()>>(self, task: F) {
+        tokio::select! {
+            _ = task => {}
+            _ = self.wait() => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

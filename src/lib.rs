@@ -23,8 +23,8 @@
 //! 7. [`notify`]: notification keys, the notifier, the durable outbox, the dispatcher, receivers;
 //! 8. [`report`] (the publishable deployment record), [`telemetry`] (metrics, logging);
 //! 9. [`http`]: `/metrics`, health, the API, connection limits;
-//! 10. `service` (reserved: the service wiring, today in `cli`);
-//! 11. [`cli`]: the `ddtwatch` commands and the service wiring.
+//! 10. [`service`]: what `run` builds and serves, with one shutdown signal;
+//! 11. [`cli`]: the `ddtwatch` commands (argument parsing, the demo, replay, reports).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -40,6 +40,7 @@ pub mod ingest;
 pub mod notify;
 pub mod report;
 pub mod rules;
+pub mod service;
 pub mod stats;
 pub mod telemetry;
 pub mod time;

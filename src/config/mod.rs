@@ -430,6 +430,35 @@ pub struct RawConfig {
     pub audit: AuditConfig,
 }
 
+/// The files `run` keeps in `state_dir` (README "State snapshots", "Audit log", "Notifications").
+#[derive(Debug, Clone)]
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateDir(dir.into())
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    /// The whole engine state, written every `snapshot_interval` and at shutdown.
+    pub fn snapshot(&self) -> PathBuf {
+        self.0.join("snapshot.json")
+    }
+    /// The hash-chained audit log (its head is `audit.log.head`).
+    pub fn audit_log(&self) -> PathBuf {
+        self.0.join("audit.log")
+    }
+    /// The notification journal.
+    pub fn outbox(&self) -> PathBuf {
+        self.0.join("outbox.jsonl")
+    }
+    /// Remembered event ids spilled to disk.
+    pub fn dedup(&self) -> PathBuf {
+        self.0.join("dedup")
+    }
+}
+
 /// Shortest `audit.key` accepted (bytes): an HMAC key as strong as the hash.
 pub const MIN_AUDIT_KEY_BYTES: usize = 32;
 

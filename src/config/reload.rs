@@ -114,6 +114,63 @@ impl Reloader {
     }
 }
 
+/// The hot-reload loop of `run`: checks the config every `every` and at once on SIGHUP. A valid
+/// change goes to `applied(new config, old hash)`, an invalid one to `rejected(errors, old hash)`
+/// (the old config stays in force); both are logged here. Runs until dropped.
+pub async fn watch(
+    mut reloader: Reloader,
+    every: crate::time::Dur,
+    mut applied: impl FnMut(Arc<Config>, &str) + Send,
+    mut rejected: impl FnMut(&ConfigErrors, &str) + Send,
+    task: crate::health::TaskGuard,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every.ms().max(100) as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        task.beat();
+        match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => {}
+                _ = h.recv() => tracing::info!("SIGHUP: checking the config"),
+            },
+            None => {
+                tick.tick().await;
+            }
+        }
+        let old = reloader.current().hash.clone();
+        // Reading files and hashing: off the async workers.
+        let (r, outcome) = match tokio::task::spawn_blocking(move || {
+            let o = reloader.check();
+            (reloader, o)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => {
+                task.fail("the config check panicked");
+                return;
+            }
+        };
+        reloader = r;
+        match outcome {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Changed { config, restart_needed } => {
+                let new = config.hash.clone();
+                applied(config, &old);
+                tracing::info!(old_hash = %old, new_hash = %new, "config reloaded");
+                if !restart_needed.is_empty() {
+                    tracing::warn!(keys = ?restart_needed, "these config changes take effect only after a restart");
+                }
+            }
+            ReloadOutcome::Rejected(errors) => {
+                rejected(&errors, &old);
+                tracing::error!(config_hash = %old, errors = %errors, "config reload rejected; the previous config stays in force");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

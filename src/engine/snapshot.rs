@@ -7,7 +7,11 @@
 //! its kind is unchanged — a drift state only when its definition is identical.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::Arc;
+
+use anyhow::Context as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -300,4 +304,39 @@ impl DeploymentSnapshot {
         }
         d
     }
+}
+/// The file form of [`super::Engine::snapshot_all`] (`run` with `state_dir`).
+/// Writes the whole engine state to `state_dir/snapshot.json` atomically (temp file, fsync,
+/// rename).
+pub fn write_file(engine: &super::SharedEngine, path: &Path) -> anyhow::Result<()> {
+    let bytes = {
+        let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_vec(&engine.snapshot_all())?
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Restores `state_dir/snapshot.json` if it exists; a corrupt one is an error (not silently lost).
+pub fn restore_file(engine: &super::SharedEngine, path: &Path) -> anyhow::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a snapshot", path.display()))?;
+    let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+    let n = engine.restore_all(&v).map_err(|e| anyhow::anyhow!("restoring {}: {e}", path.display()))?;
+    tracing::info!(deployments = n, path = %path.display(), "state restored from snapshot");
+    Ok(())
 }

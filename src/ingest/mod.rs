@@ -6,6 +6,7 @@
 //! - [`dead_letter`]: the sink for events that were not applied, each with its reason.
 
 pub mod dead_letter;
+pub mod file;
 pub mod kafka;
 pub mod pipeline;
 pub mod replay;
