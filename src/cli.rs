@@ -212,6 +212,9 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     out!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
+    if config.condition_count() == 0 {
+        out!("warning: no conditions: this configuration monitors nothing (its profiles are empty)");
+    }
     for (system, name) in [("lfr", config.raw.defaults.lfr.as_deref()), ("anpr", config.raw.defaults.anpr.as_deref())] {
         let name = name.unwrap_or(system);
         let sys = if system == "lfr" { crate::event::System::Lfr } else { crate::event::System::Anpr };
@@ -487,11 +490,11 @@ fn report_cmd(
 
 fn audit_verify(files: &[PathBuf], opts: crate::audit::VerifyOptions) -> anyhow::Result<ExitCode> {
     match crate::audit::verify_with(files, opts).context("reading the audit log")? {
-        crate::audit::Verdict::Ok { records, first_seq, last_seq } => {
+        crate::audit::Verification::Ok { records, first_seq, last_seq } => {
             println!("OK: {records} records, seq {first_seq}..{last_seq}, hash chain intact");
             Ok(ExitCode::SUCCESS)
         }
-        crate::audit::Verdict::Broken { file, line, seq, problem } => {
+        crate::audit::Verification::Broken { file, line, seq, problem } => {
             let seq = seq.map(|s| format!(" (seq {s})")).unwrap_or_default();
             println!("BROKEN: {}: record at line {line}{seq}: {problem}", file.display());
             Ok(ExitCode::from(1))

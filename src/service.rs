@@ -58,6 +58,9 @@ impl Service {
             let lines: Vec<String> = problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
             bail!("invalid configuration {}:\n{}", config_path.display(), lines.join("\n"));
         }
+        if config.condition_count() == 0 {
+            tracing::warn!("no conditions: this configuration monitors nothing (its profiles are empty)");
+        }
         let token = http_token(&config)?;
         let mode = config.raw.clock;
         let sources = config.raw.sources.clone();

@@ -255,3 +255,24 @@ profiles:
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("keyed (HMAC) but no audit.key"), "{err}");
 }
+
+/// A first, minimal config file (no `profiles_dir`, no inline profiles) monitors with the
+/// embedded default profiles (before: nothing, silently); a config whose profiles are all empty
+/// is a check-config warning.
+#[test]
+fn a_minimal_config_gets_the_default_profiles_and_an_empty_one_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(common::bin()).args(["check-config"]).arg(&path).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run("clock: event\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("threshold_floor") && out.contains("false_alert_rate"), "{out}");
+    assert!(!out.contains("warning: no conditions"), "{out}");
+    let (code, out) = run("clock: event\nprofiles: {lfr: {conditions: []}, anpr: {conditions: []}}\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: no conditions"), "{out}");
+}

@@ -156,6 +156,21 @@ async fn api_metrics_and_ingest() {
         .unwrap();
     assert_eq!(one["summary_version"], 1);
     assert!(one["counters"]["detections"].as_u64().unwrap() > 0);
+    // The headline rates are the same numbers on /metrics as in the summary (one definition;
+    // they used to be computed twice, and the metric lacked two of the six).
+    for (name, rate) in one["rates"].as_object().unwrap() {
+        let Some(value) = rate["value"].as_f64() else { continue };
+        let line = format!(
+            r#"ddtwatch_rate{{deployment="lfr-sim-threshold-lowered",system="lfr",rate="{name}",bound="estimate"}} "#
+        );
+        let metric: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("rate {name} missing from /metrics"))
+            .parse()
+            .unwrap();
+        assert!((metric - value).abs() <= 1e-12 * value.abs().max(1.0), "{name}: {metric} vs {value}");
+    }
     let r = c.get(format!("{base}/api/v1/deployments/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unknown deployment");

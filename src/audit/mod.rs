@@ -334,7 +334,7 @@ pub fn read_notifications(path: &Path, deployment: &str) -> io::Result<Vec<Value
 
 /// What `audit verify` found.
 #[derive(Debug, PartialEq)]
-pub enum Verdict {
+pub enum Verification {
     Ok {
         records: u64,
         first_seq: u64,
@@ -364,12 +364,12 @@ pub struct VerifyOptions {
 
 /// [`verify_with`] with both ends anchored: the chain starts at seq 1 with the genesis hash,
 /// and ends where the head file beside the last file says.
-pub fn verify(files: &[PathBuf]) -> io::Result<Verdict> {
+pub fn verify(files: &[PathBuf]) -> io::Result<Verification> {
     verify_with(files, VerifyOptions::default())
 }
 
 /// Verifies files in chain order (rotated ones first, the live log last).
-pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict> {
+pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verification> {
     let key = opts.key.as_deref();
     let (mut prev, mut expect_seq): (Option<String>, Option<u64>) = (None, None);
     let (mut records, mut first_seq, mut last_seq) = (0u64, None, 0u64);
@@ -379,7 +379,7 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict
         let f = File::open(file)?;
         for (i, line) in BufReader::new(f).lines().enumerate() {
             let line = line?;
-            let broken = |seq, problem: String| Verdict::Broken { file: file.clone(), line: i + 1, seq, problem };
+            let broken = |seq, problem: String| Verification::Broken { file: file.clone(), line: i + 1, seq, problem };
             if line.trim().is_empty() {
                 continue;
             }
@@ -448,8 +448,12 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict
         }
     }
     if let Some(last_file) = files.last() {
-        let broken =
-            |problem: String| Verdict::Broken { file: last_file.clone(), line: 0, seq: Some(last_seq + 1), problem };
+        let broken = |problem: String| Verification::Broken {
+            file: last_file.clone(),
+            line: 0,
+            seq: Some(last_seq + 1),
+            problem,
+        };
         let head_file = head_path(last_file);
         match std::fs::read(&head_file) {
             Ok(h) => match serde_json::from_slice::<Head>(&h) {
@@ -477,7 +481,7 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verdict
             Err(e) => return Err(e),
         }
     }
-    Ok(Verdict::Ok { records, first_seq: first_seq.unwrap_or(0), last_seq })
+    Ok(Verification::Ok { records, first_seq: first_seq.unwrap_or(0), last_seq })
 }
 
 #[cfg(test)]
@@ -502,10 +506,10 @@ mod tests {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
     }
 
-    fn broken_seq(v: Verdict) -> Option<u64> {
+    fn broken_seq(v: Verification) -> Option<u64> {
         match v {
-            Verdict::Broken { seq, .. } => seq,
-            Verdict::Ok { .. } => panic!("tampering not detected"),
+            Verification::Broken { seq, .. } => seq,
+            Verification::Ok { .. } => panic!("tampering not detected"),
         }
     }
 
@@ -515,7 +519,7 @@ mod tests {
         let path = log_with(5, dir.path());
         let mut log = AuditLog::open(&path, 0).unwrap();
         log.append("config", json!({"hash": "x"}), 0).unwrap();
-        assert_eq!(verify(&[path]).unwrap(), Verdict::Ok { records: 6, first_seq: 1, last_seq: 6 });
+        assert_eq!(verify(&[path]).unwrap(), Verification::Ok { records: 6, first_seq: 1, last_seq: 6 });
     }
 
     #[test]
@@ -547,10 +551,10 @@ mod tests {
         let mut torn = orig.clone();
         torn[5].truncate(20);
         write(&path, &torn);
-        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verdict::Broken { line: 6, .. }));
+        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verification::Broken { line: 6, .. }));
 
         write(&path, &orig);
-        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 6, .. }));
+        assert!(matches!(verify(&[path]).unwrap(), Verification::Ok { records: 6, .. }));
     }
 
     #[test]
@@ -570,19 +574,22 @@ mod tests {
         let partial = VerifyOptions { partial: true, ..Default::default() };
         assert!(matches!(
             verify_with(std::slice::from_ref(&path), partial).unwrap(),
-            Verdict::Ok { first_seq: 11, .. }
+            Verification::Ok { first_seq: 11, .. }
         ));
         write(&path, &orig);
 
         // Head deleted; head garbled.
         std::fs::remove_file(head_path(&path)).unwrap();
-        assert!(matches!(check(&path), Verdict::Broken { ref problem, .. } if problem.contains("no head file")));
+        assert!(matches!(check(&path), Verification::Broken { ref problem, .. } if problem.contains("no head file")));
         let no_head = VerifyOptions { no_head: true, ..Default::default() };
-        assert!(matches!(verify_with(std::slice::from_ref(&path), no_head).unwrap(), Verdict::Ok { records: 20, .. }));
+        assert!(matches!(
+            verify_with(std::slice::from_ref(&path), no_head).unwrap(),
+            Verification::Ok { records: 20, .. }
+        ));
         std::fs::write(head_path(&path), b"{garbage").unwrap();
-        assert!(matches!(check(&path), Verdict::Broken { ref problem, .. } if problem.contains("garbled")));
+        assert!(matches!(check(&path), Verification::Broken { ref problem, .. } if problem.contains("garbled")));
         std::fs::write(head_path(&path), &head).unwrap();
-        assert!(matches!(check(&path), Verdict::Ok { records: 20, .. }));
+        assert!(matches!(check(&path), Verification::Ok { records: 20, .. }));
     }
 
     #[test]
@@ -611,7 +618,7 @@ mod tests {
         write(&path, &orig);
         let mut log = AuditLog::open(&path, 0).unwrap();
         log.append("config", json!({}), 0).unwrap();
-        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 9, .. }));
+        assert!(matches!(verify(&[path]).unwrap(), Verification::Ok { records: 9, .. }));
     }
 
     #[test]
@@ -624,7 +631,7 @@ mod tests {
         log.append("config", json!({"event": "loaded"}), 0).unwrap();
         drop(log);
         std::fs::write(head_path(&path), &stale_head).unwrap();
-        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verdict::Ok { records: 1, .. }));
+        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verification::Ok { records: 1, .. }));
         AuditLog::open(&path, 0).unwrap();
         // And later: the head one record behind.
         let path = log_with(6, &dir.path().join("b"));
@@ -633,10 +640,10 @@ mod tests {
         log.append("breach", json!({"i": 6}), 0).unwrap();
         drop(log);
         std::fs::write(head_path(&path), &behind).unwrap();
-        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verdict::Ok { records: 7, .. }));
+        assert!(matches!(verify(std::slice::from_ref(&path)).unwrap(), Verification::Ok { records: 7, .. }));
         let mut log = AuditLog::open(&path, 0).unwrap();
         log.append("breach", json!({"i": 7}), 0).unwrap();
-        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { records: 8, .. }));
+        assert!(matches!(verify(&[path]).unwrap(), Verification::Ok { records: 8, .. }));
     }
 
     #[test]
@@ -656,11 +663,11 @@ mod tests {
         assert!(files.len() >= 2, "rotated: {files:?}");
         files.sort_by_key(|p| p.extension().unwrap().to_string_lossy().parse::<u64>().unwrap());
         files.push(path.clone());
-        assert_eq!(verify(&files).unwrap(), Verdict::Ok { records: 12, first_seq: 1, last_seq: 12 });
+        assert_eq!(verify(&files).unwrap(), Verification::Ok { records: 12, first_seq: 1, last_seq: 12 });
         // Dropping a middle file breaks the link.
         let mut missing = files.clone();
         missing.remove(1);
-        assert!(matches!(verify(&missing).unwrap(), Verdict::Broken { .. }));
+        assert!(matches!(verify(&missing).unwrap(), Verification::Broken { .. }));
     }
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef-audit";
@@ -678,10 +685,10 @@ mod tests {
         VerifyOptions { key: Some(key.to_vec()), ..VerifyOptions::default() }
     }
 
-    fn problem(v: Verdict) -> String {
+    fn problem(v: Verification) -> String {
         match v {
-            Verdict::Broken { problem, .. } => problem,
-            Verdict::Ok { .. } => panic!("not detected"),
+            Verification::Broken { problem, .. } => problem,
+            Verification::Ok { .. } => panic!("not detected"),
         }
     }
 
@@ -714,7 +721,7 @@ mod tests {
         assert!(lines(&path).iter().all(|l| l.contains(r#""mac":"hmac-sha256""#)));
         assert_eq!(
             verify_with(std::slice::from_ref(&path), with_key(KEY)).unwrap(),
-            Verdict::Ok { records: 5, first_seq: 1, last_seq: 5 }
+            Verification::Ok { records: 5, first_seq: 1, last_seq: 5 }
         );
         assert!(problem(verify(std::slice::from_ref(&path)).unwrap()).contains("--key-file"));
         assert!(
@@ -724,7 +731,10 @@ mod tests {
         // Reopening continues the keyed chain.
         let mut log = AuditLog::open_keyed(&path, 0, Some(KEY.to_vec())).unwrap();
         log.append("config", json!({}), 0).unwrap();
-        assert_eq!(verify_with(&[path], with_key(KEY)).unwrap(), Verdict::Ok { records: 6, first_seq: 1, last_seq: 6 });
+        assert_eq!(
+            verify_with(&[path], with_key(KEY)).unwrap(),
+            Verification::Ok { records: 6, first_seq: 1, last_seq: 6 }
+        );
     }
 
     #[test]
@@ -733,7 +743,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log_with(5, dir.path());
         forge(&path, None, 3);
-        assert!(matches!(verify(&[path]).unwrap(), Verdict::Ok { .. }), "an unkeyed chain can be recomputed");
+        assert!(matches!(verify(&[path]).unwrap(), Verification::Ok { .. }), "an unkeyed chain can be recomputed");
         // Keyed: the same rewrite, without the key (unkeyed, or under a guessed key), is caught.
         for forged_key in [None, Some(&b"a guessed key of 32 bytes at least"[..])] {
             let dir = tempfile::tempdir().unwrap();

@@ -536,15 +536,18 @@ impl Config {
         Config::from_yaml(DEMO_CONFIG, None).expect("embedded demo config is valid (tested)")
     }
 
-    /// Parses and validates YAML. Without `base`, the embedded profiles stand in for
-    /// `profiles_dir`.
+    /// Parses and validates YAML. Without `base`, or in a file with neither `profiles_dir` nor
+    /// inline profiles, the embedded profiles stand in for `profiles_dir`.
     pub fn from_yaml(text: &str, base: Option<&Path>) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = deserialize(text, "")?;
         let mut profiles = raw.profiles.clone();
         let mut errors = Vec::new();
+        // A file with neither `profiles_dir` nor inline profiles (a first, minimal config) gets
+        // the embedded defaults too: before, it monitored nothing and said nothing.
+        let embedded = raw.profiles_dir.is_none() && raw.profiles.is_empty();
         match (&raw.profiles_dir, base) {
             (Some(dir), Some(base)) => load_profiles_dir(&base.join(dir), &mut profiles, &mut errors),
-            (Some(_), None) | (None, None) => {
+            _ if embedded || base.is_none() => {
                 for (name, text) in [("lfr", LFR_PROFILE), ("anpr", ANPR_PROFILE)] {
                     if !profiles.contains_key(name) {
                         match deserialize::<ProfileFile>(text, &format!("profiles.{name}")) {
@@ -556,10 +559,22 @@ impl Config {
                     }
                 }
             }
-            (None, Some(_)) => {}
+            _ => {}
         }
         let mut raw = raw;
         raw.profiles = profiles;
+        if embedded {
+            // What the embedded profiles need, as the demo has them, unless the file says
+            // otherwise: `oversight` and `ops` receivers (log lines) and the group allow-lists
+            // their disparity conditions tabulate.
+            let demo: RawConfig = deserialize(DEMO_CONFIG, "")?;
+            if raw.receivers.is_empty() {
+                raw.receivers = demo.receivers;
+            }
+            if raw.groups.is_empty() {
+                raw.groups = demo.groups;
+            }
+        }
         validate(raw, errors)
     }
 
@@ -576,24 +591,13 @@ impl Config {
         self.profiles.get(profile).cloned().unwrap_or_default()
     }
 
-    /// Which profile a deployment uses (for display).
-    pub fn profile_name(&self, deployment_id: &str, system: Option<System>) -> Option<String> {
-        if let Some(p) = self.raw.deployments.get(deployment_id).and_then(|d| d.profile.clone()) {
-            return Some(p);
-        }
-        match system? {
-            System::Lfr => Some(self.raw.defaults.lfr.clone().unwrap_or_else(|| "lfr".into())),
-            System::Anpr => Some(self.raw.defaults.anpr.clone().unwrap_or_else(|| "anpr".into())),
-        }
-    }
-
-    /// The effective configuration as JSON with secret references redacted.
     /// Conditions in every profile and per-deployment set (0: the config monitors nothing).
     pub fn condition_count(&self) -> usize {
         self.profiles.values().map(|p| p.len()).sum::<usize>()
             + self.deployment_conditions.values().map(|p| p.len()).sum::<usize>()
     }
 
+    /// The effective configuration as JSON with secret references redacted.
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.raw).unwrap_or_default();
         redact(&mut v);

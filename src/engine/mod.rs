@@ -792,7 +792,7 @@ impl Engine {
     /// One deployment's summary with its breach history.
     pub fn deployment_summary(&self, id: &str) -> Option<DeploymentSummary> {
         let d = self.deployments.get(id)?;
-        let mut s = DeploymentSummary::of(d, self.clock);
+        let mut s = DeploymentSummary::of(d);
         s.breaches = self.breaches.iter().filter(|b| b.deployment_id == id).cloned().collect();
         Some(s)
     }

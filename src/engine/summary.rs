@@ -174,7 +174,19 @@ pub struct RateSummary {
     pub method: &'static str,
 }
 
-fn rate_summary(x: u64, n: u64) -> RateSummary {
+/// The headline rates (numerator, denominator), in one place: the summary, the deployment
+/// record and the `ddtwatch_rate` metric all show these.
+pub const HEADLINE_RATES: [(&str, Counter, Counter); 6] = [
+    ("false_alerts_per_detection", Counter::FalseAlerts, Counter::Detections),
+    ("false_alerts_per_alert", Counter::FalseAlerts, Counter::Alerts),
+    ("alerts_per_detection", Counter::Alerts, Counter::Detections),
+    ("override_rate", Counter::Dismissed, Counter::Adjudicated),
+    ("false_alert_engagement", Counter::FalseEngaged, Counter::FalseAlerts),
+    ("canary_recall", Counter::CanaryAlerts, Counter::CanaryPasses),
+];
+
+/// A headline rate of a deployment with its Wilson 95% interval (None without a denominator).
+pub fn rate_summary(x: u64, n: u64) -> RateSummary {
     if n == 0 {
         return RateSummary { x, n, value: None, lower: None, upper: None, method: "wilson_95" };
     }
@@ -205,7 +217,7 @@ fn lifecycle_summary(
 }
 
 impl DeploymentSummary {
-    pub fn of(d: &Deployment, _now: Option<Millis>) -> Self {
+    pub fn of(d: &Deployment) -> Self {
         let c = |k: Counter| d.count(k);
         let counters = Counters {
             detections: c(Counter::Detections),
@@ -225,13 +237,7 @@ impl DeploymentSummary {
             invalid: c(Counter::Invalid),
             duplicates: c(Counter::Duplicates),
         };
-        let mut rates = BTreeMap::new();
-        rates.insert("false_alerts_per_detection", rate_summary(counters.false_alerts, counters.detections));
-        rates.insert("false_alerts_per_alert", rate_summary(counters.false_alerts, counters.alerts));
-        rates.insert("alerts_per_detection", rate_summary(counters.alerts, counters.detections));
-        rates.insert("override_rate", rate_summary(counters.dismissed, counters.adjudicated));
-        rates.insert("false_alert_engagement", rate_summary(counters.false_engaged, counters.false_alerts));
-        rates.insert("canary_recall", rate_summary(counters.canary_alerts, counters.canary_passes));
+        let rates = HEADLINE_RATES.iter().map(|&(name, x, n)| (name, rate_summary(c(x), c(n)))).collect();
         let mut conditions = Vec::new();
         for rt in &d.conditions {
             for (id, l, e) in rt.entries() {

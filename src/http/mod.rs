@@ -157,7 +157,7 @@ async fn deployments(State(s): State<AppState>) -> Response {
     let list: Vec<Value> = engine
         .deployments()
         .map(|d| {
-            let sum = DeploymentSummary::of(d, engine.now());
+            let sum = DeploymentSummary::of(d);
             let firing: Vec<&str> = sum
                 .conditions
                 .iter()

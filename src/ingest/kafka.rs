@@ -301,7 +301,7 @@ struct Ctx {
     pipeline: Pipeline,
     tracking: Mutex<Tracking>,
     /// Snapshot producer and topic (None: state topic off).
-    state: Option<(ThreadedProducer<DlqContext>, String)>,
+    state: Option<(ThreadedProducer<CountingContext>, String)>,
     /// Client settings for the state-topic reader.
     client: ClientConfig,
     grace: Duration,
@@ -582,25 +582,34 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// Counts deliveries of the DLQ producer (`dlq: true`) or logs failures of the state producer.
-pub struct DlqContext {
-    pub stats: Arc<KafkaStats>,
-    pub dlq: bool,
+/// What a producer of ddtwatch's writes: its delivery reports are counted by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerRole {
+    /// The dead-letter topic (`ddtwatch_dead_letters_produced_total`).
+    DeadLetters,
+    /// The state topic (snapshots; a failure is a client error).
+    Snapshots,
 }
 
-impl ClientContext for DlqContext {}
+/// The delivery-report context of the dead-letter and state producers.
+pub struct CountingContext {
+    pub stats: Arc<KafkaStats>,
+    pub role: ProducerRole,
+}
 
-impl ProducerContext for DlqContext {
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        match (r, self.dlq) {
-            (Ok(_), true) => self.stats.dlq_produced.fetch_add(1, Ordering::Relaxed),
-            (Err((e, _)), true) => {
+        match (r, self.role) {
+            (Ok(_), ProducerRole::DeadLetters) => self.stats.dlq_produced.fetch_add(1, Ordering::Relaxed),
+            (Err((e, _)), ProducerRole::DeadLetters) => {
                 tracing::error!(error = %e, "dead letter could not be produced");
                 self.stats.dlq_failed.fetch_add(1, Ordering::Relaxed)
             }
-            (Ok(_), false) => 0,
-            (Err((e, _)), false) => {
+            (Ok(_), ProducerRole::Snapshots) => 0,
+            (Err((e, _)), ProducerRole::Snapshots) => {
                 tracing::error!(error = %e, "snapshot could not be produced");
                 self.stats.client_errors.fetch_add(1, Ordering::Relaxed)
             }
@@ -610,7 +619,7 @@ impl ProducerContext for DlqContext {
 
 /// The DLQ producer: idempotent, acks=all; flushed before offsets are committed.
 pub struct KafkaDlq {
-    producer: ThreadedProducer<DlqContext>,
+    producer: ThreadedProducer<CountingContext>,
     topic: String,
     stats: Arc<KafkaStats>,
     /// Dead letters handed to the producer (acknowledged ones are counted in `stats`).
@@ -620,7 +629,7 @@ pub struct KafkaDlq {
 impl KafkaDlq {
     pub fn new(source: &SourceConfig, topic: &str, stats: Arc<KafkaStats>) -> anyhow::Result<Self> {
         let producer = dlq_producer_config(&client_config(source)?)
-            .create_with_context(DlqContext { stats: stats.clone(), dlq: true })
+            .create_with_context(CountingContext { stats: stats.clone(), role: ProducerRole::DeadLetters })
             .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {}", explain(&e)))?;
         Ok(KafkaDlq { producer, topic: topic.to_string(), stats, queued: AtomicU64::new(0) })
     }
@@ -702,8 +711,8 @@ impl KafkaSource {
         let state = if state_topic.is_empty() {
             None
         } else {
-            let producer: ThreadedProducer<DlqContext> = state_producer_config(&base)
-                .create_with_context(DlqContext { stats: stats.clone(), dlq: false })
+            let producer: ThreadedProducer<CountingContext> = state_producer_config(&base)
+                .create_with_context(CountingContext { stats: stats.clone(), role: ProducerRole::Snapshots })
                 .map_err(|e| anyhow::anyhow!("creating the state-topic producer: {}", explain(&e)))?;
             Some((producer, state_topic.clone()))
         };

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::outbox::{SharedOutbox, breach_key, identity_key};
-use super::retry::Verdict;
+use super::retry::Attempt;
 use crate::audit::SharedAudit;
 use crate::config::{ReceiverConfig, ReceiverKind};
 use crate::event::Millis;
@@ -167,15 +167,15 @@ impl Dispatcher {
                 Outcome::Attempted { verdict, retry_at } => {
                     self.audit_attempt(&d, d.attempts + 1, &verdict);
                     match verdict {
-                        Verdict::Delivered => {
+                        Attempt::Delivered => {
                             if let Some(every) = resend {
                                 self.next_resend
                                     .insert((d.receiver.clone(), breach_key(&d.key).to_string()), now + every);
                             }
                             self.finish(&d, true, "", now);
                         }
-                        Verdict::Permanent(detail) => self.finish(&d, false, &detail, now),
-                        Verdict::Retry { detail, .. } => match retry_at {
+                        Attempt::Permanent(detail) => self.finish(&d, false, &detail, now),
+                        Attempt::Retry { detail, .. } => match retry_at {
                             Some(t) => {
                                 tracing::warn!(receiver = %d.receiver, attempt = d.attempts + 1, %detail, retry_in_ms = t - now, "notification not delivered; will retry");
                                 self.lock().retry(d.id);
@@ -221,8 +221,8 @@ impl Dispatcher {
         for (receiver, (keys, alerts)) in batches {
             let r = &receivers[&receiver];
             let v = send_alertmanager(&self.client, r, &Value::Array(alerts), now).await;
-            let result = if v == Verdict::Delivered { "resent" } else { "resend_failed" };
-            if v != Verdict::Delivered {
+            let result = if v == Attempt::Delivered { "resent" } else { "resend_failed" };
+            if v != Attempt::Delivered {
                 tracing::warn!(receiver = %receiver, alerts = keys.len(), ?v, "Alertmanager re-send failed");
             }
             let t = now + r.resend.ms();
@@ -275,8 +275,8 @@ impl Dispatcher {
 
     /// Every HTTP attempt that did not end the notification is audited too (the end is audited
     /// by `finish`).
-    fn audit_attempt(&self, d: &Due, attempt: u32, v: &Verdict) {
-        if let (Some(a), Verdict::Retry { detail, .. }) = (&self.audit, v) {
+    fn audit_attempt(&self, d: &Due, attempt: u32, v: &Attempt) {
+        if let (Some(a), Attempt::Retry { detail, .. }) = (&self.audit, v) {
             crate::audit::record(
                 a,
                 "notification",
@@ -295,7 +295,7 @@ enum Outcome {
     /// Replaced by this later notification of the same alert identity (Alertmanager).
     Superseded(u64),
     /// Sent; with the time of the next attempt if it is to be retried.
-    Attempted { verdict: Verdict, retry_at: Option<Millis> },
+    Attempted { verdict: Attempt, retry_at: Option<Millis> },
 }
 
 /// One receiver's due notifications, delivered in order on a task of their own.
@@ -356,7 +356,7 @@ impl ReceiverJob {
             let verdict = match r.kind {
                 ReceiverKind::Log => {
                     tracing::info!(receiver = %d.receiver, key = %d.key, "notification delivered (log receiver)");
-                    Verdict::Delivered
+                    Attempt::Delivered
                 }
                 ReceiverKind::Webhook => send_webhook(&self.client, &self.warned, d, r, now).await,
                 ReceiverKind::Alertmanager => {
@@ -366,7 +366,7 @@ impl ReceiverJob {
                 }
             };
             let retry_at = match &verdict {
-                Verdict::Retry { after_ms, .. } => policy.next_attempt(d.attempts, *after_ms, d.at, now, *unit),
+                Attempt::Retry { after_ms, .. } => policy.next_attempt(d.attempts, *after_ms, d.at, now, *unit),
                 _ => None,
             };
             if retry_at.is_some() {
@@ -385,7 +385,7 @@ async fn post(
     body: Vec<u8>,
     headers: &[(&str, String)],
     now: Millis,
-) -> Verdict {
+) -> Attempt {
     let mut req = client
         .post(url)
         .timeout(Duration::from_millis(r.timeout.ms().max(1) as u64))
@@ -397,9 +397,9 @@ async fn post(
     match req.send().await {
         Ok(resp) => {
             let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-            Verdict::from_status(resp.status().as_u16(), retry_after.as_deref(), now)
+            Attempt::from_status(resp.status().as_u16(), retry_after.as_deref(), now)
         }
-        Err(e) => Verdict::Retry { detail: format!("request failed: {}", error_chain(&e)), after_ms: None },
+        Err(e) => Attempt::Retry { detail: format!("request failed: {}", error_chain(&e)), after_ms: None },
     }
 }
 
@@ -409,14 +409,14 @@ async fn send_webhook(
     d: &Due,
     r: &ReceiverConfig,
     now: Millis,
-) -> Verdict {
+) -> Attempt {
     let secret = match r.secret().read(&format!("receivers.{}", d.receiver)) {
         Ok(s) => s,
         Err(e) => {
             if warned.lock().unwrap_or_else(|p| p.into_inner()).insert(d.receiver.clone()) {
                 tracing::error!(receiver = %d.receiver, error = %e, "webhook secret unavailable; notifications wait");
             }
-            return Verdict::Retry { detail: format!("{e:#}"), after_ms: None };
+            return Attempt::Retry { detail: format!("{e:#}"), after_ms: None };
         }
     };
     let mut body = d.notification.clone();
@@ -429,7 +429,7 @@ async fn send_webhook(
     post(client, r, &url, bytes, &headers, now).await
 }
 
-async fn send_alertmanager(client: &reqwest::Client, r: &ReceiverConfig, body: &Value, now: Millis) -> Verdict {
+async fn send_alertmanager(client: &reqwest::Client, r: &ReceiverConfig, body: &Value, now: Millis) -> Attempt {
     let url = format!("{}/api/v2/alerts", r.url.as_deref().unwrap_or_default().trim_end_matches('/'));
     post(client, r, &url, serde_json::to_vec(body).expect("json"), &[], now).await
 }

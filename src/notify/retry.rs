@@ -32,7 +32,7 @@ impl RetryPolicy {
 
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum Attempt {
     Delivered,
     /// Do not retry (recorded as failed with this detail).
     Permanent(String),
@@ -43,28 +43,20 @@ pub enum Verdict {
     },
 }
 
-impl Verdict {
+impl Attempt {
     /// Classifies an HTTP status (and its `Retry-After` header value, if any) at wall time `now`.
-    pub fn from_status(status: u16, retry_after: Option<&str>, now: Millis) -> Verdict {
+    pub fn from_status(status: u16, retry_after: Option<&str>, now: Millis) -> Attempt {
         match status {
-            200..=299 => Verdict::Delivered,
-            408 | 429 => Verdict::Retry {
+            200..=299 => Attempt::Delivered,
+            408 | 429 => Attempt::Retry {
                 detail: format!("HTTP {status}"),
                 after_ms: retry_after.and_then(|v| parse_retry_after(v, now)),
             },
-            400..=499 => Verdict::Permanent(format!("HTTP {status} (permanent: not retried)")),
-            _ => Verdict::Retry {
+            400..=499 => Attempt::Permanent(format!("HTTP {status} (permanent: not retried)")),
+            _ => Attempt::Retry {
                 detail: format!("HTTP {status}"),
                 after_ms: retry_after.and_then(|v| parse_retry_after(v, now)),
             },
-        }
-    }
-
-    pub fn result_label(&self) -> &'static str {
-        match self {
-            Verdict::Delivered => "delivered",
-            Verdict::Permanent(_) => "failed",
-            Verdict::Retry { .. } => "retry",
         }
     }
 }
@@ -112,17 +104,17 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(Verdict::from_status(200, None, 0), Verdict::Delivered);
-        assert_eq!(Verdict::from_status(204, None, 0), Verdict::Delivered);
+        assert_eq!(Attempt::from_status(200, None, 0), Attempt::Delivered);
+        assert_eq!(Attempt::from_status(204, None, 0), Attempt::Delivered);
         for s in [400, 401, 403, 404, 410, 413, 422] {
-            assert!(matches!(Verdict::from_status(s, None, 0), Verdict::Permanent(_)), "{s}");
+            assert!(matches!(Attempt::from_status(s, None, 0), Attempt::Permanent(_)), "{s}");
         }
         for s in [408, 429, 500, 502, 503, 504, 301] {
-            assert!(matches!(Verdict::from_status(s, None, 0), Verdict::Retry { .. }), "{s}");
+            assert!(matches!(Attempt::from_status(s, None, 0), Attempt::Retry { .. }), "{s}");
         }
         assert_eq!(
-            Verdict::from_status(503, Some("120"), 0),
-            Verdict::Retry { detail: "HTTP 503".into(), after_ms: Some(120_000) }
+            Attempt::from_status(503, Some("120"), 0),
+            Attempt::Retry { detail: "HTTP 503".into(), after_ms: Some(120_000) }
         );
         // 1994-11-06T08:49:37Z is 784111777 s; asked at 60 s before.
         let now = 784_111_777_000 - 60_000;

@@ -511,16 +511,10 @@ impl Collector for EngineCollector {
             for k in Counter::ALL {
                 funnel.add(l(&[("deployment", dep), ("system", sys), ("stage", k.as_str())]), d.count(k) as f64);
             }
-            for (name, x, n) in [
-                ("false_alerts_per_detection", Counter::FalseAlerts, Counter::Detections),
-                ("false_alerts_per_alert", Counter::FalseAlerts, Counter::Alerts),
-                ("override_rate", Counter::Dismissed, Counter::Adjudicated),
-                ("false_alert_engagement", Counter::FalseEngaged, Counter::FalseAlerts),
-            ] {
-                let (x, n) = (d.count(x), d.count(n));
-                if n > 0 {
-                    let i = wilson(x.min(n), n, 0.95);
-                    for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
+            for (name, x, n) in crate::engine::HEADLINE_RATES {
+                let r = crate::engine::rate_summary(d.count(x), d.count(n));
+                if let (Some(e), Some(lo), Some(hi)) = (r.value, r.lower, r.upper) {
+                    for (b, v) in [("estimate", e), ("lower", lo), ("upper", hi)] {
                         rates.add(l(&[("deployment", dep), ("system", sys), ("rate", name), ("bound", b)]), v);
                     }
                 }
