@@ -98,7 +98,7 @@ fn main() {
         Arc::new(Config::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/ddtwatch.yaml")).unwrap());
     let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
     let stats = Arc::new(KafkaStats::default());
-    let source: SourceConfig = serde_yaml::from_str(&format!(
+    let source: SourceConfig = serde_norway::from_str(&format!(
         "{{kind: kafka, brokers: \"{brokers}\", topics: [ddt.events], group_id: ddtwatch-bench, state_topic: \"\"}}"
     ))
     .unwrap();

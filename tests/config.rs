@@ -82,14 +82,14 @@ fn missing_file_is_reported() {
 }
 
 /// The example config, changed by `edit`, written to a temp file; check-config's exit and output.
-fn check_edited(edit: impl FnOnce(&mut serde_yaml::Value)) -> (Option<i32>, String) {
+fn check_edited(edit: impl FnOnce(&mut serde_norway::Value)) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut v: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap()).unwrap();
+    let mut v: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap()).unwrap();
     v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
     edit(&mut v);
     let path = dir.path().join("c.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     let out = Command::new(common::bin()).args(["check-config", "--skip-secrets"]).arg(&path).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
@@ -99,7 +99,7 @@ fn check_edited(edit: impl FnOnce(&mut serde_yaml::Value)) -> (Option<i32>, Stri
 fn an_override_naming_an_unknown_receiver_is_an_error() {
     let (code, out) = check_edited(|v| {
         v["deployments"]["lfr-stratford-0425"]["overrides"] =
-            serde_yaml::from_str("[{id: false_alert_rate, max: 0.0005, notify: [nobody]}]").unwrap();
+            serde_norway::from_str("[{id: false_alert_rate, max: 0.0005, notify: [nobody]}]").unwrap();
     });
     assert_eq!(code, Some(2), "{out}");
     assert!(
@@ -120,7 +120,7 @@ fn webhook_receivers_without_state_dir_are_an_error() {
     assert!(out.contains("receivers.ops: webhook and alertmanager receivers need `state_dir`"), "{out}");
     let (code, out) = check_edited(|v| {
         v.as_mapping_mut().unwrap().remove("state_dir");
-        v["receivers"] = serde_yaml::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
+        v["receivers"] = serde_norway::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
     });
     assert_eq!(code, Some(0), "{out}");
 }
@@ -147,7 +147,7 @@ fn impossible_values_are_refused_with_their_paths() {
     let (code, out) = check_edited(|v| {
         let d = &mut v["deployments"]["lfr-stratford-0425"];
         d["overrides"] =
-            serde_yaml::from_str("[{id: false_alert_rate, max: -1}, {id: false_alert_share, max: 7}]").unwrap();
+            serde_norway::from_str("[{id: false_alert_rate, max: -1}, {id: false_alert_share, max: 7}]").unwrap();
         d["authorisation"]["threshold_floor"] = 7.into();
         d["authorisation"]["window_end"] = "2026-04-25T08:00:00Z".into();
         let o = &mut v["receivers"]["oversight"];

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn tools() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -55,7 +55,7 @@ fn template(chart: &Path, args: &[&str]) -> (String, Vec<Value>) {
         .arg(chart)
         .args(["--namespace", "ddt", "--kube-version", "1.31.0", "--api-versions", "monitoring.coreos.com/v1"])
         .args(args));
-    let docs = serde_yaml::Deserializer::from_str(&text)
+    let docs = serde_norway::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect();
@@ -249,11 +249,11 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yml");
     let groups =
-        serde_yaml::to_string(&serde_yaml::Mapping::from_iter([("groups".into(), pr["spec"]["groups"].clone())]))
+        serde_norway::to_string(&serde_norway::Mapping::from_iter([("groups".into(), pr["spec"]["groups"].clone())]))
             .unwrap();
     std::fs::write(&rules, &groups).unwrap();
     ok(Command::new("promtool").args(["check", "rules"]).arg(&rules));
-    let repo_rules: Value = serde_yaml::from_str(
+    let repo_rules: Value = serde_norway::from_str(
         &std::fs::read_to_string(common::repo().join("dashboards/rules/ddtwatch.rules.yml")).unwrap(),
     )
     .unwrap();

@@ -274,12 +274,12 @@ fn failures_that_can_never_succeed_stop_run_and_fail_check_config() {
     for (what, props, needle) in cases {
         let port = common::free_port();
         let path = run_config(dir.path(), &format!("127.0.0.1:{}", common::free_port()), port);
-        let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        v["sources"] = serde_yaml::from_str(&format!(
+        let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["sources"] = serde_norway::from_str(&format!(
             "[{{kind: kafka, brokers: \"127.0.0.1:1\", topics: [ddt.events], group_id: g, {props}}}]"
         ))
         .unwrap();
-        std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
 
         let out = Command::new(common::bin()).args(["run", "--config"]).arg(&path).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{what}: run must exit 1");
@@ -309,12 +309,12 @@ fn oauthbearer_oidc_builds_offline_and_its_mistakes_are_named() {
     std::fs::write(&secret, "client-secret\n").unwrap();
     let path = run_config(dir.path(), "127.0.0.1:1", common::free_port());
     let set = |props: &str, secrets: &str| {
-        let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        v["sources"] = serde_yaml::from_str(&format!(
+        let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["sources"] = serde_norway::from_str(&format!(
             "[{{kind: kafka, brokers: \"127.0.0.1:1\", properties: {{{props}}}, secret_properties: {{{secrets}}}}}]"
         ))
         .unwrap();
-        std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
         let out = Command::new(common::bin()).args(["check-config"]).arg(&path).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
@@ -335,12 +335,12 @@ fn oauthbearer_oidc_builds_offline_and_its_mistakes_are_named() {
 fn owned_properties_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = run_config(dir.path(), "127.0.0.1:1", common::free_port());
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["sources"] = serde_yaml::from_str(
+    let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["sources"] = serde_norway::from_str(
         "[{kind: kafka, brokers: \"127.0.0.1:1\", properties: {enable.auto.commit: \"true\", group.id: other}}]",
     )
     .unwrap();
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     let out = Command::new(common::bin()).args(["check-config"]).arg(&path).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
@@ -446,13 +446,13 @@ fn a_refused_secret_property_is_named_not_printed() {
     )
     .unwrap();
     let path = run_config(dir.path(), "127.0.0.1:1", common::free_port());
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["sources"] = serde_yaml::from_str(&format!(
+    let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["sources"] = serde_norway::from_str(&format!(
         "[{{kind: kafka, brokers: \"127.0.0.1:1\", secret_properties: {{sasl.jaas.config: {{file: \"{}\"}}}}}}]",
         secret.display()
     ))
     .unwrap();
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     let check = Command::new(common::bin()).args(["check-config"]).arg(&path).output().unwrap();
     let run = Command::new(common::bin()).args(["run", "--config"]).arg(&path).output().unwrap();
     for (what, out) in [("check-config", &check), ("run", &run)] {

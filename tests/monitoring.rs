@@ -54,11 +54,11 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = run_config(dir.path(), &brokers, port);
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     v["state_dir"] = dir.path().join("state").to_string_lossy().to_string().into();
     // Wall clock, as in production: event lag is measured only then.
     v["clock"] = "wall".into();
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     let _run = spawn_run(&path);
     let base = format!("http://127.0.0.1:{port}");
     wait_for("the stream consumed", Duration::from_secs(180), || {

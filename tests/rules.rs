@@ -33,8 +33,8 @@ fn rules_pass_promtool_check_and_unit_tests() {
 
 #[test]
 fn every_alert_has_a_unit_test_and_every_metric_exists() {
-    let rules: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(rules_dir().join("ddtwatch.rules.yml")).unwrap()).unwrap();
+    let rules: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(rules_dir().join("ddtwatch.rules.yml")).unwrap()).unwrap();
     let tests = std::fs::read_to_string(rules_dir().join("ddtwatch.rules.test.yml")).unwrap();
     let mut alerts = BTreeSet::new();
     let mut used = BTreeSet::new();

@@ -30,17 +30,17 @@ fn file_source_resumes_from_the_snapshot_after_sigkill() {
     let port = common::free_port();
     let state = dir.path().join("state");
     let config = std::fs::read_to_string(common::repo().join("config/ddtwatch.yaml")).unwrap();
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\", anonymous_reads: true}}")).unwrap();
+    let mut v: serde_norway::Value = serde_norway::from_str(&config).unwrap();
+    v["http"] = serde_norway::from_str(&format!("{{listen: \"127.0.0.1:{port}\", anonymous_reads: true}}")).unwrap();
     v["clock"] = "event".into();
     v["state_dir"] = state.to_string_lossy().to_string().into();
-    v["sources"] = serde_yaml::from_str(&format!("[{{kind: file, path: \"{}\"}}]", input.display())).unwrap();
-    v["dead_letter"] = serde_yaml::from_str("{kind: discard}").unwrap();
+    v["sources"] = serde_norway::from_str(&format!("[{{kind: file, path: \"{}\"}}]", input.display())).unwrap();
+    v["dead_letter"] = serde_norway::from_str("{kind: discard}").unwrap();
     v["profiles_dir"] = common::repo().join("config/profiles").to_string_lossy().to_string().into();
-    v["engine"] = serde_yaml::from_str("{snapshot_interval: 200ms}").unwrap();
-    v["receivers"] = serde_yaml::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
+    v["engine"] = serde_norway::from_str("{snapshot_interval: 200ms}").unwrap();
+    v["receivers"] = serde_norway::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
     let path = dir.path().join("ddtwatch.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     let spawn = || {
         common::Proc(
             Command::new(common::bin())

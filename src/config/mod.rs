@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use sha2::Digest;
 
 use crate::event::{Authorisation, System, parse_ts};
@@ -662,7 +662,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// serde with the key path of the failure and a did-you-mean for unknown fields.
 fn deserialize<T: serde::de::DeserializeOwned>(text: &str, prefix: &str) -> Result<T, ConfigErrors> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner().to_string();
         let mut path = e.path().to_string();

@@ -223,9 +223,13 @@ mod tests {
             other => panic!("expected a change, got {other:?}"),
         }
 
-        // A reload that would leave no condition at all (profiles lost) is refused, once.
+        // A reload that would leave no condition at all (profiles emptied) is refused, once.
         let before = r.current().hash.clone();
-        std::fs::write(v2.join("ddtwatch.yaml"), "groups: {sex: [female, male, unknown]}\n").unwrap();
+        std::fs::write(
+            v2.join("ddtwatch.yaml"),
+            "groups: {sex: [female, male, unknown]}\nprofiles: {lfr: {conditions: []}}\n",
+        )
+        .unwrap();
         match r.check() {
             ReloadOutcome::Rejected(e) => assert!(e.to_string().contains("no conditions"), "{e}"),
             other => panic!("expected rejection, got {other:?}"),

@@ -5,7 +5,7 @@
 //! "did you mean" hint, so a typo never silently disables a safeguard.
 
 use serde::Serialize;
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::diag::{ConfigError, suggest};
 use crate::event::EventType;

@@ -93,22 +93,22 @@ pub fn metric(text: &str, name: &str) -> f64 {
 /// Writes a `run` config for a Kafka source at `brokers` with its HTTP API on `port`.
 pub fn run_config(dir: &std::path::Path, brokers: &str, port: u16) -> PathBuf {
     let config = std::fs::read_to_string(super::repo().join("config/ddtwatch.yaml")).unwrap();
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    v["http"] = serde_yaml::from_str(&format!("{{listen: \"127.0.0.1:{port}\", anonymous_reads: true}}")).unwrap();
+    let mut v: serde_norway::Value = serde_norway::from_str(&config).unwrap();
+    v["http"] = serde_norway::from_str(&format!("{{listen: \"127.0.0.1:{port}\", anonymous_reads: true}}")).unwrap();
     v["clock"] = "event".into();
-    v["sources"] = serde_yaml::from_str(&format!(
+    v["sources"] = serde_norway::from_str(&format!(
         "[{{kind: kafka, brokers: \"{brokers}\", topics: [ddt.events], group_id: ddtwatch-test, properties: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}}}]"
     ))
     .unwrap();
-    v["dead_letter"] = serde_yaml::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
+    v["dead_letter"] = serde_norway::from_str("{kind: kafka, topic: ddt.events.dlq}").unwrap();
     v["profiles_dir"] = super::repo().join("config/profiles").to_string_lossy().to_string().into();
-    v["engine"] = serde_yaml::from_str("{commit_interval: 500ms}").unwrap();
+    v["engine"] = serde_norway::from_str("{commit_interval: 500ms}").unwrap();
     // The test's own state_dir (the example's /var/lib/ddtwatch would be shared by every run) and
     // log receivers (the example's webhook/Alertmanager hosts do not exist here).
     v["state_dir"] = dir.join("state").to_string_lossy().to_string().into();
-    v["receivers"] = serde_yaml::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
+    v["receivers"] = serde_norway::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
     let path = dir.join("ddtwatch.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     path
 }
 

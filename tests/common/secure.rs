@@ -215,8 +215,8 @@ impl SecureBroker {
         let pw = dir.join("kafka-password");
         std::fs::write(&pw, format!("{password}\n")).unwrap();
         let path = super::broker::run_config(dir, &self.brokers, port);
-        let mut v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        v["sources"] = serde_yaml::from_str(&format!(
+        let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["sources"] = serde_norway::from_str(&format!(
             "[{{kind: kafka, brokers: \"{}\", topics: [ddt.events], group_id: ddtwatch-test, \
              properties: {{security.protocol: sasl_ssl, sasl.mechanism: {mechanism}, sasl.username: {user}, \
              ssl.ca.location: \"{}\", session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}, \
@@ -226,7 +226,7 @@ impl SecureBroker {
             pw.display()
         ))
         .unwrap();
-        std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
         path
     }
 }
