@@ -276,372 +276,427 @@ fn l(pairs: &[(&'static str, &str)]) -> Labels {
 }
 
 impl Collector for EngineCollector {
+    /// Reads the engine and the process state at scrape time, family group by family group.
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use names::*;
         let engine = match self.engine.lock() {
             Ok(e) => e,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let g = MetricType::Gauge;
-        let c = MetricType::Counter;
         let mut fams: Vec<Family> = Vec::new();
-
-        let mut f = Family::new(BUILD_INFO, "Build information", g);
-        f.add(l(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
-        fams.push(f);
-        let mut f = Family::new(READY, "1 once config is loaded and state restored", g);
-        f.add(vec![], self.process.ready.load(std::sync::atomic::Ordering::Relaxed) as u8 as f64);
-        fams.push(f);
-        let p = &self.process;
-        let mut f = Family::new(CONFIG_RELOADS, "Config reloads by result (a rejected file keeps the old config)", c);
-        f.add(l(&[("result", "success")]), p.reloads_ok.load(std::sync::atomic::Ordering::Relaxed) as f64);
-        f.add(l(&[("result", "failure")]), p.reloads_failed.load(std::sync::atomic::Ordering::Relaxed) as f64);
-        fams.push(f);
-        let mut f = Family::new(CONFIG_LAST_RELOAD, "When the config in force was loaded, Unix seconds", g);
-        let last = p.last_reload_ok_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if last > 0 {
-            f.add(vec![], last as f64 / 1000.0);
-        }
-        fams.push(f);
-
-        if let Some(a) = &p.audit {
-            let mut f = Family::new(AUDIT_RECORDS, "Audit log records written by this process", c);
-            f.add(vec![], a.lock().unwrap_or_else(|p| p.into_inner()).written as f64);
-            fams.push(f);
-        }
-        if let Some(o) = &p.outbox {
-            let o = o.lock().unwrap_or_else(|p| p.into_inner());
-            let mut f = Family::new(OUTBOX_DEPTH, "Notifications waiting in the outbox", g);
-            f.add(vec![], o.depth() as f64);
-            fams.push(f);
-            let mut f = Family::new(OUTBOX_OLDEST, "Age of the oldest pending notification (0 when none)", g);
-            f.add(vec![], o.oldest_age(crate::time::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
-            fams.push(f);
-            let mut f = Family::new(NOTIFICATIONS, "Notification attempts by receiver and result", c);
-            for (r, rc) in &engine.config().raw.receivers {
-                let results: &[&str] = match rc.kind {
-                    // Re-sends of open breaches while firing (CONDITIONS.md `resend`).
-                    crate::config::ReceiverKind::Alertmanager => {
-                        &["delivered", "failed", "retry", "superseded", "resent", "resend_failed"]
-                    }
-                    _ => &["delivered", "failed", "retry"],
-                };
-                for &result in results {
-                    let n = o.results.get(&(r.clone(), result)).copied().unwrap_or(0);
-                    f.add(l(&[("receiver", r), ("result", result)]), n as f64);
-                }
-            }
-            fams.push(f);
-        }
-        let sources = p.health.sources();
-        let mut up = Family::new(SOURCE_UP, "1 while the source is connected and consuming, 0 while it is not", g);
-        let mut errs = Family::new(SOURCE_ERRORS, "Source errors by kind (transport, authentication, tls, ...)", c);
-        for s in &sources {
-            up.add(l(&[("source", &s.name)]), s.is_up() as u8 as f64);
-            for (kind, n) in s.errors() {
-                errs.add(l(&[("source", &s.name), ("kind", kind)]), n as f64);
-            }
-        }
-        fams.push(up);
-        fams.push(errs);
-        let problems = p.health.problems();
-        let mut f = Family::new(
-            TASK_HEALTHY,
-            "1 while a long-lived task runs and reports progress, 0 once it stopped or stalled",
-            g,
-        );
-        for t in p.health.tasks() {
-            f.add(l(&[("task", &t.name)]), !problems.iter().any(|pr| pr.task == t.name) as u8 as f64);
-        }
-        fams.push(f);
-        if sources.iter().any(|s| s.kind == "kafka") {
-            let (version, features) = crate::ingest::kafka::librdkafka_info();
-            let mut f = Family::new(KAFKA_CLIENT_INFO, "librdkafka version and builtin.features (1)", g);
-            f.add(l(&[("version", &version), ("features", &features)]), 1.0);
-            fams.push(f);
-        }
-        if let Some(k) = &p.kafka
-            && let Some(problems) = k.state_topic_problems.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-        {
-            let mut f = Family::new(
-                KAFKA_STATE_TOPIC_PROBLEMS,
-                "State topic requirements not met (not compacted, max.message.bytes too small); 0 when met",
-                g,
-            );
-            f.add(vec![], problems.len() as f64);
-            fams.push(f);
-        }
-        if let Some(k) = &p.kafka {
-            use std::sync::atomic::Ordering::Relaxed;
-            let mut counter = |name, help, labels: Labels, v: &std::sync::atomic::AtomicU64| {
-                let mut f = Family::new(name, help, c);
-                f.add(labels, v.load(Relaxed) as f64);
-                fams.push(f);
-            };
-            counter(KAFKA_MESSAGES, "Kafka messages consumed", vec![], &k.messages);
-            counter(KAFKA_BYTES, "Kafka message payload bytes consumed", vec![], &k.bytes);
-            counter(
-                KAFKA_PARTITIONS_ASSIGNED,
-                "Partitions assigned to this instance (rebalances)",
-                vec![],
-                &k.assigned,
-            );
-            counter(KAFKA_PARTITIONS_REVOKED, "Partitions revoked from this instance (rebalances)", vec![], &k.revoked);
-            counter(KAFKA_CLIENT_ERRORS, "Kafka client errors (broker down, receive errors)", vec![], &k.client_errors);
-            counter(STATE_SNAPSHOTS, "Deployment snapshots written to the state topic", vec![], &k.snapshots);
-            counter(STATE_RESTORED, "Deployments restored from the state topic on assignment", vec![], &k.restored);
-            counter(KAFKA_SKIPPED, "Re-delivered messages already in a restored snapshot", vec![], &k.skipped);
-            let mut f = Family::new(KAFKA_COMMITS, "Offset commits by result", c);
-            f.add(l(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
-            f.add(l(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
-            fams.push(f);
-            let mut f = Family::new(DEAD_LETTERS_PRODUCED, "Dead letters produced to the DLQ topic by result", c);
-            f.add(l(&[("result", "success")]), k.dlq_produced.load(Relaxed) as f64);
-            f.add(l(&[("result", "failure")]), k.dlq_failed.load(Relaxed) as f64);
-            fams.push(f);
-            let mut f = Family::new(KAFKA_BROKER_UP, "0 while librdkafka reports all brokers down", g);
-            f.add(vec![], k.broker_up.load(Relaxed) as u8 as f64);
-            fams.push(f);
-            let mut f =
-                Family::new(KAFKA_CONSUMER_LAG, "Consumer lag per partition (messages), librdkafka statistics", g);
-            for ((topic, part), lag) in k.lag.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                f.add(l(&[("topic", topic), ("partition", &part.to_string())]), *lag as f64);
-            }
-            fams.push(f);
-        }
-
-        let s = &engine.stats;
-        let mut f = Family::new(EVENTS, "Events applied, by type", c);
-        for t in EventType::ALL {
-            f.add(l(&[("type", t.as_str())]), s.applied_by_type[t.index()] as f64);
-        }
-        fams.push(f);
-        let mut f = Family::new(INVALID_EVENTS, "Events dead-lettered, by reason", c);
-        for r in Reason::ALL {
-            f.add(l(&[("reason", r.as_str())]), *s.invalid_by_reason.get(r.as_str()).unwrap_or(&0) as f64);
-        }
-        fams.push(f);
-        let mut f = Family::new(DUPLICATE_EVENTS, "Re-delivered events ignored (event_id or alert_id seen)", c);
-        f.add(vec![], s.duplicates as f64);
-        fams.push(f);
-        let mut f = Family::new(HELD_EVENTS, "Decisions/outcomes held until their alert arrived", c);
-        f.add(vec![], s.held as f64);
-        fams.push(f);
-        let mut f = Family::new(
-            FUTURE_HELD,
-            "Events held because their ts lay beyond the event clock's horizon (gap, catch-up, corrupt ts)",
-            c,
-        );
-        f.add(vec![], s.future_held as f64);
-        fams.push(f);
-        let mut f = Family::new(FUTURE_HELD_NOW, "Events held beyond the event clock's horizon now", g);
-        f.add(vec![], engine.future_held_now() as f64);
-        fams.push(f);
-        let spill = engine.dedup_spill_counts();
-        let on_disk = spill.ids_on_disk as usize;
-        let mut f = Family::new(DEDUP_IDS, "Event ids remembered for duplicate detection, in memory or on disk", g);
-        f.add(l(&[("where", "memory")]), engine.dedup_len().saturating_sub(on_disk) as f64);
-        f.add(l(&[("where", "disk")]), on_disk as f64);
-        fams.push(f);
-        let mut f =
-            Family::new(DEDUP_SPILL_ERRORS, "Dedup spill file writes or reads that failed (state_dir/dedup)", c);
-        f.add(vec![], spill.errors as f64);
-        fams.push(f);
-        let mut f =
-            Family::new(DEDUP_INDEX_BYTES, "In-memory index of spilled event ids (budget engine.dedup_index_mb)", g);
-        f.add(vec![], spill.index_bytes as f64);
-        fams.push(f);
-        let mut f = Family::new(EVALUATIONS, "Condition evaluation rounds", c);
-        f.add(vec![], s.evaluations as f64);
-        fams.push(f);
-        let mut f = Family::new(TRANSITIONS, "Breach transitions, by state", c);
-        f.add(l(&[("state", "firing")]), s.transitions_firing as f64);
-        f.add(l(&[("state", "resolved")]), s.transitions_resolved as f64);
-        fams.push(f);
-        let mut f = Family::new(ENGINE_CLOCK, "Engine clock (event-time watermark or wall time), Unix seconds", g);
-        if let Some(now) = engine.now() {
-            f.add(vec![], now as f64 / 1000.0);
-        }
-        fams.push(f);
-        let mut f = Family::new(CONDITIONS_FIRING, "Conditions currently firing across deployments", g);
-        f.add(vec![], engine.firing() as f64);
-        fams.push(f);
-
-        let mut deployments = Family::new(DEPLOYMENTS, "Deployments by phase", g);
-        let mut info = Family::new(DEPLOYMENT_INFO, "One per deployment, with its system and phase", g);
-        let mut detections = Family::new(DETECTIONS, "Faces processed (LFR) or plates read (ANPR)", c);
-        let mut funnel = Family::new(FUNNEL, "Funnel counters (current values; derived ones can decrease)", g);
-        let mut dep_invalid = Family::new(DEPLOYMENT_INVALID, "Invalid events naming this deployment", c);
-        let mut rates = Family::new(RATE, "Headline rates with Wilson 95% bounds", g);
-        let mut galerts = Family::new(GROUP_ALERTS, "Alerts by the list entry's recorded group", g);
-        let mut gfalse = Family::new(GROUP_FALSE_ALERTS, "False alerts by the list entry's recorded group", g);
-        let mut grate = Family::new(GROUP_FALSE_ALERT_RATE, "False alerts per alert by group, Wilson 95% bounds", g);
-        let mut state =
-            Family::new(CONDITION_STATE, "Condition state: 0 ok, 1 pending, 2 firing, -1 insufficient data", g);
-        let mut value = Family::new(CONDITION_VALUE, "Condition value with interval bounds where it has one", g);
-        let mut limit = Family::new(CONDITION_LIMIT, "Configured limits of conditions", g);
-        let mut samples = Family::new(CONDITION_SAMPLES, "Samples behind a condition's value", g);
-        let mut ratio = Family::new(DISPARITY_RATIO, "Disparity ratios (max/min, max/geometric mean)", g);
-        let mut pval = Family::new(DISPARITY_P_VALUE, "Two-sided Fisher exact p-value, top group vs the rest", g);
-        let mut drift = Family::new(DRIFT_STATISTIC, "Drift statistics (psi, ks_d, ks_critical, page_hinkley)", g);
-        let mut quant = Family::new(QUANTILE_SECONDS, "Latency/lag quantiles of quantile conditions, seconds", g);
-        let mut breaches = Family::new(BREACHES, "Times each condition fired", c);
-        let hist = |name, help| HistFamily { name, help, samples: Vec::new() };
-        // Indexed by QuantileValue.
-        let mut latency = [
-            hist(ADJUDICATION_LATENCY, "Alert to first human decision, whole deployment"),
-            hist(ALERT_LATENCY, "Capture to alert (the alert's latency_ms), whole deployment"),
-            hist(EVENT_LAG, "Receive time minus event ts (live mode), whole deployment"),
-        ];
-        let mut by_phase = std::collections::BTreeMap::<&str, u64>::new();
-        for d in engine.deployments() {
-            let dep = d.id.as_str();
-            let sys = d.system.map(|s| s.as_str()).unwrap_or("unknown");
-            let phase = d.phase.map(|p| p.as_str()).unwrap_or("unknown");
-            *by_phase.entry(phase).or_default() += 1;
-            info.add(l(&[("deployment", dep), ("system", sys), ("phase", phase)]), 1.0);
-            for q in crate::rules::QuantileValue::ALL {
-                let h = &d.latency[q as usize].total;
-                if !h.is_empty() {
-                    latency[q as usize].add(l(&[("deployment", dep)]), h);
-                }
-            }
-            detections.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Detections) as f64);
-            dep_invalid.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Invalid) as f64);
-            for k in Counter::ALL {
-                funnel.add(l(&[("deployment", dep), ("system", sys), ("stage", k.as_str())]), d.count(k) as f64);
-            }
-            for (name, x, n) in crate::engine::HEADLINE_RATES {
-                let r = crate::engine::rate_summary(d.count(x), d.count(n));
-                if let (Some(e), Some(lo), Some(hi)) = (r.value, r.lower, r.upper) {
-                    for (b, v) in [("estimate", e), ("lower", lo), ("upper", hi)] {
-                        rates.add(l(&[("deployment", dep), ("system", sys), ("rate", name), ("bound", b)]), v);
-                    }
-                }
-            }
-            for (a, (attr, _)) in d.groups.attributes.iter().enumerate() {
-                for (slot, group) in d.groups.slots(a) {
-                    let cell = d.total.subject[slot];
-                    let (x, n) = (cell[SUBJ_FALSE_ALERTS].max(0) as u64, cell[SUBJ_ALERTS].max(0) as u64);
-                    let labels = l(&[("deployment", dep), ("system", sys), ("attribute", attr), ("group", group)]);
-                    galerts.add(labels.clone(), n as f64);
-                    gfalse.add(labels.clone(), x as f64);
-                    if n > 0 {
-                        let i = wilson(x.min(n), n, 0.95);
-                        for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
-                            let mut lb = labels.clone();
-                            lb.push(("bound", b.to_string()));
-                            grate.add(lb, v);
-                        }
-                    }
-                }
-            }
-            for rt in &d.conditions {
-                let cond = &rt.condition;
-                let entries = rt.entries();
-                for (id, lc, e) in entries {
-                    let base = l(&[
-                        ("deployment", dep),
-                        ("system", sys),
-                        ("condition", &id),
-                        ("kind", cond.kind.name()),
-                        ("severity", cond.severity.as_str()),
-                    ]);
-                    state.add(base.clone(), lc.state.gauge() as f64);
-                    breaches.add(base.clone(), lc.times_fired as f64);
-                    let short = l(&[("deployment", dep), ("condition", &id)]);
-                    let Some(e) = e else { continue };
-                    for (b, v) in [("estimate", e.value), ("lower", e.lower), ("upper", e.upper)] {
-                        if let Some(v) = v {
-                            let mut lb = short.clone();
-                            lb.push(("bound", b.into()));
-                            value.add(lb, v);
-                        }
-                    }
-                    if let Some(n) = e.n {
-                        samples.add(short.clone(), n as f64);
-                    }
-                    if let serde_json::Value::Object(obj) = e.limit.value() {
-                        for (k, v) in obj {
-                            if let (Some(v), Some(k)) = (v.as_f64(), LIMIT_KEYS.iter().find(|x| **x == k)) {
-                                let mut lb = short.clone();
-                                lb.push(("limit", (*k).into()));
-                                limit.add(lb, v);
-                            }
-                        }
-                    }
-                    match &cond.kind {
-                        Kind::Disparity(spec) => {
-                            let detail = e.detail.value();
-                            for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
-                                if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
-                                    let mut lb = short.clone();
-                                    lb.push(("attribute", spec.attribute.clone()));
-                                    lb.push(("ratio", r.into()));
-                                    ratio.add(lb, v);
-                                }
-                            }
-                            if let Some(p) = detail.get("p_value").and_then(|v| v.as_f64()) {
-                                let mut lb = short.clone();
-                                lb.push(("attribute", spec.attribute.clone()));
-                                pval.add(lb, p);
-                            }
-                        }
-                        Kind::Drift(_) => {
-                            let detail = e.detail.value();
-                            for (key, stat) in [
-                                ("psi", "psi"),
-                                ("ks_d", "ks_d"),
-                                ("critical", "ks_critical"),
-                                ("statistic", "page_hinkley"),
-                            ] {
-                                if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
-                                    let mut lb = short.clone();
-                                    lb.push(("statistic", stat.into()));
-                                    drift.add(lb, v);
-                                }
-                            }
-                        }
-                        Kind::Quantile(q) => {
-                            if let Some(v) = e.value {
-                                let mut lb = short.clone();
-                                lb.push(("quantile", format!("{}", q.q)));
-                                quant.add(lb, v);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        for phase in ["authorised", "started", "stopped", "unknown"] {
-            deployments.add(l(&[("phase", phase)]), *by_phase.get(phase).unwrap_or(&0) as f64);
-        }
-        fams.extend([
-            deployments,
-            info,
-            detections,
-            funnel,
-            dep_invalid,
-            rates,
-            galerts,
-            gfalse,
-            grate,
-            state,
-            value,
-            limit,
-            samples,
-            ratio,
-            pval,
-            drift,
-            quant,
-            breaches,
-        ]);
+        process_families(&self.process, &engine, &mut fams);
+        health_and_kafka_families(&self.process, &mut fams);
+        engine_families(&engine, &mut fams);
         for f in &fams {
             f.encode(&mut enc)?;
         }
-        for h in &latency {
-            h.encode(&mut enc)?;
+        let mut per_deployment = DeploymentFamilies::new();
+        for d in engine.deployments() {
+            per_deployment.add(d);
+        }
+        per_deployment.finish(&mut enc)
+    }
+}
+
+/// Process-level families: build, readiness, reloads, audit, outbox and notifications.
+fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
+    use names::*;
+    let (g, c) = (MetricType::Gauge, MetricType::Counter);
+    let mut f = Family::new(BUILD_INFO, "Build information", g);
+    f.add(l(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+    fams.push(f);
+    let mut f = Family::new(READY, "1 once config is loaded and state restored", g);
+    f.add(vec![], p.ready.load(std::sync::atomic::Ordering::Relaxed) as u8 as f64);
+    fams.push(f);
+    let mut f = Family::new(CONFIG_RELOADS, "Config reloads by result (a rejected file keeps the old config)", c);
+    f.add(l(&[("result", "success")]), p.reloads_ok.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    f.add(l(&[("result", "failure")]), p.reloads_failed.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    fams.push(f);
+    let mut f = Family::new(CONFIG_LAST_RELOAD, "When the config in force was loaded, Unix seconds", g);
+    let last = p.last_reload_ok_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if last > 0 {
+        f.add(vec![], last as f64 / 1000.0);
+    }
+    fams.push(f);
+
+    if let Some(a) = &p.audit {
+        let mut f = Family::new(AUDIT_RECORDS, "Audit log records written by this process", c);
+        f.add(vec![], a.lock().unwrap_or_else(|p| p.into_inner()).written as f64);
+        fams.push(f);
+    }
+    if let Some(o) = &p.outbox {
+        let o = o.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = Family::new(OUTBOX_DEPTH, "Notifications waiting in the outbox", g);
+        f.add(vec![], o.depth() as f64);
+        fams.push(f);
+        let mut f = Family::new(OUTBOX_OLDEST, "Age of the oldest pending notification (0 when none)", g);
+        f.add(vec![], o.oldest_age(crate::time::wall_clock_ms()).unwrap_or(0).max(0) as f64 / 1000.0);
+        fams.push(f);
+        let mut f = Family::new(NOTIFICATIONS, "Notification attempts by receiver and result", c);
+        for (r, rc) in &engine.config().raw.receivers {
+            let results: &[&str] = match rc.kind {
+                // Re-sends of open breaches while firing (CONDITIONS.md `resend`).
+                crate::config::ReceiverKind::Alertmanager => {
+                    &["delivered", "failed", "retry", "superseded", "resent", "resend_failed"]
+                }
+                _ => &["delivered", "failed", "retry"],
+            };
+            for &result in results {
+                let n = o.results.get(&(r.clone(), result)).copied().unwrap_or(0);
+                f.add(l(&[("receiver", r), ("result", result)]), n as f64);
+            }
+        }
+        fams.push(f);
+    }
+}
+
+/// Sources, tasks and the Kafka client.
+fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family>) {
+    use names::*;
+    let (g, c) = (MetricType::Gauge, MetricType::Counter);
+    let sources = p.health.sources();
+    let mut up = Family::new(SOURCE_UP, "1 while the source is connected and consuming, 0 while it is not", g);
+    let mut errs = Family::new(SOURCE_ERRORS, "Source errors by kind (transport, authentication, tls, ...)", c);
+    for s in &sources {
+        up.add(l(&[("source", &s.name)]), s.is_up() as u8 as f64);
+        for (kind, n) in s.errors() {
+            errs.add(l(&[("source", &s.name), ("kind", kind)]), n as f64);
+        }
+    }
+    fams.push(up);
+    fams.push(errs);
+    let problems = p.health.problems();
+    let mut f = Family::new(
+        TASK_HEALTHY,
+        "1 while a long-lived task runs and reports progress, 0 once it stopped or stalled",
+        g,
+    );
+    for t in p.health.tasks() {
+        f.add(l(&[("task", &t.name)]), !problems.iter().any(|pr| pr.task == t.name) as u8 as f64);
+    }
+    fams.push(f);
+    if sources.iter().any(|s| s.kind == "kafka") {
+        let (version, features) = crate::ingest::kafka::librdkafka_info();
+        let mut f = Family::new(KAFKA_CLIENT_INFO, "librdkafka version and builtin.features (1)", g);
+        f.add(l(&[("version", &version), ("features", &features)]), 1.0);
+        fams.push(f);
+    }
+    if let Some(k) = &p.kafka
+        && let Some(problems) = k.state_topic_problems.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+    {
+        let mut f = Family::new(
+            KAFKA_STATE_TOPIC_PROBLEMS,
+            "State topic requirements not met (not compacted, max.message.bytes too small); 0 when met",
+            g,
+        );
+        f.add(vec![], problems.len() as f64);
+        fams.push(f);
+    }
+    if let Some(k) = &p.kafka {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut counter = |name, help, labels: Labels, v: &std::sync::atomic::AtomicU64| {
+            let mut f = Family::new(name, help, c);
+            f.add(labels, v.load(Relaxed) as f64);
+            fams.push(f);
+        };
+        counter(KAFKA_MESSAGES, "Kafka messages consumed", vec![], &k.messages);
+        counter(KAFKA_BYTES, "Kafka message payload bytes consumed", vec![], &k.bytes);
+        counter(KAFKA_PARTITIONS_ASSIGNED, "Partitions assigned to this instance (rebalances)", vec![], &k.assigned);
+        counter(KAFKA_PARTITIONS_REVOKED, "Partitions revoked from this instance (rebalances)", vec![], &k.revoked);
+        counter(KAFKA_CLIENT_ERRORS, "Kafka client errors (broker down, receive errors)", vec![], &k.client_errors);
+        counter(STATE_SNAPSHOTS, "Deployment snapshots written to the state topic", vec![], &k.snapshots);
+        counter(STATE_RESTORED, "Deployments restored from the state topic on assignment", vec![], &k.restored);
+        counter(KAFKA_SKIPPED, "Re-delivered messages already in a restored snapshot", vec![], &k.skipped);
+        let mut f = Family::new(KAFKA_COMMITS, "Offset commits by result", c);
+        f.add(l(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
+        f.add(l(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
+        fams.push(f);
+        let mut f = Family::new(DEAD_LETTERS_PRODUCED, "Dead letters produced to the DLQ topic by result", c);
+        f.add(l(&[("result", "success")]), k.dlq_produced.load(Relaxed) as f64);
+        f.add(l(&[("result", "failure")]), k.dlq_failed.load(Relaxed) as f64);
+        fams.push(f);
+        let mut f = Family::new(KAFKA_BROKER_UP, "0 while librdkafka reports all brokers down", g);
+        f.add(vec![], k.broker_up.load(Relaxed) as u8 as f64);
+        fams.push(f);
+        let mut f = Family::new(KAFKA_CONSUMER_LAG, "Consumer lag per partition (messages), librdkafka statistics", g);
+        for ((topic, part), lag) in k.lag.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            f.add(l(&[("topic", topic), ("partition", &part.to_string())]), *lag as f64);
+        }
+        fams.push(f);
+    }
+}
+
+/// Engine-wide families: events, dead letters, duplicates, holds, dedup, evaluations, clock.
+fn engine_families(engine: &Engine, fams: &mut Vec<Family>) {
+    use names::*;
+    let (g, c) = (MetricType::Gauge, MetricType::Counter);
+    let s = &engine.stats;
+    let mut f = Family::new(EVENTS, "Events applied, by type", c);
+    for t in EventType::ALL {
+        f.add(l(&[("type", t.as_str())]), s.applied_by_type[t.index()] as f64);
+    }
+    fams.push(f);
+    let mut f = Family::new(INVALID_EVENTS, "Events dead-lettered, by reason", c);
+    for r in Reason::ALL {
+        f.add(l(&[("reason", r.as_str())]), *s.invalid_by_reason.get(r.as_str()).unwrap_or(&0) as f64);
+    }
+    fams.push(f);
+    let mut f = Family::new(DUPLICATE_EVENTS, "Re-delivered events ignored (event_id or alert_id seen)", c);
+    f.add(vec![], s.duplicates as f64);
+    fams.push(f);
+    let mut f = Family::new(HELD_EVENTS, "Decisions/outcomes held until their alert arrived", c);
+    f.add(vec![], s.held as f64);
+    fams.push(f);
+    let mut f = Family::new(
+        FUTURE_HELD,
+        "Events held because their ts lay beyond the event clock's horizon (gap, catch-up, corrupt ts)",
+        c,
+    );
+    f.add(vec![], s.future_held as f64);
+    fams.push(f);
+    let mut f = Family::new(FUTURE_HELD_NOW, "Events held beyond the event clock's horizon now", g);
+    f.add(vec![], engine.future_held_now() as f64);
+    fams.push(f);
+    let spill = engine.dedup_spill_counts();
+    let on_disk = spill.ids_on_disk as usize;
+    let mut f = Family::new(DEDUP_IDS, "Event ids remembered for duplicate detection, in memory or on disk", g);
+    f.add(l(&[("where", "memory")]), engine.dedup_len().saturating_sub(on_disk) as f64);
+    f.add(l(&[("where", "disk")]), on_disk as f64);
+    fams.push(f);
+    let mut f = Family::new(DEDUP_SPILL_ERRORS, "Dedup spill file writes or reads that failed (state_dir/dedup)", c);
+    f.add(vec![], spill.errors as f64);
+    fams.push(f);
+    let mut f =
+        Family::new(DEDUP_INDEX_BYTES, "In-memory index of spilled event ids (budget engine.dedup_index_mb)", g);
+    f.add(vec![], spill.index_bytes as f64);
+    fams.push(f);
+    let mut f = Family::new(EVALUATIONS, "Condition evaluation rounds", c);
+    f.add(vec![], s.evaluations as f64);
+    fams.push(f);
+    let mut f = Family::new(TRANSITIONS, "Breach transitions, by state", c);
+    f.add(l(&[("state", "firing")]), s.transitions_firing as f64);
+    f.add(l(&[("state", "resolved")]), s.transitions_resolved as f64);
+    fams.push(f);
+    let mut f = Family::new(ENGINE_CLOCK, "Engine clock (event-time watermark or wall time), Unix seconds", g);
+    if let Some(now) = engine.now() {
+        f.add(vec![], now as f64 / 1000.0);
+    }
+    fams.push(f);
+    let mut f = Family::new(CONDITIONS_FIRING, "Conditions currently firing across deployments", g);
+    f.add(vec![], engine.firing() as f64);
+    fams.push(f);
+}
+
+/// The per-deployment families, filled one deployment (and condition) at a time.
+struct DeploymentFamilies {
+    deployments: Family,
+    info: Family,
+    detections: Family,
+    funnel: Family,
+    dep_invalid: Family,
+    rates: Family,
+    galerts: Family,
+    gfalse: Family,
+    grate: Family,
+    state: Family,
+    value: Family,
+    limit: Family,
+    samples: Family,
+    ratio: Family,
+    pval: Family,
+    drift: Family,
+    quant: Family,
+    breaches: Family,
+    /// Indexed by QuantileValue.
+    latency: [HistFamily; 3],
+    by_phase: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl DeploymentFamilies {
+    fn new() -> Self {
+        use names::*;
+        let (g, c) = (MetricType::Gauge, MetricType::Counter);
+        let hist = |name, help| HistFamily { name, help, samples: Vec::new() };
+        DeploymentFamilies {
+            deployments: Family::new(DEPLOYMENTS, "Deployments by phase", g),
+            info: Family::new(DEPLOYMENT_INFO, "One per deployment, with its system and phase", g),
+            detections: Family::new(DETECTIONS, "Faces processed (LFR) or plates read (ANPR)", c),
+            funnel: Family::new(FUNNEL, "Funnel counters (current values; derived ones can decrease)", g),
+            dep_invalid: Family::new(DEPLOYMENT_INVALID, "Invalid events naming this deployment", c),
+            rates: Family::new(RATE, "Headline rates with Wilson 95% bounds", g),
+            galerts: Family::new(GROUP_ALERTS, "Alerts by the list entry's recorded group", g),
+            gfalse: Family::new(GROUP_FALSE_ALERTS, "False alerts by the list entry's recorded group", g),
+            grate: Family::new(GROUP_FALSE_ALERT_RATE, "False alerts per alert by group, Wilson 95% bounds", g),
+            state: Family::new(CONDITION_STATE, "Condition state: 0 ok, 1 pending, 2 firing, -1 insufficient data", g),
+            value: Family::new(CONDITION_VALUE, "Condition value with interval bounds where it has one", g),
+            limit: Family::new(CONDITION_LIMIT, "Configured limits of conditions", g),
+            samples: Family::new(CONDITION_SAMPLES, "Samples behind a condition's value", g),
+            ratio: Family::new(DISPARITY_RATIO, "Disparity ratios (max/min, max/geometric mean)", g),
+            pval: Family::new(DISPARITY_P_VALUE, "Two-sided Fisher exact p-value, top group vs the rest", g),
+            drift: Family::new(DRIFT_STATISTIC, "Drift statistics (psi, ks_d, ks_critical, page_hinkley)", g),
+            quant: Family::new(QUANTILE_SECONDS, "Latency/lag quantiles of quantile conditions, seconds", g),
+            breaches: Family::new(BREACHES, "Times each condition fired", c),
+            latency: [
+                hist(ADJUDICATION_LATENCY, "Alert to first human decision, whole deployment"),
+                hist(ALERT_LATENCY, "Capture to alert (the alert's latency_ms), whole deployment"),
+                hist(EVENT_LAG, "Receive time minus event ts (live mode), whole deployment"),
+            ],
+            by_phase: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// A deployment's counters, rates, groups and conditions.
+    fn add(&mut self, d: &crate::engine::Deployment) {
+        let dep = d.id.as_str();
+        let sys = d.system.map(|s| s.as_str()).unwrap_or("unknown");
+        let phase = d.phase.map(|p| p.as_str()).unwrap_or("unknown");
+        *self.by_phase.entry(phase).or_default() += 1;
+        self.info.add(l(&[("deployment", dep), ("system", sys), ("phase", phase)]), 1.0);
+        for q in crate::rules::QuantileValue::ALL {
+            let h = &d.latency[q as usize].total;
+            if !h.is_empty() {
+                self.latency[q as usize].add(l(&[("deployment", dep)]), h);
+            }
+        }
+        self.detections.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Detections) as f64);
+        self.dep_invalid.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Invalid) as f64);
+        for k in Counter::ALL {
+            self.funnel.add(l(&[("deployment", dep), ("system", sys), ("stage", k.as_str())]), d.count(k) as f64);
+        }
+        for (name, x, n) in crate::engine::HEADLINE_RATES {
+            let r = crate::engine::rate_summary(d.count(x), d.count(n));
+            if let (Some(e), Some(lo), Some(hi)) = (r.value, r.lower, r.upper) {
+                for (b, v) in [("estimate", e), ("lower", lo), ("upper", hi)] {
+                    self.rates.add(l(&[("deployment", dep), ("system", sys), ("rate", name), ("bound", b)]), v);
+                }
+            }
+        }
+        for (a, (attr, _)) in d.groups.attributes.iter().enumerate() {
+            for (slot, group) in d.groups.slots(a) {
+                let cell = d.total.subject[slot];
+                let (x, n) = (cell[SUBJ_FALSE_ALERTS].max(0) as u64, cell[SUBJ_ALERTS].max(0) as u64);
+                let labels = l(&[("deployment", dep), ("system", sys), ("attribute", attr), ("group", group)]);
+                self.galerts.add(labels.clone(), n as f64);
+                self.gfalse.add(labels.clone(), x as f64);
+                if n > 0 {
+                    let i = wilson(x.min(n), n, 0.95);
+                    for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
+                        let mut lb = labels.clone();
+                        lb.push(("bound", b.to_string()));
+                        self.grate.add(lb, v);
+                    }
+                }
+            }
+        }
+        for rt in &d.conditions {
+            self.add_condition(dep, sys, rt);
+        }
+    }
+
+    /// One condition's state, value, limits and kind-specific statistics.
+    fn add_condition(&mut self, dep: &str, sys: &str, rt: &crate::engine::ConditionRuntime) {
+        let cond = &rt.condition;
+        let entries = rt.entries();
+        for (id, lc, e) in entries {
+            let base = l(&[
+                ("deployment", dep),
+                ("system", sys),
+                ("condition", &id),
+                ("kind", cond.kind.name()),
+                ("severity", cond.severity.as_str()),
+            ]);
+            self.state.add(base.clone(), lc.state.gauge() as f64);
+            self.breaches.add(base.clone(), lc.times_fired as f64);
+            let short = l(&[("deployment", dep), ("condition", &id)]);
+            let Some(e) = e else { continue };
+            for (b, v) in [("estimate", e.value), ("lower", e.lower), ("upper", e.upper)] {
+                if let Some(v) = v {
+                    let mut lb = short.clone();
+                    lb.push(("bound", b.into()));
+                    self.value.add(lb, v);
+                }
+            }
+            if let Some(n) = e.n {
+                self.samples.add(short.clone(), n as f64);
+            }
+            if let serde_json::Value::Object(obj) = e.limit.value() {
+                for (k, v) in obj {
+                    if let (Some(v), Some(k)) = (v.as_f64(), LIMIT_KEYS.iter().find(|x| **x == k)) {
+                        let mut lb = short.clone();
+                        lb.push(("limit", (*k).into()));
+                        self.limit.add(lb, v);
+                    }
+                }
+            }
+            match &cond.kind {
+                Kind::Disparity(spec) => {
+                    let detail = e.detail.value();
+                    for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
+                        if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
+                            let mut lb = short.clone();
+                            lb.push(("attribute", spec.attribute.clone()));
+                            lb.push(("ratio", r.into()));
+                            self.ratio.add(lb, v);
+                        }
+                    }
+                    if let Some(p) = detail.get("p_value").and_then(|v| v.as_f64()) {
+                        let mut lb = short.clone();
+                        lb.push(("attribute", spec.attribute.clone()));
+                        self.pval.add(lb, p);
+                    }
+                }
+                Kind::Drift(_) => {
+                    let detail = e.detail.value();
+                    for (key, stat) in
+                        [("psi", "psi"), ("ks_d", "ks_d"), ("critical", "ks_critical"), ("statistic", "page_hinkley")]
+                    {
+                        if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
+                            let mut lb = short.clone();
+                            lb.push(("statistic", stat.into()));
+                            self.drift.add(lb, v);
+                        }
+                    }
+                }
+                Kind::Quantile(q) => {
+                    if let Some(v) = e.value {
+                        let mut lb = short.clone();
+                        lb.push(("quantile", format!("{}", q.q)));
+                        self.quant.add(lb, v);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every family, histograms last.
+    fn finish(mut self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for phase in ["authorised", "started", "stopped", "unknown"] {
+            self.deployments.add(l(&[("phase", phase)]), *self.by_phase.get(phase).unwrap_or(&0) as f64);
+        }
+        for f in [
+            &self.deployments,
+            &self.info,
+            &self.detections,
+            &self.funnel,
+            &self.dep_invalid,
+            &self.rates,
+            &self.galerts,
+            &self.gfalse,
+            &self.grate,
+            &self.state,
+            &self.value,
+            &self.limit,
+            &self.samples,
+            &self.ratio,
+            &self.pval,
+            &self.drift,
+            &self.quant,
+            &self.breaches,
+        ] {
+            f.encode(enc)?;
+        }
+        for h in &self.latency {
+            h.encode(enc)?;
         }
         Ok(())
     }
