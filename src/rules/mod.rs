@@ -4,10 +4,12 @@
 mod evaluation;
 mod lifecycle;
 mod model;
+mod parse;
 
 pub use evaluation::{Evaluation, JsonText};
 pub use lifecycle::{BreachState, Lifecycle, TransitionKind, Verdict};
 pub use model::*;
+pub use parse::parse_condition;
 
 use serde::Serialize;
 
