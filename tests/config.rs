@@ -275,4 +275,8 @@ fn a_minimal_config_gets_the_default_profiles_and_an_empty_one_is_warned_about()
     let (code, out) = run("clock: event\nprofiles: {lfr: {conditions: []}, anpr: {conditions: []}}\n");
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("warning: no conditions"), "{out}");
+    // A real configuration (its own receivers) without profiles is not given the defaults.
+    let (code, out) = run("clock: event\nreceivers: {pager: {kind: log}}\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: no conditions") && !out.contains("threshold_floor"), "{out}");
 }

@@ -39,7 +39,9 @@ fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Every (file, line, used module) of `crate::<module>` outside comments.
+/// Every (file, line, used module) of `crate::<module>` outside comments, including every path
+/// of a `crate::{…}` list (nested, over several lines). (`super::` is not read: no top-level
+/// module uses it to reach the crate root, and in nested modules it means the parent.)
 fn uses(src: &std::path::Path) -> Vec<(String, String, usize, String)> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
@@ -50,23 +52,48 @@ fn uses(src: &std::path::Path) -> Vec<(String, String, usize, String)> {
         if module == "lib" || module == "main" {
             continue;
         }
+        // Code without comments, and the line each byte came from.
+        let (mut code, mut line_of) = (String::new(), Vec::new());
         for (i, line) in std::fs::read_to_string(&f).unwrap().lines().enumerate() {
-            let code = line.split("//").next().unwrap();
-            let mut rest = code;
-            while let Some(at) = rest.find("crate::") {
-                rest = &rest[at + "crate::".len()..];
-                let used: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                // `crate::{a, b}` lists: every item is a module path.
-                if rest.starts_with('{') {
-                    let list = &rest[1..rest.find('}').unwrap_or(rest.len())];
-                    for item in list.split(',') {
-                        let m = item.trim().split("::").next().unwrap().to_string();
-                        if !m.is_empty() {
-                            out.push((module.clone(), rel.clone(), i + 1, m));
-                        }
+            let c = line.split("//").next().unwrap();
+            code.push_str(c);
+            code.push('\n');
+            line_of.extend(std::iter::repeat_n(i + 1, c.len() + 1));
+        }
+        let mut at = 0;
+        while let Some(found) = code[at..].find("crate::") {
+            let start = at + found + "crate::".len();
+            at = start;
+            let rest = &code[start..];
+            if let Some(list) = rest.strip_prefix('{') {
+                // The whole brace-balanced list; each top-level item's first segment is a module.
+                let (mut depth, mut item, mut items) = (1, String::new(), Vec::new());
+                for ch in list.chars() {
+                    match ch {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
                     }
-                } else if !used.is_empty() {
-                    out.push((module.clone(), rel.clone(), i + 1, used));
+                    if depth == 0 {
+                        break;
+                    }
+                    if ch == ',' && depth == 1 {
+                        items.push(std::mem::take(&mut item));
+                    } else {
+                        item.push(ch);
+                    }
+                }
+                items.push(item);
+                for it in items {
+                    let m = it.trim().split("::").next().unwrap().trim().to_string();
+                    if !m.is_empty() {
+                        out.push((module.clone(), rel.clone(), line_of[start], m));
+                    }
+                }
+            } else {
+                let used: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !used.is_empty() {
+                    out.push((module.clone(), rel.clone(), line_of[start], used));
                 }
             }
         }

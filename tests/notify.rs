@@ -497,3 +497,58 @@ async fn a_hanging_receiver_does_not_hold_back_later_notifications_of_another() 
     assert_eq!(outbox.lock().unwrap().pending().filter(|e| e.receiver == "oversight").count(), 1);
     dispatcher.abort();
 }
+
+/// A backoff in force carries over to the transition that supersedes the one it was set for:
+/// after an Alertmanager's `503` with `Retry-After: 120`, a later transition of the same alert is
+/// not sent before the 120 s are up (before: superseding dropped the wait).
+#[tokio::test]
+async fn supersession_keeps_the_alertmanagers_retry_after() {
+    let posts: Posts = Arc::default();
+    let app = Router::new()
+        .route(
+            "/api/v2/alerts",
+            post(|State(p): State<Posts>, body: Bytes| async move {
+                let mut p = p.lock().unwrap();
+                p.push(serde_json::from_slice(&body).unwrap());
+                if p.len() == 1 {
+                    (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "120")])
+                } else {
+                    (StatusCode::OK, [("retry-after", "0")])
+                }
+            }),
+        )
+        .with_state(posts.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let text = ddtwatch::config::DEMO_CONFIG.replace(
+        "  oversight: {kind: log}\n  ops: {kind: log}",
+        &format!("  oversight: {{kind: alertmanager, url: \"{base}\"}}\n  ops: {{kind: log}}"),
+    );
+    let receivers = Config::from_yaml(&text, None).unwrap().raw.receivers;
+    let outbox: SharedOutbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 0).unwrap()));
+    let note = |state: &str| serde_json::json!({"deployment_id": "d", "condition": "a", "state": state, "started_at": "2026-04-25T09:00:00Z"});
+    let t0 = wall_ms();
+    outbox
+        .lock()
+        .unwrap()
+        .enqueue("oversight", "ddtwatch/d/a/2026-04-25T09:00:00Z/firing", note("firing"), t0)
+        .unwrap();
+    let mut d = Dispatcher::new(outbox.clone(), None).with_seed(2);
+    d.run_due(&receivers, t0).await;
+    assert_eq!(posts.lock().unwrap().len(), 1, "the first attempt, answered 503 Retry-After: 120");
+    outbox
+        .lock()
+        .unwrap()
+        .enqueue("oversight", "ddtwatch/d/a/2026-04-25T09:00:00Z/resolved", note("resolved"), t0 + 1_000)
+        .unwrap();
+    d.run_due(&receivers, t0 + 60_000).await;
+    assert_eq!(posts.lock().unwrap().len(), 1, "nothing sent inside the receiver's Retry-After");
+    assert_eq!(outbox.lock().unwrap().depth(), 1, "the firing is superseded, the resolved waits");
+    d.run_due(&receivers, t0 + 121_000).await;
+    let p = posts.lock().unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[1][0]["labels"]["alertname"], "a");
+    assert_eq!(outbox.lock().unwrap().depth(), 0, "the resolved delivered after the wait");
+}

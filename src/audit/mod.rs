@@ -85,8 +85,7 @@ struct Head {
     keyed: bool,
 }
 
-/// Appends records; every append is fsync'd before it returns.
-#[derive(Debug)]
+/// Appends records; every append is fsync'd before it returns. (Its `Debug` never shows the key.)
 pub struct AuditLog {
     path: PathBuf,
     file: File,
@@ -96,6 +95,17 @@ pub struct AuditLog {
     max_bytes: u64,
     key: Option<Vec<u8>>,
     pub written: u64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("seq", &self.seq)
+            .field("keyed", &self.key.is_some())
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {
@@ -350,7 +360,7 @@ pub enum Verification {
 }
 
 /// What `audit verify` insists on beyond the links between records.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct VerifyOptions {
     /// Accept a chain that starts after seq 1 (a tail whose older files are archived elsewhere);
     /// its first `prev` is then taken as given.
@@ -360,6 +370,16 @@ pub struct VerifyOptions {
     /// The key of a keyed chain: every record must then carry its HMAC (an unkeyed record is a
     /// rewrite). Without it, a keyed record is reported as unverifiable.
     pub key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for VerifyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("partial", &self.partial)
+            .field("no_head", &self.no_head)
+            .field("keyed", &self.key.is_some())
+            .finish()
+    }
 }
 
 /// [`verify_with`] with both ends anchored: the chain starts at seq 1 with the genesis hash,
@@ -753,6 +773,15 @@ mod tests {
             assert!(p.contains("rewritten") || p.contains("MAC does not match"), "{p}");
             assert!(AuditLog::open_keyed(&path, 0, Some(KEY.to_vec())).is_err(), "run refuses it too");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_keyed(&dir.path().join("audit.log"), 0, Some(KEY.to_vec())).unwrap();
+        let text = format!("{log:?} {:?}", with_key(KEY));
+        assert!(text.contains("keyed: true"), "{text}");
+        assert!(!text.contains("48, 49") && !text.contains("0123456789abcdef"), "{text}");
     }
 
     #[test]

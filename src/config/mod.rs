@@ -77,7 +77,11 @@ impl Config {
         let mut errors = Vec::new();
         // A file with neither `profiles_dir` nor inline profiles (a first, minimal config) gets
         // the embedded defaults too: before, it monitored nothing and said nothing.
-        let embedded = raw.profiles_dir.is_none() && raw.profiles.is_empty();
+        // Only a file that sets none of what they need: one that names its own receivers or
+        // groups is a real configuration missing its profiles (zero conditions: warned about,
+        // and a reload to it is refused), not a first try.
+        let embedded =
+            raw.profiles_dir.is_none() && raw.profiles.is_empty() && raw.receivers.is_empty() && raw.groups.is_empty();
         match (&raw.profiles_dir, base) {
             (Some(dir), Some(base)) => load_profiles_dir(&base.join(dir), &mut profiles, &mut errors),
             _ if embedded || base.is_none() => {
@@ -97,16 +101,11 @@ impl Config {
         let mut raw = raw;
         raw.profiles = profiles;
         if embedded {
-            // What the embedded profiles need, as the demo has them, unless the file says
-            // otherwise: `oversight` and `ops` receivers (log lines) and the group allow-lists
-            // their disparity conditions tabulate.
+            // What the embedded profiles need, as the demo has them: `oversight` and `ops`
+            // receivers (log lines) and the group allow-lists their disparity conditions tabulate.
             let demo: RawConfig = deserialize(DEMO_CONFIG, "")?;
-            if raw.receivers.is_empty() {
-                raw.receivers = demo.receivers;
-            }
-            if raw.groups.is_empty() {
-                raw.groups = demo.groups;
-            }
+            raw.receivers = demo.receivers;
+            raw.groups = demo.groups;
         }
         validate(raw, errors)
     }

@@ -467,7 +467,9 @@ impl AuditConfig {
     /// The key's bytes, if one is configured (refused when shorter than the minimum).
     pub fn read_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
         let Some(k) = &self.key else { return Ok(None) };
-        let v = k.read("audit.key")?.into_bytes();
+        // Text, trimmed whichever way it comes (a file is trimmed already; a variable set from
+        // one may carry its newline), so `audit verify --key-file` reads the same key.
+        let v = k.read("audit.key")?.trim().as_bytes().to_vec();
         if v.len() < MIN_AUDIT_KEY_BYTES {
             anyhow::bail!("audit.key is {} bytes; at least {} are needed", v.len(), MIN_AUDIT_KEY_BYTES);
         }

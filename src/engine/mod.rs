@@ -711,11 +711,17 @@ impl Engine {
                     let event_time = (self.mode == ClockMode::Wall).then(|| d.last_ts.unwrap_or(now));
                     if !self.seeds.is_empty()
                         && let Some((anchor, fired_at)) = self.seeds.remove(&(id.clone(), cond_id.clone()))
-                        && lifecycle.state != BreachState::Firing
                         && lifecycle.seed(anchor, fired_at)
                     {
                         self.stats.seeded_breaches += 1;
                         let key = (id.clone(), cond_id.clone());
+                        // An earlier breach the snapshot held open ended before this one fired.
+                        if let Some(&i) = self.open_breaches.get(&key)
+                            && self.breaches[i].started_at != anchor
+                        {
+                            self.breaches[i].resolved_at = Some(fired_at);
+                            self.open_breaches.remove(&key);
+                        }
                         if !self.open_breaches.contains_key(&key) {
                             self.open_breaches.insert(key, self.breaches.len());
                             self.breaches.push(BreachRecord {

@@ -309,6 +309,11 @@ impl DeploymentSnapshot {
 /// Writes the whole engine state to `state_dir/snapshot.json` atomically (temp file, fsync,
 /// rename).
 pub fn write_file(engine: &super::SharedEngine, path: &Path) -> anyhow::Result<()> {
+    // One writer at a time, from taking the state to the rename: the periodic write still in
+    // flight at shutdown (its task dropped, its blocking write running on) and the final one
+    // would otherwise share the temp file, or rename an older state over the newer.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let bytes = {
         let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::to_vec(&engine.snapshot_all())?

@@ -241,7 +241,12 @@ impl Dispatcher {
     }
 
     fn supersede(&mut self, d: &Due, by: u64, now: Millis) {
-        self.next_try.remove(&d.id);
+        // A backoff in force (the receiver's Retry-After, or our own) carries over to the
+        // notification that replaces this one.
+        if let Some(t) = self.next_try.remove(&d.id) {
+            let later = self.next_try.entry(by).or_insert(t);
+            *later = (*later).max(t);
+        }
         if let Err(e) = self.lock().supersede(d.id, by, now) {
             tracing::error!(error = %e, "outbox write failed");
         }
@@ -320,11 +325,19 @@ impl ReceiverJob {
         // resolved after breach 2's firing, for the same labels).
         let mut blocked: HashSet<String> = HashSet::new();
         let mut out = Vec::with_capacity(self.items.len());
-        // Alertmanager: the latest transition of each identity stands for the earlier ones.
-        let latest: HashMap<&str, u64> = if r.kind == ReceiverKind::Alertmanager {
-            self.items.iter().map(|d| (identity_key(&d.key), d.id)).collect()
+        // Alertmanager: the latest transition of each identity stands for the earlier ones, and
+        // waits for the latest backoff any of them is under.
+        let (latest, waits): (HashMap<&str, u64>, HashMap<&str, Millis>) = if r.kind == ReceiverKind::Alertmanager {
+            let mut waits: HashMap<&str, Millis> = HashMap::new();
+            for d in &self.items {
+                if let Some(&t) = self.next_try.get(&d.id) {
+                    let w = waits.entry(identity_key(&d.key)).or_insert(t);
+                    *w = (*w).max(t);
+                }
+            }
+            (self.items.iter().map(|d| (identity_key(&d.key), d.id)).collect(), waits)
         } else {
-            HashMap::new()
+            (HashMap::new(), HashMap::new())
         };
         for (d, unit) in self.items.iter().zip(&self.units) {
             if let Some(h) = &self.heartbeat {
@@ -342,7 +355,7 @@ impl ReceiverJob {
             if blocked.contains(&identity) {
                 continue;
             }
-            if let Some(&t) = self.next_try.get(&d.id)
+            if let Some(t) = self.next_try.get(&d.id).copied().max(waits.get(identity_key(&d.key)).copied())
                 && t > now
             {
                 blocked.insert(identity);

@@ -99,7 +99,9 @@ impl Outbox {
                         }
                     }
                     Line::Failed { id, .. } => {
-                        pending.remove(&id);
+                        if let Some(e) = pending.remove(&id) {
+                            close_active(&mut active, &e);
+                        }
                     }
                     Line::Superseded { id, .. } => {
                         if let Some(e) = pending.remove(&id) {
@@ -176,7 +178,7 @@ impl Outbox {
     pub fn open_breaches(&self) -> Vec<crate::engine::OpenBreach> {
         let resolved: HashSet<&str> =
             self.pending.values().filter(|e| e.key.ends_with("/resolved")).map(|e| breach_key(&e.key)).collect();
-        let mut open = BTreeMap::new();
+        let mut open: BTreeMap<&str, crate::engine::OpenBreach> = BTreeMap::new();
         for e in self.active.values().chain(self.pending.values()) {
             let breach = breach_key(&e.key);
             if !e.key.ends_with("/firing") || resolved.contains(breach) || open.contains_key(breach) {
@@ -199,7 +201,16 @@ impl Outbox {
                 },
             );
         }
-        open.into_values().collect()
+        // One per condition: the latest breach (by time, not by the key's text, where
+        // `…:04.001Z` sorts before `…:04Z`).
+        let mut latest: BTreeMap<(String, String), crate::engine::OpenBreach> = BTreeMap::new();
+        for b in open.into_values() {
+            let k = (b.deployment_id.clone(), b.condition.clone());
+            if latest.get(&k).is_none_or(|x| x.started_at < b.started_at) {
+                latest.insert(k, b);
+            }
+        }
+        latest.into_values().collect()
     }
 
     /// Counts a result that does not change an entry (e.g. an Alertmanager re-send).
@@ -223,6 +234,9 @@ impl Outbox {
         *self.results.entry((e.receiver.clone(), if delivered { "delivered" } else { "failed" })).or_default() += 1;
         if delivered {
             track_active(&mut self.active, e);
+        } else {
+            // A `resolved` that failed for good still ends its breach: no more re-sends.
+            close_active(&mut self.active, &e);
         }
         if self.compact_bytes > 0 && self.bytes > self.compact_bytes {
             self.compact()?;
@@ -365,6 +379,33 @@ mod tests {
         assert_eq!(open[0].started_at, crate::event::parse_ts(t2).unwrap());
         assert_eq!(open[0].fired_at, crate::event::parse_ts("2026-01-01T00:00:09Z").unwrap());
         assert_eq!((open[0].deployment_id.as_str(), open[0].condition.as_str()), ("d", "c"));
+    }
+
+    #[test]
+    fn a_failed_resolved_ends_its_breach_and_the_latest_open_breach_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut o = Outbox::open(&path, 0).unwrap();
+        let t1 = "2026-01-01T00:00:04Z";
+        let f = o.enqueue("ops", &format!("ddtwatch/d/c/{t1}/firing"), notification("firing", t1), 1).unwrap().unwrap();
+        o.finish(f, true, "", 2).unwrap();
+        let r =
+            o.enqueue("ops", &format!("ddtwatch/d/c/{t1}/resolved"), notification("resolved", t1), 3).unwrap().unwrap();
+        o.finish(r, false, "permanent 400", 4).unwrap();
+        assert_eq!(o.active().count(), 0, "no re-sends of a breach whose resolution failed for good");
+        assert!(o.open_breaches().is_empty());
+        drop(o);
+        let mut o = Outbox::open(&path, 0).unwrap();
+        assert_eq!(o.active().count(), 0, "also after a restart");
+        // Two open breaches of one condition (a resolution lost): the later in time is taken,
+        // though its key sorts first as text.
+        let (a, b) = ("2026-01-01T00:00:04Z", "2026-01-01T00:00:04.001Z");
+        for t in [a, b] {
+            o.enqueue("ops", &format!("ddtwatch/d/c/{t}/firing"), notification("firing", t), 5).unwrap();
+        }
+        let open = o.open_breaches();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].started_at, crate::event::parse_ts(b).unwrap());
     }
 
     #[test]

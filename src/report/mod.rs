@@ -316,6 +316,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_record_words_every_headline_rate() {
+        let worded: Vec<&str> = RATES.iter().map(|(name, _)| *name).collect();
+        let headline: Vec<&str> = crate::engine::HEADLINE_RATES.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(worded, headline, "a headline rate without wording would be missing from the record");
+    }
+
+    #[test]
     fn wording() {
         assert_eq!(percent(8.44425679429346e-05), "0.0084%");
         assert_eq!(percent(0.06333), "6.3%");

@@ -152,10 +152,15 @@ impl Lifecycle {
 
     /// Takes over a breach that receivers were told is firing (from the outbox, after a restart
     /// that lost the state behind it): firing under its old key, held until the deployment's
-    /// events reach `anchor` again. False if the lifecycle already knows this breach or a later one.
+    /// events reach `anchor` again. False if the lifecycle already holds this breach firing or
+    /// over, or knows a later one. (A snapshot may hold this breach still pending, or an earlier
+    /// breach firing: both are taken over.)
     pub fn seed(&mut self, anchor: Millis, fired_at: Millis) -> bool {
-        if self.anchor.is_some_and(|a| a >= anchor) {
-            return false;
+        match self.anchor {
+            Some(a) if a > anchor => return false,
+            // This breach: taken over only if the snapshot saw it pending (not firing, not over).
+            Some(a) if a == anchor && self.state != BreachState::Pending => return false,
+            _ => {}
         }
         self.state = BreachState::Firing;
         self.since = Some(fired_at);
@@ -230,6 +235,26 @@ mod tests {
         assert_eq!(l.step_at(Verdict::Ok, 22_000, 0, Some(5_000)), Some(TransitionKind::Resolved));
         assert_eq!(l.key_time(0), 5_000);
         assert!(!l.seed(5_000, 9_000), "a breach it already knows is not taken over again");
+    }
+
+    #[test]
+    fn a_snapshot_that_saw_the_breach_pending_or_an_earlier_one_firing_is_taken_over() {
+        // Pending in the snapshot (anchor 5_000), fired after it: taken over, firing.
+        let mut l = Lifecycle::default();
+        l.step_at(Verdict::Breach, 10_000, 60_000, Some(5_000));
+        assert_eq!(l.state, BreachState::Pending);
+        assert!(l.seed(5_000, 12_000));
+        assert_eq!(l.state, BreachState::Firing);
+        assert_eq!(l.step_at(Verdict::Ok, 20_000, 0, Some(6_000)), Some(TransitionKind::Resolved), "resolvable");
+        // An earlier breach (anchor 1_000) firing in the snapshot; breach 5_000 fired after it.
+        let mut l = Lifecycle::default();
+        l.step_at(Verdict::Breach, 2_000, 0, Some(1_000));
+        assert_eq!(l.state, BreachState::Firing);
+        assert!(l.seed(5_000, 12_000));
+        assert_eq!(l.key_time(0), 5_000);
+        // The same breach already firing, or a later one known: nothing to take over.
+        assert!(!l.seed(5_000, 12_000));
+        assert!(!l.seed(4_000, 12_000));
     }
 
     #[test]
