@@ -74,8 +74,16 @@ profiles:
     let notifier = ddtwatch::notify::Notifier::new(Some(outbox.clone()), None);
     pipeline.set_publisher(notifier.clone());
     let d = Dispatcher::new(outbox.clone(), None);
-    let task = ddtwatch::health::Health::new().task("dispatcher", Duration::from_secs(600));
-    rt.spawn(dispatch::run(d, move || receivers.clone(), notifier.wake.clone(), ddtwatch::time::wall_clock_ms, task));
+    let health = ddtwatch::health::Health::new();
+    let task = health.task("dispatcher", Duration::from_secs(600));
+    rt.spawn(dispatch::run(
+        d,
+        move || receivers.clone(),
+        notifier.wake.clone(),
+        ddtwatch::time::wall_clock_ms,
+        task,
+        health.clone(),
+    ));
 
     let ev = |id: String, dep: &str, ty: &str, ts: &str, extra: &str| {
         format!(

@@ -312,6 +312,7 @@ impl Service {
                 notifier.wake.clone(),
                 wall_clock_ms,
                 task,
+                health.clone(),
             )));
         }
         if let Some(path) = snapshot_path.clone() {
@@ -396,6 +397,9 @@ pub async fn signals() {
     }
 }
 
+/// How long in-flight HTTP requests may take to finish once shutdown begins.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Serves HTTP until `signal` (SIGINT/SIGTERM in `run`) resolves, or until a source reports a
 /// failure it cannot recover from (returned as `Some(cause)`), then calls `on_stop` at once.
 pub async fn serve(
@@ -407,22 +411,31 @@ pub async fn serve(
 ) -> anyhow::Result<Option<String>> {
     let cause = Arc::new(std::sync::Mutex::new(None));
     let cause2 = cause.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = signal => {}
-                Some(c) = fatal.recv() => {
-                    tracing::error!(cause = %c, "a source failed for good; stopping");
-                    *cause2.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-                }
+    let stopping = crate::health::Shutdown::default();
+    let stopping2 = stopping.clone();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = signal => {}
+            Some(c) = fatal.recv() => {
+                tracing::error!(cause = %c, "a source failed for good; stopping");
+                *cause2.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
             }
-            tracing::info!("shutting down");
-            // At once, not after the HTTP connections have drained: the sources checkpoint and
-            // commit within the grace period.
-            on_stop();
-        })
-        .await
-        .context("HTTP server")?;
+        }
+        tracing::info!("shutting down");
+        // At once, not after the HTTP connections have drained: the sources checkpoint and
+        // commit within the grace period.
+        on_stop();
+        stopping2.trigger();
+    });
+    // Draining in-flight requests is bounded: a handler that never returns must not keep the
+    // process (and its final snapshot) from finishing.
+    tokio::select! {
+        r = server => r.context("HTTP server")?,
+        _ = async {
+            stopping.wait().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "HTTP requests still in flight after the drain limit; stopping without them"),
+    }
     let c = cause.lock().unwrap_or_else(|p| p.into_inner()).take();
     Ok(c)
 }

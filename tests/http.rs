@@ -400,3 +400,56 @@ async fn a_slow_handler_is_not_cut_off_by_the_read_timeout() {
     assert!(r.is_ok(), "a stalled body was never cut off");
     assert!(!String::from_utf8_lossy(&out).contains("done"), "the handler never ran on half a body");
 }
+
+/// Shutdown does not wait for ever on an in-flight request: a POST whose body stalls (the read
+/// timeout here is 120 s) holds the drain for at most `DRAIN_LIMIT`, then `serve` returns.
+#[tokio::test]
+async fn shutdown_drains_requests_for_a_bounded_time() {
+    use tokio::io::AsyncWriteExt;
+    let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
+    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
+    let process = Arc::new(ProcessState::default());
+    let state = AppState {
+        pipeline: pipeline.clone(),
+        registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
+        process,
+        token: Some(Arc::from("drain-token")),
+        anonymous_reads: true,
+        max_body_bytes: 1 << 20,
+        clock: || 0,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ddtwatch::http::limits::Limits {
+        read_timeout: std::time::Duration::from_secs(120),
+        header_timeout: std::time::Duration::from_secs(120),
+    };
+    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 4, limits);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ddtwatch::service::serve(
+        limited,
+        state,
+        async move {
+            let _ = stop_rx.await;
+        },
+        || {},
+        tokio::sync::mpsc::unbounded_channel().1,
+    ));
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer drain-token\r\nContent-Length: 100\r\n\r\n{\"schema",
+    )
+    .await
+    .unwrap();
+    // Let the server take the request in before the shutdown begins.
+    let health = format!("http://{addr}/healthz");
+    assert_eq!(ddtwatch::notify::http_client().get(&health).send().await.unwrap().status(), 200);
+    stop_tx.send(()).unwrap();
+    let limit = ddtwatch::service::DRAIN_LIMIT + std::time::Duration::from_secs(10);
+    tokio::time::timeout(limit, server)
+        .await
+        .expect("serve kept waiting on the stalled request past the drain limit")
+        .unwrap()
+        .unwrap();
+    drop(c);
+}

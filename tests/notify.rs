@@ -473,8 +473,14 @@ async fn a_hanging_receiver_does_not_hold_back_later_notifications_of_another() 
     let health = ddtwatch::health::Health::new();
     let task = health.task("dispatcher", std::time::Duration::from_secs(600));
     let d = Dispatcher::new(outbox.clone(), None);
-    let dispatcher =
-        tokio::spawn(ddtwatch::notify::dispatch::run(d, move || receivers.clone(), wake.clone(), wall_ms, task));
+    let dispatcher = tokio::spawn(ddtwatch::notify::dispatch::run(
+        d,
+        move || receivers.clone(),
+        wake.clone(),
+        wall_ms,
+        task,
+        health.clone(),
+    ));
     let enqueue = |receiver: &str, key: &str| {
         outbox.lock().unwrap().enqueue(receiver, key, serde_json::json!({"k": key}), wall_ms()).unwrap();
     };
@@ -495,6 +501,11 @@ async fn a_hanging_receiver_does_not_hold_back_later_notifications_of_another() 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(outbox.lock().unwrap().pending().filter(|e| e.receiver == "oversight").count(), 1);
+    // Each receiver's loop has its own heartbeat, named on /healthz if it stalls.
+    let names: Vec<String> = health.tasks().iter().map(|t| t.name.clone()).collect();
+    for n in ["dispatcher", "dispatcher oversight", "dispatcher ops"] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
     dispatcher.abort();
 }
 

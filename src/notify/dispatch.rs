@@ -469,8 +469,8 @@ pub async fn run(
     wake: Arc<tokio::sync::Notify>,
     clock: fn() -> Millis,
     task: crate::health::TaskGuard,
+    health: Arc<crate::health::Health>,
 ) {
-    let heartbeat = task.task().clone();
     let receivers = Arc::new(receivers);
     // Dropped with the supervisor (aborted at shutdown): its loops stop with it.
     let mut loops: BTreeMap<String, ReceiverLoop> = BTreeMap::new();
@@ -490,9 +490,11 @@ pub async fn run(
             }
             let mut rd = Dispatcher::new(d.outbox.clone(), d.audit.clone()).only(name);
             rd.rng = fastrand::Rng::with_seed(d.rng.u64(..));
-            rd.heartbeat = Some(heartbeat.clone());
+            // Its own heartbeat: a loop wedged on one receiver shows on /healthz by name.
+            let guard = health.task(format!("dispatcher {name}"), Duration::from_secs(600));
+            rd.heartbeat = Some(guard.task().clone());
             let wake = Arc::new(tokio::sync::Notify::new());
-            let handle = tokio::spawn(receiver_loop(rd, name.clone(), receivers.clone(), wake.clone(), clock));
+            let handle = tokio::spawn(receiver_loop(rd, name.clone(), receivers.clone(), wake.clone(), clock, guard));
             loops.insert(name.clone(), ReceiverLoop { handle, wake });
         }
         let _ = tokio::time::timeout(Duration::from_millis(1000), wake.notified()).await;
@@ -521,10 +523,14 @@ async fn receiver_loop<F: Fn() -> BTreeMap<String, ReceiverConfig>>(
     receivers: Arc<F>,
     wake: Arc<tokio::sync::Notify>,
     clock: fn() -> Millis,
+    task: crate::health::TaskGuard,
 ) {
     loop {
+        task.beat();
         let configured = receivers();
         if !configured.contains_key(&name) {
+            // Removed by a reload: done, not dead.
+            task.finished();
             return;
         }
         let next = d.run_due(&configured, clock()).await;
