@@ -13,6 +13,22 @@ use ddtwatch::telemetry::{ProcessState, names, registry};
 
 const TOKEN: &str = "test-token-123";
 
+/// The app state over the example config's engine (1 MiB bodies, clock 0).
+fn app_state(token: Option<&str>, anonymous_reads: bool) -> AppState {
+    let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
+    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
+    let process = Arc::new(ProcessState::default());
+    AppState {
+        pipeline: pipeline.clone(),
+        registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
+        process,
+        token: token.map(Arc::from),
+        anonymous_reads,
+        max_body_bytes: 1 << 20,
+        clock: || 0,
+    }
+}
+
 /// A server whose API reads are open (the read authorisation has its own test).
 async fn start(max_body: usize) -> (String, Pipeline) {
     let (base, pipeline, _) = start_with(max_body, Arc::new(ProcessState::default())).await;
@@ -277,18 +293,7 @@ async fn api_reads_need_the_token() {
 #[tokio::test]
 async fn stalled_clients_are_cut_off_and_connections_are_limited() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
-    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
-    let process = Arc::new(ProcessState::default());
-    let state = AppState {
-        pipeline: pipeline.clone(),
-        registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
-        process,
-        token: None,
-        anonymous_reads: false,
-        max_body_bytes: 1 << 20,
-        clock: || 0,
-    };
+    let state = app_state(None, false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = ddtwatch::http::limits::Limits {
@@ -406,18 +411,7 @@ async fn a_slow_handler_is_not_cut_off_by_the_read_timeout() {
 #[tokio::test]
 async fn shutdown_drains_requests_for_a_bounded_time() {
     use tokio::io::AsyncWriteExt;
-    let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
-    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
-    let process = Arc::new(ProcessState::default());
-    let state = AppState {
-        pipeline: pipeline.clone(),
-        registry: Arc::new(registry(pipeline.engine.clone(), process.clone())),
-        process,
-        token: Some(Arc::from("drain-token")),
-        anonymous_reads: true,
-        max_body_bytes: 1 << 20,
-        clock: || 0,
-    };
+    let state = app_state(Some("drain-token"), true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = ddtwatch::http::limits::Limits {

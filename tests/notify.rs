@@ -291,32 +291,42 @@ async fn a_later_breach_never_overtakes_an_earlier_undelivered_transition() {
     assert_eq!(hook.lock().unwrap().order, keys.to_vec());
 }
 
+/// A black-hole receiver: accepts connections, reads, never answers. Reports when a request
+/// arrives and when the client gives up on a connection (closes it).
+async fn start_black_hole() -> (String, Arc<Mutex<Vec<std::time::Instant>>>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::AsyncReadExt;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", hole.local_addr().unwrap());
+    let closed: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let closed2 = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = hole.accept().await.unwrap();
+            let (closed, tx) = (closed2.clone(), arrived_tx.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if sock.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let _ = tx.send(());
+                    while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                }
+                closed.lock().unwrap().push(std::time::Instant::now());
+            });
+        }
+    });
+    (url, closed, arrived)
+}
+
 /// A receiver that accepts connections and never answers (a black hole) beside a healthy one:
 /// the healthy receiver gets all its notifications while the black hole's first request is still
 /// hanging (receivers are served concurrently; before, they went one at a time).
 #[tokio::test]
 async fn a_black_hole_receiver_delays_no_other() {
-    use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let (hook, base) = start_receiver().await;
-    // The black hole: reads and never answers; notes when the client gives up on a connection.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}/alerts", hole.local_addr().unwrap());
-    let closed: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
-    let closed2 = closed.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = hole.accept().await.unwrap();
-            let closed = closed2.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                closed.lock().unwrap().push(std::time::Instant::now());
-            });
-        }
-    });
+    let (hole_url, closed, _arrived) = start_black_hole().await;
     let text = ddtwatch::config::DEMO_CONFIG.replace(
         "  oversight: {kind: log}\n  ops: {kind: log}",
         &format!(
@@ -441,24 +451,7 @@ async fn a_hanging_receiver_does_not_hold_back_later_notifications_of_another() 
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let (hook, base) = start_receiver().await;
-    // The black hole: accepts and never answers; says when a request has arrived.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}/alerts", hole.local_addr().unwrap());
-    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let (mut sock, _) = hole.accept().await.unwrap();
-            let tx = arrived_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if sock.read(&mut buf).await.is_ok_and(|n| n > 0) {
-                    let _ = tx.send(());
-                }
-                while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-            });
-        }
-    });
+    let (hole_url, _closed, mut arrived) = start_black_hole().await;
     let text = ddtwatch::config::DEMO_CONFIG.replace(
         "  oversight: {kind: log}\n  ops: {kind: log}",
         &format!(
