@@ -50,23 +50,7 @@ pub enum Ingested {
     Invalid(Reason),
 }
 
-/// One breach, open or closed (for `/api/v1/breaches` and reports).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BreachRecord {
-    pub deployment_id: String,
-    pub condition: String,
-    pub kind: String,
-    pub severity: crate::rules::Severity,
-    #[serde(serialize_with = "summary::ser_ts")]
-    pub started_at: Millis,
-    #[serde(serialize_with = "summary::ser_ts")]
-    pub fired_at: Millis,
-    #[serde(serialize_with = "summary::ser_opt_ts")]
-    pub resolved_at: Option<Millis>,
-    pub value: Option<f64>,
-    pub limit: serde_json::Value,
-    pub notify: Vec<String>,
-}
+pub use crate::rules::BreachRecord;
 
 /// The engine shared by the sources, the HTTP API and the metrics.
 pub type SharedEngine = Arc<std::sync::Mutex<Engine>>;
@@ -83,8 +67,7 @@ pub struct Engine {
     spill: Option<Arc<Spill>>,
     transitions: Vec<Transition>,
     dead: Vec<DeadLetter>,
-    breaches: Vec<BreachRecord>,
-    open_breaches: HashMap<(String, String), usize>,
+    breaches: crate::rules::BreachBook,
     /// Read positions of `file` sources (path → byte offset), kept with the state they produced
     /// so a restored snapshot resumes each file exactly where its events stop.
     pub source_positions: BTreeMap<String, u64>,
@@ -180,8 +163,7 @@ impl Engine {
             spill: None,
             transitions: Vec::new(),
             dead: Vec::new(),
-            breaches: Vec::new(),
-            open_breaches: HashMap::new(),
+            breaches: crate::rules::BreachBook::default(),
             future: Vec::new(),
             seeds: HashMap::new(),
             origin: None,
@@ -230,50 +212,13 @@ impl Engine {
     ) -> Option<snapshot::DeploymentSnapshot> {
         let d = self.deployments.get(id)?;
         let mut s = snapshot::DeploymentSnapshot::of(d, through, self.clock);
-        s.breaches = self
-            .breaches
-            .iter()
-            .filter(|b| b.deployment_id == id)
-            .map(|b| snapshot::BreachSnap {
-                condition: b.condition.clone(),
-                kind: b.kind.clone(),
-                severity: b.severity,
-                started_at: b.started_at,
-                fired_at: b.fired_at,
-                resolved_at: b.resolved_at,
-                value: b.value,
-                limit: b.limit.clone(),
-                notify: b.notify.clone(),
-            })
-            .collect();
+        s.breaches = self.breaches.of(id).map(snapshot::BreachSnap::of).collect();
         Some(s)
     }
 
-    /// Replaces a deployment's breach history (and which of its breaches are open).
+    /// Replaces a deployment's breach history.
     fn restore_breaches(&mut self, id: &str, list: Vec<snapshot::BreachSnap>) {
-        self.breaches.retain(|b| b.deployment_id != id);
-        for b in list {
-            self.breaches.push(BreachRecord {
-                deployment_id: id.to_string(),
-                condition: b.condition,
-                kind: b.kind,
-                severity: b.severity,
-                started_at: b.started_at,
-                fired_at: b.fired_at,
-                resolved_at: b.resolved_at,
-                value: b.value,
-                limit: b.limit,
-                notify: b.notify,
-            });
-        }
-        // Indices moved: rebuild the open-breach index (at most one open breach per condition).
-        self.open_breaches = self
-            .breaches
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.resolved_at.is_none())
-            .map(|(i, b)| ((b.deployment_id.clone(), b.condition.clone()), i))
-            .collect();
+        self.breaches.replace(id, list.into_iter().map(|b| b.into_record(id)).collect());
     }
 
     /// Replaces (or adds) a deployment from a snapshot; returns its id and the offset it covers.
@@ -388,7 +333,7 @@ impl Engine {
     }
 
     pub fn breaches(&self) -> &[BreachRecord] {
-        &self.breaches
+        self.breaches.all()
     }
 
     pub fn drain_transitions(&mut self) -> Vec<Transition> {
@@ -714,79 +659,18 @@ impl Engine {
                         && lifecycle.seed(anchor, fired_at)
                     {
                         self.stats.seeded_breaches += 1;
-                        let key = (id.clone(), cond_id.clone());
-                        // An earlier breach the snapshot held open ended before this one fired.
-                        if let Some(&i) = self.open_breaches.get(&key)
-                            && self.breaches[i].started_at != anchor
-                        {
-                            self.breaches[i].resolved_at = Some(fired_at);
-                            self.open_breaches.remove(&key);
-                        }
-                        if !self.open_breaches.contains_key(&key) {
-                            self.open_breaches.insert(key, self.breaches.len());
-                            self.breaches.push(BreachRecord {
-                                deployment_id: id.clone(),
-                                condition: cond_id.clone(),
-                                kind: rt.condition.kind.name().to_string(),
-                                severity: rt.condition.severity,
-                                started_at: anchor,
-                                fired_at,
-                                resolved_at: None,
-                                value: None,
-                                limit: e.limit.value(),
-                                notify: rt.condition.notify.clone(),
-                            });
-                        }
+                        self.breaches.take_over(&id, &cond_id, &rt.condition, anchor, fired_at, e.limit.value());
                     }
                     let Some(kind) = lifecycle.step_at(e.verdict, now, rt.condition.for_.ms(), event_time) else {
                         continue;
                     };
                     let started_at = lifecycle.key_time(now);
-                    let t = Transition {
-                        deployment_id: id.clone(),
-                        system: d.system,
-                        condition: cond_id.clone(),
-                        kind: rt.condition.kind.name(),
-                        severity: rt.condition.severity,
-                        state: kind,
-                        at: now,
-                        started_at,
-                        value: e.value,
-                        lower: e.lower,
-                        upper: e.upper,
-                        samples: e.n,
-                        limit: e.limit.value(),
-                        window: rt.condition.kind.window().map(|w| w.to_string()),
-                        summary: transition_summary(&rt.condition, &cond_id, kind, e),
-                        runbook: rt.condition.runbook.clone(),
-                        notify: rt.condition.notify.clone(),
-                        detail: e.detail.value(),
-                    };
-                    let key = (id.clone(), cond_id.clone());
+                    let t = Transition::new(&id, d.system, cond_id, &rt.condition, kind, now, started_at, e);
                     match kind {
-                        TransitionKind::Firing => {
-                            self.stats.transitions_firing += 1;
-                            self.open_breaches.insert(key, self.breaches.len());
-                            self.breaches.push(BreachRecord {
-                                deployment_id: id.clone(),
-                                condition: cond_id,
-                                kind: t.kind.to_string(),
-                                severity: t.severity,
-                                started_at,
-                                fired_at: now,
-                                resolved_at: None,
-                                value: e.value,
-                                limit: t.limit.clone(),
-                                notify: t.notify.clone(),
-                            });
-                        }
-                        TransitionKind::Resolved => {
-                            self.stats.transitions_resolved += 1;
-                            if let Some(i) = self.open_breaches.remove(&key) {
-                                self.breaches[i].resolved_at = Some(now);
-                            }
-                        }
+                        TransitionKind::Firing => self.stats.transitions_firing += 1,
+                        TransitionKind::Resolved => self.stats.transitions_resolved += 1,
                     }
+                    self.breaches.record(&t);
                     self.transitions.push(t);
                 }
                 rt.last = evals;
@@ -799,7 +683,7 @@ impl Engine {
     pub fn deployment_summary(&self, id: &str) -> Option<DeploymentSummary> {
         let d = self.deployments.get(id)?;
         let mut s = DeploymentSummary::of(d);
-        s.breaches = self.breaches.iter().filter(|b| b.deployment_id == id).cloned().collect();
+        s.breaches = self.breaches.of(id).cloned().collect();
         Some(s)
     }
 
@@ -829,20 +713,4 @@ impl Engine {
             })
             .sum()
     }
-}
-
-fn transition_summary(
-    c: &crate::rules::Condition,
-    id: &str,
-    kind: TransitionKind,
-    e: &crate::rules::Evaluation,
-) -> String {
-    if let Some(s) = &c.summary {
-        return format!("{s} ({})", kind.as_str());
-    }
-    let value = match e.value {
-        Some(v) => format!("value {v:.6}"),
-        None => "no value".to_string(),
-    };
-    format!("{} {} {} ({value}, limit {})", c.kind.name(), id, kind.as_str(), e.limit)
 }

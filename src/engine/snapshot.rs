@@ -139,7 +139,7 @@ pub struct DeploymentSnapshot {
     pub(crate) breaches: Vec<BreachSnap>,
 }
 
-/// A [`super::BreachRecord`] in a snapshot (raw times).
+/// A [`crate::rules::BreachRecord`] in a snapshot (raw times, no deployment: the snapshot's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BreachSnap {
     pub condition: String,
@@ -151,6 +151,37 @@ pub(crate) struct BreachSnap {
     pub value: Option<f64>,
     pub limit: serde_json::Value,
     pub notify: Vec<String>,
+}
+
+impl BreachSnap {
+    pub(crate) fn of(b: &crate::rules::BreachRecord) -> Self {
+        BreachSnap {
+            condition: b.condition.clone(),
+            kind: b.kind.clone(),
+            severity: b.severity,
+            started_at: b.started_at,
+            fired_at: b.fired_at,
+            resolved_at: b.resolved_at,
+            value: b.value,
+            limit: b.limit.clone(),
+            notify: b.notify.clone(),
+        }
+    }
+
+    pub(crate) fn into_record(self, deployment: &str) -> crate::rules::BreachRecord {
+        crate::rules::BreachRecord {
+            deployment_id: deployment.to_string(),
+            condition: self.condition,
+            kind: self.kind,
+            severity: self.severity,
+            started_at: self.started_at,
+            fired_at: self.fired_at,
+            resolved_at: self.resolved_at,
+            value: self.value,
+            limit: self.limit,
+            notify: self.notify,
+        }
+    }
 }
 
 impl DeploymentSnapshot {

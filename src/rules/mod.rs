@@ -1,11 +1,13 @@
 //! Conditions: the config model, their evaluation against a deployment, and the breach
 //! lifecycle that turns verdicts into `firing` / `resolved` transitions.
 
+mod book;
 mod evaluation;
 mod lifecycle;
 mod model;
 mod parse;
 
+pub use book::{BreachBook, BreachRecord};
 pub use evaluation::{Evaluation, JsonText};
 pub use lifecycle::{BreachState, Lifecycle, TransitionKind, Verdict};
 pub use model::*;
