@@ -227,6 +227,31 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
     assert_eq!(dep["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "2Gi");
     let pod = &dep["spec"]["template"]["spec"];
     assert_restricted(pod, &pod["containers"][0]);
+    // The knobs people expect: the log filter ddtwatch reads, extra env and volumes, a digest,
+    // scheduling, and ServiceMonitor relabelling.
+    let c = &pod["containers"][0];
+    let env: Vec<(String, String)> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert!(env.contains(&("DDTWATCH_LOG".into(), "debug,rdkafka=info".into())), "{env:?}");
+    assert!(env.contains(&("TZ".into(), "UTC".into())), "{env:?}");
+    assert!(!env.iter().any(|(n, _)| n == "RUST_LOG"), "the binary reads DDTWATCH_LOG, not RUST_LOG");
+    assert!(
+        c["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+    );
+    assert!(c["volumeMounts"].as_sequence().unwrap().iter().any(|m| m["name"] == "ca-bundle"));
+    assert!(pod["volumes"].as_sequence().unwrap().iter().any(|v| v["name"] == "ca-bundle"));
+    assert_eq!(pod["priorityClassName"], "ddtwatch-critical");
+    assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "topology.kubernetes.io/zone");
+    let sm = find(&docs, "ServiceMonitor", "rel-ddtwatch");
+    assert_eq!(sm["spec"]["endpoints"][0]["scrapeTimeout"], "10s");
+    assert_eq!(sm["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"], "node");
     let refs: Vec<String> = pod["volumes"]
         .as_sequence()
         .unwrap()

@@ -66,12 +66,20 @@ app.kubernetes.io/part-of: ddtwatch
      context, or a dict with Values (ddtwatch values), Release, Chart from a parent chart. */}}
 {{- define "ddtwatch.container" -}}
 name: ddtwatch
+{{- if .Values.image.digest }}
+image: "{{ .Values.image.repository }}@{{ .Values.image.digest }}"
+{{- else }}
 image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+{{- end }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 args: ["run", "--config", "/etc/ddtwatch/config/ddtwatch.yaml"]
 env:
-  - name: RUST_LOG
-    value: info
+  # The log filter ddtwatch reads (a tracing filter, e.g. "info" or "debug,rdkafka=info").
+  - name: DDTWATCH_LOG
+    value: {{ .Values.logLevel | quote }}
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 ports:
   - name: http
     containerPort: {{ .Values.port }}
@@ -104,6 +112,9 @@ volumeMounts:
   {{- end }}
   {{- if .Values.secretFiles }}
   - {name: ddtwatch-secret-files, mountPath: /etc/ddtwatch/secrets, readOnly: true}
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
 
@@ -162,6 +173,9 @@ restartPolicy: Always
           name: {{ $ref.secretName }}
           items: [{key: {{ $ref.key }}, path: {{ $name }}}]
       {{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
