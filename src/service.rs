@@ -365,6 +365,24 @@ impl Service {
                 Err(_) => tracing::warn!("kafka source did not stop within the grace period"),
             }
         }
+        // Notifications still in the outbox get the grace period to go out before the
+        // dispatcher stops (a pod on an emptyDir loses what is left).
+        if let Some(o) = &outbox {
+            let depth = || o.lock().map(|o| o.depth()).unwrap_or(0);
+            let deadline = tokio::time::Instant::now() + grace;
+            notifier.wake.notify_one();
+            while depth() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            match depth() {
+                0 => {}
+                n => tracing::warn!(
+                    pending = n,
+                    grace_s = grace.as_secs_f64(),
+                    "notifications still undelivered at shutdown; they stay in the outbox (state_dir) for the next start"
+                ),
+            }
+        }
         // The one shutdown signal: every task stops at its next await point.
         shutdown.trigger();
         while tasks.join_next().await.is_some() {}

@@ -430,3 +430,60 @@ async fn kill_9_in_wall_mode_before_the_first_snapshot_gives_no_new_ids() {
     until("the resolved notification", 30, || delivered(2)).await;
     assert_eq!(got.lock().unwrap().as_slice(), [firing, format!("{breach}/resolved")]);
 }
+
+/// SIGTERM while a notification is in flight to a slow receiver: `run` keeps delivering for the
+/// grace period before it stops, so the notification is acknowledged before the process exits
+/// (before: the dispatcher was stopped at once, and the notification waited for a next start —
+/// on an emptyDir, for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_outbox_within_the_grace_period() {
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |State(s): State<Arc<Mutex<Vec<String>>>>, h: HeaderMap, _b: Bytes| {
+                let tx = arrived_tx.clone();
+                async move {
+                    let _ = tx.send(());
+                    // A slow receiver: the answer comes after the SIGTERM.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    s.lock().unwrap().push(h["webhook-id"].to_str().unwrap().to_string());
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .with_state(acked.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let path = dir.path().join("ddtwatch.yaml");
+    let receiver = format!("oversight: {{kind: webhook, url: \"{hook_url}\", secret_env: DDTWATCH_TEST_HOOK_SECRET}}");
+    std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
+    let env = [("DDTWATCH_TEST_HOOK_SECRET", SECRET)];
+    let base = format!("http://127.0.0.1:{port}");
+    let c = ddtwatch::notify::http_client();
+    let mut run = spawn_run(&path, &env);
+    until("ddtwatch ready", 30, || async {
+        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    post_events(&c, &base, &breach_events()).await;
+    tokio::time::timeout(Duration::from_secs(30), arrived.recv()).await.expect("the delivery attempt");
+    let pid = run.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || {
+        let s = run.0.wait().unwrap();
+        (s, run)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(acked.lock().unwrap().len(), 1, "acknowledged before the process exited");
+    let journal = std::fs::read_to_string(dir.path().join("state/outbox.jsonl")).unwrap();
+    assert!(journal.contains(r#""op":"delivered""#), "{journal}");
+}
