@@ -292,11 +292,14 @@ impl Service {
                     );
                 }
             };
+            let proc3 = process.clone();
+            let file_ok = move |ok: bool| proc3.config_file_rejected.store(!ok, Ordering::Relaxed);
             tasks.spawn(shutdown.clone().run_until(crate::config::reload::watch(
                 reloader,
                 reload_every,
                 applied,
                 rejected,
+                file_ok,
                 task,
             )));
         }

@@ -121,6 +121,9 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     .await;
     let d = summary().await.unwrap();
     assert_eq!(condition(&d).unwrap()["limit"]["min"], json!(0.55));
+    // While the rejected file is still there, the gauge the alert reads stays 0 (the failure
+    // counter alone would let the alert resolve after its window).
+    assert!(metrics().await.unwrap().contains("ddtwatch_config_last_reload_successful 0"));
 
     // Relaxing the floor below the threshold resolves the breach at the next evaluation.
     write("0.4");
@@ -133,6 +136,7 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     let cond = condition(&d).unwrap();
     assert_eq!(cond["state"], "ok");
     assert_eq!(cond["times_fired"], 1);
+    assert!(metrics().await.unwrap().contains("ddtwatch_config_last_reload_successful 1"), "fixed file: back to 1");
     let m = metrics().await.unwrap();
     assert!(m.contains(r#"ddtwatch_transitions_total{state="resolved"} 1"#), "{m}");
 

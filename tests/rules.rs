@@ -54,4 +54,14 @@ fn every_alert_has_a_unit_test_and_every_metric_exists() {
     for m in &used {
         assert!(ALL_SAMPLES.contains(&m.as_str()), "the rules query {m}, which ddtwatch does not expose");
     }
+    // Every alert links to its runbook, and the runbook has its section.
+    let runbooks = std::fs::read_to_string(common::repo().join("docs/runbooks.md")).unwrap();
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            let Some(a) = r["alert"].as_str() else { continue };
+            let url = r["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{a} has no runbook_url"));
+            assert!(url.ends_with(&format!("docs/runbooks.md#{}", a.to_lowercase())), "{a}: {url}");
+            assert!(runbooks.contains(&format!("\n## {a}\n")), "docs/runbooks.md has no section for {a}");
+        }
+    }
 }

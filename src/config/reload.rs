@@ -57,6 +57,12 @@ impl Reloader {
         &self.current
     }
 
+    /// Whether the file on disk is the one in force (or a valid change of it): false from a
+    /// rejection until the file is valid again, however many checks find it unchanged.
+    pub fn file_ok(&self) -> bool {
+        self.last_rejected.is_none()
+    }
+
     pub fn check(&mut self) -> ReloadOutcome {
         match Config::load(&self.path) {
             Ok(new) if new.condition_count() == 0 && self.current.condition_count() > 0 => {
@@ -116,12 +122,14 @@ impl Reloader {
 
 /// The hot-reload loop of `run`: checks the config every `every` and at once on SIGHUP. A valid
 /// change goes to `applied(new config, old hash)`, an invalid one to `rejected(errors, old hash)`
-/// (the old config stays in force); both are logged here. Runs until dropped.
+/// (the old config stays in force); both are logged here. After every check `file_ok` says
+/// whether the file on disk is valid ([`Reloader::file_ok`]). Runs until dropped.
 pub async fn watch(
     mut reloader: Reloader,
     every: crate::time::Dur,
     mut applied: impl FnMut(Arc<Config>, &str) + Send,
     mut rejected: impl FnMut(&ConfigErrors, &str) + Send,
+    mut file_ok: impl FnMut(bool) + Send,
     task: crate::health::TaskGuard,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -153,6 +161,7 @@ pub async fn watch(
             }
         };
         reloader = r;
+        file_ok(reloader.file_ok());
         match outcome {
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Changed { config, restart_needed } => {

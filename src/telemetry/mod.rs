@@ -74,6 +74,7 @@ pub mod names {
     pub const DEAD_LETTERS_PRODUCED: &str = "ddtwatch_dead_letters_produced";
     pub const CONFIG_RELOADS: &str = "ddtwatch_config_reload";
     pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
+    pub const CONFIG_LAST_RELOAD_OK: &str = "ddtwatch_config_last_reload_successful";
     pub const SOURCE_UP: &str = "ddtwatch_source_up";
     pub const SOURCE_ERRORS: &str = "ddtwatch_source_errors";
     pub const TASK_HEALTHY: &str = "ddtwatch_task_healthy";
@@ -126,6 +127,7 @@ pub mod names {
         "ddtwatch_event_lag_seconds_count",
         "ddtwatch_config_reload_total",
         "ddtwatch_config_last_reload_success_timestamp_seconds",
+        "ddtwatch_config_last_reload_successful",
         "ddtwatch_audit_records_total",
         "ddtwatch_outbox_depth",
         "ddtwatch_outbox_oldest_pending_age_seconds",
@@ -161,6 +163,9 @@ pub struct ProcessState {
     pub reloads_failed: std::sync::atomic::AtomicU64,
     /// Unix ms of the last successful load (start or reload); 0 before.
     pub last_reload_ok_ms: std::sync::atomic::AtomicI64,
+    /// False while the config file on disk was rejected and has not been fixed (the alert
+    /// `DdtwatchConfigReloadFailed` stays firing until then).
+    pub config_file_rejected: std::sync::atomic::AtomicBool,
     /// The Kafka source's counters when one runs.
     pub kafka: Option<Arc<crate::ingest::kafka::KafkaStats>>,
     /// The audit log when `state_dir` is set.
@@ -310,6 +315,13 @@ fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
     let mut f = Family::new(CONFIG_RELOADS, "Config reloads by result (a rejected file keeps the old config)", c);
     f.add(l(&[("result", "success")]), p.reloads_ok.load(std::sync::atomic::Ordering::Relaxed) as f64);
     f.add(l(&[("result", "failure")]), p.reloads_failed.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    fams.push(f);
+    let mut f = Family::new(
+        CONFIG_LAST_RELOAD_OK,
+        "1 when the config file on disk is the one in force, 0 while a rejected file is still there",
+        g,
+    );
+    f.add(vec![], !p.config_file_rejected.load(std::sync::atomic::Ordering::Relaxed) as u8 as f64);
     fams.push(f);
     let mut f = Family::new(CONFIG_LAST_RELOAD, "When the config in force was loaded, Unix seconds", g);
     let last = p.last_reload_ok_ms.load(std::sync::atomic::Ordering::Relaxed);
