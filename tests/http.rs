@@ -135,6 +135,16 @@ async fn api_metrics_and_ingest() {
     for name in names::ALL_SAMPLES.iter().filter(|n| !live_only.iter().any(|p| n.starts_with(p))) {
         assert!(text.lines().any(|l| l.starts_with(name)), "metric {name} missing");
     }
+    // The standard process metrics, with values that make sense for this process.
+    let sample = |name: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(-1.0)
+    };
+    assert!(sample("process_resident_memory_bytes") > 1e6, "RSS");
+    assert!(sample("process_open_fds") >= 3.0 && sample("process_open_fds") <= sample("process_max_fds"));
+    let now = ddtwatch::time::wall_clock_ms() as f64 / 1000.0;
+    let started = sample("process_start_time_seconds");
+    assert!(started > now - 3600.0 && started <= now + 1.0, "start time {started} vs now {now}");
+    assert!(sample("process_cpu_seconds_total") > 0.0);
     // Latency histograms: cumulative buckets ending at +Inf = count.
     let bucket = |le: &str| {
         text.lines()

@@ -128,6 +128,12 @@ pub mod names {
         "ddtwatch_config_reload_total",
         "ddtwatch_config_last_reload_success_timestamp_seconds",
         "ddtwatch_config_last_reload_successful",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
         "ddtwatch_audit_records_total",
         "ddtwatch_outbox_depth",
         "ddtwatch_outbox_oldest_pending_age_seconds",
@@ -302,10 +308,59 @@ impl Collector for EngineCollector {
     }
 }
 
+/// The standard `process_*` metrics (as the Prometheus client libraries export them), read from
+/// `/proc/self` on Linux; nothing elsewhere.
+fn os_process_families(fams: &mut Vec<Family>) {
+    let (g, c) = (MetricType::Gauge, MetricType::Counter);
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
+    // Fields after the command name (which may hold spaces), numbered from 3 (`state`).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    // /proc reports times in USER_HZ, which the kernel ABI fixes at 100 a second.
+    const TICKS: f64 = 100.0;
+    let mut add = |name: &'static str, help: &'static str, ty: MetricType, v: Option<f64>| {
+        if let Some(v) = v {
+            let mut fam = Family::new(name, help, ty);
+            fam.add(vec![], v);
+            fams.push(fam);
+        }
+    };
+    add(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds",
+        c,
+        field(14).zip(field(15)).map(|(u, s)| (u + s) / TICKS),
+    );
+    add("process_virtual_memory_bytes", "Virtual memory size in bytes", g, field(23));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok());
+    add("process_resident_memory_bytes", "Resident memory size in bytes", g, rss_kib.map(|k| k * 1024.0));
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as f64).ok();
+    add("process_open_fds", "Number of open file descriptors", g, fds);
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse::<f64>().ok());
+    add("process_max_fds", "Maximum number of open file descriptors", g, max_fds);
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok()));
+    add(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        g,
+        boot.zip(field(22)).map(|(b, t)| b + t / TICKS),
+    );
+}
+
 /// Process-level families: build, readiness, reloads, audit, outbox and notifications.
 fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
     use names::*;
     let (g, c) = (MetricType::Gauge, MetricType::Counter);
+    os_process_families(fams);
     let mut f = Family::new(BUILD_INFO, "Build information", g);
     f.add(l(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
     fams.push(f);
