@@ -155,6 +155,7 @@ fn impossible_values_are_refused_with_their_paths() {
         o["backoff_max"] = "1m".into();
         o["timeout"] = "0s".into();
         o["url"] = "not a url".into();
+        o["generator_url"] = "ddtwatch.example".into();
     });
     assert_eq!(code, Some(2), "{out}");
     for needle in [
@@ -164,6 +165,8 @@ fn impossible_values_are_refused_with_their_paths() {
         "receivers.oversight.backoff_initial: (10m) is above backoff_max (1m)",
         "receivers.oversight.timeout: must be positive",
         "receivers.oversight.url: `not a url` is not an http:// or https:// URL",
+        "receivers.oversight.generator_url: `ddtwatch.example` is not an http:// or https:// URL",
+        "receivers.oversight.generator_url: applies to alertmanager receivers only",
     ] {
         assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
     }

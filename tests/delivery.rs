@@ -127,7 +127,9 @@ async fn breaches_reach_a_real_alertmanager_are_resent_and_resolve() {
 
     let port = common::free_port();
     let path = dir.path().join("ddtwatch.yaml");
-    let receiver = format!("oversight: {{kind: alertmanager, url: \"{am}\", resend: 1s}}");
+    let receiver = format!(
+        "oversight: {{kind: alertmanager, url: \"{am}\", resend: 1s, generator_url: \"https://ddtwatch.example.org\"}}"
+    );
     std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
     let _run = spawn_run(&path, &[]);
     let base = format!("http://127.0.0.1:{port}");
@@ -155,6 +157,7 @@ async fn breaches_reach_a_real_alertmanager_are_resent_and_resolve() {
     assert_eq!(alert["status"]["state"], "active");
     // Routed by the shipped example: critical → the oversight receiver.
     assert_eq!(alert["receivers"][0]["name"], "oversight");
+    assert_eq!(alert["generatorURL"], "https://ddtwatch.example.org/api/v1/deployments/lfr-d", "{alert}");
 
     // While firing it is re-sent every `resend` (1 s here), moving endsAt forward.
     let first_end = alert["endsAt"].as_str().unwrap().to_string();

@@ -219,6 +219,10 @@ pub struct ReceiverConfig {
     /// Per-request timeout (a timeout is retried).
     #[serde(default = "default_receiver_timeout")]
     pub timeout: Dur,
+    /// Alertmanager: ddtwatch's external address; each alert's `generatorURL` then links to the
+    /// deployment's summary under it (`…/api/v1/deployments/<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<String>,
 }
 
 impl ReceiverConfig {

@@ -153,16 +153,20 @@ pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<C
                 format!("({}) is above backoff_max ({})", r.backoff_initial, r.backoff_max),
             ));
         }
-        if let Some(url) = &r.url {
+        for (key, url) in [("url", &r.url), ("generator_url", &r.generator_url)] {
+            let Some(url) = url else { continue };
             let ok = url.split_once("://").is_some_and(|(scheme, rest)| {
                 matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/')
             });
             if !ok {
                 errors.push(ConfigError::new(
-                    format!("{path}.url"),
+                    format!("{path}.{key}"),
                     format!("`{url}` is not an http:// or https:// URL with a host"),
                 ));
             }
+        }
+        if r.generator_url.is_some() && r.kind != ReceiverKind::Alertmanager {
+            errors.push(ConfigError::new(format!("{path}.generator_url"), "applies to alertmanager receivers only"));
         }
     }
     for (i, s) in raw.sources.iter().enumerate() {

@@ -216,7 +216,7 @@ impl Dispatcher {
             }
             let b = batches.entry(receiver).or_default();
             b.0.push(k);
-            b.1.push(super::alertmanager::alert(&notification, true, now, r.resend.ms()));
+            b.1.push(super::alertmanager::alert(&notification, true, now, r.resend.ms(), r.generator_url.as_deref()));
         }
         for (receiver, (keys, alerts)) in batches {
             let r = &receivers[&receiver];
@@ -374,7 +374,13 @@ impl ReceiverJob {
                 ReceiverKind::Webhook => send_webhook(&self.client, &self.warned, d, r, now).await,
                 ReceiverKind::Alertmanager => {
                     let firing = d.key.ends_with("/firing");
-                    let body = json!([super::alertmanager::alert(&d.notification, firing, now, r.resend.ms())]);
+                    let body = json!([super::alertmanager::alert(
+                        &d.notification,
+                        firing,
+                        now,
+                        r.resend.ms(),
+                        r.generator_url.as_deref(),
+                    )]);
                     send_alertmanager(&self.client, r, &body, now).await
                 }
             };
