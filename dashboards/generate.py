@@ -101,14 +101,14 @@ def overview():
             unit="ops")
     b.panel("Alerts (cumulative)", [(f'ddtwatch_funnel{{{D},stage="alerts"}}', "{{deployment}}")])
     b.panel("False alerts per face processed (Wilson 95%)",
-            [(f'ddtwatch_rate{{{D},rate="false_alerts_per_detection",bound="estimate"}}', "{{deployment}}"),
-             (f'ddtwatch_rate{{{D},rate="false_alerts_per_detection",bound="upper"}}', "{{deployment}} upper"),
-             (f'ddtwatch_rate{{{D},rate="false_alerts_per_detection",bound="lower"}}', "{{deployment}} lower")],
+            [(f'ddtwatch_rate_ratio{{{D},rate="false_alerts_per_detection",bound="estimate"}}', "{{deployment}}"),
+             (f'ddtwatch_rate_ratio{{{D},rate="false_alerts_per_detection",bound="upper"}}', "{{deployment}} upper"),
+             (f'ddtwatch_rate_ratio{{{D},rate="false_alerts_per_detection",bound="lower"}}', "{{deployment}} lower")],
             unit="percentunit", description="Both false-alert rates are always shown (DOMAIN.md).")
     b.panel("False alerts per alert (Wilson 95%)",
-            [(f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="estimate"}}', "{{deployment}}"),
-             (f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="upper"}}', "{{deployment}} upper"),
-             (f'ddtwatch_rate{{{D},rate="false_alerts_per_alert",bound="lower"}}', "{{deployment}} lower")],
+            [(f'ddtwatch_rate_ratio{{{D},rate="false_alerts_per_alert",bound="estimate"}}', "{{deployment}}"),
+             (f'ddtwatch_rate_ratio{{{D},rate="false_alerts_per_alert",bound="upper"}}', "{{deployment}} upper"),
+             (f'ddtwatch_rate_ratio{{{D},rate="false_alerts_per_alert",bound="lower"}}', "{{deployment}} lower")],
             unit="percentunit")
     b.panel("Conditions by state", [(f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == bool 2)", "{{deployment}} firing"),
                                     (f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == bool -1)", "{{deployment}} insufficient data")],
@@ -126,13 +126,13 @@ def detail():
     b.panel("Funnel", [(f'ddtwatch_funnel{{{D},stage=~"alerts|adjudicated|engaged|outcomes|true_alerts|false_alerts"}}', "{{stage}}")],
             "bargauge", w=12)
     b.panel("Faces / plates processed", [(f"ddtwatch_detections_total{{{D}}}", "detections")], "stat", w=12)
-    b.panel("Rates with bounds", [(f'ddtwatch_rate{{{D},bound="estimate"}}', "{{rate}}"),
-                                  (f'ddtwatch_rate{{{D},bound="upper"}}', "{{rate}} upper")], unit="percentunit")
+    b.panel("Rates with bounds", [(f'ddtwatch_rate_ratio{{{D},bound="estimate"}}', "{{rate}}"),
+                                  (f'ddtwatch_rate_ratio{{{D},bound="upper"}}', "{{rate}} upper")], unit="percentunit")
     b.panel("Condition values vs limits", [(f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}}"),
                                            (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{limit}}")], "table")
     b.panel("Override rate (dismissed / adjudicated)",
-            [(f'ddtwatch_rate{{{D},rate="override_rate",bound="estimate"}}', "override"),
-             (f'ddtwatch_rate{{{D},rate="false_alert_engagement",bound="estimate"}}', "false alerts acted upon")],
+            [(f'ddtwatch_rate_ratio{{{D},rate="override_rate",bound="estimate"}}', "override"),
+             (f'ddtwatch_rate_ratio{{{D},rate="false_alert_engagement",bound="estimate"}}', "false alerts acted upon")],
             unit="percentunit", thresholds=[(0.99, "red")])
     b.panel("Adjudication latency (heatmap)",
             [(f"sum by (le) (increase(ddtwatch_adjudication_latency_seconds_bucket{{{D}}}[$__rate_interval]))", "{{le}}")],
@@ -147,9 +147,9 @@ def detail():
 def fairness():
     b = Board("ddtwatch-fairness", "ddtwatch — fairness", "Per-group false-alert rates, disparity and sample sizes", multi=False)
     b.panel("False-alert rate by group (Wilson 95%)",
-            [(f'ddtwatch_group_false_alert_rate{{{D},bound="estimate"}}', "{{attribute}}={{group}}"),
-             (f'ddtwatch_group_false_alert_rate{{{D},bound="upper"}}', "{{attribute}}={{group}} upper"),
-             (f'ddtwatch_group_false_alert_rate{{{D},bound="lower"}}', "{{attribute}}={{group}} lower")],
+            [(f'ddtwatch_group_false_alert_ratio{{{D},bound="estimate"}}', "{{attribute}}={{group}}"),
+             (f'ddtwatch_group_false_alert_ratio{{{D},bound="upper"}}', "{{attribute}}={{group}} upper"),
+             (f'ddtwatch_group_false_alert_ratio{{{D},bound="lower"}}', "{{attribute}}={{group}} lower")],
             unit="percentunit", w=24)
     b.panel("Disparity ratios vs limit", [(f"ddtwatch_disparity_ratio{{{D}}}", "{{condition}} {{ratio}}"),
                                           (f'ddtwatch_condition_limit{{{D},limit="max_ratio"}}', "{{condition}} limit")],
@@ -187,7 +187,7 @@ def health():
     b = Board("ddtwatch-health", "ddtwatch — health", "ddtwatch itself: ingest, lag, invalid events, reloads", deployment=False)
     b.panel("Build", [("ddtwatch_build_info", "{{version}}")], "table", w=8, h=4)
     b.panel("Ready", [("ddtwatch_ready", "ready")], "stat", w=8, h=4)
-    b.panel("Engine clock lag (now - clock)", [("time() - ddtwatch_engine_clock_seconds", "lag")], "stat", w=8, h=4, unit="s")
+    b.panel("Engine clock lag (now - clock)", [("time() - ddtwatch_engine_clock_timestamp_seconds", "lag")], "stat", w=8, h=4, unit="s")
     b.panel("Event sources consuming", [("ddtwatch_source_up", "{{source}}")], "stat", w=8,
             description="1 while a source is connected and consuming, 0 while it is not (broker unreachable, "
                         "credentials refused, untrusted certificate). The cause is in /api/v1/status and the log.",
@@ -206,7 +206,7 @@ def health():
             [("histogram_quantile(0.95, sum by (le) (rate(ddtwatch_event_lag_seconds_bucket[$__rate_interval])))", "p95"),
              ("sum(ddtwatch_event_lag_seconds_sum) / sum(ddtwatch_event_lag_seconds_count)", "mean")], unit="s")
     b.panel("Evaluation rounds /s", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
-    b.panel("Config reloads", [("ddtwatch_config_reload_total", "{{result}}")], "stat", w=12)
+    b.panel("Config reloads", [("ddtwatch_config_reloads_total", "{{result}}")], "stat", w=12)
     b.panel("Breach transitions", [("ddtwatch_transitions_total", "{{state}}")], "stat", w=12)
     b.panel("Kafka consumer lag by partition", [("ddtwatch_kafka_consumer_lag", "{{topic}}/{{partition}}")],
             thresholds=[(1000, "orange")])

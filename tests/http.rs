@@ -187,7 +187,7 @@ async fn api_metrics_and_ingest() {
     for (name, rate) in one["rates"].as_object().unwrap() {
         let Some(value) = rate["value"].as_f64() else { continue };
         let line = format!(
-            r#"ddtwatch_rate{{deployment="lfr-sim-threshold-lowered",system="lfr",rate="{name}",bound="estimate"}} "#
+            r#"ddtwatch_rate_ratio{{deployment="lfr-sim-threshold-lowered",system="lfr",rate="{name}",bound="estimate"}} "#
         );
         let metric: f64 = text
             .lines()

@@ -111,12 +111,12 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     assert_eq!(d["counters"]["detections"], 10, "statistics survive the reload");
     let m = metrics().await.unwrap();
     assert!(m.contains(r#"ddtwatch_transitions_total{state="firing"} 1"#), "{m}");
-    assert!(m.contains(r#"ddtwatch_config_reload_total{result="success"} 1"#));
+    assert!(m.contains(r#"ddtwatch_config_reloads_total{result="success"} 1"#));
 
     // An invalid file: rejected, counted once, old config in force.
     std::fs::write(&path, fill(config("0.55")).replace("check:", "chek:")).unwrap();
     until("rejected reload", || async {
-        metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reload_total{result="failure"} 1"#))
+        metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reloads_total{result="failure"} 1"#))
     })
     .await;
     let d = summary().await.unwrap();
@@ -128,7 +128,7 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     // Relaxing the floor below the threshold resolves the breach at the next evaluation.
     write("0.4");
     until("reload to 0.4", || async {
-        metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reload_total{result="success"} 2"#))
+        metrics().await.filter(|m| m.contains(r#"ddtwatch_config_reloads_total{result="success"} 2"#))
     })
     .await;
     post(vec![event("e5", "detection", "2026-04-25T09:00:03Z", json!({"count": 1, "scores": [0.3]}))]).await.unwrap();

@@ -175,7 +175,7 @@ pub struct RateSummary {
 }
 
 /// The headline rates (numerator, denominator), in one place: the summary, the deployment
-/// record and the `ddtwatch_rate` metric all show these.
+/// record and the `ddtwatch_rate_ratio` metric all show these.
 pub const HEADLINE_RATES: [(&str, Counter, Counter); 6] = [
     ("false_alerts_per_detection", Counter::FalseAlerts, Counter::Detections),
     ("false_alerts_per_alert", Counter::FalseAlerts, Counter::Alerts),

@@ -30,17 +30,17 @@ pub mod names {
     pub const DEDUP_IDS: &str = "ddtwatch_dedup_remembered_ids";
     pub const DEDUP_SPILL_ERRORS: &str = "ddtwatch_dedup_spill_errors";
     pub const DEDUP_INDEX_BYTES: &str = "ddtwatch_dedup_index_bytes";
-    pub const ENGINE_CLOCK: &str = "ddtwatch_engine_clock_seconds";
+    pub const ENGINE_CLOCK: &str = "ddtwatch_engine_clock_timestamp_seconds";
     pub const EVALUATIONS: &str = "ddtwatch_evaluations";
     pub const DEPLOYMENTS: &str = "ddtwatch_deployments";
     pub const DEPLOYMENT_INFO: &str = "ddtwatch_deployment_info";
     pub const DETECTIONS: &str = "ddtwatch_detections";
     pub const FUNNEL: &str = "ddtwatch_funnel";
     pub const DEPLOYMENT_INVALID: &str = "ddtwatch_deployment_invalid_events";
-    pub const RATE: &str = "ddtwatch_rate";
+    pub const RATE: &str = "ddtwatch_rate_ratio";
     pub const GROUP_ALERTS: &str = "ddtwatch_group_alerts";
     pub const GROUP_FALSE_ALERTS: &str = "ddtwatch_group_false_alerts";
-    pub const GROUP_FALSE_ALERT_RATE: &str = "ddtwatch_group_false_alert_rate";
+    pub const GROUP_FALSE_ALERT_RATE: &str = "ddtwatch_group_false_alert_ratio";
     pub const CONDITION_STATE: &str = "ddtwatch_condition_state";
     pub const CONDITION_VALUE: &str = "ddtwatch_condition_value";
     pub const CONDITION_LIMIT: &str = "ddtwatch_condition_limit";
@@ -72,7 +72,7 @@ pub mod names {
     pub const STATE_RESTORED: &str = "ddtwatch_state_restored_deployments";
     pub const KAFKA_SKIPPED: &str = "ddtwatch_kafka_skipped_messages";
     pub const DEAD_LETTERS_PRODUCED: &str = "ddtwatch_dead_letters_produced";
-    pub const CONFIG_RELOADS: &str = "ddtwatch_config_reload";
+    pub const CONFIG_RELOADS: &str = "ddtwatch_config_reloads";
     pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
     pub const CONFIG_LAST_RELOAD_OK: &str = "ddtwatch_config_last_reload_successful";
     pub const SOURCE_UP: &str = "ddtwatch_source_up";
@@ -93,17 +93,17 @@ pub mod names {
         "ddtwatch_dedup_remembered_ids",
         "ddtwatch_dedup_spill_errors_total",
         "ddtwatch_dedup_index_bytes",
-        "ddtwatch_engine_clock_seconds",
+        "ddtwatch_engine_clock_timestamp_seconds",
         "ddtwatch_evaluations_total",
         "ddtwatch_deployments",
         "ddtwatch_deployment_info",
         "ddtwatch_detections_total",
         "ddtwatch_funnel",
         "ddtwatch_deployment_invalid_events_total",
-        "ddtwatch_rate",
+        "ddtwatch_rate_ratio",
         "ddtwatch_group_alerts",
         "ddtwatch_group_false_alerts",
-        "ddtwatch_group_false_alert_rate",
+        "ddtwatch_group_false_alert_ratio",
         "ddtwatch_condition_state",
         "ddtwatch_condition_value",
         "ddtwatch_condition_limit",
@@ -125,7 +125,7 @@ pub mod names {
         "ddtwatch_event_lag_seconds_bucket",
         "ddtwatch_event_lag_seconds_sum",
         "ddtwatch_event_lag_seconds_count",
-        "ddtwatch_config_reload_total",
+        "ddtwatch_config_reloads_total",
         "ddtwatch_config_last_reload_success_timestamp_seconds",
         "ddtwatch_config_last_reload_successful",
         "process_cpu_seconds_total",
