@@ -123,10 +123,10 @@ def overview():
 
 def detail():
     b = Board("ddtwatch-deployment", "ddtwatch — deployment detail", "One deployment: funnel, rates, oversight, list", multi=False)
-    b.panel("Funnel", [(f'ddtwatch_funnel{{{D},stage=~"alerts|adjudicated|engaged|outcomes|true_alerts|false_alerts"}}', "{{stage}}")],
+    b.panel("From alert to outcome: alerts reviewed, acted on, confirmed", [(f'ddtwatch_funnel{{{D},stage=~"alerts|adjudicated|engaged|outcomes|true_alerts|false_alerts"}}', "{{stage}}")],
             "bargauge", w=12)
     b.panel("Faces / plates processed", [(f"ddtwatch_detections_total{{{D}}}", "detections")], "stat", w=12)
-    b.panel("Rates with bounds", [(f'ddtwatch_rate_ratio{{{D},bound="estimate"}}', "{{rate}}"),
+    b.panel("Alert and false-alert rates (with 95% upper bounds)", [(f'ddtwatch_rate_ratio{{{D},bound="estimate"}}', "{{rate}}"),
                                   (f'ddtwatch_rate_ratio{{{D},bound="upper"}}', "{{rate}} upper")], unit="percentunit")
     b.panel("Condition values vs limits", [(f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}}"),
                                            (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{limit}}")], "table")
@@ -139,8 +139,11 @@ def detail():
             "heatmap", extra={"options": {"calculate": False, "yAxis": {"unit": "s"}}})
     b.panel("Adjudication latency p95", [(f'ddtwatch_quantile_seconds{{{D},condition="adjudication_latency"}}', "p95")],
             unit="s", thresholds=[(120, "red")])
-    b.panel("Condition states (0 ok, 1 pending, 2 firing, -1 no data)",
-            [(f"ddtwatch_condition_state{{{D}}}", "{{condition}}")], "state-timeline", w=24, h=10)
+    b.panel("Checks over time: ok, pending or firing",
+            [(f"ddtwatch_condition_state{{{D}}}", "{{condition}}")], "state-timeline", w=24, h=10,
+            description="Each condition of this deployment over time. FIRING (red) means a breach was notified; "
+                        "'no data yet' means too few events to judge.",
+            extra=state_mapping())
     return b
 
 
@@ -165,13 +168,26 @@ def fairness():
 
 def drift():
     b = Board("ddtwatch-drift", "ddtwatch — drift", "Score and quality drift against the baseline", multi=False)
-    b.panel("PSI / KS vs limit", [(f'ddtwatch_drift_statistic{{{D},statistic=~"psi|ks_d|ks_critical"}}', "{{condition}} {{statistic}}"),
+    b.panel("How far scores have moved from the baseline (PSI, KS) against the limit", [(f'ddtwatch_drift_statistic{{{D},statistic=~"psi|ks_d|ks_critical"}}', "{{condition}} {{statistic}}"),
                              (f'ddtwatch_condition_limit{{{D},limit="max"}} and on (condition) ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}} limit")],
             thresholds=[(0.25, "red")])
-    b.panel("Page-Hinkley statistic", [(f'ddtwatch_drift_statistic{{{D},statistic="page_hinkley"}}', "{{condition}}")])
-    b.panel("Drift conditions state", [(f'ddtwatch_condition_state{{{D},kind="drift"}}', "{{condition}}")], "state-timeline", w=24)
+    b.panel("Gradual shift in the mean score (Page-Hinkley)", [(f'ddtwatch_drift_statistic{{{D},statistic="page_hinkley"}}', "{{condition}}")])
+    b.panel("Drift checks over time: ok, pending or firing", [(f'ddtwatch_condition_state{{{D},kind="drift"}}', "{{condition}}")],
+            "state-timeline", w=24, extra=state_mapping())
     b.panel("Drift samples", [(f'ddtwatch_condition_samples{{{D}}} and on (condition) ddtwatch_drift_statistic{{{D}}}', "{{condition}}")], "table", w=24)
     return b
+
+
+def state_mapping():
+    """Condition states as words and colours (ddtwatch_condition_state)."""
+    return {"fieldConfig": {"defaults": {
+        "mappings": [{"type": "value", "options": {
+            "-1": {"text": "no data yet", "color": "text"},
+            "0": {"text": "ok", "color": "green"},
+            "1": {"text": "pending", "color": "yellow"},
+            "2": {"text": "FIRING", "color": "red"}}}],
+        "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]}},
+        "overrides": []}}
 
 
 def zero_one_mapping(zero, one):
@@ -186,8 +202,8 @@ def zero_one_mapping(zero, one):
 def health():
     b = Board("ddtwatch-health", "ddtwatch — health", "ddtwatch itself: ingest, lag, invalid events, reloads", deployment=False)
     b.panel("Build", [("ddtwatch_build_info", "{{version}}")], "table", w=8, h=4)
-    b.panel("Ready", [("ddtwatch_ready", "ready")], "stat", w=8, h=4)
-    b.panel("Engine clock lag (now - clock)", [("time() - ddtwatch_engine_clock_timestamp_seconds", "lag")], "stat", w=8, h=4, unit="s")
+    b.panel("Ready", [("ddtwatch_ready", "ready")], "stat", w=8, h=4, extra=zero_one_mapping("NOT READY", "READY"))
+    b.panel("How far behind real time the checks are", [("time() - ddtwatch_engine_clock_timestamp_seconds", "lag")], "stat", w=8, h=4, unit="s")
     b.panel("Event sources consuming", [("ddtwatch_source_up", "{{source}}")], "stat", w=8,
             description="1 while a source is connected and consuming, 0 while it is not (broker unreachable, "
                         "credentials refused, untrusted certificate). The cause is in /api/v1/status and the log.",
@@ -205,7 +221,7 @@ def health():
     b.panel("Event lag p95 (receive - ts, live mode)",
             [("histogram_quantile(0.95, sum by (le) (rate(ddtwatch_event_lag_seconds_bucket[$__rate_interval])))", "p95"),
              ("sum(ddtwatch_event_lag_seconds_sum) / sum(ddtwatch_event_lag_seconds_count)", "mean")], unit="s")
-    b.panel("Evaluation rounds /s", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
+    b.panel("Checks evaluated per second", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
     b.panel("Config reloads", [("ddtwatch_config_reloads_total", "{{result}}")], "stat", w=12)
     b.panel("Breach transitions", [("ddtwatch_transitions_total", "{{state}}")], "stat", w=12)
     b.panel("Kafka consumer lag by partition", [("ddtwatch_kafka_consumer_lag", "{{topic}}/{{partition}}")],
@@ -213,7 +229,7 @@ def health():
     b.panel("Kafka messages consumed /s", [("rate(ddtwatch_kafka_messages_total[$__rate_interval])", "messages/s")], unit="ops")
     b.panel("Offset commits", [("ddtwatch_kafka_commits_total", "{{result}}")], w=8)
     b.panel("Dead letters produced", [("ddtwatch_dead_letters_produced_total", "{{result}}")], w=8)
-    b.panel("Broker reachable", [("ddtwatch_kafka_broker_up", "up")], "stat", w=8)
+    b.panel("Broker reachable", [("ddtwatch_kafka_broker_up", "up")], "stat", w=8, extra=zero_one_mapping("DOWN", "UP"))
     b.panel("Outbox depth", [("ddtwatch_outbox_depth", "pending")], "stat", w=8, thresholds=[(1, "orange")])
     b.panel("Oldest pending notification", [("ddtwatch_outbox_oldest_pending_age_seconds", "age")], "stat", w=8,
             unit="s", thresholds=[(300, "red")])
