@@ -44,6 +44,9 @@ class Board:
         if self.x + w > 24:
             self.x, self.y = 0, self.y + self.row_h
             self.row_h = 0
+        # Every panel says what it shows and what to do about it, in plain words.
+        description = description or DESCRIPTIONS.get(title, "")
+        assert description, f"panel {title!r} has no description"
         p = {
             "id": len(self.panels) + 1, "type": kind, "title": title, "description": description,
             "datasource": DS, "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
@@ -85,6 +88,59 @@ class Board:
 
 
 D = 'deployment=~"$deployment"'
+
+# Panel descriptions (shown as the panel's (i) tooltip), by title.
+DESCRIPTIONS = {
+    "From alert to outcome: alerts reviewed, acted on, confirmed": "How many alerts were raised, reviewed by an officer, acted on (engaged), followed up, and confirmed true or false. A large gap between alerts and reviewed means alerts go unadjudicated.",
+    "Faces / plates processed": "Faces processed (LFR) or number plates read (ANPR) in this deployment so far: the denominator of the false-alert rate per face processed.",
+    "Alert and false-alert rates (with 95% upper bounds)": "Each headline rate of this deployment with the upper end of its 95% interval. Compare the upper bound with the authorised limit: when even the bound is above it, the limit is breached with confidence.",
+    "Condition values vs limits": "Every check of this deployment: its current value next to the limit the authorising officer set.",
+    "Override rate (dismissed / adjudicated)": "Share of alerts the operator dismissed, and share of false alerts that were nevertheless acted on. Near 0% dismissed suggests automation bias (alerts accepted unchecked); near 100% suggests the system is ignored.",
+    "Adjudication latency (heatmap)": "How long officers took to decide on alerts (alert to first decision), as a heatmap over time. Long tails mean alerts wait while the subject may have moved on.",
+    "Adjudication latency p95": "95% of alerts were decided within this time. Red above the 2-minute limit.",
+    "How far scores have moved from the baseline (PSI, KS) against the limit": "How different today's match scores are from the baseline taken at the start of the deployment (PSI and the KS distance, with its critical value). Above the limit: the system is not behaving as it did when it was authorised.",
+    "Gradual shift in the mean score (Page-Hinkley)": "A slow, steady change of the mean score that PSI and KS can miss. It rises while scores drift in one direction.",
+    "Drift checks over time: ok, pending or firing": "The drift checks of this deployment over time.",
+    "Drift samples": "How many scores each drift check has seen: a check on few scores cannot say much.",
+    "False-alert rate by group (Wilson 95%)": "False alerts per alert for each recorded demographic group of the watch-list entry, with its 95% interval. Wide intervals mean too few alerts to judge that group.",
+    "Disparity ratios vs limit": "Highest group false-alert rate divided by the lowest (and by the geometric mean). Above the limit (1.25 by default) one group bears clearly more false alerts.",
+    "Fisher exact p-value (top group vs rest)": "How likely the difference between the worst-affected group and the rest is to be chance. Small values (red) mean the difference is unlikely to be noise.",
+    "Alerts per group (small samples are visible)": "Number of alerts per demographic group, so small groups (and wide intervals) are visible.",
+    "False alerts per group": "Number of false alerts per demographic group.",
+    "Build": "The ddtwatch version this instance runs.",
+    "Ready": "READY once the configuration is loaded and the state restored; NOT READY means the instance does not check anything yet (see its log).",
+    "How far behind real time the checks are": "Now minus the engine clock: how old the newest event the checks have seen is. Growing lag means ddtwatch is falling behind or the stream has stopped.",
+    "Events applied by type /s": "Events applied per second by type (detections, alerts, decisions, outcomes, status, deployment, deletion).",
+    "Invalid events by reason /s": "Events rejected per second, by reason (malformed, wrong type, unknown version, future timestamp, ...). Each is on the dead-letter topic with its reason.",
+    "Duplicates and held events": "Re-delivered events ignored as duplicates, and decisions or outcomes held until their alert arrived (both are normal in small numbers).",
+    "Event lag p95 (receive - ts, live mode)": "How late events arrive at ddtwatch after they happened (live mode): 95th percentile and mean.",
+    "Checks evaluated per second": "How often all conditions are evaluated (about once a second while events flow).",
+    "Config reloads": "Configuration reloads that were applied (success) or rejected (failure; the previous configuration stays in force).",
+    "Breach transitions": "Breaches that fired and resolved since the process started.",
+    "Kafka consumer lag by partition": "Events in Kafka not yet read by ddtwatch, per partition. Growing lag means ddtwatch cannot keep up.",
+    "Kafka messages consumed /s": "Messages read from Kafka per second.",
+    "Offset commits": "Kafka offset commits by result: an offset is committed only once its events are applied and checkpointed.",
+    "Dead letters produced": "Rejected events written to the dead-letter topic, by result. Failures hold back the offset commit (nothing is lost).",
+    "Broker reachable": "UP while librdkafka reaches at least one Kafka broker.",
+    "Outbox depth": "Breach notifications waiting to be delivered. Stays above 0 while a receiver is down.",
+    "Oldest pending notification": "How long the oldest undelivered notification has waited. Red after 5 minutes: the oversight lead has not been told.",
+    "Notifications by receiver and result": "Notification attempts per receiver: delivered, failed for good, retried, superseded (Alertmanager), re-sent.",
+    "Audit records written": "Records appended to the tamper-evident audit log by this process.",
+    "State snapshots / restores": "Deployment snapshots written to the state topic, and deployments restored from it when partitions moved to this instance.",
+    "Event ids remembered (memory / disk)": "Event ids kept to recognise re-delivered events (at least 1 hour and the last million per deployment), in memory and spilled to disk.",
+    "Dedup index bytes and spill errors": "Memory used by the index of spilled event ids, and failed spill writes or reads (an error keeps ids in memory; nothing is dropped).",
+    "Active deployments": "Deployments that have started and not stopped.",
+    "Conditions firing": "Conditions currently in breach across all deployments. Each breach was notified to its receivers.",
+    "Events applied /s": "Events applied per second across all deployments.",
+    "Invalid events /s": "Events rejected per second across all deployments (see the health dashboard for reasons).",
+    "Faces / plates processed per second": "Faces processed (LFR) or plates read (ANPR) per second, per deployment.",
+    "Alerts (cumulative)": "Alerts raised so far, per deployment.",
+    "False alerts per alert (Wilson 95%)": "Of the alerts raised, the share that were false, with its 95% interval: the second of the two false-alert rates.",
+    "Conditions by state": "Per deployment: how many checks are firing, and how many have too little data to judge yet.",
+    "Breaches fired": "How many times each condition of each deployment has fired.",
+    "Notifications by result": "Breach notifications by result across receivers.",
+    "Outbox: pending notifications": "Breach notifications not yet delivered. Above 0 for long means a receiver is down."
+}
 
 
 def overview():

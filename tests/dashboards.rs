@@ -73,3 +73,26 @@ fn dashboards_are_provisioning_safe_and_query_real_metrics() {
     eprintln!("{queries} panel queries checked against the exposed metric names");
     assert!(queries >= 40);
 }
+
+/// Operations staff read panels, not PromQL: every panel says in words what it shows, and every
+/// condition-state timeline shows words (ok, pending, FIRING), not -1/0/1/2.
+#[test]
+fn every_panel_is_described_and_states_are_words() {
+    for (file, d) in dashboards() {
+        for p in d["panels"].as_array().unwrap() {
+            let title = p["title"].as_str().unwrap();
+            let description = p["description"].as_str().unwrap_or("");
+            assert!(description.split_whitespace().count() >= 5, "{file}: panel {title:?} has no real description");
+            let queries_state = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["expr"].as_str().unwrap().starts_with("ddtwatch_condition_state"));
+            if p["type"] == "state-timeline" && queries_state {
+                let m = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
+                assert_eq!(m["2"]["text"], "FIRING", "{file}: {title:?}");
+                assert_eq!(m["-1"]["text"], "no data yet", "{file}: {title:?}");
+            }
+        }
+    }
+}
