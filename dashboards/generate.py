@@ -83,7 +83,12 @@ class Board:
             # The breach timeline is a state-timeline panel of ddtwatch_condition_state: the
             # strict dashboard schema admits no Prometheus annotation queries.
             "annotations": {"list": []},
-            "panels": self.panels, "links": [],
+            "panels": self.panels,
+            # Every ddtwatch dashboard links to the others (same tag), keeping the time range and
+            # the selected deployment.
+            "links": [{"title": "ddtwatch dashboards", "type": "dashboards", "tags": ["ddtwatch"], "asDropdown": True,
+                       "includeVars": True, "keepTime": True, "icon": "external link", "targetBlank": False,
+                       "tooltip": "", "url": ""}],
         }
 
 
@@ -171,7 +176,8 @@ def overview():
             "table", w=12)
     b.panel("Breaches fired", [(f"sum by (deployment, condition) (ddtwatch_breaches_total{{{D}}})", "{{deployment}} {{condition}}")],
             "table", w=12)
-    b.panel("Notifications by result", [("sum by (result) (ddtwatch_notifications_total)", "{{result}}")], "stat", w=12)
+    b.panel("Notifications by result", [("sum by (result) (increase(ddtwatch_notifications_total[$__range]))", "{{result}}")],
+            "stat", w=12)
     b.panel("Outbox: pending notifications", [("sum(ddtwatch_outbox_depth)", "pending")], "stat", w=12,
             thresholds=[(1, "orange")])
     return b
@@ -273,26 +279,30 @@ def health():
             extra=zero_one_mapping("FAILED", "OK"))
     b.panel("Events applied by type /s", [("sum by (type) (rate(ddtwatch_events_total[$__rate_interval]))", "{{type}}")], unit="ops")
     b.panel("Invalid events by reason /s", [("sum by (reason) (rate(ddtwatch_invalid_events_total[$__rate_interval]))", "{{reason}}")], unit="ops")
-    b.panel("Duplicates and held events", [("ddtwatch_duplicate_events_total", "duplicates"), ("ddtwatch_held_events_total", "held")])
+    b.panel("Duplicates and held events", [("rate(ddtwatch_duplicate_events_total[$__rate_interval])", "duplicates/s"),
+                                           ("rate(ddtwatch_held_events_total[$__rate_interval])", "held/s")], unit="ops")
     b.panel("Event lag p95 (receive - ts, live mode)",
             [("histogram_quantile(0.95, sum by (le) (rate(ddtwatch_event_lag_seconds_bucket[$__rate_interval])))", "p95"),
              ("sum(ddtwatch_event_lag_seconds_sum) / sum(ddtwatch_event_lag_seconds_count)", "mean")], unit="s")
     b.panel("Checks evaluated per second", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
-    b.panel("Config reloads", [("ddtwatch_config_reloads_total", "{{result}}")], "stat", w=12)
-    b.panel("Breach transitions", [("ddtwatch_transitions_total", "{{state}}")], "stat", w=12)
+    b.panel("Config reloads", [("increase(ddtwatch_config_reloads_total[$__range])", "{{result}}")], "stat", w=12)
+    b.panel("Breach transitions", [("increase(ddtwatch_transitions_total[$__range])", "{{state}}")], "stat", w=12)
     b.panel("Kafka consumer lag by partition", [("ddtwatch_kafka_consumer_lag", "{{topic}}/{{partition}}")],
             thresholds=[(1000, "orange")])
     b.panel("Kafka messages consumed /s", [("rate(ddtwatch_kafka_messages_total[$__rate_interval])", "messages/s")], unit="ops")
-    b.panel("Offset commits", [("ddtwatch_kafka_commits_total", "{{result}}")], w=8)
-    b.panel("Dead letters produced", [("ddtwatch_dead_letters_produced_total", "{{result}}")], w=8)
+    b.panel("Offset commits", [("rate(ddtwatch_kafka_commits_total[$__rate_interval])", "{{result}}")], w=8, unit="ops")
+    b.panel("Dead letters produced", [("rate(ddtwatch_dead_letters_produced_total[$__rate_interval])", "{{result}}")], w=8,
+            unit="ops")
     b.panel("Broker reachable", [("ddtwatch_kafka_broker_up", "up")], "stat", w=8, extra=zero_one_mapping("DOWN", "UP"))
     b.panel("Outbox depth", [("ddtwatch_outbox_depth", "pending")], "stat", w=8, thresholds=[(1, "orange")])
     b.panel("Oldest pending notification", [("ddtwatch_outbox_oldest_pending_age_seconds", "age")], "stat", w=8,
             unit="s", thresholds=[(300, "red")])
-    b.panel("Notifications by receiver and result", [("ddtwatch_notifications_total", "{{receiver}} {{result}}")], w=8)
-    b.panel("Audit records written", [("ddtwatch_audit_records_total", "records")], "stat", w=12)
-    b.panel("State snapshots / restores", [("ddtwatch_state_snapshots_total", "snapshots"),
-                                           ("ddtwatch_state_restored_deployments_total", "restored")], w=12)
+    b.panel("Notifications by receiver and result",
+            [("increase(ddtwatch_notifications_total[$__rate_interval])", "{{receiver}} {{result}}")], w=8)
+    b.panel("Audit records written", [("increase(ddtwatch_audit_records_total[$__range])", "records")], "stat", w=12)
+    b.panel("State snapshots / restores", [("rate(ddtwatch_state_snapshots_total[$__rate_interval])", "snapshots/s"),
+                                           ("increase(ddtwatch_state_restored_deployments_total[$__rate_interval])", "restored")],
+            w=12)
     # Duplicate detection keeps >= 1h and >= the last 1,000,000 ids per deployment (CONDITIONS.md);
     # with state_dir they spill to state_dir/dedup.
     b.panel("Event ids remembered (memory / disk)", [("ddtwatch_dedup_remembered_ids", "{{where}}")], w=12)

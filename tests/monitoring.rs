@@ -108,7 +108,12 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
         for p in d["panels"].as_array().unwrap() {
             for t in p["targets"].as_array().unwrap() {
                 // Variables as Grafana substitutes them with "All" selected.
-                let q = t["expr"].as_str().unwrap().replace("$deployment", ".*").replace("$__rate_interval", "1m");
+                let q = t["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$deployment", ".*")
+                    .replace("$__rate_interval", "1m")
+                    .replace("$__range", "5m");
                 let r = query(&prom, &q);
                 if !has_data(&r) {
                     failures.push(format!("{file} / {}: {q} -> {}", p["title"].as_str().unwrap(), r));
