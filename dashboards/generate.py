@@ -11,10 +11,12 @@ provisioning and the Grafana sidecar both load them. Metric names must be ones d
 """
 import json
 import pathlib
+import re
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
+SCOPE = 'job=~"$job",instance=~"$instance"'
 
 
 def variables(deployment=True, multi=True):
@@ -22,15 +24,35 @@ def variables(deployment=True, multi=True):
         "name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
         "current": {"selected": False, "text": "", "value": ""}, "hide": 0, "refresh": 1, "regex": "", "options": [],
     }]
+    # Replicas and several installations show up as separate series, selectable here.
+    for name, label, query in [
+        ("job", "Job", "label_values(ddtwatch_build_info, job)"),
+        ("instance", "Instance", 'label_values(ddtwatch_build_info{job=~"$job"}, instance)'),
+    ]:
+        v.append({
+            "name": name, "label": label, "type": "query", "datasource": DS,
+            "query": {"query": query, "refId": name},
+            "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*",
+            "current": {"selected": False, "text": "All", "value": "$__all"}, "options": [], "hide": 0,
+            "sort": 1, "regex": "",
+        })
     if deployment:
         v.append({
             "name": "deployment", "label": "Deployment", "type": "query", "datasource": DS,
-            "query": {"query": "label_values(ddtwatch_deployment_info, deployment)", "refId": "deployment"},
+            "query": {"query": f"label_values(ddtwatch_deployment_info{{{SCOPE}}}, deployment)", "refId": "deployment"},
             "refresh": 2, "includeAll": multi, "multi": multi,
             "current": {"selected": False, "text": "", "value": ""}, "options": [], "hide": 0,
             "sort": 1, "regex": "",
         })
     return {"list": v}
+
+
+def scope(expr):
+    """Adds the job/instance matchers to every ddtwatch series selector of a query."""
+    def one(m):
+        name, brace = m.group(1), m.group(2)
+        return f"{name}{{{SCOPE}," if brace else f"{name}{{{SCOPE}}}"
+    return re.sub(r"\b(ddtwatch_[A-Za-z0-9_]+)\b(\{)?", one, expr)
 
 
 class Board:
@@ -44,6 +66,8 @@ class Board:
         if self.x + w > 24:
             self.x, self.y = 0, self.y + self.row_h
             self.row_h = 0
+        # Every query is narrowed to the selected jobs and instances.
+        targets = [(scope(e), lf) for e, lf in targets]
         # Every panel says what it shows and what to do about it, in plain words.
         description = description or DESCRIPTIONS.get(title, "")
         assert description, f"panel {title!r} has no description"

@@ -96,3 +96,22 @@ fn every_panel_is_described_and_states_are_words() {
         }
     }
 }
+
+/// Replicas and separate installations are told apart: every board has `job` and `instance`
+/// variables, and every ddtwatch series in every query is narrowed by them.
+#[test]
+fn every_query_is_scoped_by_job_and_instance() {
+    for (file, d) in dashboards() {
+        let vars: Vec<&str> =
+            d["templating"]["list"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+        assert!(vars.contains(&"job") && vars.contains(&"instance"), "{file}: {vars:?}");
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let e = t["expr"].as_str().unwrap();
+                let series = common::metric_names(e).len();
+                let scoped = e.matches(r#"job=~"$job",instance=~"$instance""#).count();
+                assert_eq!(series, scoped, "{file} / {}: {e}", p["title"]);
+            }
+        }
+    }
+}

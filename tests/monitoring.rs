@@ -112,6 +112,8 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
                     .as_str()
                     .unwrap()
                     .replace("$deployment", ".*")
+                    .replace("$job", ".*")
+                    .replace("$instance", ".*")
                     .replace("$__rate_interval", "1m")
                     .replace("$__range", "5m");
                 let r = query(&prom, &q);
