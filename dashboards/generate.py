@@ -218,13 +218,17 @@ def detail():
                                            (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{limit}}")], "table")
     b.panel("Override rate (dismissed / adjudicated)",
             [(f'ddtwatch_rate_ratio{{{D},rate="override_rate",bound="estimate"}}', "override"),
-             (f'ddtwatch_rate_ratio{{{D},rate="false_alert_engagement",bound="estimate"}}', "false alerts acted upon")],
-            unit="percentunit", thresholds=[(0.99, "red")])
+             (f'ddtwatch_rate_ratio{{{D},rate="false_alert_engagement",bound="estimate"}}', "false alerts acted upon"),
+             # The deployment's own limits, not hard-coded lines.
+             (f'ddtwatch_condition_limit{{{D},condition="override_rate"}}', "override limit {{limit}}")],
+            unit="percentunit")
     b.panel("Adjudication latency (heatmap)",
             [(f"sum by (le) (increase(ddtwatch_adjudication_latency_seconds_bucket{{{D}}}[$__rate_interval]))", "{{le}}")],
             "heatmap", extra={"options": {"calculate": False, "yAxis": {"unit": "s"}}})
-    b.panel("Adjudication latency p95", [(f'ddtwatch_quantile_seconds{{{D},condition="adjudication_latency"}}', "p95")],
-            unit="s", thresholds=[(120, "red")])
+    b.panel("Adjudication latency p95", [(f'ddtwatch_quantile_seconds{{{D},condition="adjudication_latency"}}', "p95"),
+                                         (f'ddtwatch_condition_limit{{{D},condition="adjudication_latency",limit="max"}}',
+                                          "limit")],
+            unit="s")
     b.panel("Checks over time: ok, pending or firing",
             [(f"ddtwatch_condition_state{{{D}}}", "{{condition}}")], "state-timeline", w=24, h=10,
             description="Each condition of this deployment over time. FIRING (red) means a breach was notified; "
@@ -241,11 +245,9 @@ def fairness():
              (f'ddtwatch_group_false_alert_ratio{{{D},bound="lower"}}', "{{attribute}}={{group}} lower")],
             unit="percentunit", w=24)
     b.panel("Disparity ratios vs limit", [(f"ddtwatch_disparity_ratio{{{D}}}", "{{condition}} {{ratio}}"),
-                                          (f'ddtwatch_condition_limit{{{D},limit="max_ratio"}}', "{{condition}} limit")],
-            thresholds=[(1.25, "red")])
-    b.panel("Fisher exact p-value (top group vs rest)", [(f"ddtwatch_disparity_p_value{{{D}}}", "{{condition}}")],
-            thresholds=[(0.01, "green")], extra={"fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": [
-                {"color": "red", "value": None}, {"color": "green", "value": 0.01}]}}, "overrides": []}})
+                                          (f'ddtwatch_condition_limit{{{D},limit="max_ratio"}}', "{{condition}} limit")])
+    b.panel("Fisher exact p-value (top group vs rest)", [(f"ddtwatch_disparity_p_value{{{D}}}", "{{condition}}"),
+                                                         (f'ddtwatch_condition_limit{{{D},limit="alpha"}}', "{{condition}} alpha")])
     b.panel("Alerts per group (small samples are visible)", [(f"ddtwatch_group_alerts{{{D}}}", "{{attribute}}={{group}}")],
             "table")
     b.panel("False alerts per group", [(f"ddtwatch_group_false_alerts{{{D}}}", "{{attribute}}={{group}}")], "table")
@@ -255,8 +257,7 @@ def fairness():
 def drift():
     b = Board("ddtwatch-drift", "ddtwatch — drift", "Score and quality drift against the baseline", multi=False)
     b.panel("How far scores have moved from the baseline (PSI, KS) against the limit", [(f'ddtwatch_drift_statistic{{{D},statistic=~"psi|ks_d|ks_critical"}}', "{{condition}} {{statistic}}"),
-                             (f'ddtwatch_condition_limit{{{D},limit="max"}} and on (condition) ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}} limit")],
-            thresholds=[(0.25, "red")])
+                             (f'ddtwatch_condition_limit{{{D},limit="max"}} and on (condition) ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}} limit")])
     b.panel("Gradual shift in the mean score (Page-Hinkley)", [(f'ddtwatch_drift_statistic{{{D},statistic="page_hinkley"}}', "{{condition}}")])
     b.panel("Drift checks over time: ok, pending or firing", [(f'ddtwatch_condition_state{{{D},kind="drift"}}', "{{condition}}")],
             "state-timeline", w=24, extra=state_mapping())
