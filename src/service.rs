@@ -23,26 +23,25 @@ use crate::time::wall_clock_ms;
 
 /// Everything `run` built, ready to serve.
 pub struct Service {
-    config_hash: String,
+    /// The configuration at start: the settings `run` reads (HTTP limits, grace periods,
+    /// intervals, state_dir) take effect only on restart.
+    config: Arc<Config>,
     listen: SocketAddr,
     token: Option<Arc<str>>,
-    anonymous_reads: bool,
-    max_body: usize,
-    http_limits: crate::config::HttpConfig,
     pipeline: Pipeline,
     health: Arc<crate::health::Health>,
     process: Arc<ProcessState>,
     kafka_sources: Vec<(String, crate::ingest::kafka::KafkaSource)>,
     file_sources: Vec<(String, PathBuf)>,
-    grace: Duration,
-    source_stall: Duration,
     reloader: crate::config::reload::Reloader,
-    reload_every: crate::config::Dur,
     outbox: Option<crate::notify::outbox::SharedOutbox>,
     audit: Option<crate::audit::SharedAudit>,
     notifier: Arc<crate::notify::Notifier>,
-    snapshot_path: Option<PathBuf>,
-    snapshot_every: Duration,
+}
+
+/// How long sources (and then the outbox drain) get at shutdown (`engine.shutdown_grace`).
+fn shutdown_grace(config: &Config) -> Duration {
+    Duration::from_millis(config.raw.engine.shutdown_grace.ms().max(0) as u64)
 }
 
 impl Service {
@@ -67,14 +66,9 @@ impl Service {
         let kafka_stats = Arc::new(crate::ingest::kafka::KafkaStats::default());
         let dead = DeadLetterSink::from_config(config.raw.dead_letter.as_ref(), &sources, &kafka_stats)
             .context("opening the dead-letter sink (a kafka DLQ uses the first kafka source's settings)")?;
-        let grace = Duration::from_millis(config.raw.engine.shutdown_grace.ms().max(0) as u64);
+        let grace = shutdown_grace(&config);
         let commit_interval = Duration::from_millis(config.raw.engine.commit_interval.ms().max(100) as u64);
-        let max_body = config.raw.http.max_body_bytes;
-        let anonymous_reads = config.raw.http.anonymous_reads;
-        let http_limits = config.raw.http.clone();
-        let config_hash = config.hash.clone();
         let config = Arc::new(config);
-        let reload_every = config.raw.reload_interval;
         // A reload must pass what start-up checks beyond the YAML (not the Kafka clients: sources
         // take effect only on restart).
         let reloader = crate::config::reload::Reloader::new(config_path, config.clone())
@@ -104,8 +98,6 @@ impl Service {
         if let Some(dir) = &state_dir {
             crate::engine::snapshot::restore_file(&pipeline.engine, &dir.snapshot())?;
         }
-        let snapshot_every = Duration::from_millis(config.raw.engine.snapshot_interval.ms().max(100) as u64);
-        let snapshot_path = state_dir.as_ref().map(StateDir::snapshot);
         let outbox = match &state_dir {
             Some(dir) => {
                 let o = crate::notify::outbox::Outbox::open(&dir.outbox(), 16 << 20)
@@ -163,31 +155,19 @@ impl Service {
                 }
             }
         }
-        // A Kafka source may block in a checkpoint (snapshots and dead letters acknowledged) or in
-        // reading the state topic for a while: it counts as stalled only well past those bounds.
-        let source_stall = (grace * 6).max(Duration::from_secs(60));
-
         Ok(Service {
-            config_hash,
+            config,
             listen,
             token,
-            anonymous_reads,
-            max_body,
-            http_limits,
             pipeline,
             health,
             process,
             kafka_sources,
             file_sources,
-            grace,
-            source_stall,
             reloader,
-            reload_every,
             outbox,
             audit,
             notifier,
-            snapshot_path,
-            snapshot_every,
         })
     }
 
@@ -203,29 +183,28 @@ impl Service {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<ExitCode> {
         let Service {
-            config_hash,
+            config,
             listen: _,
             token,
-            anonymous_reads,
-            max_body,
-            http_limits,
             pipeline,
             health,
             process,
             kafka_sources,
             file_sources,
-            grace,
-            source_stall,
             reloader,
-            reload_every,
             outbox,
             audit,
             notifier,
-            snapshot_path,
-            snapshot_every,
         } = self;
+        let grace = shutdown_grace(&config);
+        // A Kafka source may block in a checkpoint (snapshots and dead letters acknowledged) or in
+        // reading the state topic for a while: it counts as stalled only well past those bounds.
+        let source_stall = (grace * 6).max(Duration::from_secs(60));
+        let reload_every = config.raw.reload_interval;
+        let snapshot_every = Duration::from_millis(config.raw.engine.snapshot_interval.ms().max(100) as u64);
+        let snapshot_path = config.raw.state_dir.as_ref().map(|d| StateDir::new(d).snapshot());
         let registry = Arc::new(registry(pipeline.engine.clone(), process.clone()));
-        tracing::info!(addr = %listener.local_addr()?, config_hash = %config_hash, "ddtwatch serving");
+        tracing::info!(addr = %listener.local_addr()?, config_hash = %config.hash, "ddtwatch serving");
         spawn_log_receiver(&pipeline, false);
         // A source that ends with an error it cannot recover from stops the process.
         let (fatal_tx, fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -347,11 +326,11 @@ impl Service {
             registry,
             process,
             token,
-            anonymous_reads,
-            max_body_bytes: max_body,
+            anonymous_reads: config.raw.http.anonymous_reads,
+            max_body_bytes: config.raw.http.max_body_bytes,
             clock: wall_clock_ms,
         };
-        let listener = crate::http::limits::LimitedListener::from_config(listener, &http_limits);
+        let listener = crate::http::limits::LimitedListener::from_config(listener, &config.raw.http);
         let on_stop = {
             let (health, stop) = (health.clone(), stop_sources.clone());
             move || {
