@@ -89,11 +89,15 @@ impl Dispatcher {
         self
     }
 
-    /// Fails for good the pending notifications of receivers that are not configured (a reload
-    /// removed them): nothing would ever deliver them.
+    /// Fails for good the pending notifications (of the receivers this dispatcher serves) whose
+    /// receiver is not configured (a reload removed it): nothing would ever deliver them.
     pub fn fail_unconfigured(&mut self, receivers: &BTreeMap<String, ReceiverConfig>, now: Millis) {
-        let orphans: Vec<Due> =
-            self.lock().pending().filter(|e| !receivers.contains_key(&e.receiver)).map(Due::of).collect();
+        let orphans: Vec<Due> = self
+            .lock()
+            .pending()
+            .filter(|e| self.serves(&e.receiver) && !receivers.contains_key(&e.receiver))
+            .map(Due::of)
+            .collect();
         for d in orphans {
             let detail = format!("receiver `{}` is not in the config", d.receiver);
             self.finish(&d, false, &detail, now);
@@ -117,6 +121,7 @@ impl Dispatcher {
     /// scheduled; new notifications can arrive at any time). Receivers are served concurrently
     /// (one that hangs delays no other); each receiver's notifications go in outbox order.
     pub async fn run_due(&mut self, receivers: &BTreeMap<String, ReceiverConfig>, now: Millis) -> Option<Millis> {
+        self.fail_unconfigured(receivers, now);
         let due: Vec<Due> = self.lock().pending().filter(|e| self.serves(&e.receiver)).map(Due::of).collect();
         let mut next: Option<Millis> = None;
         let mut soonest = |t: Millis| next = Some(next.map_or(t, |n: Millis| n.min(t)));
@@ -127,10 +132,7 @@ impl Dispatcher {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, items) in by_receiver {
             let Some(r) = receivers.get(&name).cloned() else {
-                for d in &items {
-                    self.finish(d, false, &format!("receiver `{name}` is not in the config"), now);
-                }
-                continue;
+                continue; // failed for good by fail_unconfigured above
             };
             let next_try: HashMap<u64, Millis> =
                 items.iter().filter_map(|d| self.next_try.get(&d.id).map(|t| (d.id, *t))).collect();
