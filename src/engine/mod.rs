@@ -131,9 +131,6 @@ pub struct EngineStats {
     pub transitions_firing: u64,
     pub transitions_resolved: u64,
     pub evaluations: u64,
-    /// Wall mode: open breaches taken over from the outbox after a restart.
-    #[serde(skip)]
-    pub seeded_breaches: u64,
     /// Event mode: events held because they lay beyond the clock's horizon (a gap in the
     /// stream, partitions read at different positions, or a corrupt timestamp).
     #[serde(skip)]
@@ -658,7 +655,6 @@ impl Engine {
                         && let Some((anchor, fired_at)) = self.seeds.remove(&(id.clone(), cond_id.clone()))
                         && lifecycle.seed(anchor, fired_at)
                     {
-                        self.stats.seeded_breaches += 1;
                         self.breaches.take_over(&id, &cond_id, &rt.condition, anchor, fired_at, e.limit.value());
                     }
                     let Some(kind) = lifecycle.step_at(e.verdict, now, rt.condition.for_.ms(), event_time) else {
