@@ -304,13 +304,8 @@ async fn api_reads_need_the_token() {
 async fn stalled_clients_are_cut_off_and_connections_are_limited() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let state = app_state(None, false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = ddtwatch::http::limits::Limits {
-        read_timeout: std::time::Duration::from_millis(800),
-        header_timeout: std::time::Duration::from_secs(10),
-    };
-    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 1, limits);
+    let (addr, limited) =
+        limited_listener(1, std::time::Duration::from_millis(800), std::time::Duration::from_secs(10)).await;
     tokio::spawn(async move { axum::serve(limited, router(state)).await.unwrap() });
 
     // Holds the only slot: half a request, then silence.
@@ -341,6 +336,18 @@ async fn stalled_clients_are_cut_off_and_connections_are_limited() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
 
+/// A listener on an ephemeral port with at most `max` connections and these timeouts.
+async fn limited_listener(
+    max: usize,
+    read_timeout: std::time::Duration,
+    header_timeout: std::time::Duration,
+) -> (std::net::SocketAddr, ddtwatch::http::limits::LimitedListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ddtwatch::http::limits::Limits { read_timeout, header_timeout };
+    (addr, ddtwatch::http::limits::LimitedListener::new(listener, max, limits))
+}
+
 /// A server with a deliberately slow handler behind [`LimitedListener`] with short timeouts.
 async fn limited_server(read_ms: u64, header_ms: u64) -> std::net::SocketAddr {
     use axum::routing::{get, post};
@@ -349,13 +356,9 @@ async fn limited_server(read_ms: u64, header_ms: u64) -> std::net::SocketAddr {
         "done"
     };
     let app = axum::Router::new().route("/slow", get(slow)).route("/slow", post(move |_b: String| slow()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = ddtwatch::http::limits::Limits {
-        read_timeout: std::time::Duration::from_millis(read_ms),
-        header_timeout: std::time::Duration::from_millis(header_ms),
-    };
-    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 4, limits);
+    let (addr, limited) =
+        limited_listener(4, std::time::Duration::from_millis(read_ms), std::time::Duration::from_millis(header_ms))
+            .await;
     tokio::spawn(async move { axum::serve(limited, app).await.unwrap() });
     addr
 }
@@ -422,13 +425,8 @@ async fn a_slow_handler_is_not_cut_off_by_the_read_timeout() {
 async fn shutdown_drains_requests_for_a_bounded_time() {
     use tokio::io::AsyncWriteExt;
     let state = app_state(Some("drain-token"), true);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = ddtwatch::http::limits::Limits {
-        read_timeout: std::time::Duration::from_secs(120),
-        header_timeout: std::time::Duration::from_secs(120),
-    };
-    let limited = ddtwatch::http::limits::LimitedListener::new(listener, 4, limits);
+    let (addr, limited) =
+        limited_listener(4, std::time::Duration::from_secs(120), std::time::Duration::from_secs(120)).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(ddtwatch::service::serve(
         limited,
