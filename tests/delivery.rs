@@ -48,6 +48,17 @@ fn spawn_run(path: &Path, env: &[(&str, &str)]) -> Proc {
     common::spawn_run_env(path, &env)
 }
 
+/// `ddtwatch run` with the config at `path`, returned once `{base}/readyz` answers 200.
+async fn run_ready(path: &Path, env: &[(&str, &str)], base: &str) -> Proc {
+    let run = spawn_run(path, env);
+    let c = ddtwatch::notify::http_client();
+    until("ddtwatch ready", 30, || async {
+        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    run
+}
+
 /// Polls `f` every 50 ms until it returns Some, failing after `secs`.
 async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: u64, mut f: impl FnMut() -> F) -> T {
     let start = Instant::now();
@@ -131,12 +142,8 @@ async fn breaches_reach_a_real_alertmanager_are_resent_and_resolve() {
         "oversight: {{kind: alertmanager, url: \"{am}\", resend: 1s, generator_url: \"https://ddtwatch.example.org\"}}"
     );
     std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
-    let _run = spawn_run(&path, &[]);
     let base = format!("http://127.0.0.1:{port}");
-    until("ddtwatch ready", 30, || async {
-        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
-    })
-    .await;
+    let _run = run_ready(&path, &[], &base).await;
     post_events(&c, &base, &breach_events()).await;
 
     let alerts = || async {
@@ -237,10 +244,8 @@ async fn sigkill_between_breach_and_delivery_then_delivered_exactly_once() {
     let env = [("DDTWATCH_TEST_HOOK_SECRET", SECRET)];
     let base = format!("http://127.0.0.1:{port}");
     let c = ddtwatch::notify::http_client();
-    let ready = || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) };
 
-    let mut run = spawn_run(&path, &env);
-    until("ddtwatch ready", 30, ready).await;
+    let mut run = run_ready(&path, &env, &base).await;
     post_events(&c, &base, &breach_events()).await;
     // The notification is durable (the POST above returned after the outbox fsync) and in flight.
     until("the first delivery attempt", 30, || async { (!s.lock().unwrap().requests.is_empty()).then_some(()) }).await;
@@ -248,8 +253,7 @@ async fn sigkill_between_breach_and_delivery_then_delivered_exactly_once() {
     run.0.wait().unwrap();
     assert!(s.lock().unwrap().acked.is_empty(), "nothing was acknowledged before the crash");
 
-    let _run = spawn_run(&path, &env);
-    until("ddtwatch ready again", 30, ready).await;
+    let _run = run_ready(&path, &env, &base).await;
     let m = until("delivery after the restart", 30, || async {
         metrics(&c, &base).await.filter(|m| {
             m.contains(r#"ddtwatch_notifications_total{receiver="oversight",result="delivered"} 1"#)
@@ -283,12 +287,8 @@ async fn after_an_outage_across_two_breaches_alertmanager_shows_the_true_state()
         "oversight: {{kind: alertmanager, url: \"{am}\", resend: 1s, backoff_initial: 200ms, backoff_max: 1s}}"
     );
     std::fs::write(&path, config(port, &dir.path().join("state"), &receiver)).unwrap();
-    let _run = spawn_run(&path, &[]);
     let base = format!("http://127.0.0.1:{port}");
-    until("ddtwatch ready", 30, || async {
-        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
-    })
-    .await;
+    let _run = run_ready(&path, &[], &base).await;
     // Alertmanager is down: breach 1 fires and resolves, breach 2 fires.
     let mut events = breach_events();
     events.extend([
@@ -385,16 +385,26 @@ async fn kill_9_in_wall_mode_before_the_first_snapshot_gives_no_new_ids() {
     let env = [("DDTWATCH_TEST_HOOK_SECRET", SECRET)];
     let base = format!("http://127.0.0.1:{port}");
     let c = ddtwatch::notify::http_client();
-    let ready = || async { c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200) };
+    // The ids received, each once: delivery is at least once, and a SIGKILL right after a
+    // request arrives (before its result is journaled) re-sends it after the restart under the
+    // same id. What must never appear is a new id.
+    let ids = || {
+        let mut ids: Vec<String> = Vec::new();
+        for id in got.lock().unwrap().iter() {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
+    };
     let delivered = |n: usize| {
-        let got = got.clone();
-        async move { (got.lock().unwrap().len() >= n).then_some(()) }
+        let ids = ids();
+        async move { (ids.len() >= n).then_some(()) }
     };
 
-    let mut run = spawn_run(&path, &env);
-    until("ddtwatch ready", 30, ready).await;
+    let mut run = run_ready(&path, &env, &base).await;
     until("the firing notification", 30, || delivered(1)).await;
-    let firing = got.lock().unwrap()[0].clone();
+    let firing = ids()[0].clone();
     let breach = firing.strip_suffix("/firing").expect("a firing notification").to_string();
     // Keyed by the newest event time when the breach went pending (the tick may fall between
     // the status and the detection), never by the wall clock.
@@ -402,13 +412,18 @@ async fn kill_9_in_wall_mode_before_the_first_snapshot_gives_no_new_ids() {
     assert!(keyed.contains(&breach), "{breach} is not keyed by event time");
     run.0.kill().unwrap(); // SIGKILL: no shutdown snapshot, the file position is lost
     run.0.wait().unwrap();
+    // More of the stream arrived meanwhile: the re-read ends at a later event time, so a breach
+    // re-derived from scratch would get a later key — only taking it over from the outbox keeps
+    // the old one.
+    let more = event("e5", "detection", &ts(30), json!({"count": 2, "scores": [0.2]}));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    std::io::Write::write_all(&mut f, format!("{more}\n").as_bytes()).unwrap();
 
-    let _run = spawn_run(&path, &env);
-    until("ddtwatch ready again", 30, ready).await;
+    let _run = run_ready(&path, &env, &base).await;
     // The file is read again from the start, then evaluated on at least two more ticks.
     let evals = until("the file re-read", 30, || async {
         let m = metrics(&c, &base).await?;
-        (m.contains(r#"ddtwatch_events_total{type="detection"} 1"#))
+        (m.contains(r#"ddtwatch_events_total{type="detection"} 2"#))
             .then(|| metric_value(&m, "ddtwatch_evaluations_total"))
             .flatten()
     })
@@ -426,12 +441,12 @@ async fn kill_9_in_wall_mode_before_the_first_snapshot_gives_no_new_ids() {
         .json()
         .await
         .unwrap();
-    assert_eq!(*got.lock().unwrap(), vec![firing.clone()], "no notification under a new id: {summary}");
+    assert_eq!(ids(), vec![firing.clone()], "no notification under a new id: {summary}");
 
     // The threshold goes back above the floor: resolved, under the same id.
     post_events(&c, &base, &[event("e4", "status", &ts(0), json!({"threshold": 0.7}))]).await;
     until("the resolved notification", 30, || delivered(2)).await;
-    assert_eq!(got.lock().unwrap().as_slice(), [firing, format!("{breach}/resolved")]);
+    assert_eq!(ids(), vec![firing, format!("{breach}/resolved")]);
 }
 
 /// SIGTERM while a notification is in flight to a slow receiver: `run` keeps delivering for the
@@ -469,11 +484,7 @@ async fn sigterm_drains_the_outbox_within_the_grace_period() {
     let env = [("DDTWATCH_TEST_HOOK_SECRET", SECRET)];
     let base = format!("http://127.0.0.1:{port}");
     let c = ddtwatch::notify::http_client();
-    let mut run = spawn_run(&path, &env);
-    until("ddtwatch ready", 30, || async {
-        c.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
-    })
-    .await;
+    let mut run = run_ready(&path, &env, &base).await;
     post_events(&c, &base, &breach_events()).await;
     tokio::time::timeout(Duration::from_secs(30), arrived.recv()).await.expect("the delivery attempt");
     let pid = run.0.id().to_string();
