@@ -7,6 +7,7 @@ pub mod disparity;
 pub mod drift;
 pub mod hdr;
 pub mod interval;
+pub mod sequential;
 
 pub use disparity::{DisparityResult, GroupRate, disparity, fisher_exact_two_sided};
 pub use drift::{Histogram, PageHinkley, ks_binned, ks_critical, psi};
