@@ -23,7 +23,7 @@ fn same_input_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.ndjson");
     let sim = Command::new(common::bin())
-        .args(["simulate", "--scenario", "demographic_skew", "--events", "60000", "--seed", "5"])
+        .args(["simulate", "--scenario", "threshold_lowered", "--events", "60000", "--seed", "5"])
         .output()
         .unwrap();
     assert!(sim.status.success());

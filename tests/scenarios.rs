@@ -20,13 +20,29 @@ fn expected(s: Scenario) -> BTreeSet<String> {
     s.expected_breaches().iter().map(|c| c.to_string()).collect()
 }
 
+/// The simulator draws every event independently (no error diffusion), so a scenario carries
+/// real sampling noise: over five seeds, each intended breach must fire in at least four, and
+/// an unintended one in at most one (each condition's false-breach budget is 1% a day; a
+/// 100,000-event run is about 6.5 hours).
+fn check(s: Scenario) {
+    let want = expected(s);
+    let runs: Vec<BTreeSet<String>> = (1..=5).map(|seed| fired(s, 100_000, seed)).collect();
+    for c in &want {
+        let hits = runs.iter().filter(|f| f.contains(c)).count();
+        assert!(hits >= 4, "{}: intended breach {c} fired in {hits} of 5 seeds: {runs:?}", s.name());
+    }
+    let extra: BTreeSet<&String> = runs.iter().flatten().filter(|c| !want.contains(*c)).collect();
+    for c in extra {
+        let hits = runs.iter().filter(|f| f.contains(c)).count();
+        assert!(hits <= 1, "{}: unintended breach {c} fired in {hits} of 5 seeds: {runs:?}", s.name());
+    }
+}
+
 macro_rules! scenario_test {
     ($name:ident, $scenario:expr) => {
         #[test]
         fn $name() {
-            for seed in [1, 2, 3] {
-                assert_eq!(fired($scenario, 100_000, seed), expected($scenario), "{} seed {seed}", $scenario.name());
-            }
+            check($scenario);
         }
     };
 }

@@ -246,6 +246,8 @@ pub struct ConditionRuntime {
     /// often than once a second, and an unchanged table gives the same interval / Fisher
     /// p-value, so the statistics are not recomputed.
     pub memo: Option<Vec<u64>>,
+    /// Decision state under a false-breach budget (duration windows; see `series::Sequential`).
+    pub seq: super::series::Sequential,
 }
 
 impl ConditionRuntime {
@@ -369,6 +371,10 @@ impl Deployment {
                     {
                         rt.drift = Some(Box::new(DriftState::new(spec)));
                     }
+                    if rt.condition.kind != c.kind {
+                        // A changed definition starts its evidence afresh.
+                        rt.seq = Default::default();
+                    }
                     rt.condition = c.clone();
                     rt.memo = None;
                     rt
@@ -383,6 +389,7 @@ impl Deployment {
                     },
                     last: Vec::new(),
                     memo: None,
+                    seq: Default::default(),
                 },
             };
             if let Some(Window::Duration(d)) = c.kind.window() {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use super::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
 use super::{ConditionRuntime, Deployment};
 use crate::rules::*;
+use crate::stats::sequential::{self, BernoulliMixture, ShiryaevRoberts, Side};
 use crate::stats::{disparity, ks_binned, ks_critical, psi};
 use crate::time::{Dur, Millis, format_ts};
 
@@ -16,7 +17,20 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
         Kind::Rate(r) => {
             let t = dep.tally(r.window, now);
             let (x, n) = (t.get(r.numerator), t.get(r.denominator));
-            vec![memoised(&mut rt.memo, &rt.last, &[x, n], || rate(r, x, n))]
+            let sides = band_sides(r.min, r.max);
+            match (r.on, r.false_breach_per_day, r.window) {
+                (BreachOn::Bound, Budget::PerDay(alpha), Window::Duration(_)) => {
+                    // Sliding window: a Shiryaev–Roberts detector on the deployment's counts.
+                    let c = dep.tally(Window::Deployment, now);
+                    let (cx, cn) = (c.get(r.numerator), c.get(r.denominator));
+                    let ev = sr_evidence(&mut rt.seq.sr, &sides, cx.min(cn), cn, now, alpha);
+                    vec![rate(r, x, n, Some(ev))]
+                }
+                (BreachOn::Bound, Budget::PerDay(alpha), _) => vec![memoised(&mut rt.memo, &rt.last, &[x, n], || {
+                    rate(r, x, n, Some(cumulative_evidence(&sides, x.min(n), n, alpha)))
+                })],
+                _ => vec![memoised(&mut rt.memo, &rt.last, &[x, n], || rate(r, x, n, None))],
+            }
         }
         Kind::Disparity(d) => {
             let Some(rows) = group_rows(d, dep, now) else {
@@ -24,11 +38,16 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 e.limit = disparity_limit(d).into();
                 return vec![e];
             };
+            if let (Budget::PerDay(alpha), Window::Duration(w)) = (d.false_breach_per_day, d.window) {
+                let block = disparity_block(&mut rt.seq, d, dep, now, w);
+                return vec![disparity_eval(d, &rows, Some((block, alpha_per_block(alpha, w))))];
+            }
             let key: Vec<u64> = rows.iter().flat_map(|(_, x, n)| [*x, *n]).collect();
-            vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_eval(d, &rows))]
+            let budget = d.false_breach_per_day.per_day().map(|a| (rows.iter().map(|(_, x, n)| (*x, *n)).collect(), a));
+            vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_eval(d, &rows, budget))]
         }
         Kind::Drift(_) => vec![drift(rt, now)],
-        Kind::Quantile(q) => vec![quantile(q, dep, now)],
+        Kind::Quantile(q) => vec![quantile(q, dep, now, &mut rt.seq)],
         Kind::State(check) => vec![state(check, dep, now)],
         Kind::Silence { event_type, max_gap } => {
             let mut out = Vec::new();
@@ -69,7 +88,74 @@ fn memoised(
     f()
 }
 
-fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
+/// The sides of a band as one-sided Bernoulli nulls: `max` → H0: p ≤ max, `min` → H0: p ≥ min.
+fn band_sides(min: Option<f64>, max: Option<f64>) -> Vec<(Side, f64)> {
+    let mut sides = Vec::with_capacity(2);
+    if let Some(m) = max {
+        sides.push((Side::Upper, m));
+    }
+    if let Some(m) = min {
+        sides.push((Side::Lower, m));
+    }
+    sides
+}
+
+/// The evidence of a calibrated decision: ln of the statistic (an e-value, or a
+/// Shiryaev–Roberts statistic), the ln boundary it must reach, and the budget it holds.
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    ln: f64,
+    boundary: f64,
+    budget: f64,
+}
+
+impl Evidence {
+    fn crossed(&self) -> bool {
+        self.ln >= self.boundary
+    }
+
+    fn write(&self, detail: &mut Value, rule: &str) {
+        detail["decision"] = json!({
+            "rule": rule,
+            "false_breach_per_day": self.budget,
+            // Rounded for display; the decision uses the exact values.
+            "evidence": round6(self.ln),
+            "boundary": round6(self.boundary),
+        });
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    if x.is_finite() { (x * 1e6).round() / 1e6 } else { x.max(-1e300) }
+}
+
+/// Cumulative window: the Bernoulli mixture e-value per side, each side holding alpha/sides.
+fn cumulative_evidence(sides: &[(Side, f64)], x: u64, n: u64, alpha: f64) -> Evidence {
+    let share = alpha / sides.len().max(1) as f64;
+    let ln = sides.iter().map(|&(side, p0)| BernoulliMixture::new(p0, side).ln_e(x, n)).fold(f64::MIN, f64::max);
+    Evidence { ln, boundary: sequential::e_threshold(share), budget: alpha }
+}
+
+/// Duration window: one Shiryaev–Roberts detector per side, ticked with cumulative counts.
+fn sr_evidence(
+    sr: &mut Vec<ShiryaevRoberts>,
+    sides: &[(Side, f64)],
+    x: u64,
+    n: u64,
+    now: Millis,
+    alpha: f64,
+) -> Evidence {
+    sr.resize_with(sides.len(), ShiryaevRoberts::default);
+    let share = alpha / sides.len().max(1) as f64;
+    let ln = sides
+        .iter()
+        .zip(sr.iter_mut())
+        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::new(p0, side), x, n, now))
+        .fold(f64::MIN, f64::max);
+    Evidence { ln, boundary: sequential::sr_threshold(share), budget: alpha }
+}
+
+fn rate(r: &RateSpec, x_raw: u64, n: u64, evidence: Option<Evidence>) -> Evaluation {
     // CONDITIONS.md: a numerator above its denominator is computed on min(x, n), excess reported.
     let x = x_raw.min(n);
     let mut e = Evaluation::new(Verdict::InsufficientData);
@@ -82,6 +168,9 @@ fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
     if x_raw > n {
         detail["excess"] = json!(x_raw - n);
     }
+    if let Some(ev) = &evidence {
+        ev.write(&mut detail, if matches!(r.window, Window::Duration(_)) { "shiryaev_roberts" } else { "e_process" });
+    }
     e.detail = detail.into();
     if n == 0 {
         return e;
@@ -93,9 +182,11 @@ fn rate(r: &RateSpec, x_raw: u64, n: u64) -> Evaluation {
     if n < r.min_denominator {
         return e;
     }
-    let breach = match r.on {
-        BreachOn::Bound => r.max.is_some_and(|m| i.lower > m) || r.min.is_some_and(|m| i.upper < m),
-        BreachOn::Estimate => r.max.is_some_and(|m| i.estimate > m) || r.min.is_some_and(|m| i.estimate < m),
+    let breach = match (r.on, evidence) {
+        // docs/STATISTICS.md: under a false-breach budget the evidence decides.
+        (BreachOn::Bound, Some(ev)) => ev.crossed(),
+        (BreachOn::Bound, None) => r.max.is_some_and(|m| i.lower > m) || r.min.is_some_and(|m| i.upper < m),
+        (BreachOn::Estimate, _) => r.max.is_some_and(|m| i.estimate > m) || r.min.is_some_and(|m| i.estimate < m),
     };
     e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
     e
@@ -144,13 +235,58 @@ fn disparity_limit(d: &DisparitySpec) -> Value {
     json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group})
 }
 
-fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)]) -> Evaluation {
+/// A windowed disparity under a budget is decided on tumbling blocks of the window's width:
+/// the per-group counts since the current block began (deployment counts minus the block's
+/// start). Returns the block's (x, n) per group.
+fn disparity_block(
+    seq: &mut super::series::Sequential,
+    d: &DisparitySpec,
+    dep: &Deployment,
+    now: Millis,
+    width: Dur,
+) -> Vec<(u64, u64)> {
+    let whole = DisparitySpec { window: Window::Deployment, ..d.clone() };
+    let cum: Vec<(u64, u64)> =
+        group_rows(&whole, dep, now).unwrap_or_default().into_iter().map(|(_, x, n)| (x, n)).collect();
+    let origin = seq.block.as_ref().map_or(now, |b| b.origin);
+    let index = (now - origin).div_euclid(width.ms().max(1));
+    match &mut seq.block {
+        Some(b) if b.index == index && b.start.len() == cum.len() => {}
+        _ => seq.block = Some(super::series::DisparityBlock { origin, index, start: cum.clone() }),
+    }
+    let start = &seq.block.as_ref().expect("set above").start;
+    cum.iter().zip(start).map(|(&(x, n), &(x0, n0))| (x.saturating_sub(x0), n.saturating_sub(n0))).collect()
+}
+
+/// A day overlaps at most ⌈24h/W⌉ + 1 blocks of width W: each gets that share of the budget.
+fn alpha_per_block(alpha: f64, width: Dur) -> f64 {
+    let per_day = (sequential::DAY_MS as f64 / width.ms().max(1) as f64).ceil();
+    alpha / (per_day + 1.0)
+}
+
+/// docs/STATISTICS.md: the largest universal-inference e-value of a group against the other
+/// groups pooled (groups with at least `min_per_group`, as CONDITIONS.md's Fisher test), under
+/// H0: no disparity, over ln(groups/alpha); the groups are the whole allow-list (fixed in advance).
+fn disparity_evidence(d: &DisparitySpec, counts: &[(u64, u64)], alpha: f64) -> (Evidence, Option<usize>) {
+    let qualifying: Vec<(usize, (u64, u64))> =
+        counts.iter().copied().enumerate().filter(|(_, (_, n))| *n >= d.min_per_group.max(1)).collect();
+    let table: Vec<(u64, u64)> = qualifying.iter().map(|(_, c)| *c).collect();
+    let best = sequential::disparity_vs_rest(&table);
+    let ev = Evidence {
+        ln: best.map_or(f64::MIN, |(m, _)| m),
+        boundary: sequential::disparity_threshold(counts.len(), alpha),
+        budget: alpha,
+    };
+    (ev, best.map(|(_, g)| qualifying[g].0))
+}
+
+fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)], budget: Option<(Vec<(u64, u64)>, f64)>) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     e.limit = disparity_limit(d).into();
     let r = disparity(rows, d.min_per_group, 0.95);
     e.n = Some(r.groups.iter().filter(|g| g.qualifies).map(|g| g.n).sum());
     e.value = r.ratio_max_min;
-    e.detail = json!({
+    let mut detail = json!({
         "attribute": d.attribute,
         "source": d.source,
         "ratio_max_min": r.ratio_max_min,
@@ -159,12 +295,23 @@ fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)]) -> Evaluation 
         "top_group": r.top_group,
         "qualifying_groups": r.qualifying,
         "groups": r.groups,
-    })
-    .into();
+    });
+    let evidence = budget.map(|(counts, alpha)| {
+        let (ev, group) = disparity_evidence(d, &counts, alpha);
+        let rule = if matches!(d.window, Window::Duration(_)) { "universal_inference_blocks" } else { "universal_inference" };
+        ev.write(&mut detail, rule);
+        detail["decision"]["group"] = json!(group.map(|g| &rows[g].0));
+        ev
+    });
+    e.detail = detail.into();
     if r.qualifying < 2 {
         return e;
     }
-    let breach = r.ratio_max_min.is_some_and(|x| x > d.max_ratio) && r.p_value.is_some_and(|p| p < d.alpha);
+    let significant = match evidence {
+        Some(ev) => ev.crossed(),
+        None => r.p_value.is_some_and(|p| p < d.alpha),
+    };
+    let breach = r.ratio_max_min.is_some_and(|x| x > d.max_ratio) && significant;
     e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
     e
 }
@@ -178,13 +325,21 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
         e.value = Some(ds.ph.statistic());
         e.n = Some(ds.ph_seen);
         let recent = ds.last_detection.filter(|(at, _)| now - at < hold.ms());
-        e.detail = json!({
+        let mut detail = json!({
             "statistic": ds.ph.statistic(),
             "detections": ds.ph.detections,
             "last_detection": ds.last_detection.map(|(at, _)| format_ts(at)),
             "direction": ds.last_detection.map(|(_, s)| s),
-        })
-        .into();
+        });
+        if let Some(alpha) = spec.false_breach_per_day.per_day() {
+            detail["decision"] = json!({
+                "rule": "page_hinkley_budget",
+                "false_breach_per_day": alpha,
+                "threshold": round6(ds.ph.lambda),
+                "variance": round6(ds.variance()),
+            });
+        }
+        e.detail = detail.into();
         e.verdict = if recent.is_some() {
             Verdict::Breach
         } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
@@ -199,50 +354,106 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
     let nb = ds.baseline.total();
     e.n = Some(m);
     let baseline_full = ds.baseline_missing == 0;
+    // docs/STATISTICS.md: under a budget, the current segment's time-uniform KS band decides
+    // (PSI: and PSI above its max).
+    let budget = spec.false_breach_per_day.per_day();
+    let decision = budget.map(|alpha| {
+        ds.segment.look(&ds.baseline.counts, alpha, spec.min_samples);
+        let seg = &ds.segment;
+        let decided = seg.decision(spec.min_samples);
+        let detail = json!({
+            "rule": "ks_band_segments",
+            "false_breach_per_day": alpha,
+            "segment_n": seg.n,
+            "segment_index": seg.index,
+            "segment_ks_d": round6(seg.d),
+            "boundary": round6(seg.boundary),
+            "crossed": decided,
+        });
+        (decided == Some(true), detail)
+    });
     match &spec.method {
         DriftMethod::Psi { max, .. } => {
             e.limit = json!({"max": max}).into();
             let v = psi(&current, &ds.baseline.counts);
-            e.detail = json!({"psi": v, "baseline_n": nb, "window_n": m, "baseline_full": baseline_full,
-                "edges": ds.baseline.edges, "baseline_counts": ds.baseline.counts, "window_counts": current})
-            .into();
+            let mut detail = json!({"psi": v, "baseline_n": nb, "window_n": m, "baseline_full": baseline_full,
+                "edges": ds.baseline.edges, "baseline_counts": ds.baseline.counts, "window_counts": current});
+            if let Some((_, d)) = &decision {
+                detail["decision"] = d.clone();
+            }
+            e.detail = detail.into();
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
             e.value = Some(v);
-            e.verdict = if v > *max { Verdict::Breach } else { Verdict::Ok };
+            let moved = decision.as_ref().is_none_or(|(crossed, _)| *crossed);
+            e.verdict = if v > *max && moved { Verdict::Breach } else { Verdict::Ok };
         }
         DriftMethod::Ks { alpha } => {
             let d = ks_binned(&current, &ds.baseline.counts);
             let crit = if m > 0 && nb > 0 { ks_critical(m, nb, *alpha) } else { f64::NAN };
             e.limit =
                 json!({"alpha": alpha, "critical": if crit.is_finite() { json!(crit) } else { Value::Null }}).into();
-            e.detail = json!({"ks_d": d, "critical": if crit.is_finite() { json!(crit) } else { Value::Null },
-                "baseline_n": nb, "window_n": m, "baseline_full": baseline_full, "bins": current.len()})
-            .into();
+            let mut detail = json!({"ks_d": d, "critical": if crit.is_finite() { json!(crit) } else { Value::Null },
+                "baseline_n": nb, "window_n": m, "baseline_full": baseline_full, "bins": current.len()});
+            if let Some((_, dd)) = &decision {
+                detail["decision"] = dd.clone();
+            }
+            e.detail = detail.into();
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
             e.value = Some(d);
-            e.verdict = if d > crit { Verdict::Breach } else { Verdict::Ok };
+            let breach = match &decision {
+                Some((crossed, _)) => *crossed,
+                None => d > crit,
+            };
+            e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
         }
         DriftMethod::PageHinkley { .. } => unreachable!("handled above"),
     }
     e
 }
 
-fn quantile(q: &QuantileSpec, dep: &Deployment, now: Millis) -> Evaluation {
+/// docs/STATISTICS.md: the q-quantile is above `max` exactly when more than a share 1 − q of
+/// values exceed `max`, so under a budget the decision is the Bernoulli upper test of the
+/// exceedances against p0 = 1 − q (Howard & Ramdas 2022, fixed-quantile route).
+fn quantile(q: &QuantileSpec, dep: &Deployment, now: Millis, seq: &mut super::series::Sequential) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     e.limit = json!({"max": q.max.as_secs_f64()}).into();
-    let (value, n) = dep.latency[q.value as usize].quantile(q.window, q.q, now);
+    let series = &dep.latency[q.value as usize];
+    let (value, n) = series.quantile(q.window, q.q, now);
     e.n = Some(n);
-    e.detail = json!({"q": q.q, "value": value.map(|v| v as f64 / 1000.0), "samples": n}).into();
+    let mut detail = json!({"q": q.q, "value": value.map(|v| v as f64 / 1000.0), "samples": n});
+    let bound = q.max.ms().max(0) as u64;
+    let evidence = q.false_breach_per_day.per_day().map(|alpha| {
+        let sides = [(Side::Upper, 1.0 - q.q)];
+        let ev = match q.window {
+            Window::Duration(_) => {
+                let (x, n) = series.exceedances(Window::Deployment, bound, now);
+                sr_evidence(&mut seq.sr, &sides, x, n, now, alpha)
+            }
+            w => {
+                let (x, n) = series.exceedances(w, bound, now);
+                detail["exceedances"] = json!(x);
+                cumulative_evidence(&sides, x, n, alpha)
+            }
+        };
+        let rule = if matches!(q.window, Window::Duration(_)) { "shiryaev_roberts" } else { "e_process" };
+        ev.write(&mut detail, rule);
+        ev
+    });
+    e.detail = detail.into();
     let Some(v) = value else { return e };
     e.value = Some(v as f64 / 1000.0);
     if n < q.min_samples {
         return e;
     }
-    e.verdict = if v as i64 > q.max.ms() { Verdict::Breach } else { Verdict::Ok };
+    let breach = match evidence {
+        Some(ev) => ev.crossed(),
+        None => v as i64 > q.max.ms(),
+    };
+    e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
     e
 }
 

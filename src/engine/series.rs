@@ -5,7 +5,111 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::event::Millis;
 use crate::rules::{Baseline, DriftMethod, DriftSpec, Window};
 use crate::stats::drift::Shift;
-use crate::stats::{Histogram, PageHinkley, SparseHdr as Hdr};
+use crate::stats::sequential::{self, ShiryaevRoberts};
+use crate::stats::{Histogram, PageHinkley, SparseHdr as Hdr, ks_binned};
+
+/// Decision state of a rate, disparity or quantile condition under a false-breach budget
+/// (docs/STATISTICS.md): Shiryaev–Roberts detectors for duration windows (one per side of a
+/// band), or the tumbling block of a windowed disparity. Cumulative (`deployment`) windows need
+/// none: their e-value is a function of the counts.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sequential {
+    pub sr: Vec<ShiryaevRoberts>,
+    pub block: Option<DisparityBlock>,
+}
+
+/// The current tumbling block of a windowed disparity: its index since `origin` (engine ms)
+/// and the deployment's per-group (x, n) when it began.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DisparityBlock {
+    pub origin: Millis,
+    pub index: i64,
+    pub start: Vec<(u64, u64)>,
+}
+
+/// The current segment of a drift condition's calibrated decision (docs/STATISTICS.md):
+/// values after the baseline in tumbling segments (N values for `last: N`, W of engine time for
+/// a duration, one segment for `deployment`), each tested against the baseline with a
+/// time-uniform KS band and its share of the day's budget.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    pub counts: Vec<u64>,
+    pub n: u64,
+    /// Engine time of the segment's first value.
+    pub started: Option<Millis>,
+    /// Engine time the first segment started (budget days count from it).
+    pub origin: Option<Millis>,
+    /// Budget day of this segment, and its 1-based index within that day.
+    pub day: i64,
+    pub index: u64,
+    /// The band was crossed at some look in this segment (latched until the segment ends).
+    pub crossed: bool,
+    /// The final decision of the previous segment (stands until this one has `min_samples`).
+    pub previous: Option<bool>,
+    /// KS D of the segment against the baseline at the last look, and its boundary.
+    pub d: f64,
+    pub boundary: f64,
+}
+
+impl Segment {
+    /// α0 (baseline band) and the α of this segment, from the per-day budget: α0 = α/2, the
+    /// segments of a day share α/2 by 6/(π²k²).
+    pub fn alphas(&self, budget: f64) -> (f64, f64) {
+        (budget / 2.0, budget / 2.0 * sequential::segment_share(self.index))
+    }
+
+    /// One look: updates `d`, `boundary` and the latch; returns whether the band is crossed now.
+    pub fn look(&mut self, baseline: &[u64], budget: f64, min_samples: u64) -> bool {
+        if self.n == 0 {
+            return false;
+        }
+        let (a0, ab) = self.alphas(budget);
+        self.d = ks_binned(&self.counts, baseline);
+        self.boundary = sequential::ks_boundary(baseline.iter().sum(), a0, self.n, ab);
+        let now = self.n >= min_samples && self.d > self.boundary;
+        self.crossed |= now;
+        now
+    }
+
+    /// The decision to report: this segment's latch once it has `min_samples`, else the
+    /// previous segment's.
+    pub fn decision(&self, min_samples: u64) -> Option<bool> {
+        if self.n >= min_samples { Some(self.crossed) } else { self.previous }
+    }
+
+    fn close(&mut self, baseline: &[u64], budget: f64, min_samples: u64) {
+        self.look(baseline, budget, min_samples);
+        self.previous = if self.n >= min_samples { Some(self.crossed) } else { self.previous };
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.n = 0;
+        self.started = None;
+        self.crossed = false;
+    }
+
+    /// Adds a value's bin at engine time `now`, first closing the segment when it is full.
+    fn push(&mut self, bin: usize, bins: usize, window: Window, now: Millis, baseline: &[u64], budget: f64, min: u64) {
+        if self.counts.len() != bins {
+            self.counts = vec![0; bins];
+        }
+        let full = match (window, self.started) {
+            (Window::Last(cap), _) => self.n >= cap,
+            (Window::Duration(w), Some(start)) => now - start >= w.ms(),
+            _ => false,
+        };
+        if full {
+            self.close(baseline, budget, min);
+        }
+        if self.started.is_none() {
+            let origin = *self.origin.get_or_insert(now);
+            let day = (now - origin).div_euclid(sequential::DAY_MS);
+            self.index = if day == self.day && self.index > 0 { self.index + 1 } else { 1 };
+            self.day = day;
+            self.started = Some(now);
+        }
+        self.counts[bin] += 1;
+        self.n += 1;
+    }
+}
 
 /// State of one drift condition.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -20,6 +124,13 @@ pub struct DriftState {
     pub ph: PageHinkley,
     pub ph_seen: u64,
     pub last_detection: Option<(Millis, Shift)>,
+    /// Calibrated decision of PSI and KS (docs/STATISTICS.md).
+    #[serde(default)]
+    pub segment: Segment,
+    /// Running variance of every value (Welford: count, mean, M2), for the Page–Hinkley
+    /// budget threshold.
+    #[serde(default)]
+    pub moments: (u64, f64, f64),
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -110,12 +221,29 @@ impl DriftState {
             ph: PageHinkley::new(delta, lambda, 30),
             ph_seen: 0,
             last_detection: None,
+            segment: Segment::default(),
+            moments: (0, 0.0, 0.0),
         }
     }
 
+    /// Sample variance of the values so far (0 before two values).
+    pub fn variance(&self) -> f64 {
+        let (n, _, m2) = self.moments;
+        if n < 2 { 0.0 } else { m2 / (n - 1) as f64 }
+    }
+
     pub fn push(&mut self, x: f64, ts: Millis, now: Millis) {
-        if let DriftMethod::PageHinkley { .. } = self.spec.method {
+        if let DriftMethod::PageHinkley { lambda, delta, .. } = self.spec.method {
             self.ph_seen += 1;
+            let (n, mean, m2) = &mut self.moments;
+            *n += 1;
+            let d = x - *mean;
+            *mean += d / *n as f64;
+            *m2 += d * (x - *mean);
+            if let Some(alpha) = self.spec.false_breach_per_day.per_day() {
+                // Each direction holds half the budget (docs/STATISTICS.md).
+                self.ph.lambda = sequential::ph_threshold(lambda, delta, self.variance(), alpha / 2.0);
+            }
             if let Some(shift) = self.ph.update(x) {
                 self.last_detection = Some((now, shift));
             }
@@ -125,6 +253,12 @@ impl DriftState {
             self.baseline.add(x);
             self.baseline_missing -= 1;
             return;
+        }
+        if let Some(alpha) = self.spec.false_breach_per_day.per_day() {
+            let b = self.baseline.bin(x);
+            let bins = self.baseline.counts.len();
+            let (window, min) = (self.spec.window, self.spec.min_samples);
+            self.segment.push(b, bins, window, now, &self.baseline.counts, alpha, min);
         }
         match &mut self.window {
             DriftWindow::Last { cap, ring, hist } => {
@@ -209,10 +343,9 @@ impl LatencySeries {
         }
     }
 
-    /// Quantile `q` (ms) and sample count for a window ending at `now`.
-    pub fn quantile(&self, window: Window, q: f64, now: Millis) -> (Option<u64>, u64) {
-        let merged;
-        let h = match window {
+    /// The histogram of a window ending at `now`.
+    fn merged(&self, window: Window, now: Millis) -> std::borrow::Cow<'_, Hdr> {
+        match window {
             Window::Duration(d) => {
                 let mut out = hdr();
                 if let Some((bucket, buckets)) = self.windows.get(&d.ms()) {
@@ -221,12 +354,23 @@ impl LatencySeries {
                         out.add(h);
                     }
                 }
-                merged = out;
-                &merged
+                std::borrow::Cow::Owned(out)
             }
-            _ => &self.total,
-        };
+            _ => std::borrow::Cow::Borrowed(&self.total),
+        }
+    }
+
+    /// Quantile `q` (ms) and sample count for a window ending at `now`.
+    pub fn quantile(&self, window: Window, q: f64, now: Millis) -> (Option<u64>, u64) {
+        let h = self.merged(window, now);
         let n = h.len();
         if n == 0 { (None, 0) } else { (Some(h.value_at_quantile(q)), n) }
+    }
+
+    /// (values above `bound_ms`, values) in a window ending at `now`: a value counts as above
+    /// when its HDR bucket's highest equivalent value is (the complement of `count_le`).
+    pub fn exceedances(&self, window: Window, bound_ms: u64, now: Millis) -> (u64, u64) {
+        let h = self.merged(window, now);
+        (h.len() - h.count_le(bound_ms), h.len())
     }
 }

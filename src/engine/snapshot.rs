@@ -85,6 +85,10 @@ struct ConditionState {
     drift: Option<Box<DriftState>>,
     /// The drift definition the state was built for (JSON), to detect a changed definition.
     drift_spec: Option<String>,
+    /// Decision state under a false-breach budget, and the condition definition (JSON) it was
+    /// built for.
+    #[serde(default)]
+    seq: Option<(super::series::Sequential, String)>,
 }
 
 /// A held decision/outcome: its original bytes (re-parsed on restore).
@@ -239,6 +243,9 @@ impl DeploymentSnapshot {
                         instances: rt.instances.clone(),
                         drift: rt.drift.clone(),
                         drift_spec: rt.drift.as_ref().and_then(|ds| serde_json::to_string(&ds.spec).ok()),
+                        seq: (rt.seq != Default::default())
+                            .then(|| serde_json::to_string(&rt.condition.kind).ok().map(|k| (rt.seq.clone(), k)))
+                            .flatten(),
                     };
                     (rt.condition.id.clone(), state)
                 })
@@ -326,6 +333,11 @@ impl DeploymentSnapshot {
             }
             rt.lifecycle = st.lifecycle;
             rt.instances = st.instances;
+            if let Some((seq, kind)) = st.seq
+                && serde_json::to_string(&rt.condition.kind).ok().as_deref() == Some(kind.as_str())
+            {
+                rt.seq = seq;
+            }
             if let (Kind::Drift(spec), Some(mut ds)) = (&rt.condition.kind, st.drift)
                 && st.drift_spec == serde_json::to_string(spec).ok()
             {

@@ -178,8 +178,6 @@ struct Sim {
     order: u64,
     pending: BinaryHeap<Reverse<(Millis, u64, String)>>,
     operators: Vec<String>,
-    /// Error-diffusion accumulators per (decision, group cell): see [`Sim::diffuse`].
-    accumulators: std::collections::HashMap<String, f64>,
 }
 
 impl Sim {
@@ -200,20 +198,11 @@ impl Sim {
         Value::Object(m).to_string()
     }
 
-    /// A Bernoulli draw with probability `p` whose running frequency within `cell` tracks `p`
-    /// exactly (error diffusion from a seeded random start). Per-group rates then differ only
-    /// where the scenario makes them differ, so repeated significance tests do not trip on
-    /// sampling noise; which alerts are affected still depends on the seed.
-    fn diffuse(&mut self, cell: String, p: f64) -> bool {
-        let start = self.rng.f64();
-        let acc = self.accumulators.entry(cell).or_insert(start);
-        *acc += p;
-        if *acc >= 1.0 {
-            *acc -= 1.0;
-            true
-        } else {
-            false
-        }
+    /// An independent Bernoulli draw with probability `p` (issue 20: per-event draws, so a
+    /// scenario shows the sampling noise a real stream has; the calibrated decision rules must
+    /// stay quiet on it).
+    fn draw(&mut self, p: f64) -> bool {
+        self.rng.f64() < p
     }
 
     /// Queues a line for when the clock reaches `ts` (ties keep creation order).
@@ -243,7 +232,6 @@ pub fn generate(scenario: Scenario, events: usize, seed: u64, mut out: impl FnMu
         order: 0,
         pending: BinaryHeap::new(),
         operators: Vec::new(),
-        accumulators: std::collections::HashMap::new(),
     };
     sim.operators = (0..6).map(|_| sim.rng.hex()).collect();
     let mut emitted = 0usize;
@@ -468,11 +456,10 @@ fn alert(sim: &mut Sim, cam: &str, ts: Millis, list_version: &u32, threshold: f6
             }
         }
     };
-    let cell = format!("{ethnicity}/{sex}");
-    let genuine = !sim.diffuse(format!("false {cell}"), p_false);
+    let genuine = !sim.draw(p_false);
     let engage_all = sim.scenario == Scenario::AutomationBias;
     // Operators dismiss 70% of false matches and 2% of true ones (missed).
-    let engage = engage_all || if genuine { !sim.diffuse("miss".into(), 0.02) } else { sim.diffuse("act".into(), 0.3) };
+    let engage = engage_all || if genuine { !sim.draw(0.02) } else { sim.draw(0.3) };
     let decision_ts =
         ts + if engage_all { 2_000 + sim.rng.below(3_000) as i64 } else { 5_000 + sim.rng.below(55_000) as i64 };
     let op = sim.operators[sim.rng.below(3) as usize].clone();

@@ -117,6 +117,46 @@ impl std::fmt::Display for Window {
     }
 }
 
+/// The false-breach budget of a statistical condition: how its decision to fire is made
+/// (docs/STATISTICS.md; CONDITIONS.md "Calibration under continuous evaluation").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// At most this probability of a false firing in 24 h of continuous evaluation when the
+    /// null holds (`false_breach_per_day`).
+    PerDay(f64),
+    /// CONDITIONS.md's per-look rule: the nominal test at every evaluation, no budget
+    /// (`false_breach_per_day: per_look`). Kept to compare with and for conformance replays.
+    PerLook,
+}
+
+/// Default `false_breach_per_day`: a false alarm on fewer than 1 in 100 deployment-days.
+pub const DEFAULT_FALSE_BREACH_PER_DAY: f64 = 0.01;
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::PerDay(DEFAULT_FALSE_BREACH_PER_DAY)
+    }
+}
+
+impl Budget {
+    /// The per-day budget, or None under the per-look rule.
+    pub fn per_day(self) -> Option<f64> {
+        match self {
+            Budget::PerDay(a) => Some(a),
+            Budget::PerLook => None,
+        }
+    }
+}
+
+impl Serialize for Budget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Budget::PerDay(a) => s.serialize_f64(*a),
+            Budget::PerLook => s.serialize_str("per_look"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreachOn {
@@ -137,6 +177,8 @@ pub struct RateSpec {
     pub confidence: f64,
     pub interval: IntervalMethod,
     pub on: BreachOn,
+    /// Applies with `on: bound` (an `estimate` rule is a plain threshold, with no budget).
+    pub false_breach_per_day: Budget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -157,6 +199,7 @@ pub struct DisparitySpec {
     pub alpha: f64,
     pub min_per_group: u64,
     pub window: Window,
+    pub false_breach_per_day: Budget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -190,6 +233,7 @@ pub struct DriftSpec {
     pub window: Window,
     pub min_samples: u64,
     pub baseline: Baseline,
+    pub false_breach_per_day: Budget,
 }
 
 impl DriftSpec {
@@ -202,6 +246,7 @@ impl DriftSpec {
             window: Window::Deployment,
             min_samples: 0,
             baseline: Baseline::First(0),
+            false_breach_per_day: Budget::PerLook,
         }
     }
 }
@@ -234,6 +279,7 @@ pub struct QuantileSpec {
     pub max: Dur,
     pub min_samples: u64,
     pub window: Window,
+    pub false_breach_per_day: Budget,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

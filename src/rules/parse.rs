@@ -16,10 +16,31 @@ const KINDS: &[&str] = &["rate", "disparity", "drift", "quantile", "state", "sil
 fn params(kind: &str) -> &'static [&'static str] {
     match kind {
         "rate" => {
-            &["numerator", "denominator", "min", "max", "window", "min_denominator", "confidence", "interval", "on"]
+            &[
+                "numerator",
+                "denominator",
+                "min",
+                "max",
+                "window",
+                "min_denominator",
+                "confidence",
+                "interval",
+                "on",
+                "false_breach_per_day",
+            ]
         }
         "disparity" => {
-            &["numerator", "denominator", "attribute", "source", "max_ratio", "alpha", "min_per_group", "window"]
+            &[
+                "numerator",
+                "denominator",
+                "attribute",
+                "source",
+                "max_ratio",
+                "alpha",
+                "min_per_group",
+                "window",
+                "false_breach_per_day",
+            ]
         }
         "drift" => &[
             "value",
@@ -33,8 +54,9 @@ fn params(kind: &str) -> &'static [&'static str] {
             "delta",
             "lambda",
             "hold",
+            "false_breach_per_day",
         ],
-        "quantile" => &["value", "q", "max", "min_samples", "window"],
+        "quantile" => &["value", "q", "max", "min_samples", "window", "false_breach_per_day"],
         "state" => &["check", "min", "max", "version"],
         "silence" => &["type", "max_gap"],
         "deadline" => &["check", "scope", "within"],
@@ -144,6 +166,31 @@ impl<'a> Reader<'a> {
                 let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
                 self.err(key, format!("`{s}` is not one of {}{}", names.join(", "), suggest(&s, &names)));
                 default
+            }
+        }
+    }
+
+    /// `false_breach_per_day`: a probability in (0, 1), or `per_look` (CONDITIONS.md's per-look
+    /// rule); default 0.01 (docs/STATISTICS.md).
+    fn budget(&mut self) -> Budget {
+        const KEY: &str = "false_breach_per_day";
+        match self.get(KEY) {
+            None => Budget::default(),
+            Some(Value::String(s)) if s == "per_look" => Budget::PerLook,
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|a| a > 0.0 && a < 1.0) => {
+                Budget::PerDay(n.as_f64().unwrap_or_default())
+            }
+            Some(v) => {
+                let shown = serde_norway::to_string(v).unwrap_or_default();
+                self.err(
+                    KEY,
+                    format!(
+                        "is {}: it must be a probability strictly between 0 and 1 (e.g. 0.01, a false \
+                         alarm on fewer than 1 in 100 deployment-days), or `per_look`",
+                        shown.trim()
+                    ),
+                );
+                Budget::default()
             }
         }
     }
@@ -280,6 +327,14 @@ fn rate(r: &mut Reader<'_>) -> Option<RateSpec> {
         )
         .unwrap_or_default();
     let on = r.choice("on", &[("bound", BreachOn::Bound), ("estimate", BreachOn::Estimate)], Some(BreachOn::Bound))?;
+    if on == BreachOn::Estimate && r.get("false_breach_per_day").is_some() {
+        r.err(
+            "false_breach_per_day",
+            "does not apply with `on: estimate` (a threshold on the point estimate, not a test); \
+             use `on: bound` for a condition with a false-breach budget",
+        );
+    }
+    let false_breach_per_day = r.budget();
     Some(RateSpec {
         numerator: numerator?,
         denominator: denominator?,
@@ -290,6 +345,7 @@ fn rate(r: &mut Reader<'_>) -> Option<RateSpec> {
         confidence,
         interval,
         on,
+        false_breach_per_day,
     })
 }
 
@@ -340,6 +396,7 @@ fn disparity(r: &mut Reader<'_>) -> Option<DisparitySpec> {
         alpha,
         min_per_group,
         window,
+        false_breach_per_day: r.budget(),
     })
 }
 
@@ -417,7 +474,8 @@ fn drift(r: &mut Reader<'_>) -> Option<DriftSpec> {
             Baseline::First(10_000)
         }
     };
-    Some(DriftSpec { value: value?, method, window, min_samples, baseline })
+    let false_breach_per_day = r.budget();
+    Some(DriftSpec { value: value?, method, window, min_samples, baseline, false_breach_per_day })
 }
 
 fn quantile(r: &mut Reader<'_>) -> Option<QuantileSpec> {
@@ -437,7 +495,8 @@ fn quantile(r: &mut Reader<'_>) -> Option<QuantileSpec> {
     }
     let min_samples = r.u64("min_samples").unwrap_or(20);
     let window = r.window("window", false, Window::Deployment);
-    Some(QuantileSpec { value: value?, q, max: max?, min_samples, window })
+    let false_breach_per_day = r.budget();
+    Some(QuantileSpec { value: value?, q, max: max?, min_samples, window, false_breach_per_day })
 }
 
 fn state(r: &mut Reader<'_>) -> Option<StateCheck> {

@@ -78,8 +78,8 @@ fn log_mean_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
         max = max.max(x);
         k += 1;
     }
-    if k == 0 || max == f64::NEG_INFINITY {
-        return f64::NEG_INFINITY;
+    if k == 0 || max <= EMPTY {
+        return EMPTY;
     }
     let s: f64 = v.map(|x| (x - max).exp()).sum();
     max + s.ln() - (k as f64).ln()
@@ -88,7 +88,7 @@ fn log_mean_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
 /// ln(e^a + e^b).
 fn log_add_exp(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a > b { (a, b) } else { (b, a) };
-    if lo == f64::NEG_INFINITY { hi } else { hi + (lo - hi).exp().ln_1p() }
+    if lo <= EMPTY { hi } else { hi + (lo - hi).exp().ln_1p() }
 }
 
 /// The Shiryaev–Roberts e-detector over the Bernoulli mixture, for sliding (duration)
@@ -97,7 +97,7 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
 /// Under H0, P(fire within a day) ≤ alpha (CALIBRATION.md §1.7: R_s − s is a supermartingale).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShiryaevRoberts {
-    /// ln R_j per odds ratio (−∞ at the start of a period).
+    /// ln R_j per odds ratio (EMPTY, i.e. R = 0, at the start of a period).
     ln_r: Vec<f64>,
     /// Cumulative (x, n) seen at the previous tick.
     last: Option<(i64, i64)>,
@@ -106,9 +106,12 @@ pub struct ShiryaevRoberts {
     start: Option<i64>,
 }
 
+/// ln 0 as stored: finite, so that a snapshot (JSON) can hold it; exp(EMPTY − x) is 0.
+const EMPTY: f64 = f64::MIN;
+
 impl Default for ShiryaevRoberts {
     fn default() -> Self {
-        ShiryaevRoberts { ln_r: vec![f64::NEG_INFINITY; MIXTURE_K], last: None, day: 0, start: None }
+        ShiryaevRoberts { ln_r: vec![EMPTY; MIXTURE_K], last: None, day: 0, start: None }
     }
 }
 
@@ -120,7 +123,7 @@ impl ShiryaevRoberts {
         let day = (now - start).div_euclid(DAY_MS);
         if day != self.day {
             self.day = day;
-            self.ln_r.iter_mut().for_each(|r| *r = f64::NEG_INFINITY);
+            self.ln_r.iter_mut().for_each(|r| *r = EMPTY);
         }
         let (x, n) = (x as i64, n as i64);
         let (dx, dn) = match self.last {
@@ -183,30 +186,30 @@ pub fn disparity_ln_m(xg: u64, ng: u64, xh: u64, nh: u64, r0: f64) -> f64 {
     kappa(xg, ng) + kappa(xh, nh) - null_ll
 }
 
-/// The largest pairwise ln M over ordered pairs of groups with n > 0, and that pair's indices.
-pub fn disparity_max_ln_m(rows: &[(u64, u64)], r0: f64) -> Option<(f64, usize, usize)> {
-    let mut best: Option<(f64, usize, usize)> = None;
-    for (g, &(xg, ng)) in rows.iter().enumerate() {
-        for (h, &(xh, nh)) in rows.iter().enumerate() {
-            if g == h || ng == 0 || nh == 0 {
-                continue;
-            }
-            // Shortcut: when g's rate is at most r0 times h's, the null MLE is the
-            // unconstrained one and ln M ≤ κ terms only; still computed (cheap) for the report.
-            let m = disparity_ln_m(xg, ng, xh, nh, r0);
-            if best.is_none_or(|(b, _, _)| m > b) {
-                best = Some((m, g, h));
-            }
+/// Each group against the others pooled, under H0: every group has the same rate (r0 = 1):
+/// the largest ln M over groups with n > 0 whose pooled rest has n > 0, and that group's index.
+/// Under the null every alert is a Bernoulli(p) draw whatever its group, so each group's e-value
+/// is valid however the group mix changes over time.
+pub fn disparity_vs_rest(rows: &[(u64, u64)]) -> Option<(f64, usize)> {
+    let (tx, tn) = rows.iter().fold((0, 0), |(a, b), &(x, n)| (a + x.min(n), b + n));
+    let mut best: Option<(f64, usize)> = None;
+    for (g, &(x, n)) in rows.iter().enumerate() {
+        let (rx, rn) = (tx - x.min(n), tn - n);
+        if n == 0 || rn == 0 {
+            continue;
+        }
+        let m = disparity_ln_m(x, n, rx, rn, 1.0);
+        if best.is_none_or(|(b, _)| m > b) {
+            best = Some((m, g));
         }
     }
     best
 }
 
-/// Threshold on the largest pairwise ln M: ln(pairs/alpha), a union bound over the ordered
-/// pairs of `groups` groups.
+/// Threshold on the largest ln M: ln(groups/alpha), a union bound over the allow-list's groups
+/// (fixed in advance).
 pub fn disparity_threshold(groups: usize, alpha: f64) -> f64 {
-    let pairs = (groups * groups.saturating_sub(1)).max(1) as f64;
-    (pairs / alpha).ln()
+    (groups.max(1) as f64 / alpha).ln()
 }
 
 /// The KS decision boundary ε0 + ε_t (CALIBRATION.md §4(a)): ε0 = √(ln(2/α0)/(2N)) for a
@@ -275,7 +278,11 @@ mod tests {
             let got = disparity_ln_m(xg, ng, xh, nh, r0);
             assert!((got - want).abs() < 5e-6, "{got} vs {want}");
         }
-        assert!((disparity_threshold(6, 0.01) - (3000f64).ln()).abs() < 1e-12);
+        assert!((disparity_threshold(6, 0.01) - (600f64).ln()).abs() < 1e-12);
+        // Against the rest pooled: group 1 (30 of 100) against 10 + 5 of 100 + 100.
+        let (m, g) = disparity_vs_rest(&[(10, 100), (30, 100), (5, 100)]).unwrap();
+        assert_eq!(g, 1);
+        assert!((m - disparity_ln_m(30, 100, 15, 200, 1.0)).abs() < 1e-12);
     }
 
     #[test]
