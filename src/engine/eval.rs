@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::series::{DisparityBlock, DriftState, LatencySeries, Sequential};
 use super::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
 use super::{ConditionRuntime, Deployment};
 use crate::rules::*;
@@ -17,20 +18,14 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
         Kind::Rate(r) => {
             let t = dep.tally(r.window, now);
             let (x, n) = (t.get(r.numerator), t.get(r.denominator));
-            let sides = band_sides(r.min, r.max);
-            match (r.on, r.false_breach_per_day, r.window) {
-                (BreachOn::Bound, Budget::PerDay(alpha), Window::Duration(_)) => {
-                    // Sliding window: a Shiryaev–Roberts detector on the deployment's counts.
-                    let c = dep.tally(Window::Deployment, now);
-                    let (cx, cn) = (c.get(r.numerator), c.get(r.denominator));
-                    let ev = sr_evidence(&mut rt.seq.sr, &sides, cx.min(cn), cn, now, alpha);
-                    vec![rate(r, x, n, Some(ev))]
-                }
-                (BreachOn::Bound, Budget::PerDay(alpha), _) => vec![memoised(&mut rt.memo, &rt.last, &[x, n], || {
-                    rate(r, x, n, Some(cumulative_evidence(&sides, x.min(n), n, alpha)))
-                })],
-                _ => vec![memoised(&mut rt.memo, &rt.last, &[x, n], || rate(r, x, n, None))],
+            if rate_is_sequential(r) {
+                // Sliding window: a Shiryaev–Roberts detector on the deployment's counts.
+                let c = dep.tally(Window::Deployment, now);
+                let cum = (c.get(r.numerator), c.get(r.denominator));
+                return vec![rate_evaluation(r, (x, n), cum, &mut rt.seq, now)];
             }
+            let seq = &mut rt.seq;
+            vec![memoised(&mut rt.memo, &rt.last, &[x, n], || rate_evaluation(r, (x, n), (x, n), seq, now))]
         }
         Kind::Disparity(d) => {
             let Some(rows) = group_rows(d, dep, now) else {
@@ -38,16 +33,21 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 e.limit = disparity_limit(d).into();
                 return vec![e];
             };
-            if let (Budget::PerDay(alpha), Window::Duration(w)) = (d.false_breach_per_day, d.window) {
-                let block = disparity_block(&mut rt.seq, d, dep, now, w);
-                return vec![disparity_eval(d, &rows, Some((block, alpha_per_block(alpha, w))))];
+            if let (Budget::PerDay(_), Window::Duration(_)) = (d.false_breach_per_day, d.window) {
+                let whole = DisparitySpec { window: Window::Deployment, ..d.clone() };
+                let cum: Vec<(u64, u64)> =
+                    group_rows(&whole, dep, now).unwrap_or_default().into_iter().map(|(_, x, n)| (x, n)).collect();
+                return vec![disparity_evaluation(d, &rows, &cum, &mut rt.seq, now)];
             }
             let key: Vec<u64> = rows.iter().flat_map(|(_, x, n)| [*x, *n]).collect();
-            let budget = d.false_breach_per_day.per_day().map(|a| (rows.iter().map(|(_, x, n)| (*x, *n)).collect(), a));
-            vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_eval(d, &rows, budget))]
+            let seq = &mut rt.seq;
+            vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_evaluation(d, &rows, &[], seq, now))]
         }
-        Kind::Drift(_) => vec![drift(rt, now)],
-        Kind::Quantile(q) => vec![quantile(q, dep, now, &mut rt.seq)],
+        Kind::Drift(_) => match rt.drift.as_mut() {
+            Some(ds) => vec![drift_evaluation(ds, now)],
+            None => vec![Evaluation::new(Verdict::InsufficientData)],
+        },
+        Kind::Quantile(q) => vec![quantile_evaluation(q, &dep.latency[q.value as usize], &mut rt.seq, now)],
         Kind::State(check) => vec![state(check, dep, now)],
         Kind::Silence { event_type, max_gap } => {
             let mut out = Vec::new();
@@ -155,6 +155,36 @@ fn sr_evidence(
     Evidence { ln, boundary: sequential::sr_threshold(share), budget: alpha }
 }
 
+/// Whether a rate's decision carries state from one evaluation to the next (a sliding window
+/// under a budget: Shiryaev–Roberts), so it must be evaluated every tick, not memoised.
+fn rate_is_sequential(r: &RateSpec) -> bool {
+    r.on == BreachOn::Bound && r.false_breach_per_day.per_day().is_some() && matches!(r.window, Window::Duration(_))
+}
+
+/// A rate condition from its window's counts (x, n) and the deployment's cumulative counts
+/// (used by a sliding window's detector). Public for the calibration harness
+/// (`engine::calibration`), which drives exactly this code.
+pub fn rate_evaluation(
+    r: &RateSpec,
+    (x, n): (u64, u64),
+    cum: (u64, u64),
+    seq: &mut Sequential,
+    now: Millis,
+) -> Evaluation {
+    let evidence = match (r.on, r.false_breach_per_day) {
+        (BreachOn::Bound, Budget::PerDay(alpha)) => {
+            let sides = band_sides(r.min, r.max);
+            Some(if rate_is_sequential(r) {
+                sr_evidence(&mut seq.sr, &sides, cum.0.min(cum.1), cum.1, now, alpha)
+            } else {
+                cumulative_evidence(&sides, x.min(n), n, alpha)
+            })
+        }
+        _ => None,
+    };
+    rate(r, x, n, evidence)
+}
+
 fn rate(r: &RateSpec, x_raw: u64, n: u64, evidence: Option<Evidence>) -> Evaluation {
     // CONDITIONS.md: a numerator above its denominator is computed on min(x, n), excess reported.
     let x = x_raw.min(n);
@@ -236,26 +266,37 @@ fn disparity_limit(d: &DisparitySpec) -> Value {
 }
 
 /// A windowed disparity under a budget is decided on tumbling blocks of the window's width:
-/// the per-group counts since the current block began (deployment counts minus the block's
-/// start). Returns the block's (x, n) per group.
-fn disparity_block(
-    seq: &mut super::series::Sequential,
-    d: &DisparitySpec,
-    dep: &Deployment,
-    now: Millis,
-    width: Dur,
-) -> Vec<(u64, u64)> {
-    let whole = DisparitySpec { window: Window::Deployment, ..d.clone() };
-    let cum: Vec<(u64, u64)> =
-        group_rows(&whole, dep, now).unwrap_or_default().into_iter().map(|(_, x, n)| (x, n)).collect();
+/// the per-group counts since the current block began (deployment counts `cum` minus the
+/// block's start).
+fn disparity_block(seq: &mut Sequential, cum: &[(u64, u64)], now: Millis, width: Dur) -> Vec<(u64, u64)> {
     let origin = seq.block.as_ref().map_or(now, |b| b.origin);
     let index = (now - origin).div_euclid(width.ms().max(1));
     match &mut seq.block {
         Some(b) if b.index == index && b.start.len() == cum.len() => {}
-        _ => seq.block = Some(super::series::DisparityBlock { origin, index, start: cum.clone() }),
+        _ => seq.block = Some(DisparityBlock { origin, index, start: cum.to_vec() }),
     }
     let start = &seq.block.as_ref().expect("set above").start;
     cum.iter().zip(start).map(|(&(x, n), &(x0, n0))| (x.saturating_sub(x0), n.saturating_sub(n0))).collect()
+}
+
+/// A disparity condition from its window's per-group rows (allow-list order) and, for a
+/// windowed one under a budget, the deployment's cumulative (x, n) per group. Public for the
+/// calibration harness.
+pub fn disparity_evaluation(
+    d: &DisparitySpec,
+    rows: &[(String, u64, u64)],
+    cum: &[(u64, u64)],
+    seq: &mut Sequential,
+    now: Millis,
+) -> Evaluation {
+    let budget = match (d.false_breach_per_day, d.window) {
+        (Budget::PerDay(alpha), Window::Duration(w)) => {
+            Some((disparity_block(seq, cum, now, w), alpha_per_block(alpha, w)))
+        }
+        (Budget::PerDay(alpha), _) => Some((rows.iter().map(|(_, x, n)| (*x, *n)).collect(), alpha)),
+        (Budget::PerLook, _) => None,
+    };
+    disparity_eval(d, rows, budget)
 }
 
 /// A day overlaps at most ⌈24h/W⌉ + 1 blocks of width W: each gets that share of the budget.
@@ -280,7 +321,11 @@ fn disparity_evidence(d: &DisparitySpec, counts: &[(u64, u64)], alpha: f64) -> (
     (ev, best.map(|(_, g)| qualifying[g].0))
 }
 
-fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)], budget: Option<(Vec<(u64, u64)>, f64)>) -> Evaluation {
+fn disparity_eval(
+    d: &DisparitySpec,
+    rows: &[(String, u64, u64)],
+    budget: Option<(Vec<(u64, u64)>, f64)>,
+) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     e.limit = disparity_limit(d).into();
     let r = disparity(rows, d.min_per_group, 0.95);
@@ -298,7 +343,8 @@ fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)], budget: Option
     });
     let evidence = budget.map(|(counts, alpha)| {
         let (ev, group) = disparity_evidence(d, &counts, alpha);
-        let rule = if matches!(d.window, Window::Duration(_)) { "universal_inference_blocks" } else { "universal_inference" };
+        let rule =
+            if matches!(d.window, Window::Duration(_)) { "universal_inference_blocks" } else { "universal_inference" };
         ev.write(&mut detail, rule);
         detail["decision"]["group"] = json!(group.map(|g| &rows[g].0));
         ev
@@ -316,9 +362,9 @@ fn disparity_eval(d: &DisparitySpec, rows: &[(String, u64, u64)], budget: Option
     e
 }
 
-fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
+/// A drift condition from its state. Public for the calibration harness.
+pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    let Some(ds) = rt.drift.as_mut() else { return e };
     let spec = ds.spec.clone();
     if let DriftMethod::PageHinkley { hold, delta, lambda } = &spec.method {
         e.limit = json!({"lambda": lambda, "delta": delta, "hold": hold.as_secs_f64()}).into();
@@ -418,10 +464,10 @@ fn drift(rt: &mut ConditionRuntime, now: Millis) -> Evaluation {
 /// docs/STATISTICS.md: the q-quantile is above `max` exactly when more than a share 1 − q of
 /// values exceed `max`, so under a budget the decision is the Bernoulli upper test of the
 /// exceedances against p0 = 1 − q (Howard & Ramdas 2022, fixed-quantile route).
-fn quantile(q: &QuantileSpec, dep: &Deployment, now: Millis, seq: &mut super::series::Sequential) -> Evaluation {
+/// A quantile condition from its value series. Public for the calibration harness.
+pub fn quantile_evaluation(q: &QuantileSpec, series: &LatencySeries, seq: &mut Sequential, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     e.limit = json!({"max": q.max.as_secs_f64()}).into();
-    let series = &dep.latency[q.value as usize];
     let (value, n) = series.quantile(q.window, q.q, now);
     e.n = Some(n);
     let mut detail = json!({"q": q.q, "value": value.map(|v| v as f64 / 1000.0), "samples": n});

@@ -6,6 +6,7 @@
 //! event `ts`), so a replay of the same input gives the same output byte for byte; in `wall`
 //! mode the caller passes the receive time with every event and calls [`Engine::tick`].
 
+pub mod calibration;
 mod dedup;
 mod deployment;
 mod eval;
@@ -15,6 +16,8 @@ mod summary;
 pub mod tally;
 
 pub use deployment::{Applied, ConditionRuntime, Deployment, SourceState};
+pub use eval::{disparity_evaluation, drift_evaluation, quantile_evaluation, rate_evaluation};
+pub use series::{DriftState, LatencySeries, Sequential};
 pub use summary::*;
 
 use std::collections::{BTreeMap, HashMap};

@@ -87,11 +87,12 @@ impl Segment {
     }
 
     /// Adds a value's bin at engine time `now`, first closing the segment when it is full.
-    fn push(&mut self, bin: usize, bins: usize, window: Window, now: Millis, baseline: &[u64], budget: f64, min: u64) {
-        if self.counts.len() != bins {
-            self.counts = vec![0; bins];
+    fn push(&mut self, bin: usize, spec: &DriftSpec, baseline: &[u64], now: Millis, budget: f64) {
+        let min = spec.min_samples;
+        if self.counts.len() != baseline.len() {
+            self.counts = vec![0; baseline.len()];
         }
-        let full = match (window, self.started) {
+        let full = match (spec.window, self.started) {
             (Window::Last(cap), _) => self.n >= cap,
             (Window::Duration(w), Some(start)) => now - start >= w.ms(),
             _ => false,
@@ -256,9 +257,7 @@ impl DriftState {
         }
         if let Some(alpha) = self.spec.false_breach_per_day.per_day() {
             let b = self.baseline.bin(x);
-            let bins = self.baseline.counts.len();
-            let (window, min) = (self.spec.window, self.spec.min_samples);
-            self.segment.push(b, bins, window, now, &self.baseline.counts, alpha, min);
+            self.segment.push(b, &self.spec, &self.baseline.counts, now, alpha);
         }
         match &mut self.window {
             DriftWindow::Last { cap, ring, hist } => {

@@ -15,33 +15,29 @@ const KINDS: &[&str] = &["rate", "disparity", "drift", "quantile", "state", "sil
 
 fn params(kind: &str) -> &'static [&'static str] {
     match kind {
-        "rate" => {
-            &[
-                "numerator",
-                "denominator",
-                "min",
-                "max",
-                "window",
-                "min_denominator",
-                "confidence",
-                "interval",
-                "on",
-                "false_breach_per_day",
-            ]
-        }
-        "disparity" => {
-            &[
-                "numerator",
-                "denominator",
-                "attribute",
-                "source",
-                "max_ratio",
-                "alpha",
-                "min_per_group",
-                "window",
-                "false_breach_per_day",
-            ]
-        }
+        "rate" => &[
+            "numerator",
+            "denominator",
+            "min",
+            "max",
+            "window",
+            "min_denominator",
+            "confidence",
+            "interval",
+            "on",
+            "false_breach_per_day",
+        ],
+        "disparity" => &[
+            "numerator",
+            "denominator",
+            "attribute",
+            "source",
+            "max_ratio",
+            "alpha",
+            "min_per_group",
+            "window",
+            "false_breach_per_day",
+        ],
         "drift" => &[
             "value",
             "method",

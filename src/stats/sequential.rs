@@ -153,7 +153,8 @@ pub fn e_threshold(alpha: f64) -> f64 {
 }
 
 fn ln_beta(a: f64, b: f64) -> f64 {
-    statrs::function::gamma::ln_gamma(a) + statrs::function::gamma::ln_gamma(b) - statrs::function::gamma::ln_gamma(a + b)
+    statrs::function::gamma::ln_gamma(a) + statrs::function::gamma::ln_gamma(b)
+        - statrs::function::gamma::ln_gamma(a + b)
 }
 
 /// x·ln p + (n−x)·ln(1−p), with 0·ln 0 = 0.
