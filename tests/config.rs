@@ -283,3 +283,40 @@ fn a_minimal_config_gets_the_default_profiles_and_an_empty_one_is_warned_about()
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("warning: no conditions") && !out.contains("threshold_floor"), "{out}");
 }
+
+/// Issue 20: a false-breach budget outside (0, 1), a budget on an `on: estimate` rate, and a
+/// drift condition whose window could never reach its budget are `check-config` errors, not
+/// silently quiet conditions.
+#[test]
+fn bad_false_breach_budgets_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.yaml");
+    std::fs::write(
+        &path,
+        "clock: event\nprofiles:\n  p:\n    conditions:\n\
+         \x20     - {id: a, kind: rate, numerator: false_alerts, denominator: detections, max: 0.001, false_breach_per_day: 0}\n\
+         \x20     - {id: b, kind: rate, numerator: false_alerts, denominator: detections, max: 0.001, false_breach_per_day: 1.5}\n\
+         \x20     - {id: c, kind: rate, numerator: dismissed, denominator: adjudicated, min: 0.01, on: estimate, false_breach_per_day: 0.01}\n\
+         \x20     - {id: d, kind: drift, value: score, method: ks, window: {last: 8}, min_samples: 5}\n\
+         \x20     - {id: e, kind: drift, value: score, method: psi, window: {last: 500}}\n\
+         \x20     - {id: f, kind: quantile, value: adjudication_latency, max: 2m, false_breach_per_day: per_look}\n\
+         \x20     - {id: g, kind: drift, value: score, method: ks, baseline: {first: 2}}\n\
+         deployments:\n  x: {profile: p}\n",
+    )
+    .unwrap();
+    let out = Command::new(common::bin()).args(["check-config", "--skip-secrets"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for needle in [
+        "conditions[0].false_breach_per_day: is 0: it must be a probability strictly between 0 and 1",
+        "conditions[1].false_breach_per_day: is 1.5: it must be a probability strictly between 0 and 1",
+        "conditions[2].false_breach_per_day: does not apply with `on: estimate`",
+        "conditions[3].window: {last: 8} is too small to ever reach the false-breach budget 0.01",
+        "conditions[4].min_samples: is 1000, above the window's 500 values",
+        "conditions[6].baseline: a baseline of 2 values is too small",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // `per_look` is accepted (condition f), so it is not named.
+    assert!(!text.contains("conditions[5]"), "{text}");
+}

@@ -261,8 +261,14 @@ pub fn group_rows(d: &DisparitySpec, dep: &Deployment, now: Millis) -> Option<Ve
     Some(rows)
 }
 
+/// The limits that decide: under a budget the evidence threshold replaces the per-look `alpha`.
 fn disparity_limit(d: &DisparitySpec) -> Value {
-    json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group})
+    match d.false_breach_per_day {
+        Budget::PerDay(a) => {
+            json!({"max_ratio": d.max_ratio, "min_per_group": d.min_per_group, "false_breach_per_day": a})
+        }
+        Budget::PerLook => json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group}),
+    }
 }
 
 /// A windowed disparity under a budget is decided on tumbling blocks of the window's width:

@@ -66,6 +66,9 @@ pub struct ConditionSummary {
     pub times_fired: u64,
     #[serde(serialize_with = "ser_opt_ts")]
     pub since: Option<Millis>,
+    /// `false_breach_per_day` of a statistical condition (a probability, or "per_look").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub false_breach_per_day: Option<crate::rules::Budget>,
     pub detail: Value,
 }
 
@@ -211,6 +214,7 @@ fn lifecycle_summary(
         n: e.and_then(|e| e.n),
         limit: e.map(|e| e.limit.value()).unwrap_or(Value::Null),
         times_fired: l.times_fired,
+        false_breach_per_day: rt.condition.kind.budget(),
         since: if matches!(l.state, BreachState::Pending | BreachState::Firing) { l.since } else { None },
         detail: e.map(|e| e.detail.value()).unwrap_or(Value::Null),
     }

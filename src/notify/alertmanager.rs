@@ -21,13 +21,14 @@ pub fn alert(notification: &Value, firing: bool, now: Millis, resend_ms: i64, ge
     let mut annotations = json!({
         "summary": s("summary"),
         "description": format!(
-            "{} {} on deployment {}: value {} against limit {}{}",
+            "{} {} on deployment {}: value {} against limit {}{}.{}",
             s("kind"),
             s("condition"),
             s("deployment_id"),
             value,
             notification["limit"],
             notification["window"].as_str().map(|w| format!(" over window {w}")).unwrap_or_default(),
+            notification["false_breach_budget"].as_str().map(|w| format!(" {w}")).unwrap_or_default(),
         ),
     });
     if let Some(r) = notification["runbook"].as_str() {

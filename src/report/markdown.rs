@@ -197,6 +197,12 @@ pub fn markdown(r: &Value) -> String {
             value_cell(&b["value"]),
             limit_words(&b["limit"]),
         );
+        let base = b["condition"].as_str().unwrap_or_default().split('/').next().unwrap_or_default();
+        if let Some(w) =
+            arr(&r["conditions"]).iter().find(|c| c["id"] == base).and_then(|c| c["false_breach_budget"].as_str())
+        {
+            line += &format!(" {w}");
+        }
         let sent = arr(&b["notifications"]);
         if sent.is_empty() {
             let to: Vec<&str> = arr(&b["notified"]).iter().filter_map(Value::as_str).collect();
@@ -218,6 +224,28 @@ pub fn markdown(r: &Value) -> String {
         }
         line
     });
+    let calibrated: Vec<Value> =
+        arr(&r["conditions"]).iter().filter(|c| c["false_breach_budget"].is_string()).cloned().collect();
+    list_section(
+        &mut o,
+        "How often the statistical alarms fire falsely",
+        &calibrated,
+        "No statistical conditions.",
+        |c| {
+            format!(
+                "- **{}** ({}): {}",
+                c["id"].as_str().unwrap_or_default(),
+                c["kind"].as_str().unwrap_or_default(),
+                c["false_breach_budget"].as_str().unwrap_or_default()
+            )
+        },
+    );
+    if !calibrated.is_empty() {
+        o += "Each statistical condition fires only on evidence strong enough that, when nothing is wrong \
+              (rates exactly at their limits, no difference between groups, a steady score distribution), \
+              it fires at most this often however long it is watched. The statistics shown above are the \
+              familiar ones; the decision rules are in ddtwatch's docs/STATISTICS.md.\n\n";
+    }
     list_section(&mut o, "Deletion of data", arr(&r["deletions"]), "No deletion was attested.", |d| {
         format!(
             "- {} deleted up to {}{}",
@@ -273,6 +301,7 @@ fn limit_words(l: &Value) -> String {
                     "max_ratio" => "ratio at most",
                     "alpha" => "significance level",
                     "min_per_group" => "alerts per group at least",
+                    "false_breach_per_day" => "false alarms per deployment-day at most",
                     other => other,
                 };
                 format!("{} {v}", k.replace('_', " "))

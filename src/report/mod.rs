@@ -139,8 +139,13 @@ pub fn build(summary: &Value, audit: &[Value]) -> Value {
         .unwrap_or_default()
         .iter()
         .map(|c| {
-            json!({"id": c["id"], "kind": c["kind"], "severity": c["severity"], "state": c["state"],
-                   "value": c["value"], "limit": c["limit"], "times_fired": c["times_fired"]})
+            let mut row = json!({"id": c["id"], "kind": c["kind"], "severity": c["severity"], "state": c["state"],
+                   "value": c["value"], "limit": c["limit"], "times_fired": c["times_fired"]});
+            if let Some(b) = crate::rules::Budget::from_json(&c["false_breach_per_day"]) {
+                row["false_breach_per_day"] = c["false_breach_per_day"].clone();
+                row["false_breach_budget"] = json!(b.words());
+            }
+            row
         })
         .collect();
     let latency: Vec<Value> = summary["latency"]

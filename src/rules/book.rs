@@ -151,6 +151,7 @@ impl Transition {
             window: c.kind.window().map(|w| w.to_string()),
             runbook: c.runbook.clone(),
             notify: c.notify.clone(),
+            false_breach_budget: c.kind.budget().map(|b| b.words()),
             detail: e.detail.value(),
         }
     }

@@ -42,5 +42,8 @@ pub struct Transition {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runbook: Option<String>,
     pub notify: Vec<String>,
+    /// The condition's false-breach budget in plain words (statistical conditions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub false_breach_budget: Option<String>,
     pub detail: serde_json::Value,
 }

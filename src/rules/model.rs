@@ -148,6 +148,48 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// From its serialised form (a probability or "per_look"), e.g. a summary's condition.
+    pub fn from_json(v: &serde_json::Value) -> Option<Budget> {
+        match v {
+            serde_json::Value::String(s) if s == "per_look" => Some(Budget::PerLook),
+            v => v.as_f64().filter(|a| *a > 0.0 && *a < 1.0).map(Budget::PerDay),
+        }
+    }
+
+    /// The budget in plain words, for records and notifications.
+    pub fn words(self) -> String {
+        match self {
+            Budget::PerDay(a) => {
+                let one_in = 1.0 / a;
+                if (one_in - one_in.round()).abs() < 1e-6 * one_in {
+                    format!(
+                        "This alarm is designed to fire falsely on fewer than 1 in {} deployment-days.",
+                        thousands(one_in.round() as u64)
+                    )
+                } else {
+                    format!("This alarm is designed to fire falsely on less than {:.3}% of deployment-days.", a * 100.0)
+                }
+            }
+            Budget::PerLook => "This alarm tests its nominal significance level at every evaluation (the per-look \
+                                rule), so over a deployment it fires falsely far more often than that level."
+                .to_string(),
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 impl Serialize for Budget {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -336,6 +378,18 @@ impl Kind {
             Kind::State(_) => "state",
             Kind::Silence { .. } => "silence",
             Kind::Deadline { .. } => "deadline",
+        }
+    }
+
+    /// The false-breach budget of a statistical condition (None for deterministic checks and
+    /// for a rate judged `on: estimate`).
+    pub fn budget(&self) -> Option<Budget> {
+        match self {
+            Kind::Rate(r) if r.on == BreachOn::Bound => Some(r.false_breach_per_day),
+            Kind::Disparity(d) => Some(d.false_breach_per_day),
+            Kind::Drift(d) => Some(d.false_breach_per_day),
+            Kind::Quantile(q) => Some(q.false_breach_per_day),
+            _ => None,
         }
     }
 

@@ -471,7 +471,62 @@ fn drift(r: &mut Reader<'_>) -> Option<DriftSpec> {
         }
     };
     let false_breach_per_day = r.budget();
+    if let (Budget::PerDay(alpha), false) = (false_breach_per_day, method_name == 2) {
+        reachable(r, alpha, &baseline, window, min_samples);
+    }
     Some(DriftSpec { value: value?, method, window, min_samples, baseline, false_breach_per_day })
+}
+
+/// A PSI/KS condition under a budget decides on segments of its window against its baseline
+/// (docs/STATISTICS.md); one that could never reach its decision boundary is an error, not a
+/// silently quiet condition.
+fn reachable(r: &mut Reader<'_>, alpha: f64, baseline: &Baseline, window: Window, min_samples: u64) {
+    use crate::stats::sequential::{ks_boundary, segment_share};
+    let baseline_n = match baseline {
+        Baseline::First(n) => *n,
+        Baseline::Histogram(c) => c.iter().sum(),
+    };
+    // At the first segment of a day (the largest share of the budget).
+    let boundary = |t: u64| ks_boundary(baseline_n, alpha / 2.0, t, alpha / 2.0 * segment_share(1));
+    if boundary(u64::MAX / 2) >= 1.0 {
+        r.err(
+            "baseline",
+            format!(
+                "a baseline of {baseline_n} values is too small to ever reach the false-breach budget {alpha}: \
+                 its own sampling error leaves no distance that could count as drift"
+            ),
+        );
+        return;
+    }
+    let Window::Last(n) = window else { return };
+    if min_samples > n {
+        r.err(
+            "min_samples",
+            format!(
+                "is {min_samples}, above the window's {n} values: under a false-breach budget each segment of \
+                 {n} values must reach min_samples before it decides, so this condition could never fire"
+            ),
+        );
+    }
+    if boundary(n) >= 1.0 {
+        let mut need = n.max(1);
+        while boundary(need) >= 1.0 {
+            need *= 2;
+        }
+        let (mut lo, mut hi) = (need / 2, need);
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if boundary(mid) >= 1.0 { lo = mid } else { hi = mid }
+        }
+        r.err(
+            "window",
+            format!(
+                "{{last: {n}}} is too small to ever reach the false-breach budget {alpha}: at {n} values the \
+                 decision boundary is {:.2}, above the largest possible distance 1; use at least {hi} values",
+                boundary(n)
+            ),
+        );
+    }
 }
 
 fn quantile(r: &mut Reader<'_>) -> Option<QuantileSpec> {
