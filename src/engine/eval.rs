@@ -136,6 +136,10 @@ fn cumulative_evidence(sides: &[(Side, f64)], x: u64, n: u64, alpha: f64) -> Evi
     Evidence { ln, boundary: sequential::e_threshold(share), budget: alpha }
 }
 
+/// How far above its boundary (in ln) a Shiryaev–Roberts statistic may climb: e² ≈ 7.4 times
+/// the threshold, so a resolved shift is forgotten within a few minutes of normal traffic.
+const SR_CAP_ABOVE: f64 = 2.0;
+
 /// Duration window: one Shiryaev–Roberts detector per side, ticked with cumulative counts.
 fn sr_evidence(
     sr: &mut Vec<ShiryaevRoberts>,
@@ -147,12 +151,13 @@ fn sr_evidence(
 ) -> Evidence {
     sr.resize_with(sides.len(), ShiryaevRoberts::default);
     let share = alpha / sides.len().max(1) as f64;
+    let boundary = sequential::sr_threshold(share);
     let ln = sides
         .iter()
         .zip(sr.iter_mut())
-        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::new(p0, side), x, n, now))
+        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::new(p0, side), x, n, now, boundary + SR_CAP_ABOVE))
         .fold(f64::MIN, f64::max);
-    Evidence { ln, boundary: sequential::sr_threshold(share), budget: alpha }
+    Evidence { ln, boundary, budget: alpha }
 }
 
 /// Whether a rate's decision carries state from one evaluation to the next (a sliding window

@@ -233,6 +233,11 @@ impl Engine {
             && let Some(t) = last_ts.or(d.last_ts)
         {
             self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
+            // The second the snapshot was taken in was evaluated where it was taken (the clock
+            // entering a second evaluates first): not again here, so state that counts
+            // evaluations (Shiryaev–Roberts detectors) continues exactly.
+            let sec = t.div_euclid(1000);
+            self.last_eval_sec = Some(self.last_eval_sec.map_or(sec, |s| s.max(sec)));
         }
         self.deployments.insert(id.clone(), d);
         Ok((id, through))

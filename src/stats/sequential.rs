@@ -104,6 +104,11 @@ pub struct ShiryaevRoberts {
     /// Index of the budget day the detector is in (engine ms / DAY_MS from its start).
     day: i64,
     start: Option<i64>,
+    /// Engine second of the previous tick: a second evaluation within one second joins that
+    /// tick's batch (R ← R·L, no new change point), so the statistic does not depend on how
+    /// often a second is evaluated (end of input, a restore).
+    #[serde(default)]
+    last_sec: Option<i64>,
 }
 
 /// ln 0 as stored: finite, so that a snapshot (JSON) can hold it; exp(EMPTY − x) is 0.
@@ -111,20 +116,26 @@ const EMPTY: f64 = f64::MIN;
 
 impl Default for ShiryaevRoberts {
     fn default() -> Self {
-        ShiryaevRoberts { ln_r: vec![EMPTY; MIXTURE_K], last: None, day: 0, start: None }
+        ShiryaevRoberts { ln_r: vec![EMPTY; MIXTURE_K], last: None, day: 0, start: None, last_sec: None }
     }
 }
 
 impl ShiryaevRoberts {
     /// One tick at engine time `now` with cumulative counts (x, n); returns ln of the mixture
-    /// statistic (1/K)·Σ_j R_j.
-    pub fn tick(&mut self, m: &BernoulliMixture, x: u64, n: u64, now: i64) -> f64 {
+    /// statistic (1/K)·Σ_j R_j. Each ln R_j is capped at `ln_cap` (set above the firing
+    /// boundary): the first crossing, which is all the budget is about, is unchanged, and once
+    /// the rate is back within its limit the statistic falls below the boundary in bounded time
+    /// instead of working off whatever evidence a long breach piled up.
+    pub fn tick(&mut self, m: &BernoulliMixture, x: u64, n: u64, now: i64, ln_cap: f64) -> f64 {
         let start = *self.start.get_or_insert(now);
         let day = (now - start).div_euclid(DAY_MS);
         if day != self.day {
             self.day = day;
             self.ln_r.iter_mut().for_each(|r| *r = EMPTY);
         }
+        let sec = now.div_euclid(1000);
+        let same_second = self.last_sec == Some(sec);
+        self.last_sec = Some(sec);
         let (x, n) = (x as i64, n as i64);
         let (dx, dn) = match self.last {
             Some((lx, ln)) => ((x - lx) as f64, (n - ln) as f64),
@@ -132,7 +143,8 @@ impl ShiryaevRoberts {
         };
         self.last = Some((x, n));
         for (j, r) in self.ln_r.iter_mut().enumerate() {
-            *r = log_add_exp(0.0, *r) + m.ln_lr(j, dx, dn);
+            let before = if same_second { *r } else { log_add_exp(0.0, *r) };
+            *r = (before + m.ln_lr(j, dx, dn)).min(ln_cap);
         }
         self.ln_stat()
     }
@@ -291,16 +303,18 @@ mod tests {
         // After one tick from zero, R_j = L_j(x, n): the same as the cumulative mixture.
         let m = BernoulliMixture::new(0.001, Side::Upper);
         let mut sr = ShiryaevRoberts::default();
-        let got = sr.tick(&m, 5, 1000, 0);
+        let got = sr.tick(&m, 5, 1000, 0, f64::MAX);
         assert!((got - m.ln_e(5, 1000)).abs() < 1e-12);
         // With no new trials R grows by one per tick: (1 + R)·1.
         let mut idle = ShiryaevRoberts::default();
         for s in 0..10 {
-            idle.tick(&m, 0, 0, s * 1000);
+            idle.tick(&m, 0, 0, s * 1000, f64::MAX);
         }
         assert!((idle.ln_stat() - 10f64.ln()).abs() < 1e-9, "{}", idle.ln_stat());
         // A new day restarts it.
-        idle.tick(&m, 0, 0, DAY_MS);
+        idle.tick(&m, 0, 0, DAY_MS, f64::MAX);
+        // A second look within the same second adds no change point.
+        idle.tick(&m, 0, 0, DAY_MS + 500, f64::MAX);
         assert!(idle.ln_stat().abs() < 1e-12);
     }
 
@@ -348,7 +362,7 @@ mod tests {
             for (s, &(x, n)) in batches.iter().enumerate() {
                 cx += x;
                 cn += n;
-                got = sr.tick(&m, cx, cn, s as i64 * 1000);
+                got = sr.tick(&m, cx, cn, s as i64 * 1000, f64::MAX);
             }
             // R_t^(j) = Σ_{k=1..t} Π_{s=k..t} L_s^(j)
             let mut mix = 0.0;
