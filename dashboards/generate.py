@@ -128,12 +128,14 @@ DESCRIPTIONS = {
     "Adjudication latency (heatmap)": "How long officers took to decide on alerts (alert to first decision), as a heatmap over time. Long tails mean alerts wait while the subject may have moved on.",
     "Adjudication latency p95": "95% of alerts were decided within this time. Red above the 2-minute limit.",
     "How far scores have moved from the baseline (PSI, KS) against the limit": "How different today's match scores are from the baseline taken at the start of the deployment (PSI and the KS distance, with its critical value). Above the limit: the system is not behaving as it did when it was authorised.",
+    "Evidence of drift (fires at 1)": "How close each drift check is to firing: the distance between recent scores and the baseline over the distance needed (1), set so that with scores as steady as at the start it reaches 1 on fewer than 1 in 100 deployment-days. PSI checks also need PSI above their limit.",
     "Gradual shift in the mean score (Page-Hinkley)": "A slow, steady change of the mean score that PSI and KS can miss. It rises while scores drift in one direction.",
     "Drift checks over time: ok, pending or firing": "The drift checks of this deployment over time.",
     "Drift samples": "How many scores each drift check has seen: a check on few scores cannot say much.",
     "False-alert rate by group (Wilson 95%)": "False alerts per alert for each recorded demographic group of the watch-list entry, with its 95% interval. Wide intervals mean too few alerts to judge that group.",
+    "Evidence of unequal false alerts (fires at 1)": "How close each fairness check is to firing: the statistical evidence that one group's false-alert rate differs from the others', over the evidence needed (1). It is set so that with no real difference it reaches 1 on fewer than 1 in 100 deployment-days. The check fires when this reaches 1 and the ratio is also above its limit.",
     "Disparity ratios vs limit": "Highest group false-alert rate divided by the lowest (and by the geometric mean). Above the limit (1.25 by default) one group bears clearly more false alerts.",
-    "Fisher exact p-value (top group vs rest)": "How likely the difference between the worst-affected group and the rest is to be chance. Small values (red) mean the difference is unlikely to be noise.",
+    "Fisher exact p-value (top group vs rest)": "How likely the difference between the worst-affected group and the rest is to be chance, for one look at today's numbers. It is shown for reference: looked at every second it dips below any level by chance, so the check does not fire on it (see the evidence panel).",
     "Alerts per group (small samples are visible)": "Number of alerts per demographic group, so small groups (and wide intervals) are visible.",
     "False alerts per group": "Number of false alerts per demographic group.",
     "Build": "The ddtwatch version this instance runs.",
@@ -246,8 +248,10 @@ def fairness():
             unit="percentunit", w=24)
     b.panel("Disparity ratios vs limit", [(f"ddtwatch_disparity_ratio{{{D}}}", "{{condition}} {{ratio}}"),
                                           (f'ddtwatch_condition_limit{{{D},limit="max_ratio"}}', "{{condition}} limit")])
-    b.panel("Fisher exact p-value (top group vs rest)", [(f"ddtwatch_disparity_p_value{{{D}}}", "{{condition}}"),
-                                                         (f'ddtwatch_condition_limit{{{D},limit="alpha"}}', "{{condition}} alpha")])
+    b.panel("Fisher exact p-value (top group vs rest)", [(f"ddtwatch_disparity_p_value{{{D}}}", "{{condition}}")])
+    b.panel("Evidence of unequal false alerts (fires at 1)",
+            [(f'ddtwatch_condition_evidence_ratio{{{D}}} and on (condition) ddtwatch_disparity_ratio{{{D},ratio="max_min"}}', "{{condition}}")],
+            unit="none", thresholds=[(1, "red")])
     b.panel("Alerts per group (small samples are visible)", [(f"ddtwatch_group_alerts{{{D}}}", "{{attribute}}={{group}}")],
             "table")
     b.panel("False alerts per group", [(f"ddtwatch_group_false_alerts{{{D}}}", "{{attribute}}={{group}}")], "table")
@@ -258,6 +262,9 @@ def drift():
     b = Board("ddtwatch-drift", "ddtwatch — drift", "Score and quality drift against the baseline", multi=False)
     b.panel("How far scores have moved from the baseline (PSI, KS) against the limit", [(f'ddtwatch_drift_statistic{{{D},statistic=~"psi|ks_d|ks_critical"}}', "{{condition}} {{statistic}}"),
                              (f'ddtwatch_condition_limit{{{D},limit="max"}} and on (condition) ddtwatch_drift_statistic{{{D},statistic="psi"}}', "{{condition}} limit")])
+    b.panel("Evidence of drift (fires at 1)",
+            [(f'ddtwatch_condition_evidence_ratio{{{D}}} and on (condition) ddtwatch_condition_state{{{D},kind="drift"}}', "{{condition}}")],
+            unit="none", thresholds=[(1, "red")])
     b.panel("Gradual shift in the mean score (Page-Hinkley)", [(f'ddtwatch_drift_statistic{{{D},statistic="page_hinkley"}}', "{{condition}}")])
     b.panel("Drift checks over time: ok, pending or firing", [(f'ddtwatch_condition_state{{{D},kind="drift"}}', "{{condition}}")],
             "state-timeline", w=24, extra=state_mapping())

@@ -47,6 +47,7 @@ pub mod names {
     pub const CONDITION_SAMPLES: &str = "ddtwatch_condition_samples";
     pub const DISPARITY_RATIO: &str = "ddtwatch_disparity_ratio";
     pub const DISPARITY_P_VALUE: &str = "ddtwatch_disparity_p_value";
+    pub const CONDITION_EVIDENCE: &str = "ddtwatch_condition_evidence_ratio";
     pub const DRIFT_STATISTIC: &str = "ddtwatch_drift_statistic";
     pub const QUANTILE_SECONDS: &str = "ddtwatch_quantile_seconds";
     pub const BREACHES: &str = "ddtwatch_breaches";
@@ -110,6 +111,7 @@ pub mod names {
         "ddtwatch_condition_samples",
         "ddtwatch_disparity_ratio",
         "ddtwatch_disparity_p_value",
+        "ddtwatch_condition_evidence_ratio",
         "ddtwatch_drift_statistic",
         "ddtwatch_quantile_seconds",
         "ddtwatch_breaches_total",
@@ -570,6 +572,7 @@ struct DeploymentFamilies {
     samples: Family,
     ratio: Family,
     pval: Family,
+    evidence: Family,
     drift: Family,
     quant: Family,
     breaches: Family,
@@ -599,6 +602,11 @@ impl DeploymentFamilies {
             samples: Family::new(CONDITION_SAMPLES, "Samples behind a condition's value", g),
             ratio: Family::new(DISPARITY_RATIO, "Disparity ratios (max/min, max/geometric mean)", g),
             pval: Family::new(DISPARITY_P_VALUE, "Two-sided Fisher exact p-value, top group vs the rest", g),
+            evidence: Family::new(
+                CONDITION_EVIDENCE,
+                "How close a statistical condition is to firing: its evidence over its decision boundary, 1 fires (docs/STATISTICS.md)",
+                g,
+            ),
             drift: Family::new(DRIFT_STATISTIC, "Drift statistics (psi, ks_d, ks_critical, page_hinkley)", g),
             quant: Family::new(QUANTILE_SECONDS, "Latency/lag quantiles of quantile conditions, seconds", g),
             breaches: Family::new(BREACHES, "Times each condition fired", c),
@@ -694,6 +702,11 @@ impl DeploymentFamilies {
                     }
                 }
             }
+            if cond.kind.budget().and_then(|b| b.per_day()).is_some()
+                && let Some(r) = evidence_ratio(&e.detail.value())
+            {
+                self.evidence.add(short.clone(), r);
+            }
             match &cond.kind {
                 Kind::Disparity(spec) => {
                     let detail = e.detail.value();
@@ -756,6 +769,7 @@ impl DeploymentFamilies {
             &self.samples,
             &self.ratio,
             &self.pval,
+            &self.evidence,
             &self.drift,
             &self.quant,
             &self.breaches,
@@ -770,8 +784,33 @@ impl DeploymentFamilies {
 }
 
 /// Limit keys exported as `ddtwatch_condition_limit{limit=...}` (a bounded set).
-const LIMIT_KEYS: &[&str] =
-    &["min", "max", "max_ratio", "alpha", "min_per_group", "max_gap", "within", "lambda", "delta", "hold", "critical"];
+const LIMIT_KEYS: &[&str] = &[
+    "min",
+    "max",
+    "max_ratio",
+    "alpha",
+    "min_per_group",
+    "max_gap",
+    "within",
+    "lambda",
+    "delta",
+    "hold",
+    "critical",
+    "false_breach_per_day",
+];
+
+/// A calibrated decision's evidence over its boundary (`detail.decision`, docs/STATISTICS.md),
+/// one unitless scale for every kind: ln-evidence / ln-boundary for e-values and detectors,
+/// segment KS D / band for PSI and KS, statistic / threshold for Page–Hinkley; 0 at no evidence.
+fn evidence_ratio(detail: &serde_json::Value) -> Option<f64> {
+    let d = &detail["decision"];
+    let (num, den) = match d["rule"].as_str()? {
+        "ks_band_segments" => (d["segment_ks_d"].as_f64()?, d["boundary"].as_f64()?),
+        "page_hinkley_budget" => (detail["statistic"].as_f64()?, d["threshold"].as_f64()?),
+        _ => (d["evidence"].as_f64()?, d["boundary"].as_f64()?),
+    };
+    (den > 0.0).then(|| (num / den).max(0.0))
+}
 
 /// Logging: JSON lines for `run`, human-readable for `demo` and the other commands.
 pub fn init_logging(json: bool) {
