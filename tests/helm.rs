@@ -322,3 +322,40 @@ fn sidecar_mode_injects_a_native_sidecar_into_a_workload() {
     assert!(!docs.iter().any(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "rel-ddtwatch"));
     check_rendered_config(&docs);
 }
+
+/// Issue 19: a config change reaches running pods through the mounted ConfigMap (hot reload),
+/// so by default the pod template carries no config checksum (which would roll every pod and
+/// throw away their outboxes); `rolloutOnConfigChange: true` restores it. The grace period
+/// Kubernetes gives a pod follows the config's shutdown grace.
+#[test]
+fn config_changes_do_not_roll_pods_and_the_grace_period_follows_the_shutdown_grace() {
+    let pod_of = |args: &[&str]| {
+        let (_, docs) = template(&chart(), args);
+        find(&docs, "Deployment", "rel-ddtwatch")["spec"]["template"].clone()
+    };
+    // The derived grace renders a valid manifest (schema-checked once; the rest only differ in
+    // numbers and one annotation).
+    validate(&template(&chart(), &["--set-string", "config.engine.shutdown_grace=1500ms"]).0);
+    let default = pod_of(&[]);
+    assert!(default["metadata"]["annotations"]["ddtwatch.io/config-sha256"].is_null(), "{default:?}");
+    // 10 s HTTP drain + 2 × the 10s shutdown grace (sources, then the outbox) + 5 s margin.
+    assert_eq!(default["spec"]["terminationGracePeriodSeconds"], 35);
+    // Two configs differing only in a condition-irrelevant setting render identical pod templates.
+    let a = pod_of(&["--set", "config.reload_interval=5s"]);
+    let b = pod_of(&["--set", "config.reload_interval=7s"]);
+    assert_eq!(a, b, "a config change must not change the pod template");
+
+    let rolled = pod_of(&["--set", "rolloutOnConfigChange=true"]);
+    let sum = rolled["metadata"]["annotations"]["ddtwatch.io/config-sha256"].as_str().unwrap().to_string();
+    assert_eq!(sum.len(), 64);
+    let rolled2 = pod_of(&["--set", "rolloutOnConfigChange=true", "--set", "config.reload_interval=7s"]);
+    assert_ne!(rolled2["metadata"]["annotations"]["ddtwatch.io/config-sha256"].as_str().unwrap(), sum);
+
+    for (grace, want) in [("1m", 135), ("1500ms", 19), ("45s", 105), ("2h", 14415)] {
+        let p = pod_of(&["--set-string", &format!("config.engine.shutdown_grace={grace}")]);
+        assert_eq!(p["spec"]["terminationGracePeriodSeconds"], want, "shutdown_grace {grace}");
+    }
+    // An explicit value wins.
+    let p = pod_of(&["--set", "terminationGracePeriodSeconds=90", "--set-string", "config.engine.shutdown_grace=1m"]);
+    assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 90);
+}

@@ -191,3 +191,30 @@ restartPolicy: Always
 {{- toYaml $files }}
 {{- end }}
 {{- end }}
+
+{{/* Seconds of a duration string as ddtwatch parses them (ms, s, m, h; a bare number is seconds),
+rounded up. */}}
+{{- define "ddtwatch.seconds" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d -}}{{ div (add (trimSuffix "ms" $d | int) 999) 1000 }}
+{{- else if hasSuffix "s" $d -}}{{ trimSuffix "s" $d | int }}
+{{- else if hasSuffix "m" $d -}}{{ mul (trimSuffix "m" $d | int) 60 }}
+{{- else if hasSuffix "h" $d -}}{{ mul (trimSuffix "h" $d | int) 3600 }}
+{{- else -}}{{ $d | int }}
+{{- end -}}
+{{- end -}}
+
+{{/* terminationGracePeriodSeconds: the value when set, else what `run` may take after SIGTERM:
+up to 10 s for HTTP connections to drain (service::DRAIN_LIMIT), then engine.shutdown_grace
+(default 10s) for the sources to stop and checkpoint, then engine.shutdown_grace again for the
+outbox to drain, plus 5 s for the last snapshot, so Kubernetes never SIGKILLs a pod that is still
+handing its work over. */}}
+{{- define "ddtwatch.terminationGrace" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- $engine := .Values.config.engine | default dict -}}
+{{- $grace := include "ddtwatch.seconds" ($engine.shutdown_grace | default "10s") | int -}}
+{{- add (mul $grace 2) 15 -}}
+{{- else -}}
+{{- .Values.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
