@@ -485,3 +485,146 @@ fn catch_up_with_partitions_days_apart_loses_nothing() {
         assert_eq!(got["groups"], serde_json::to_value(&d.groups).unwrap(), "groups of {}", d.deployment_id);
     }
 }
+
+/// A webhook receiver on a plain TCP socket: answers 503 until `up` is set, then 204; records
+/// the `webhook-id` of every request it acknowledged.
+struct Receiver {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn receiver() -> Receiver {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let r = Receiver { url, up: Default::default(), acked: Default::default(), refused: Default::default() };
+    let (up, acked, refused) = (r.up.clone(), r.acked.clone(), r.refused.clone());
+    std::thread::spawn(move || {
+        for stream in l.incoming().flatten() {
+            let (up, acked, refused) = (up.clone(), acked.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let (mut id, mut len) = (String::new(), 0usize);
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let t = line.trim_end();
+                        if t.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = t.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "webhook-id" => id = v.trim().to_string(),
+                                "content-length" => len = v.trim().parse().unwrap_or(0),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let status = if up.load(Ordering::SeqCst) {
+                        acked.lock().unwrap().push(id);
+                        "204 No Content"
+                    } else {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        "503 Service Unavailable"
+                    };
+                    let resp = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                    if stream.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    r
+}
+
+const HOOK_SECRET: &str = "whsec_c2VjcmV0LWZvci10aGUta2Fma2EtdGVzdA==";
+
+/// Issue 19, pod loss: the receiver is down while instance A raises breaches; A is SIGKILLed and
+/// its state_dir (outbox included) deleted, as when Kubernetes deletes a pod on an emptyDir. B,
+/// in the same group with a fresh state_dir, takes the deployment over from the state topic —
+/// and with it the undelivered notifications, which it delivers under their original
+/// idempotency keys once the receiver is back. Without the handover nothing would arrive: A
+/// had consumed and committed everything, so B has no events to re-derive them from.
+#[test]
+fn pod_loss_hands_undelivered_notifications_to_the_next_instance() {
+    use std::sync::atomic::Ordering;
+    let (_broker, brokers) = start_broker();
+    let hook = receiver();
+    let lines = generate_lines(Scenario::ThresholdLowered, 20_000, 3);
+    // The notifications a replay says the oversight receiver must get, by idempotency key.
+    let want: std::collections::BTreeSet<String> = common::replay(common::example_config(), &lines)
+        .transitions
+        .iter()
+        .filter(|t| t.notify.iter().any(|r| r == "oversight"))
+        .map(|t| ddtwatch::notify::key::NotificationKey::of(t).to_string())
+        .collect();
+    assert!(want.len() >= 2, "the scenario raises oversight breaches: {want:?}");
+
+    let config = |dir: &std::path::Path, port: u16| {
+        let path = run_config(dir, &brokers, port);
+        let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["receivers"] = serde_norway::from_str(&format!(
+            "{{oversight: {{kind: webhook, url: \"{}\", secret_env: DDTWATCH_TEST_HOOK_SECRET, backoff_initial: 200ms, backoff_max: 1s}}, ops: {{kind: log}}}}",
+            hook.url
+        ))
+        .unwrap();
+        std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
+        path
+    };
+    let env = [("DDTWATCH_TEST_HOOK_SECRET", HOOK_SECRET)];
+    let dir_a = tempfile::tempdir().unwrap();
+    let port_a = common::free_port();
+    let base_a = format!("http://127.0.0.1:{port_a}");
+    let mut a = common::spawn_run_env(&config(dir_a.path(), port_a), &env);
+    produce(&brokers, &lines);
+    // A has consumed everything, its outbox holds the oversight notifications (refused), and a
+    // checkpoint has written them into the deployment's snapshot.
+    wait_for("A consumed, failed to deliver, and handed the notifications over", Duration::from_secs(120), || {
+        http_text(&format!("{base_a}/metrics")).is_some_and(|m| {
+            metric(&m, "ddtwatch_kafka_messages_total") as usize >= lines.len()
+                && metric(&m, "ddtwatch_outbox_depth") as usize >= want.len()
+                && metric(&m, "ddtwatch_outbox_handed_over_total") as usize >= want.len()
+                && hook.refused.load(Ordering::SeqCst) > 0
+        })
+    });
+    // The checkpoint that handed them over has also committed; let one more pass.
+    std::thread::sleep(Duration::from_millis(1500));
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    let killed = Instant::now();
+    std::fs::remove_dir_all(dir_a.path().join("state")).unwrap(); // the emptyDir goes with the pod
+    assert!(hook.acked.lock().unwrap().is_empty(), "nothing was delivered by A");
+    hook.up.store(true, Ordering::SeqCst);
+
+    wait_out_session(killed);
+    let dir_b = tempfile::tempdir().unwrap();
+    let port_b = common::free_port();
+    let base_b = format!("http://127.0.0.1:{port_b}");
+    let _b = common::spawn_run_env(&config(dir_b.path(), port_b), &env);
+    wait_for("every oversight notification delivered by B", Duration::from_secs(90), || {
+        let got: std::collections::BTreeSet<String> = hook.acked.lock().unwrap().iter().cloned().collect();
+        want.iter().all(|k| got.contains(k))
+    });
+    let m = http_text(&format!("{base_b}/metrics")).unwrap();
+    assert!(metric(&m, "ddtwatch_outbox_restored_total") as usize >= want.len(), "taken over from the snapshot");
+    // B consumed nothing new: the notifications came with the state, not from re-processing.
+    assert_eq!(metric(&m, "ddtwatch_kafka_messages_total"), 0.0, "A had committed everything");
+    let acked = hook.acked.lock().unwrap().clone();
+    assert!(acked.iter().all(|k| want.contains(k)), "only the expected keys: {acked:?}");
+}

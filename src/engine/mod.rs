@@ -202,7 +202,19 @@ impl Engine {
 
     /// The deployment's state as bytes (see [`snapshot`]).
     pub fn snapshot(&self, id: &str, through: Option<snapshot::Through>) -> Option<Vec<u8>> {
-        Some(self.deployment_snapshot(id, through)?.to_bytes())
+        self.snapshot_with_outbox(id, through, Vec::new())
+    }
+
+    /// [`Engine::snapshot`] carrying the deployment's undelivered notifications (state topic).
+    pub fn snapshot_with_outbox(
+        &self,
+        id: &str,
+        through: Option<snapshot::Through>,
+        outbox: Vec<serde_json::Value>,
+    ) -> Option<Vec<u8>> {
+        let mut s = self.deployment_snapshot(id, through)?;
+        s.outbox = outbox;
+        Some(s.to_bytes())
     }
 
     fn deployment_snapshot(

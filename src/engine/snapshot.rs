@@ -141,6 +141,11 @@ pub struct DeploymentSnapshot {
     /// The deployment's breach history (held by the engine; filled by `Engine::snapshot`).
     #[serde(default)]
     pub(crate) breaches: Vec<BreachSnap>,
+    /// Notifications about the deployment not yet delivered when the snapshot was taken
+    /// (opaque outbox entries; state-topic snapshots only): the instance that restores the
+    /// deployment takes them over (issue 19).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<serde_json::Value>,
 }
 
 /// A [`crate::rules::BreachRecord`] in a snapshot (raw times, no deployment: the snapshot's).
@@ -255,6 +260,7 @@ impl DeploymentSnapshot {
             invalid_by_reason: d.invalid_by_reason.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             seq: d.seq,
             breaches: Vec::new(),
+            outbox: Vec::new(),
         }
     }
 

@@ -42,6 +42,10 @@ pub struct KafkaStats {
     pub client_errors: AtomicU64,
     pub snapshots: AtomicU64,
     pub restored: AtomicU64,
+    /// Undelivered notifications written into state-topic snapshots (each time one is).
+    pub outbox_handed_over: AtomicU64,
+    /// Notifications taken over from restored snapshots (new to this instance's outbox).
+    pub outbox_restored: AtomicU64,
     /// Re-delivered messages skipped because a restored snapshot already holds them.
     pub skipped: AtomicU64,
     /// False while librdkafka reports all brokers down.
@@ -288,6 +292,9 @@ struct Tracking {
     dirty: HashSet<String>,
     /// Restored deployments: their events up to this offset are already in the snapshot.
     skip_through: HashMap<String, Through>,
+    /// Undelivered notifications per deployment in its last snapshot: a deployment whose count
+    /// changes is snapshotted again even without new events (a clock-driven breach, a delivery).
+    handed_over: HashMap<String, usize>,
 }
 
 struct Ctx {
@@ -324,8 +331,25 @@ impl Ctx {
             positions.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset + 1)).ok()?;
         }
         if let Some((producer, topic)) = &self.state {
+            let publisher = self.pipeline.publisher();
+            // Pending notifications of the deployments this instance holds (issue 19).
+            let pending: HashMap<String, Vec<serde_json::Value>> = {
+                let owned: Vec<String> = self.track().owner.keys().cloned().collect();
+                owned
+                    .into_iter()
+                    .map(|id| {
+                        let p = publisher.as_ref().map(|p| p.pending_for(&id)).unwrap_or_default();
+                        (id, p)
+                    })
+                    .collect()
+            };
             let dirty: Vec<(String, Through)> = {
                 let mut t = self.track();
+                for (id, p) in &pending {
+                    if t.handed_over.get(id).copied().unwrap_or(0) != p.len() {
+                        t.dirty.insert(id.clone());
+                    }
+                }
                 let dirty: Vec<String> = t.dirty.drain().collect();
                 dirty
                     .into_iter()
@@ -337,11 +361,16 @@ impl Ctx {
                     .collect()
             };
             if !dirty.is_empty() {
+                let mut handed: HashMap<String, usize> = HashMap::new();
                 let snaps: Vec<(String, Vec<u8>)> = {
                     let engine = self.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
                     dirty
                         .into_iter()
-                        .filter_map(|(id, th)| Some((id.clone(), engine.snapshot(&id, Some(th))?)))
+                        .filter_map(|(id, th)| {
+                            let outbox = pending.get(&id).cloned().unwrap_or_default();
+                            handed.insert(id.clone(), outbox.len());
+                            Some((id.clone(), engine.snapshot_with_outbox(&id, Some(th), outbox)?))
+                        })
                         .collect()
                 };
                 for (id, bytes) in &snaps {
@@ -358,6 +387,9 @@ impl Ctx {
                     return None;
                 }
                 self.stats.snapshots.fetch_add(snaps.len() as u64, Ordering::Relaxed);
+                let n: usize = handed.values().sum();
+                self.stats.outbox_handed_over.fetch_add(n as u64, Ordering::Relaxed);
+                self.track().handed_over.extend(handed);
             }
         }
         if !self.pipeline.sync_dead_letters(self.grace) {
@@ -398,8 +430,19 @@ impl Ctx {
             match engine.restore(&bytes) {
                 Ok(_) => {
                     drop(engine);
+                    // Notifications the previous holder had not delivered (its pod, and its
+                    // state_dir, may be gone): delivered from here under their original keys.
+                    let handed = snap.outbox.len();
+                    if handed > 0
+                        && let Some(p) = self.pipeline.publisher()
+                    {
+                        let taken = p.take_over(snap.outbox);
+                        self.stats.outbox_restored.fetch_add(taken as u64, Ordering::Relaxed);
+                        tracing::info!(handed_over = handed, new = taken, "undelivered notifications taken over with a deployment");
+                    }
                     let mut t = self.track();
                     t.owner.insert(id.clone(), (th.topic.clone(), th.partition));
+                    t.handed_over.insert(id.clone(), handed);
                     t.skip_through.insert(id, th);
                     restored += 1;
                 }

@@ -17,6 +17,17 @@ use crate::time::Millis;
 pub trait Publisher: Send + Sync {
     fn transition(&self, t: &Transition);
     fn phase(&self, deployment: &str, phase: Phase, ts: Millis);
+    /// The undelivered notifications about `deployment`, as opaque JSON entries: they travel
+    /// with its state in state-topic snapshots, so the instance that takes the deployment over
+    /// delivers them if this one cannot (issue 19). Default: none.
+    fn pending_for(&self, _deployment: &str) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+    /// Takes over notifications handed over in a restored snapshot (each under its original
+    /// idempotency key; one already known here is skipped). Returns how many were new.
+    fn take_over(&self, _entries: Vec<serde_json::Value>) -> usize {
+        0
+    }
 }
 
 /// Outcome counts of one batch.
@@ -58,6 +69,11 @@ impl Pipeline {
             dead: Arc::new(Mutex::new(dead)),
             publisher: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The publisher, if one is set.
+    pub fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        self.publisher.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Breach transitions and deployment phase changes go to `p` from now on, before the call

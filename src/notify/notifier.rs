@@ -48,6 +48,37 @@ impl Publisher for Notifier {
         }
     }
 
+    fn pending_for(&self, deployment: &str) -> Vec<serde_json::Value> {
+        let Some(o) = &self.outbox else { return Vec::new() };
+        let o = o.lock().unwrap_or_else(|p| p.into_inner());
+        o.pending()
+            .filter(|e| e.notification["deployment_id"] == deployment)
+            .map(|e| serde_json::json!({"receiver": e.receiver, "key": e.key, "at": e.at, "notification": e.notification}))
+            .collect()
+    }
+
+    fn take_over(&self, entries: Vec<serde_json::Value>) -> usize {
+        let Some(o) = &self.outbox else { return 0 };
+        let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = 0;
+        for e in entries {
+            let (Some(receiver), Some(key)) = (e["receiver"].as_str(), e["key"].as_str()) else {
+                tracing::warn!("a handed-over notification without receiver or key, skipped");
+                continue;
+            };
+            let at = e["at"].as_i64().unwrap_or_else(wall_clock_ms);
+            match o.enqueue(receiver, key, e["notification"].clone(), at) {
+                Ok(Some(_)) => taken += 1,
+                Ok(None) => {}
+                Err(err) => tracing::error!(error = %err, receiver, "outbox write failed for a handed-over notification"),
+            }
+        }
+        if taken > 0 {
+            self.wake.notify_one();
+        }
+        taken
+    }
+
     fn phase(&self, deployment: &str, phase: Phase, ts: Millis) {
         if let Some(a) = &self.audit {
             crate::audit::record(

@@ -72,6 +72,8 @@ pub mod names {
     pub const STATE_SNAPSHOTS: &str = "ddtwatch_state_snapshots";
     pub const STATE_RESTORED: &str = "ddtwatch_state_restored_deployments";
     pub const KAFKA_SKIPPED: &str = "ddtwatch_kafka_skipped_messages";
+    pub const OUTBOX_HANDED_OVER: &str = "ddtwatch_outbox_handed_over";
+    pub const OUTBOX_RESTORED: &str = "ddtwatch_outbox_restored";
     pub const DEAD_LETTERS_PRODUCED: &str = "ddtwatch_dead_letters_produced";
     pub const CONFIG_RELOADS: &str = "ddtwatch_config_reloads";
     pub const CONFIG_LAST_RELOAD: &str = "ddtwatch_config_last_reload_success_timestamp_seconds";
@@ -152,6 +154,8 @@ pub mod names {
         "ddtwatch_state_snapshots_total",
         "ddtwatch_state_restored_deployments_total",
         "ddtwatch_kafka_skipped_messages_total",
+        "ddtwatch_outbox_handed_over_total",
+        "ddtwatch_outbox_restored_total",
         "ddtwatch_source_up",
         "ddtwatch_source_errors_total",
         "ddtwatch_task_healthy",
@@ -475,6 +479,18 @@ fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family>) {
         counter(STATE_SNAPSHOTS, "Deployment snapshots written to the state topic", vec![], &k.snapshots);
         counter(STATE_RESTORED, "Deployments restored from the state topic on assignment", vec![], &k.restored);
         counter(KAFKA_SKIPPED, "Re-delivered messages already in a restored snapshot", vec![], &k.skipped);
+        counter(
+            OUTBOX_HANDED_OVER,
+            "Undelivered notifications written into state-topic snapshots (each time a snapshot carries one)",
+            vec![],
+            &k.outbox_handed_over,
+        );
+        counter(
+            OUTBOX_RESTORED,
+            "Notifications taken over from restored state-topic snapshots (new to this instance)",
+            vec![],
+            &k.outbox_restored,
+        );
         let mut f = Family::new(KAFKA_COMMITS, "Offset commits by result", c);
         f.add(l(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
         f.add(l(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
