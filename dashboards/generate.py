@@ -153,6 +153,7 @@ DESCRIPTIONS = {
     "Offset commits": "Kafka offset commits by result: an offset is committed only once its events are applied and checkpointed.",
     "Dead letters produced": "Rejected events written to the dead-letter topic, by result. Failures hold back the offset commit (nothing is lost).",
     "Broker reachable": "UP while librdkafka reaches at least one Kafka broker.",
+    "Undelivered notifications handed over / taken over": "Notifications not yet delivered travel with their deployment's state through Kafka, so a pod that is deleted loses none: 'written into snapshots' counts them each time a snapshot carries them (steady while a receiver is down), 'taken over' counts those another instance picked up when it took the deployment over. Taken-over notifications are delivered under their original ids, so receivers see no duplicates.",
     "Outbox depth": "Breach notifications waiting to be delivered. Stays above 0 while a receiver is down.",
     "Oldest pending notification": "How long the oldest undelivered notification has waited. Red after 5 minutes: the oversight lead has not been told.",
     "Notifications by receiver and result": "Notification attempts per receiver: delivered, failed for good, retried, superseded (Alertmanager), re-sent.",
@@ -334,6 +335,10 @@ def health():
     b.panel("Audit records written", [("increase(ddtwatch_audit_records_total[$__range])", "records")], "stat", w=12)
     b.panel("State snapshots / restores", [("rate(ddtwatch_state_snapshots_total[$__rate_interval])", "snapshots/s"),
                                            ("increase(ddtwatch_state_restored_deployments_total[$__rate_interval])", "restored")],
+            w=12)
+    b.panel("Undelivered notifications handed over / taken over",
+            [("increase(ddtwatch_outbox_handed_over_total[$__rate_interval])", "written into snapshots"),
+             ("increase(ddtwatch_outbox_restored_total[$__rate_interval])", "taken over from a moved deployment")],
             w=12)
     # Duplicate detection keeps >= 1h and >= the last 1,000,000 ids per deployment (CONDITIONS.md);
     # with state_dir they spill to state_dir/dedup.
