@@ -68,3 +68,38 @@ fn calibrated_conditions_detect_the_reference_shifts() {
         assert_eq!(detected, runs, "{}: detected in {detected} of {runs} shifted days", probe.name());
     }
 }
+
+/// A persistent shift keeps a calibrated drift condition firing across its segment boundaries
+/// (a new segment starts with few values; the last full segment's decision stands until a whole
+/// segment passes without crossing), and it resolves once the scores are back to normal.
+#[test]
+fn a_persistent_drift_fires_across_segments_and_resolves_after_it_ends() {
+    use ddtwatch::engine::{DriftState, drift_evaluation};
+    use ddtwatch::rules::{Kind, Verdict, parse_condition};
+    let yaml = "{id: ks, kind: drift, value: score, method: ks, baseline: {first: 10000}, window: {last: 10000}, min_samples: 1000}";
+    let c = parse_condition(&serde_norway::from_str(yaml).unwrap(), "t").unwrap();
+    let Kind::Drift(spec) = &c.kind else { unreachable!() };
+    let mut ds = DriftState::new(spec);
+    let mut rng = ddtwatch::engine::calibration::Rng::new(3);
+    let mut verdicts = Vec::new();
+    let mut s = 0i64;
+    // Baseline and a calm stretch, then 6 segments' worth of a moderate shift (KS D ≈ 0.1: above
+    // the band late in a segment, below it in a new segment's first thousands of values), then
+    // calm again for 3 segments.
+    for (values, shift) in [(20_000, 0.0), (60_000, 0.03), (30_000, 0.0)] {
+        for i in 0..values {
+            let v = (rng.beta(2.5, 7.0) + shift).min(1.0);
+            ds.push(v, s * 1000, s * 1000);
+            if i % 20 == 19 {
+                s += 1;
+                verdicts.push((shift > 0.0, drift_evaluation(&mut ds, s * 1000).verdict));
+            }
+        }
+    }
+    let first = verdicts.iter().position(|(_, v)| *v == Verdict::Breach).expect("the shift is detected");
+    assert!(verdicts[first].0, "no breach before the shift");
+    let last_shifted = verdicts.iter().rposition(|(shifted, _)| *shifted).unwrap();
+    let gaps = verdicts[first..=last_shifted].iter().filter(|(_, v)| *v != Verdict::Breach).count();
+    assert_eq!(gaps, 0, "firing throughout the shift, across segment boundaries");
+    assert_eq!(verdicts.last().unwrap().1, Verdict::Ok, "resolved once a whole calm segment has passed");
+}

@@ -126,7 +126,8 @@ impl Evidence {
 }
 
 fn round6(x: f64) -> f64 {
-    if x.is_finite() { (x * 1e6).round() / 1e6 } else { x.max(-1e300) }
+    let x = x.clamp(-1e300, 1e300);
+    (x * 1e6).round() / 1e6
 }
 
 /// Cumulative window: the Bernoulli mixture e-value per side, each side holding alpha/sides.
@@ -135,10 +136,6 @@ fn cumulative_evidence(sides: &[(Side, f64)], x: u64, n: u64, alpha: f64) -> Evi
     let ln = sides.iter().map(|&(side, p0)| BernoulliMixture::new(p0, side).ln_e(x, n)).fold(f64::MIN, f64::max);
     Evidence { ln, boundary: sequential::e_threshold(share), budget: alpha }
 }
-
-/// How far above its boundary (in ln) a Shiryaev–Roberts statistic may climb: e² ≈ 7.4 times
-/// the threshold, so a resolved shift is forgotten within a few minutes of normal traffic.
-const SR_CAP_ABOVE: f64 = 2.0;
 
 /// Duration window: one Shiryaev–Roberts detector per side, ticked with cumulative counts.
 fn sr_evidence(
@@ -155,7 +152,7 @@ fn sr_evidence(
     let ln = sides
         .iter()
         .zip(sr.iter_mut())
-        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::new(p0, side), x, n, now, boundary + SR_CAP_ABOVE))
+        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::new(p0, side), x, n, now, boundary))
         .fold(f64::MIN, f64::max);
     Evidence { ln, boundary, budget: alpha }
 }
@@ -266,12 +263,11 @@ pub fn group_rows(d: &DisparitySpec, dep: &Deployment, now: Millis) -> Option<Ve
     Some(rows)
 }
 
-/// The limits that decide: under a budget the evidence threshold replaces the per-look `alpha`.
+/// The limits that decide: under a budget the per-look `alpha` does not (the budget is in
+/// `detail.decision`).
 fn disparity_limit(d: &DisparitySpec) -> Value {
     match d.false_breach_per_day {
-        Budget::PerDay(a) => {
-            json!({"max_ratio": d.max_ratio, "min_per_group": d.min_per_group, "false_breach_per_day": a})
-        }
+        Budget::PerDay(_) => json!({"max_ratio": d.max_ratio, "min_per_group": d.min_per_group}),
         Budget::PerLook => json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group}),
     }
 }
@@ -325,7 +321,8 @@ fn disparity_evidence(d: &DisparitySpec, counts: &[(u64, u64)], alpha: f64) -> (
     let table: Vec<(u64, u64)> = qualifying.iter().map(|(_, c)| *c).collect();
     let best = sequential::disparity_vs_rest(&table);
     let ev = Evidence {
-        ln: best.map_or(f64::MIN, |(m, _)| m),
+        // No group to compare: no evidence (E = 1).
+        ln: best.map_or(0.0, |(m, _)| m),
         boundary: sequential::disparity_threshold(counts.len(), alpha),
         budget: alpha,
     };

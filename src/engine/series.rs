@@ -71,10 +71,18 @@ impl Segment {
         now
     }
 
-    /// The decision to report: this segment's latch once it has `min_samples`, else the
-    /// previous segment's.
+    /// The decision to report: crossed in this segment; else, while this segment has not
+    /// closed, the previous segment's final decision if that was "crossed" (a persistent shift
+    /// must not resolve and re-fire at every segment boundary); else this segment's "not
+    /// crossed" once it has `min_samples`, before that the previous decision.
     pub fn decision(&self, min_samples: u64) -> Option<bool> {
-        if self.n >= min_samples { Some(self.crossed) } else { self.previous }
+        if self.crossed || self.previous == Some(true) {
+            Some(true)
+        } else if self.n >= min_samples {
+            Some(false)
+        } else {
+            self.previous
+        }
     }
 
     fn close(&mut self, baseline: &[u64], budget: f64, min_samples: u64) {
@@ -92,11 +100,17 @@ impl Segment {
         if self.counts.len() != baseline.len() {
             self.counts = vec![0; baseline.len()];
         }
-        let full = match (spec.window, self.started) {
-            (Window::Last(cap), _) => self.n >= cap,
-            (Window::Duration(w), Some(start)) => now - start >= w.ms(),
+        // A segment also ends with its budget day: each day's segments share that day's budget.
+        let day_over = match (self.origin, self.started) {
+            (Some(origin), Some(_)) => (now - origin).div_euclid(sequential::DAY_MS) != self.day,
             _ => false,
         };
+        let full = day_over
+            || match (spec.window, self.started) {
+                (Window::Last(cap), _) => self.n >= cap,
+                (Window::Duration(w), Some(start)) => now - start >= w.ms(),
+                _ => false,
+            };
         if full {
             self.close(baseline, budget, min);
         }

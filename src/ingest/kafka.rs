@@ -438,7 +438,11 @@ impl Ctx {
                     {
                         let taken = p.take_over(snap.outbox);
                         self.stats.outbox_restored.fetch_add(taken as u64, Ordering::Relaxed);
-                        tracing::info!(handed_over = handed, new = taken, "undelivered notifications taken over with a deployment");
+                        tracing::info!(
+                            handed_over = handed,
+                            new = taken,
+                            "undelivered notifications taken over with a deployment"
+                        );
                     }
                     let mut t = self.track();
                     t.owner.insert(id.clone(), (th.topic.clone(), th.partition));

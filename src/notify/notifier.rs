@@ -70,7 +70,9 @@ impl Publisher for Notifier {
             match o.enqueue(receiver, key, e["notification"].clone(), at) {
                 Ok(Some(_)) => taken += 1,
                 Ok(None) => {}
-                Err(err) => tracing::error!(error = %err, receiver, "outbox write failed for a handed-over notification"),
+                Err(err) => {
+                    tracing::error!(error = %err, receiver, "outbox write failed for a handed-over notification")
+                }
             }
         }
         if taken > 0 {

@@ -241,10 +241,15 @@ pub fn markdown(r: &Value) -> String {
         },
     );
     if !calibrated.is_empty() {
-        o += "Each statistical condition fires only on evidence strong enough that, when nothing is wrong \
-              (rates exactly at their limits, no difference between groups, a steady score distribution), \
-              it fires at most this often however long it is watched. The statistics shown above are the \
-              familiar ones; the decision rules are in ddtwatch's docs/STATISTICS.md.\n\n";
+        let total: f64 = calibrated.iter().filter_map(|c| c["false_breach_per_day"].as_f64()).sum();
+        o += &format!(
+            "Each statistical condition fires only on evidence strong enough that, when nothing is wrong \
+             (rates exactly at their limits, no difference between groups, a steady score distribution), it \
+             fires falsely on at most that share of deployment-days. Together these conditions fire falsely \
+             on at most {} of deployment-days. The statistics shown above are the familiar ones; the \
+             decision rules, and what they assume, are in ddtwatch's docs/STATISTICS.md.\n\n",
+            crate::report::words::percent(total.min(1.0))
+        );
     }
     list_section(&mut o, "Deletion of data", arr(&r["deletions"]), "No deletion was attested.", |d| {
         format!(
@@ -301,7 +306,6 @@ fn limit_words(l: &Value) -> String {
                     "max_ratio" => "ratio at most",
                     "alpha" => "significance level",
                     "min_per_group" => "alerts per group at least",
-                    "false_breach_per_day" => "false alarms per deployment-day at most",
                     other => other,
                 };
                 format!("{} {v}", k.replace('_', " "))

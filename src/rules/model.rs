@@ -129,7 +129,7 @@ pub enum Budget {
     PerLook,
 }
 
-/// Default `false_breach_per_day`: a false alarm on fewer than 1 in 100 deployment-days.
+/// Default `false_breach_per_day`: a false alarm on at most 1 in 100 deployment-days.
 pub const DEFAULT_FALSE_BREACH_PER_DAY: f64 = 0.01;
 
 impl Default for Budget {
@@ -164,11 +164,11 @@ impl Budget {
                 let one_in = 1.0 / a;
                 if (one_in - one_in.round()).abs() < 1e-6 * one_in {
                     format!(
-                        "This alarm is designed to fire falsely on fewer than 1 in {} deployment-days.",
+                        "This alarm is designed to fire falsely on at most 1 in {} deployment-days.",
                         thousands(one_in.round() as u64)
                     )
                 } else {
-                    format!("This alarm is designed to fire falsely on less than {:.3}% of deployment-days.", a * 100.0)
+                    format!("This alarm is designed to fire falsely on at most {:.3}% of deployment-days.", a * 100.0)
                 }
             }
             Budget::PerLook => "This alarm tests its nominal significance level at every evaluation (the per-look \

@@ -182,7 +182,7 @@ impl<'a> Reader<'a> {
                     KEY,
                     format!(
                         "is {}: it must be a probability strictly between 0 and 1 (e.g. 0.01, a false \
-                         alarm on fewer than 1 in 100 deployment-days), or `per_look`",
+                         alarm on at most 1 in 100 deployment-days), or `per_look`",
                         shown.trim()
                     ),
                 );

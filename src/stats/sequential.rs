@@ -122,16 +122,23 @@ impl Default for ShiryaevRoberts {
 
 impl ShiryaevRoberts {
     /// One tick at engine time `now` with cumulative counts (x, n); returns ln of the mixture
-    /// statistic (1/K)·Σ_j R_j. Each ln R_j is capped at `ln_cap` (set above the firing
-    /// boundary): the first crossing, which is all the budget is about, is unchanged, and once
-    /// the rate is back within its limit the statistic falls below the boundary in bounded time
-    /// instead of working off whatever evidence a long breach piled up.
-    pub fn tick(&mut self, m: &BernoulliMixture, x: u64, n: u64, now: i64, ln_cap: f64) -> f64 {
+    /// statistic (1/K)·Σ_j R_j, to compare with `ln_boundary`.
+    ///
+    /// Each ln R_j is capped at `ln_boundary + ln K + 2`: a single component at the cap already
+    /// puts the mixture e² above the boundary, so the first crossing (all the budget is about)
+    /// is unchanged, and once the rate is back within its limit the statistic falls below the
+    /// boundary in bounded time instead of working off whatever a long breach piled up. A new
+    /// budget day restarts the detector — unless it is above the boundary (a breach in
+    /// progress), which a restart would resolve and re-fire.
+    pub fn tick(&mut self, m: &BernoulliMixture, x: u64, n: u64, now: i64, ln_boundary: f64) -> f64 {
+        let ln_cap = ln_boundary + (MIXTURE_K as f64).ln() + 2.0;
         let start = *self.start.get_or_insert(now);
         let day = (now - start).div_euclid(DAY_MS);
         if day != self.day {
             self.day = day;
-            self.ln_r.iter_mut().for_each(|r| *r = EMPTY);
+            if self.ln_stat() < ln_boundary {
+                self.ln_r.iter_mut().for_each(|r| *r = EMPTY);
+            }
         }
         let sec = now.div_euclid(1000);
         let same_second = self.last_sec == Some(sec);
@@ -303,19 +310,60 @@ mod tests {
         // After one tick from zero, R_j = L_j(x, n): the same as the cumulative mixture.
         let m = BernoulliMixture::new(0.001, Side::Upper);
         let mut sr = ShiryaevRoberts::default();
-        let got = sr.tick(&m, 5, 1000, 0, f64::MAX);
+        let got = sr.tick(&m, 5, 1000, 0, 1e300);
         assert!((got - m.ln_e(5, 1000)).abs() < 1e-12);
         // With no new trials R grows by one per tick: (1 + R)·1.
         let mut idle = ShiryaevRoberts::default();
         for s in 0..10 {
-            idle.tick(&m, 0, 0, s * 1000, f64::MAX);
+            idle.tick(&m, 0, 0, s * 1000, 1e300);
         }
         assert!((idle.ln_stat() - 10f64.ln()).abs() < 1e-9, "{}", idle.ln_stat());
         // A new day restarts it.
-        idle.tick(&m, 0, 0, DAY_MS, f64::MAX);
+        idle.tick(&m, 0, 0, DAY_MS, 1e300);
         // A second look within the same second adds no change point.
-        idle.tick(&m, 0, 0, DAY_MS + 500, f64::MAX);
+        idle.tick(&m, 0, 0, DAY_MS + 500, 1e300);
         assert!(idle.ln_stat().abs() < 1e-12);
+    }
+
+    #[test]
+    fn sr_cap_keeps_the_first_crossing_and_a_new_day_keeps_a_breach_in_progress() {
+        let m = BernoulliMixture::new(0.001, Side::Upper);
+        let boundary = sr_threshold(0.01);
+        // A rate at 10× the limit: uncapped and capped detectors cross on the same tick.
+        let (mut capped, mut free) = (ShiryaevRoberts::default(), ShiryaevRoberts::default());
+        let (mut x, mut n) = (0u64, 0u64);
+        let mut crossed = (None, None);
+        for s in 0..3_000i64 {
+            n += 100;
+            x += if s % 10 == 0 { 10 } else { 0 } + u64::from(s % 10 != 0 && s % 2 == 0);
+            let c = capped.tick(&m, x, n, s * 1000, boundary);
+            let f = free.tick(&m, x, n, s * 1000, 1e300);
+            if crossed.0.is_none() && c >= boundary {
+                crossed.0 = Some(s);
+            }
+            if crossed.1.is_none() && f >= boundary {
+                crossed.1 = Some(s);
+            }
+        }
+        assert!(crossed.1.is_some(), "the shift is detected");
+        assert_eq!(crossed.0, crossed.1, "the cap does not move the first crossing");
+        let cap = boundary + (MIXTURE_K as f64).ln() + 2.0;
+        assert!(
+            capped.ln_stat() <= cap + 1e-9 && free.ln_stat() > cap + 10.0,
+            "{} {}",
+            capped.ln_stat(),
+            free.ln_stat()
+        );
+        // Across a budget day: above the boundary the detector carries on (a breach in
+        // progress), below it restarts.
+        let before = capped.ln_stat();
+        let after = capped.tick(&m, x, n, DAY_MS + 1000, boundary);
+        assert!(after >= boundary && after >= before - 1e-9, "{before} → {after}");
+        let mut quiet = ShiryaevRoberts::default();
+        quiet.tick(&m, 0, 1000, 0, boundary);
+        quiet.tick(&m, 0, 2000, 1000, boundary);
+        let restarted = quiet.tick(&m, 0, 2000, DAY_MS + 5000, boundary);
+        assert!(restarted.abs() < 1e-9, "a quiet detector restarts at R = 1 after its first tick: {restarted}");
     }
 
     #[test]
@@ -362,7 +410,7 @@ mod tests {
             for (s, &(x, n)) in batches.iter().enumerate() {
                 cx += x;
                 cn += n;
-                got = sr.tick(&m, cx, cn, s as i64 * 1000, f64::MAX);
+                got = sr.tick(&m, cx, cn, s as i64 * 1000, 1e300);
             }
             // R_t^(j) = Σ_{k=1..t} Π_{s=k..t} L_s^(j)
             let mut mix = 0.0;

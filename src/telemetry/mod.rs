@@ -800,32 +800,21 @@ impl DeploymentFamilies {
 }
 
 /// Limit keys exported as `ddtwatch_condition_limit{limit=...}` (a bounded set).
-const LIMIT_KEYS: &[&str] = &[
-    "min",
-    "max",
-    "max_ratio",
-    "alpha",
-    "min_per_group",
-    "max_gap",
-    "within",
-    "lambda",
-    "delta",
-    "hold",
-    "critical",
-    "false_breach_per_day",
-];
+const LIMIT_KEYS: &[&str] =
+    &["min", "max", "max_ratio", "alpha", "min_per_group", "max_gap", "within", "lambda", "delta", "hold", "critical"];
 
-/// A calibrated decision's evidence over its boundary (`detail.decision`, docs/STATISTICS.md),
-/// one unitless scale for every kind: ln-evidence / ln-boundary for e-values and detectors,
-/// segment KS D / band for PSI and KS, statistic / threshold for Page–Hinkley; 0 at no evidence.
+/// A calibrated decision's statistic over its threshold (`detail.decision`, docs/STATISTICS.md),
+/// on one linear scale for every kind, firing at 1: e-value / (1/α) and Shiryaev–Roberts R / A
+/// (both from their logarithms), segment KS D / band for PSI and KS, statistic / threshold for
+/// Page–Hinkley. Capped at 1,000 (a breach far past its boundary).
 fn evidence_ratio(detail: &serde_json::Value) -> Option<f64> {
     let d = &detail["decision"];
-    let (num, den) = match d["rule"].as_str()? {
-        "ks_band_segments" => (d["segment_ks_d"].as_f64()?, d["boundary"].as_f64()?),
-        "page_hinkley_budget" => (detail["statistic"].as_f64()?, d["threshold"].as_f64()?),
-        _ => (d["evidence"].as_f64()?, d["boundary"].as_f64()?),
+    let r = match d["rule"].as_str()? {
+        "ks_band_segments" => d["segment_ks_d"].as_f64()? / d["boundary"].as_f64().filter(|b| *b > 0.0)?,
+        "page_hinkley_budget" => detail["statistic"].as_f64()? / d["threshold"].as_f64().filter(|b| *b > 0.0)?,
+        _ => (d["evidence"].as_f64()? - d["boundary"].as_f64()?).min(7.0).exp(),
     };
-    (den > 0.0).then(|| (num / den).max(0.0))
+    Some(r.clamp(0.0, 1000.0))
 }
 
 /// Logging: JSON lines for `run`, human-readable for `demo` and the other commands.
