@@ -10,8 +10,9 @@ use statrs::distribution::{Binomial, DiscreteCDF};
 const SEED: u64 = 7;
 
 /// Days per probe: as many as the suite can afford for each kind's cost.
-const DAYS: [(Probe, u64); 7] = [
+const DAYS: [(Probe, u64); 8] = [
     (Probe::RateUpper, 40),
+    (Probe::RateWindowed, 20),
     (Probe::RateLower, 300),
     (Probe::Disparity, 300),
     (Probe::Quantile, 300),

@@ -42,6 +42,8 @@ pub const FALSE_SHARE: f64 = 0.04;
 pub enum Probe {
     /// `false_alert_rate` (false alerts per face ≤ 0.001, cumulative).
     RateUpper,
+    /// `false_alert_rate` over a sliding 1-hour window (the Shiryaev–Roberts detector).
+    RateWindowed,
     /// `two_person_verification` (verified per engagement ≥ 0.99).
     RateLower,
     /// `ethnicity_disparity`.
@@ -57,8 +59,9 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub const ALL: [Probe; 7] = [
+    pub const ALL: [Probe; 8] = [
         Probe::RateUpper,
+        Probe::RateWindowed,
         Probe::RateLower,
         Probe::Disparity,
         Probe::DriftPsi,
@@ -70,6 +73,7 @@ impl Probe {
     pub fn name(self) -> &'static str {
         match self {
             Probe::RateUpper => "rate, upper (false_alert_rate)",
+            Probe::RateWindowed => "rate, upper, 1h window (false_alert_rate, Shiryaev-Roberts)",
             Probe::RateLower => "rate, lower (two_person_verification)",
             Probe::Disparity => "disparity (ethnicity_disparity)",
             Probe::DriftPsi => "drift, PSI (score_drift)",
@@ -82,6 +86,13 @@ impl Probe {
     /// The condition under test: the shipped LFR profile's, with `budget` in place of its own.
     pub fn condition(self, budget: Budget) -> Condition {
         let id = match self {
+            Probe::RateWindowed => {
+                let mut c = Probe::RateUpper.condition(budget);
+                if let Kind::Rate(r) = &mut c.kind {
+                    r.window = crate::rules::Window::Duration(crate::time::Dur::mins(60));
+                }
+                return c;
+            }
             Probe::RateUpper => "false_alert_rate",
             Probe::RateLower => "two_person_verification",
             Probe::Disparity => "ethnicity_disparity",
@@ -290,12 +301,14 @@ pub fn simulate_day(probe: Probe, budget: Budget, world: World, seed: u64) -> Op
     let mut run = Run::new(probe.condition(budget));
     let shifted = world == World::Shifted;
     match probe {
-        Probe::RateUpper | Probe::RateLower => {
+        Probe::RateUpper | Probe::RateWindowed | Probe::RateLower => {
             let Kind::Rate(spec) = &run.condition.kind.clone() else { unreachable!("rate probe") };
             let (mut x, mut n) = (0u64, 0u64);
             let (p, per_s) = match probe {
                 // At its cap (null) or twice it (shifted).
-                Probe::RateUpper => (spec.max.unwrap_or(0.001) * if shifted { 2.0 } else { 1.0 }, None),
+                Probe::RateUpper | Probe::RateWindowed => {
+                    (spec.max.unwrap_or(0.001) * if shifted { 2.0 } else { 1.0 }, None)
+                }
                 // Exactly at its floor.
                 _ => (spec.min.unwrap_or(0.99), Some(ENGAGED_PER_HOUR / 3600.0)),
             };
