@@ -165,7 +165,7 @@ impl Budget {
                 if (one_in - one_in.round()).abs() < 1e-6 * one_in {
                     format!(
                         "This alarm is designed to fire falsely on at most 1 in {} deployment-days.",
-                        thousands(one_in.round() as u64)
+                        one_in.round() as u64
                     )
                 } else {
                     format!("This alarm is designed to fire falsely on at most {:.3}% of deployment-days.", a * 100.0)
@@ -176,18 +176,6 @@ impl Budget {
                 .to_string(),
         }
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 impl Serialize for Budget {
