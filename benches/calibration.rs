@@ -34,7 +34,7 @@ fn main() {
     println!("| condition kind | rule | days fired | rate / day | 95% CI (Clopper-Pearson) | ≤ 2× budget |");
     println!("|---|---|---|---|---|---|");
     let mut ok = true;
-    for probe in Probe::ALL {
+    for &probe in &probes {
         for (rule, b) in
             [("calibrated (0.01/day)", Budget::PerDay(budget)), ("per-look (CONDITIONS.md)", Budget::PerLook)]
         {
