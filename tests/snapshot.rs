@@ -121,6 +121,11 @@ fn a_bad_snapshot_is_an_error() {
     let id = e.deployments().next().unwrap().id.clone();
     let mut v: serde_json::Value = serde_json::from_slice(&e.snapshot(&id, None).unwrap()).unwrap();
     assert!(e.restore(&serde_json::to_vec(&v).unwrap()).is_ok());
+    // An unknown field (a newer build's, or an edit) is refused, not ignored.
+    let mut extra = v.clone();
+    extra["fields_from_the_future"] = 1.into();
+    let err = e.restore(&serde_json::to_vec(&extra).unwrap()).unwrap_err();
+    assert!(err.contains("unknown field"), "{err}");
     v["snapshot_version"] = 1.into();
     let err = e.restore(&serde_json::to_vec(&v).unwrap()).unwrap_err();
     assert!(err.contains("snapshot_version 1"), "{err}");

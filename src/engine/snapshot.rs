@@ -98,7 +98,10 @@ struct HeldState {
     held_at: Millis,
 }
 
+/// Unknown fields are refused: a snapshot written by a newer build (or tampered with) is never
+/// applied half-way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeploymentSnapshot {
     pub snapshot_version: u32,
     pub deployment_id: String,
@@ -269,11 +272,16 @@ impl DeploymentSnapshot {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let s: DeploymentSnapshot = serde_json::from_slice(bytes).map_err(|e| format!("bad snapshot: {e}"))?;
-        if s.snapshot_version != SNAPSHOT_VERSION {
-            return Err(format!("snapshot_version {} is not supported", s.snapshot_version));
+        // The version first, so a newer snapshot is named as such rather than by its new fields.
+        #[derive(Deserialize)]
+        struct Version {
+            snapshot_version: u32,
         }
-        Ok(s)
+        let v: Version = serde_json::from_slice(bytes).map_err(|e| format!("bad snapshot: {e}"))?;
+        if v.snapshot_version != SNAPSHOT_VERSION {
+            return Err(format!("snapshot_version {} is not supported", v.snapshot_version));
+        }
+        serde_json::from_slice(bytes).map_err(|e| format!("bad snapshot: {e}"))
     }
 
     /// Rebuilds the deployment under the current config.
