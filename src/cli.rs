@@ -132,6 +132,10 @@ enum AuditAction {
         /// The key of a keyed chain (the file `audit.key` names): every record's HMAC is checked.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The files are dumps of the audit topic (`audit.topic`: one message value per line, in
+        /// any order): every chain in them is checked in seq order.
+        #[arg(long)]
+        topic_dump: bool,
     },
 }
 
@@ -145,12 +149,18 @@ pub fn main() -> ExitCode {
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file, skip_secrets } => return check_config(&file, skip_secrets),
-        Command::Audit { action: AuditAction::Verify { files, partial, no_head, key_file } } => {
+        Command::Audit { action: AuditAction::Verify { files, partial, no_head, key_file, topic_dump } } => {
             let key = key_file.map(|f| {
-                crate::config::AuditConfig { key: Some(crate::config::SecretRef { file: Some(f), env: None }) }
-                    .read_key()
+                crate::config::AuditConfig {
+                    key: Some(crate::config::SecretRef { file: Some(f), env: None }),
+                    topic: None,
+                }
+                .read_key()
             });
             match key.transpose() {
+                Ok(key) if topic_dump => {
+                    audit_verify_dump(&files, crate::audit::VerifyOptions { partial, no_head, key: key.flatten() })
+                }
                 Ok(key) => audit_verify(&files, crate::audit::VerifyOptions { partial, no_head, key: key.flatten() }),
                 Err(e) => Err(e),
             }
@@ -486,6 +496,38 @@ fn report_cmd(
         None => io::stdout().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify --topic-dump`: every chain in the dump, one line each; exit 1 if any is broken.
+fn audit_verify_dump(files: &[PathBuf], opts: crate::audit::VerifyOptions) -> anyhow::Result<ExitCode> {
+    let v = match crate::audit::topic::verify_dump(files, &opts).context("reading the topic dump")? {
+        Ok(v) => v,
+        Err(problem) => {
+            println!("BROKEN: {problem}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if v.chains.is_empty() {
+        println!("BROKEN: no audit records in the dump");
+        return Ok(ExitCode::from(1));
+    }
+    let mut ok = true;
+    for (chain, result) in &v.chains {
+        match result {
+            crate::audit::Verification::Ok { records, first_seq, last_seq } => {
+                println!("OK: chain {chain}: {records} records, seq {first_seq}..{last_seq}, hash chain intact")
+            }
+            crate::audit::Verification::Broken { file, line, seq, problem } => {
+                ok = false;
+                let seq = seq.map(|s| format!(" (seq {s})")).unwrap_or_default();
+                println!("BROKEN: chain {chain}: {}: record at line {line}{seq}: {problem}", file.display());
+            }
+        }
+    }
+    if v.duplicates > 0 {
+        println!("({} messages appeared twice, a producer retry: counted once)", v.duplicates);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn audit_verify(files: &[PathBuf], opts: crate::audit::VerifyOptions) -> anyhow::Result<ExitCode> {

@@ -83,8 +83,19 @@ impl Service {
         let audit = match &state_dir {
             Some(dir) => {
                 let key = config.raw.audit.read_key()?;
-                let log = crate::audit::AuditLog::open_keyed(&dir.audit_log(), 64 << 20, key)
+                let mut log = crate::audit::AuditLog::open_keyed(&dir.audit_log(), 64 << 20, key)
                     .with_context(|| format!("opening the audit log in {}", dir.path().display()))?;
+                if let Some(topic) = &config.raw.audit.topic {
+                    let source = config
+                        .raw
+                        .sources
+                        .iter()
+                        .find(|s| matches!(s, crate::config::SourceConfig::Kafka { .. }))
+                        .context("audit.topic needs a kafka source")?;
+                    let t = crate::audit::topic::AuditTopic::new(source, topic)?;
+                    tracing::info!(topic = %topic, chain = %log.chain(), "audit records also go to the audit topic");
+                    log = log.with_topic(Arc::new(t));
+                }
                 let log = Arc::new(std::sync::Mutex::new(log));
                 crate::audit::record(
                     &log,
@@ -374,6 +385,12 @@ impl Service {
                 Err(e) => tracing::error!(error = %e, "writing the shutdown snapshot failed"),
             }
         }
+        // Audit records written during the drain (deliveries, the stop) reach the audit topic too.
+        if !crate::ingest::pipeline::Publisher::sync(&*notifier, grace) {
+            tracing::error!(
+                "audit records not acknowledged by the audit topic at shutdown; only the file in state_dir holds them"
+            );
+        }
         match fatal? {
             Some(cause) => {
                 tracing::error!(cause = %cause, "ddtwatch stopped: a source failed for good");
@@ -504,6 +521,24 @@ pub fn runtime_problems(config: &Config, skip_secrets: bool, kafka: bool) -> Vec
     }
     if raw.audit.key.is_some() && raw.state_dir.is_none() {
         out.push(("audit.key".into(), "the audit log is kept in `state_dir`; set it, or remove audit.key".into()));
+    }
+    if let Some(t) = &raw.audit.topic {
+        if raw.state_dir.is_none() {
+            out.push((
+                "audit.topic".into(),
+                "the audit log is kept in `state_dir`; set it, or remove audit.topic".into(),
+            ));
+        }
+        if t.trim().is_empty() {
+            out.push(("audit.topic".into(), "is empty".into()));
+        }
+        if !raw.sources.iter().any(|s| matches!(s, crate::config::SourceConfig::Kafka { .. })) {
+            out.push((
+                "audit.topic".into(),
+                "needs a kafka source (its client settings produce the records, and its checkpoints wait for them)"
+                    .into(),
+            ));
+        }
     }
     // Webhook and Alertmanager deliveries go through the durable outbox in state_dir: without it
     // they would never be sent (nothing would say so).

@@ -177,6 +177,38 @@ fn impossible_values_are_refused_with_their_paths() {
     assert!(out.contains("authorisation.threshold_floor: is 7: match thresholds are scores between 0 and 1"), "{out}");
 }
 
+/// `audit.topic` (issue 19) needs the audit log (`state_dir`) and a Kafka source whose client
+/// settings produce it and whose checkpoints wait for it; each missing piece is named.
+#[test]
+fn audit_topic_without_state_dir_or_kafka_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    let check = |yaml: &str| {
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(common::bin()).arg("check-config").arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = check(&format!(
+        "audit: {{topic: ddt.audit}}\nsources: [{{kind: file, path: {}}}]\n",
+        dir.path().join("e.jsonl").display()
+    ));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("audit.topic: the audit log is kept in `state_dir`"), "{text}");
+    assert!(text.contains("audit.topic: needs a kafka source"), "{text}");
+    let (code, text) = check(&format!(
+        "state_dir: {}\naudit: {{topic: \" \"}}\nsources: [{{kind: kafka, brokers: \"127.0.0.1:9\"}}]\n",
+        dir.path().join("state").display()
+    ));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("audit.topic: is empty"), "{text}");
+    assert!(!text.contains("needs a kafka source"), "{text}");
+    let (code, text) = check(&format!(
+        "state_dir: {}\naudit: {{topic: ddt.audit}}\nsources: [{{kind: kafka, brokers: \"127.0.0.1:9\"}}]\n",
+        dir.path().join("state").display()
+    ));
+    assert!(!text.contains("audit.topic"), "{code:?} {text}");
+}
+
 /// `audit.key`: a key too short is a check-config error naming it; with a good key `run` writes
 /// a keyed chain that `audit verify --key-file` accepts and that plain `audit verify` cannot check.
 #[test]

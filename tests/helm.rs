@@ -162,6 +162,15 @@ fn defaults_render_valid_manifests_with_restricted_security_and_no_secrets() {
     let volumes = pod["volumes"].as_sequence().unwrap();
     let state = volumes.iter().find(|v| v["name"] == "ddtwatch-state").unwrap();
     assert!(state["emptyDir"].is_mapping(), "emptyDir by default");
+    // Without a volume, the audit trail goes to the audit topic (issue 19); "" turns it off.
+    assert_eq!(rendered_config(&docs)["audit"]["topic"], "ddt.audit");
+    let (_, docs) = template(&chart(), &["--set", "kafka.auditTopic="]);
+    assert!(rendered_config(&docs)["audit"].is_null());
+}
+
+/// The ddtwatch.yaml the chart renders.
+fn rendered_config(docs: &[Value]) -> Value {
+    serde_norway::from_str(find(docs, "ConfigMap", "rel-ddtwatch")["data"]["ddtwatch.yaml"].as_str().unwrap()).unwrap()
 }
 
 fn assert_restricted(pod: &Value, c: &Value) {
@@ -220,6 +229,10 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
         ]
     );
     assert!(!text.contains("kind: Secret"), "secrets are referenced, never rendered");
+    // The user's audit settings and the chart's audit topic, merged.
+    let audit = &rendered_config(&docs)["audit"];
+    assert_eq!(audit["topic"], "ddt.audit");
+    assert_eq!(audit["key"]["file"], "/etc/ddtwatch/secrets/audit-key");
     // With persistence, a StatefulSet: each replica its own claim, never a shared outbox.
     let dep = find(&docs, "StatefulSet", "rel-ddtwatch");
     assert_eq!(dep["spec"]["replicas"], 2);
@@ -264,7 +277,7 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
             n
         })
         .collect();
-    assert_eq!(refs, ["kafka-credentials", "ddtwatch-http", "ddtwatch-webhook"]);
+    assert_eq!(refs, ["kafka-credentials", "ddtwatch-http", "ddtwatch-audit", "ddtwatch-webhook"]);
     let sm = find(&docs, "ServiceMonitor", "rel-ddtwatch");
     assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
     check_rendered_config(&docs);

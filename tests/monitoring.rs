@@ -58,6 +58,8 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     v["state_dir"] = dir.path().join("state").to_string_lossy().to_string().into();
     // Wall clock, as in production: event lag is measured only then.
     v["clock"] = "wall".into();
+    // The audit trail also goes to Kafka, as the chart configures it.
+    v["audit"] = serde_norway::from_str("{topic: ddt.audit}").unwrap();
     std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
     let _run = spawn_run(&path);
     let base = format!("http://127.0.0.1:{port}");

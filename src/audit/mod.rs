@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub mod topic;
+
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +85,10 @@ struct Head {
     hash: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     keyed: bool,
+    /// The chain's id: names this chain's records on the audit topic, where several instances'
+    /// chains meet (absent in a head written before the topic existed; one is made on open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<String>,
 }
 
 /// Appends records; every append is fsync'd before it returns. (Its `Debug` never shows the key.)
@@ -95,6 +101,10 @@ pub struct AuditLog {
     max_bytes: u64,
     key: Option<Vec<u8>>,
     pub written: u64,
+    /// This chain's id (see `Head::chain`).
+    chain: String,
+    /// Where every record is also produced (`audit.topic`), so the trail outlives the pod.
+    topic: Option<std::sync::Arc<topic::AuditTopic>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -223,14 +233,45 @@ impl AuditLog {
             std::fs::create_dir_all(dir)?;
         }
         let fresh = seq == 0 && !had_head;
+        let chain = head.as_ref().and_then(|h| h.chain.clone()).unwrap_or_else(|| new_chain_id(path, &last));
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         if fresh {
             // A new chain gets its head before its first record, so a log with records and no
             // head can only be one whose head was deleted.
-            write_head(path, &Head { seq: 0, hash: GENESIS.to_string(), keyed: key.is_some() })?;
+            write_head(
+                path,
+                &Head { seq: 0, hash: GENESIS.to_string(), keyed: key.is_some(), chain: Some(chain.clone()) },
+            )?;
         }
         let bytes = file.metadata()?.len();
-        Ok(AuditLog { path: path.to_path_buf(), file, seq, last, bytes, max_bytes, key, written: 0 })
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file,
+            seq,
+            last,
+            bytes,
+            max_bytes,
+            key,
+            written: 0,
+            chain,
+            topic: None,
+        })
+    }
+
+    /// Also produces every record from now on to `topic` (`audit.topic`).
+    pub fn with_topic(mut self, topic: std::sync::Arc<topic::AuditTopic>) -> Self {
+        self.topic = Some(topic);
+        self
+    }
+
+    /// The audit topic, if records go to one.
+    pub fn topic(&self) -> Option<&std::sync::Arc<topic::AuditTopic>> {
+        self.topic.as_ref()
+    }
+
+    /// This chain's id.
+    pub fn chain(&self) -> &str {
+        &self.chain
     }
 
     /// Appends one record (kind: breach, notification, config, lifecycle, …).
@@ -251,7 +292,10 @@ impl AuditLog {
         self.seq = seq;
         self.last = hash.clone();
         self.written += 1;
-        write_head(&self.path, &Head { seq, hash, keyed: self.key.is_some() })?;
+        write_head(&self.path, &Head { seq, hash, keyed: self.key.is_some(), chain: Some(self.chain.clone()) })?;
+        if let Some(t) = &self.topic {
+            t.send(&self.chain, &r);
+        }
         Ok(r)
     }
 
@@ -262,6 +306,13 @@ impl AuditLog {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// A new chain id: 32 hex digits from the time, the process, the path and the chain's last hash.
+fn new_chain_id(path: &Path, last: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{}:{}:{}:{last}", crate::time::wall_clock_ms(), std::process::id(), path.display()));
+    hex(&h.finalize())[..32].to_string()
 }
 
 /// Where rotation moves a log whose last record is `last_seq`.
@@ -382,6 +433,81 @@ impl std::fmt::Debug for VerifyOptions {
     }
 }
 
+/// The checks every record of a chain must pass, in chain order (files, or a topic dump sorted
+/// by seq).
+pub(crate) struct ChainCheck {
+    prev: Option<String>,
+    expect_seq: Option<u64>,
+    partial: bool,
+    key: Option<Vec<u8>>,
+}
+
+impl ChainCheck {
+    pub(crate) fn new(opts: &VerifyOptions) -> Self {
+        ChainCheck { prev: None, expect_seq: None, partial: opts.partial, key: opts.key.clone() }
+    }
+
+    /// Checks the next record; Err names its seq and the problem.
+    pub(crate) fn next(&mut self, r: &Record) -> Result<(), (Option<u64>, String)> {
+        if let Some(p) = &self.prev
+            && &r.prev != p
+        {
+            return Err((
+                Some(r.seq),
+                "prev does not match the previous record's hash (a record before it was deleted, reordered or edited)"
+                    .into(),
+            ));
+        }
+        if self.prev.is_none() && r.seq == 1 && r.prev != GENESIS {
+            return Err((Some(r.seq), "first record does not start the chain".into()));
+        }
+        if self.prev.is_none() && r.seq != 1 && !self.partial {
+            return Err((
+                Some(r.seq),
+                format!(
+                    "the chain starts at seq {} instead of 1 (records deleted from the start, or the older \
+                     rotated files not given first; --partial checks a tail)",
+                    r.seq
+                ),
+            ));
+        }
+        if let Some(s) = self.expect_seq
+            && r.seq != s
+        {
+            return Err((Some(r.seq), format!("seq {} where {s} was expected (deleted or reordered)", r.seq)));
+        }
+        match (&r.mac, self.key.as_deref()) {
+            (Some(m), _) if m != MAC => {
+                return Err((Some(r.seq), format!("unknown mac {m:?} (this version knows {MAC})")));
+            }
+            (Some(_), None) => {
+                return Err((
+                    Some(r.seq),
+                    "the record is keyed (hmac-sha256): give the chain's key with --key-file".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    Some(r.seq),
+                    "the record is not keyed, but this chain's key was given (its MAC was dropped: rewritten)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if expected_hash(r, r.mac.as_ref().and(self.key.as_deref())) != r.hash {
+            let what = if self.key.is_some() {
+                "MAC does not match the record's content (edited, or the wrong key)"
+            } else {
+                "hash does not match the record's content (edited)"
+            };
+            return Err((Some(r.seq), what.into()));
+        }
+        self.prev = Some(r.hash.clone());
+        self.expect_seq = Some(r.seq + 1);
+        Ok(())
+    }
+}
+
 /// [`verify_with`] with both ends anchored: the chain starts at seq 1 with the genesis hash,
 /// and ends where the head file beside the last file says.
 pub fn verify(files: &[PathBuf]) -> io::Result<Verification> {
@@ -390,8 +516,7 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verification> {
 
 /// Verifies files in chain order (rotated ones first, the live log last).
 pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verification> {
-    let key = opts.key.as_deref();
-    let (mut prev, mut expect_seq): (Option<String>, Option<u64>) = (None, None);
+    let mut check = ChainCheck::new(&opts);
     let (mut records, mut first_seq, mut last_seq) = (0u64, None, 0u64);
     // Hashes by seq of the last file's records (the head names one of them).
     let mut head_hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
@@ -407,55 +532,8 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verific
                 Ok(r) => r,
                 Err(e) => return Ok(broken(None, format!("not a record ({e}); truncated or edited"))),
             };
-            if let Some(p) = &prev
-                && &r.prev != p
-            {
-                return Ok(broken(Some(r.seq), "prev does not match the previous record's hash (a record before it was deleted, reordered or edited)".into()));
-            }
-            if prev.is_none() && first_seq.is_none() && r.seq == 1 && r.prev != GENESIS {
-                return Ok(broken(Some(r.seq), "first record does not start the chain".into()));
-            }
-            if prev.is_none() && first_seq.is_none() && r.seq != 1 && !opts.partial {
-                return Ok(broken(
-                    Some(r.seq),
-                    format!(
-                        "the chain starts at seq {} instead of 1 (records deleted from the start, or the older \
-                         rotated files not given first; --partial checks a tail)",
-                        r.seq
-                    ),
-                ));
-            }
-            if let Some(s) = expect_seq
-                && r.seq != s
-            {
-                return Ok(broken(Some(r.seq), format!("seq {} where {s} was expected (deleted or reordered)", r.seq)));
-            }
-            match (&r.mac, key) {
-                (Some(m), _) if m != MAC => {
-                    return Ok(broken(Some(r.seq), format!("unknown mac {m:?} (this version knows {MAC})")));
-                }
-                (Some(_), None) => {
-                    return Ok(broken(
-                        Some(r.seq),
-                        "the record is keyed (hmac-sha256): give the chain's key with --key-file".into(),
-                    ));
-                }
-                (None, Some(_)) => {
-                    return Ok(broken(
-                        Some(r.seq),
-                        "the record is not keyed, but this chain's key was given (its MAC was dropped: rewritten)"
-                            .into(),
-                    ));
-                }
-                _ => {}
-            }
-            if expected_hash(&r, r.mac.as_ref().and(key)) != r.hash {
-                let what = if key.is_some() {
-                    "MAC does not match the record's content (edited, or the wrong key)"
-                } else {
-                    "hash does not match the record's content (edited)"
-                };
-                return Ok(broken(Some(r.seq), what.into()));
+            if let Err((seq, problem)) = check.next(&r) {
+                return Ok(broken(seq, problem));
             }
             first_seq.get_or_insert(r.seq);
             last_seq = r.seq;
@@ -463,8 +541,6 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verific
                 head_hashes.insert(r.seq, r.hash.clone());
             }
             records += 1;
-            prev = Some(r.hash);
-            expect_seq = Some(r.seq + 1);
         }
     }
     if let Some(last_file) = files.last() {
@@ -731,7 +807,7 @@ mod tests {
             out.push(serde_json::to_string(&r).unwrap());
         }
         write(path, &out);
-        write_head(path, &Head { seq: last, hash: prev, keyed: key.is_some() }).unwrap();
+        write_head(path, &Head { seq: last, hash: prev, keyed: key.is_some(), chain: None }).unwrap();
     }
 
     #[test]

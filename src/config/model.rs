@@ -461,11 +461,15 @@ pub struct AuditConfig {
     /// keyed, so whoever can write `state_dir` cannot recompute it. Unset: an unkeyed chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<SecretRef>,
+    /// Kafka topic every audit record is also produced to (with the Kafka source's client
+    /// settings), so the trail outlives the pod (README "Durability"). Unset: the file only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 impl AuditConfig {
     fn is_unset(&self) -> bool {
-        self.key.is_none()
+        self.key.is_none() && self.topic.is_none()
     }
 
     /// The key's bytes, if one is configured (refused when shorter than the minimum).

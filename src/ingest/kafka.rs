@@ -241,14 +241,14 @@ pub fn error_kind(code: Option<rdkafka::types::RDKafkaErrorCode>, message: &str)
 }
 
 /// Client settings of the producers that must not lose a record (DLQ, state topic).
-fn reliable_producer_config(base: &ClientConfig) -> ClientConfig {
+pub fn reliable_producer_config(base: &ClientConfig) -> ClientConfig {
     let mut c = base.clone();
     c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
     c
 }
 
 /// Queues a record, waiting (polling) while librdkafka's local queue is full, so none is dropped.
-fn send_retrying<C: ProducerContext>(
+pub fn send_retrying<C: ProducerContext>(
     producer: &ThreadedProducer<C>,
     mut record: BaseRecord<'_, str, [u8], C::DeliveryOpaque>,
 ) -> Result<(), KafkaError> {
@@ -394,6 +394,12 @@ impl Ctx {
         }
         if !self.pipeline.sync_dead_letters(self.grace) {
             tracing::warn!("dead letters not yet acknowledged; offsets not committed this round");
+            return None;
+        }
+        if let Some(p) = self.pipeline.publisher()
+            && !p.sync(self.grace)
+        {
+            tracing::warn!("audit records not yet acknowledged by the audit topic; offsets not committed this round");
             return None;
         }
         Some(positions)

@@ -28,6 +28,12 @@ pub trait Publisher: Send + Sync {
     fn take_over(&self, _entries: Vec<serde_json::Value>) -> usize {
         0
     }
+    /// Makes what this publisher wrote durable beyond the process (the audit topic) before a
+    /// source commits the offsets of the events behind it; false if it could not within
+    /// `timeout` (the commit then waits for the next checkpoint).
+    fn sync(&self, _timeout: std::time::Duration) -> bool {
+        true
+    }
 }
 
 /// Outcome counts of one batch.

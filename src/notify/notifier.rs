@@ -81,6 +81,12 @@ impl Publisher for Notifier {
         taken
     }
 
+    fn sync(&self, timeout: std::time::Duration) -> bool {
+        let Some(a) = &self.audit else { return true };
+        let topic = a.lock().unwrap_or_else(|p| p.into_inner()).topic().cloned();
+        topic.is_none_or(|t| t.flush(timeout))
+    }
+
     fn phase(&self, deployment: &str, phase: Phase, ts: Millis) {
         if let Some(a) = &self.audit {
             crate::audit::record(

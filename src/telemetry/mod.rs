@@ -66,6 +66,8 @@ pub mod names {
     pub const KAFKA_CLIENT_ERRORS: &str = "ddtwatch_kafka_client_errors";
     pub const KAFKA_BROKER_UP: &str = "ddtwatch_kafka_broker_up";
     pub const AUDIT_RECORDS: &str = "ddtwatch_audit_records";
+    pub const AUDIT_PRODUCED: &str = "ddtwatch_audit_records_produced";
+    pub const AUDIT_PRODUCE_ERRORS: &str = "ddtwatch_audit_produce_errors";
     pub const OUTBOX_DEPTH: &str = "ddtwatch_outbox_depth";
     pub const OUTBOX_OLDEST: &str = "ddtwatch_outbox_oldest_pending_age_seconds";
     pub const NOTIFICATIONS: &str = "ddtwatch_notifications";
@@ -139,6 +141,8 @@ pub mod names {
         "process_max_fds",
         "process_start_time_seconds",
         "ddtwatch_audit_records_total",
+        "ddtwatch_audit_records_produced_total",
+        "ddtwatch_audit_produce_errors_total",
         "ddtwatch_outbox_depth",
         "ddtwatch_outbox_oldest_pending_age_seconds",
         "ddtwatch_notifications_total",
@@ -393,8 +397,22 @@ fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
 
     if let Some(a) = &p.audit {
         let mut f = Family::new(AUDIT_RECORDS, "Audit log records written by this process", c);
-        f.add(vec![], a.lock().unwrap_or_else(|p| p.into_inner()).written as f64);
+        let log = a.lock().unwrap_or_else(|p| p.into_inner());
+        f.add(vec![], log.written as f64);
         fams.push(f);
+        if let Some(t) = log.topic() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut f = Family::new(AUDIT_PRODUCED, "Audit records acknowledged by the audit topic (audit.topic)", c);
+            f.add(vec![], t.stats.produced.load(Relaxed) as f64);
+            fams.push(f);
+            let mut f = Family::new(
+                AUDIT_PRODUCE_ERRORS,
+                "Audit records the audit topic refused or could not take (offsets wait; see the log)",
+                c,
+            );
+            f.add(vec![], t.stats.errors.load(Relaxed) as f64);
+            fams.push(f);
+        }
     }
     if let Some(o) = &p.outbox {
         let o = o.lock().unwrap_or_else(|p| p.into_inner());

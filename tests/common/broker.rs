@@ -66,7 +66,7 @@ pub fn run_broker(port: u16, storage: &str, cwd: &std::path::Path) -> (Proc, Str
 
 pub fn create_topics(port: u16) {
     let url = format!("tcp://127.0.0.1:{port}");
-    for (topic, parts) in [("ddt.events", "3"), ("ddt.events.dlq", "1"), ("ddt.state", "1")] {
+    for (topic, parts) in [("ddt.events", "3"), ("ddt.events.dlq", "1"), ("ddt.state", "1"), ("ddt.audit", "3")] {
         let st = Command::new(tansu())
             .args(["topic", "create", topic, "--partitions", parts, "--broker", &url])
             .stdout(Stdio::null())

@@ -59,6 +59,11 @@ app.kubernetes.io/part-of: ddtwatch
 {{- $src := dict "kind" "kafka" "brokers" $k.brokers "topics" $k.topics "group_id" $k.groupId "state_topic" $k.stateTopic "properties" $k.properties "secret_properties" $secretProps }}
 {{- $_ := set $c "sources" (list $src) }}
 {{- $_ := set $c "dead_letter" (dict "kind" "kafka" "topic" $k.deadLetterTopic) }}
+{{- if $k.auditTopic }}
+{{- $audit := deepCopy (default dict $c.audit) }}
+{{- $_ := set $audit "topic" $k.auditTopic }}
+{{- $_ := set $c "audit" $audit }}
+{{- end }}
 {{- toYaml $c }}
 {{- end }}
 
