@@ -330,6 +330,11 @@ impl Ctx {
         for ((topic, partition), offset) in self.track().last_offset.iter() {
             positions.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset + 1)).ok()?;
         }
+        if positions.count() == 0 {
+            // Nothing consumed yet: nothing to make durable first (and no waiting on a producer
+            // while the broker is away).
+            return Some(positions);
+        }
         if let Some((producer, topic)) = &self.state {
             let publisher = self.pipeline.publisher();
             // Pending notifications of the deployments this instance holds (issue 19).
