@@ -157,7 +157,7 @@ DESCRIPTIONS = {
     "Outbox depth": "Breach notifications waiting to be delivered. Stays above 0 while a receiver is down.",
     "Oldest pending notification": "How long the oldest undelivered notification has waited. Red after 5 minutes: the oversight lead has not been told.",
     "Notifications by receiver and result": "Notification attempts per receiver: delivered, failed for good, retried, superseded (Alertmanager), re-sent.",
-    "Audit records written": "Records appended to the tamper-evident audit log by this process.",
+    "Audit records written": "Records appended to the tamper-evident audit log by this process in the time range. 'failed' above 0 means records are missing from the audit trail (disk full or unwritable): fix the volume (runbook DdtwatchAuditWriteFailing).",
     "Audit records sent to the audit topic": "Every audit record is also written to a Kafka topic, so the audit trail survives when Kubernetes deletes the pod and its disk. 'acknowledged' should follow 'Audit records written'. Any 'failed' means the topic is refusing records: ddtwatch keeps them, sends them again and holds back its Kafka progress until they are stored, so check the topic and its permissions (runbook DdtwatchAuditProduceFailing).",
     "State snapshots / restores": "Deployment snapshots written to the state topic, and deployments restored from it when partitions moved to this instance.",
     "Event ids remembered (memory / disk)": "Event ids kept to recognise re-delivered events (at least 1 hour and the last million per deployment), in memory and spilled to disk.",
@@ -333,7 +333,9 @@ def health():
             unit="s", thresholds=[(300, "red")])
     b.panel("Notifications by receiver and result",
             [("increase(ddtwatch_notifications_total[$__rate_interval])", "{{receiver}} {{result}}")], w=8)
-    b.panel("Audit records written", [("increase(ddtwatch_audit_records_total[$__range])", "records")], "stat", w=12)
+    b.panel("Audit records written", [("increase(ddtwatch_audit_records_total[$__range])", "written"),
+                                      ("increase(ddtwatch_audit_write_errors_total[$__range])", "failed")], "stat", w=12,
+            unit="short")
     b.panel("Audit records sent to the audit topic",
             [("increase(ddtwatch_audit_records_produced_total[$__rate_interval])", "acknowledged by Kafka"),
              ("increase(ddtwatch_audit_produce_errors_total[$__rate_interval])", "failed (sent again)")], w=12)

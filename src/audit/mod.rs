@@ -101,6 +101,8 @@ pub struct AuditLog {
     max_bytes: u64,
     key: Option<Vec<u8>>,
     pub written: u64,
+    /// Appends that failed (`ddtwatch_audit_write_errors_total`): the record is not in the trail.
+    pub write_errors: u64,
     /// This chain's id (see `Head::chain`).
     chain: String,
     /// Where every record is also produced (`audit.topic`), so the trail outlives the pod.
@@ -253,6 +255,7 @@ impl AuditLog {
             max_bytes,
             key,
             written: 0,
+            write_errors: 0,
             chain,
             topic: None,
         })
@@ -292,10 +295,11 @@ impl AuditLog {
         self.seq = seq;
         self.last = hash.clone();
         self.written += 1;
-        write_head(&self.path, &Head { seq, hash, keyed: self.key.is_some(), chain: Some(self.chain.clone()) })?;
+        // The record is in the chain now: it goes to the topic even if the head cannot be written.
         if let Some(t) = &self.topic {
             t.send(&self.chain, &r);
         }
+        write_head(&self.path, &Head { seq, hash, keyed: self.key.is_some(), chain: Some(self.chain.clone()) })?;
         Ok(r)
     }
 
@@ -345,11 +349,13 @@ fn write_head(path: &Path, head: &Head) -> io::Result<()> {
 /// Shared handle used by the service.
 pub type SharedAudit = std::sync::Arc<std::sync::Mutex<AuditLog>>;
 
-/// Appends a record at the current wall time; a failure is logged (the service keeps running,
-/// and `ddtwatch_audit_records_total` stops growing).
+/// Appends a record at the current wall time; a failure is logged and counted
+/// (`ddtwatch_audit_write_errors_total`, alert `DdtwatchAuditWriteFailing`) and the service keeps
+/// running: monitoring goes on while the disk is fixed.
 pub fn record(log: &SharedAudit, kind: &str, data: Value) {
     let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = l.append(kind, data, crate::time::wall_clock_ms()) {
+        l.write_errors += 1;
         tracing::error!(error = %e, kind, "audit log append failed");
     }
 }
@@ -583,6 +589,25 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verific
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed append (here: the head cannot be replaced) is counted, not silent.
+    #[test]
+    fn a_failed_append_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log: SharedAudit = std::sync::Arc::new(std::sync::Mutex::new(AuditLog::open(&path, 0).unwrap()));
+        record(&log, "config", json!({"event": "loaded"}));
+        let counts = |l: &SharedAudit| {
+            let l = l.lock().unwrap();
+            (l.written, l.write_errors)
+        };
+        assert_eq!(counts(&log), (1, 0));
+        // A non-empty directory where the head goes: the rename over it fails, even for root.
+        std::fs::remove_file(head_path(&path)).unwrap();
+        std::fs::create_dir_all(head_path(&path).join("x")).unwrap();
+        record(&log, "breach", json!({"i": 1}));
+        assert_eq!(counts(&log), (2, 1), "the record is in the log; its head could not be written");
+    }
 
     fn log_with(n: u64, dir: &Path) -> PathBuf {
         let path = dir.join("audit.log");

@@ -66,6 +66,7 @@ pub mod names {
     pub const KAFKA_CLIENT_ERRORS: &str = "ddtwatch_kafka_client_errors";
     pub const KAFKA_BROKER_UP: &str = "ddtwatch_kafka_broker_up";
     pub const AUDIT_RECORDS: &str = "ddtwatch_audit_records";
+    pub const AUDIT_WRITE_ERRORS: &str = "ddtwatch_audit_write_errors";
     pub const AUDIT_PRODUCED: &str = "ddtwatch_audit_records_produced";
     pub const AUDIT_PRODUCE_ERRORS: &str = "ddtwatch_audit_produce_errors";
     pub const OUTBOX_DEPTH: &str = "ddtwatch_outbox_depth";
@@ -141,6 +142,7 @@ pub mod names {
         "process_max_fds",
         "process_start_time_seconds",
         "ddtwatch_audit_records_total",
+        "ddtwatch_audit_write_errors_total",
         "ddtwatch_audit_records_produced_total",
         "ddtwatch_audit_produce_errors_total",
         "ddtwatch_outbox_depth",
@@ -399,6 +401,13 @@ fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
         let mut f = Family::new(AUDIT_RECORDS, "Audit log records written by this process", c);
         let log = a.lock().unwrap_or_else(|p| p.into_inner());
         f.add(vec![], log.written as f64);
+        fams.push(f);
+        let mut f = Family::new(
+            AUDIT_WRITE_ERRORS,
+            "Audit log appends that failed (disk full, state_dir unwritable); those records are missing",
+            c,
+        );
+        f.add(vec![], log.write_errors as f64);
         fams.push(f);
         if let Some(t) = log.topic() {
             use std::sync::atomic::Ordering::Relaxed;
