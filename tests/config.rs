@@ -120,6 +120,7 @@ fn webhook_receivers_without_state_dir_are_an_error() {
     assert!(out.contains("receivers.ops: webhook and alertmanager receivers need `state_dir`"), "{out}");
     let (code, out) = check_edited(|v| {
         v.as_mapping_mut().unwrap().remove("state_dir");
+        v.as_mapping_mut().unwrap().remove("audit"); // the audit topic needs state_dir too
         v["receivers"] = serde_norway::from_str("{oversight: {kind: log}, ops: {kind: log}}").unwrap();
     });
     assert_eq!(code, Some(0), "{out}");
@@ -351,4 +352,52 @@ fn bad_false_breach_budgets_are_errors() {
     }
     // `per_look` is accepted (condition f), so it is not named.
     assert!(!text.contains("conditions[5]"), "{text}");
+}
+
+/// `DDTWATCH_LOG_FORMAT` chooses JSON lines or text for `run` (JSON by default); an unknown
+/// value is warned about and the default kept.
+#[test]
+fn the_log_format_follows_ddtwatch_log_format() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let config = dir.path().join("c.yaml");
+    let first_lines = |format: Option<&str>| {
+        std::fs::write(
+            &config,
+            format!(
+                "http: {{listen: \"127.0.0.1:{}\"}}\nsources: [{{kind: file, path: {}}}]\n",
+                common::free_port(),
+                events.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["run", "--config"]).arg(&config).stderr(std::process::Stdio::piped());
+        match format {
+            Some(f) => cmd.env("DDTWATCH_LOG_FORMAT", f),
+            None => cmd.env_remove("DDTWATCH_LOG_FORMAT"),
+        };
+        let mut child = common::Proc(cmd.spawn().unwrap());
+        let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+        // The first log line (and a warning before it, if any), as soon as they are written.
+        let mut out = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let warning = line.starts_with("warning:");
+            out.push(line);
+            if !warning {
+                break;
+            }
+        }
+        out
+    };
+    let json = first_lines(None);
+    assert!(serde_json::from_str::<serde_json::Value>(&json[0]).is_ok(), "JSON by default: {json:?}");
+    let text = first_lines(Some("text"));
+    assert!(!text[0].starts_with('{') && text[0].contains("INFO"), "text: {text:?}");
+    let bad = first_lines(Some("xml"));
+    assert!(bad[0].contains("DDTWATCH_LOG_FORMAT is \"xml\", not json or text"), "{bad:?}");
+    assert!(serde_json::from_str::<serde_json::Value>(&bad[1]).is_ok(), "the default kept: {bad:?}");
 }

@@ -117,6 +117,9 @@ fn a_wrong_type_or_unknown_key_fails_schema_validation() {
     // The chart-owned config keys are refused in `config`.
     let out = run(helm().arg("template").arg(chart()).args(["--set", "config.state_dir=/tmp"]));
     assert!(!out.status.success(), "config.state_dir is owned by the chart");
+    // A log format the binary does not know is refused by the schema.
+    let out = run(helm().arg("template").arg(chart()).args(["--set", "logFormat=xml"]));
+    assert!(!out.status.success(), "logFormat=xml accepted");
 }
 
 #[test]
@@ -164,6 +167,11 @@ fn defaults_render_valid_manifests_with_restricted_security_and_no_secrets() {
     assert!(state["emptyDir"].is_mapping(), "emptyDir by default");
     // Without a volume, the audit trail goes to the audit topic (issue 19); "" turns it off.
     assert_eq!(rendered_config(&docs)["audit"]["topic"], "ddt.audit");
+    // The log settings default to the binary's own.
+    let env = &c["env"];
+    let var = |n: &str| env.as_sequence().unwrap().iter().find(|e| e["name"] == n).map(|e| e["value"].clone());
+    assert_eq!(var("DDTWATCH_LOG"), Some(ddtwatch::telemetry::DEFAULT_LOG_FILTER.into()));
+    assert_eq!(var("DDTWATCH_LOG_FORMAT"), Some("json".into()));
     let (_, docs) = template(&chart(), &["--set", "kafka.auditTopic="]);
     assert!(rendered_config(&docs)["audit"].is_null());
 }
@@ -250,6 +258,7 @@ fn all_toggles_render_valid_manifests_config_rules_and_dashboards() {
         .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
         .collect();
     assert!(env.contains(&("DDTWATCH_LOG".into(), "debug,rdkafka=info".into())), "{env:?}");
+    assert!(env.contains(&("DDTWATCH_LOG_FORMAT".into(), "text".into())), "{env:?}");
     assert!(env.contains(&("TZ".into(), "UTC".into())), "{env:?}");
     assert!(!env.iter().any(|(n, _)| n == "RUST_LOG"), "the binary reads DDTWATCH_LOG, not RUST_LOG");
     assert!(

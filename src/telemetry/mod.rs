@@ -845,11 +845,34 @@ fn evidence_ratio(detail: &serde_json::Value) -> Option<f64> {
 }
 
 /// Logging: JSON lines for `run`, human-readable for `demo` and the other commands.
-pub fn init_logging(json: bool) {
+/// The default log filter: rdkafka's own "Global error" lines repeat what the sources' error
+/// callbacks report (with their kind, and identical repeats rate-limited), so they are off unless
+/// `DDTWATCH_LOG` asks for them.
+pub const DEFAULT_LOG_FILTER: &str = "info,rdkafka::client=off";
+
+/// Logs to stderr with the filter in `DDTWATCH_LOG` (default [`DEFAULT_LOG_FILTER`]), as JSON
+/// lines or text: `DDTWATCH_LOG_FORMAT` (`json` | `text`) overrides the command's default
+/// (`json_default`: JSON for `run`, text for the interactive commands).
+pub fn init_logging(json_default: bool) {
     use tracing_subscriber::EnvFilter;
-    // rdkafka's own "Global error" lines repeat what the sources' error callbacks report (with
-    // their kind, and identical repeats rate-limited): off unless DDTWATCH_LOG asks for them.
-    let filter = EnvFilter::try_from_env("DDTWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka::client=off"));
+    let filter = EnvFilter::try_from_env("DDTWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let json = match log_format(std::env::var("DDTWATCH_LOG_FORMAT").ok().as_deref(), json_default) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("warning: {e}; logging as {}", if json_default { "json" } else { "text" });
+            json_default
+        }
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Whether `DDTWATCH_LOG_FORMAT` (`value`) asks for JSON; unset or empty: `default`.
+pub fn log_format(value: Option<&str>, default: bool) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("json") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("text") => Ok(false),
+        Some(v) => Err(format!("DDTWATCH_LOG_FORMAT is {v:?}, not json or text")),
+    }
 }

@@ -82,6 +82,8 @@ env:
   # The log filter ddtwatch reads (a tracing filter, e.g. "info" or "debug,rdkafka=info").
   - name: DDTWATCH_LOG
     value: {{ .Values.logLevel | quote }}
+  - name: DDTWATCH_LOG_FORMAT
+    value: {{ .Values.logFormat | default "json" | quote }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
