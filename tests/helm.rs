@@ -381,3 +381,45 @@ fn config_changes_do_not_roll_pods_and_the_grace_period_follows_the_shutdown_gra
     let p = pod_of(&["--set", "terminationGracePeriodSeconds=90", "--set-string", "config.engine.shutdown_grace=1m"]);
     assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 90);
 }
+
+/// NOTES.txt as `helm install` prints it: helm renders NOTES only at install time (a cluster is
+/// needed), so a copy of the chart renders it as a named template inside a YAML document.
+fn notes(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ddtwatch");
+    ok(Command::new("cp").arg("-rL").arg(chart()).arg(&copy));
+    let text = std::fs::read_to_string(copy.join("templates/NOTES.txt")).unwrap();
+    std::fs::write(
+        copy.join("templates/zz-notes.yaml"),
+        format!(
+            "{{{{- define \"notes-under-test\" }}}}{text}{{{{- end }}}}\nnotes: |\n{{{{ include \"notes-under-test\" . | indent 2 }}}}\n"
+        ),
+    )
+    .unwrap();
+    let mut all = vec!["--show-only", "templates/zz-notes.yaml"];
+    all.extend_from_slice(args);
+    let (_, docs) = template(&copy, &all);
+    docs[0]["notes"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn notes_tell_how_to_reach_the_api_and_dashboards_and_what_survives_the_pod() {
+    let n = notes(&[]);
+    for want in [
+        "port-forward svc/rel-ddtwatch 9464:9464",
+        "/api/v1/deployments",
+        "set dashboards.enabled=true",
+        "set serviceMonitor.enabled=true",
+        "audit topic\n(ddt.audit)",
+    ] {
+        assert!(n.contains(want), "missing {want:?} in:\n{n}");
+    }
+    assert!(!n.contains("WARNING"), "no port warning in standalone mode:\n{n}");
+    let n = notes(&["--set", "dashboards.enabled=true,serviceMonitor.enabled=true,kafka.auditTopic="]);
+    assert!(n.contains("the ConfigMap rel-ddtwatch-dashboards"), "{n}");
+    assert!(!n.contains("set serviceMonitor.enabled=true"), "{n}");
+    assert!(n.contains("the audit log is lost with the pod"), "{n}");
+    let n = notes(&["--set", "mode=sidecar"]);
+    assert!(n.contains("port 9464 is also\nthe OpenTelemetry"), "{n}");
+    assert!(!notes(&["--set", "mode=sidecar,port=9470"]).contains("WARNING"));
+}
