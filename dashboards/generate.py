@@ -81,8 +81,10 @@ class Board:
             "fieldConfig": {"defaults": {}, "overrides": []}, "options": {},
         }
         d = p["fieldConfig"]["defaults"]
-        if unit:
-            d["unit"] = unit
+        # Every panel has a unit ("none": a mapped state, a ratio or a statistic without one).
+        unit = unit or UNITS.get(title)
+        assert unit, f"panel {title!r} has no unit"
+        d["unit"] = unit
         if min_ is not None:
             d["min"] = min_
         if max_ is not None:
@@ -91,6 +93,11 @@ class Board:
             d["thresholds"] = {"mode": "absolute", "steps": [{"color": "green", "value": None}] +
                                [{"color": c, "value": v} for v, c in thresholds]}
         if extra:
+            extra = dict(extra)
+            fc = extra.pop("fieldConfig", None)
+            if fc:
+                d.update(fc.get("defaults", {}))
+                p["fieldConfig"]["overrides"] += fc.get("overrides", [])
             p.update(extra)
         self.panels.append(p)
         self.x += w
@@ -161,7 +168,8 @@ DESCRIPTIONS = {
     "Audit records sent to the audit topic": "Every audit record is also written to a Kafka topic, so the audit trail survives when Kubernetes deletes the pod and its disk. 'acknowledged' should follow 'Audit records written'. Any 'failed' means the topic is refusing records: ddtwatch keeps them, sends them again and holds back its Kafka progress until they are stored, so check the topic and its permissions (runbook DdtwatchAuditProduceFailing).",
     "State snapshots / restores": "Deployment snapshots written to the state topic, and deployments restored from it when partitions moved to this instance.",
     "Event ids remembered (memory / disk)": "Event ids kept to recognise re-delivered events (at least 1 hour and the last million per deployment), in memory and spilled to disk.",
-    "Dedup index bytes and spill errors": "Memory used by the index of spilled event ids, and failed spill writes or reads (an error keeps ids in memory; nothing is dropped).",
+    "Dedup index size": "Memory used by the index of event ids spilled to disk (capped by engine.dedup_index_mb). Flat at the cap is expected on long deployments.",
+    "Dedup spill errors": "Failed writes or reads of spilled event ids. Nothing is dropped (the ids stay in memory), but memory grows: check that state_dir has space.",
     "Active deployments": "Deployments that have started and not stopped.",
     "Conditions firing": "Conditions currently in breach across all deployments. Each breach was notified to its receivers.",
     "Events applied /s": "Events applied per second across all deployments.",
@@ -317,7 +325,7 @@ def health():
                                            ("rate(ddtwatch_held_events_total[$__rate_interval])", "held/s")], unit="ops")
     b.panel("Event lag p95 (receive - ts, live mode)",
             [("histogram_quantile(0.95, sum by (le) (rate(ddtwatch_event_lag_seconds_bucket[$__rate_interval])))", "p95"),
-             ("sum(ddtwatch_event_lag_seconds_sum) / sum(ddtwatch_event_lag_seconds_count)", "mean")], unit="s")
+             ("sum(rate(ddtwatch_event_lag_seconds_sum[$__rate_interval])) / sum(rate(ddtwatch_event_lag_seconds_count[$__rate_interval]))", "mean")], unit="s")
     b.panel("Checks evaluated per second", [("rate(ddtwatch_evaluations_total[$__rate_interval])", "evaluations")], unit="ops")
     b.panel("Config reloads", [("increase(ddtwatch_config_reloads_total[$__range])", "{{result}}")], "stat", w=12)
     b.panel("Breach transitions", [("increase(ddtwatch_transitions_total[$__range])", "{{state}}")], "stat", w=12)
@@ -349,9 +357,50 @@ def health():
     # Duplicate detection keeps >= 1h and >= the last 1,000,000 ids per deployment (CONDITIONS.md);
     # with state_dir they spill to state_dir/dedup.
     b.panel("Event ids remembered (memory / disk)", [("ddtwatch_dedup_remembered_ids", "{{where}}")], w=12)
-    b.panel("Dedup index bytes and spill errors", [("ddtwatch_dedup_index_bytes", "index bytes"),
-                                                   ("ddtwatch_dedup_spill_errors_total", "spill errors")], w=12)
+    b.panel("Dedup index size", [("ddtwatch_dedup_index_bytes", "index bytes")], w=6, unit="bytes")
+    b.panel("Dedup spill errors",
+            [("increase(ddtwatch_dedup_spill_errors_total[$__rate_interval])", "spill errors")], w=6, unit="short")
     return b
+
+
+# Units of the panels that do not pass one ("short": a count; "none": a mapped state, a ratio or
+# a statistic without a unit).
+UNITS = {
+    "From alert to outcome: alerts reviewed, acted on, confirmed": "short",
+    "Faces / plates processed": "short",
+    "Condition values vs limits": "none",
+    "Adjudication latency (heatmap)": "s",
+    "Checks over time: ok, pending or firing": "none",
+    "How far scores have moved from the baseline (PSI, KS) against the limit": "none",
+    "Gradual shift in the mean score (Page-Hinkley)": "none",
+    "Drift checks over time: ok, pending or firing": "none",
+    "Drift samples": "short",
+    "Disparity ratios vs limit": "none",
+    "Fisher exact p-value (top group vs rest)": "none",
+    "Alerts per group (small samples are visible)": "short",
+    "False alerts per group": "short",
+    "Build": "none",
+    "Ready": "none",
+    "Event sources consuming": "none",
+    "Tasks healthy": "none",
+    "Config reloads": "short",
+    "Breach transitions": "short",
+    "Kafka consumer lag by partition": "short",
+    "Broker reachable": "none",
+    "Outbox depth": "short",
+    "Notifications by receiver and result": "short",
+    "Audit records sent to the audit topic": "short",
+    "State snapshots / restores": "short",
+    "Undelivered notifications handed over / taken over": "short",
+    "Event ids remembered (memory / disk)": "short",
+    "Active deployments": "short",
+    "Conditions firing": "short",
+    "Alerts (cumulative)": "short",
+    "Conditions by state": "short",
+    "Breaches fired": "short",
+    "Notifications by result": "short",
+    "Outbox: pending notifications": "short",
+}
 
 
 BOARDS = {"overview.json": overview, "deployment.json": detail, "fairness.json": fairness,

@@ -88,6 +88,18 @@ fn every_panel_is_described_and_states_are_words() {
                 .unwrap()
                 .iter()
                 .any(|t| t["expr"].as_str().unwrap().starts_with("ddtwatch_condition_state"));
+            let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+            assert!(!unit.is_empty(), "{file}: panel {title:?} has no unit");
+            // Counters and histogram series are graphed as rates or increases, never raw (a raw
+            // counter only climbs, and drops to 0 at a restart).
+            if p["type"] != "table" && p["type"] != "stat" && p["type"] != "bargauge" {
+                for t in p["targets"].as_array().unwrap() {
+                    let e = t["expr"].as_str().unwrap();
+                    for (at, name) in counter_uses(e) {
+                        assert!(inside_rate(e, at), "{file}: {title:?} graphs the counter {name} raw: {e}");
+                    }
+                }
+            }
             if p["type"] == "state-timeline" && queries_state {
                 let m = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
                 assert_eq!(m["2"]["text"], "FIRING", "{file}: {title:?}");
@@ -95,6 +107,46 @@ fn every_panel_is_described_and_states_are_words() {
             }
         }
     }
+}
+
+/// Where `expr` uses a counter or histogram series (`_total`, `_bucket`, `_count`, `_sum`).
+fn counter_uses(expr: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = expr[from..].find("ddtwatch_") {
+        let at = from + i;
+        let end = expr[at..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(expr.len(), |e| at + e);
+        let name = &expr[at..end];
+        if ["_total", "_bucket", "_count", "_sum"].iter().any(|s| name.ends_with(s)) {
+            out.push((at, name.to_string()));
+        }
+        from = end;
+    }
+    out
+}
+
+/// Whether position `at` of `expr` is inside the argument of a `rate(` or `increase(` call.
+fn inside_rate(expr: &str, at: usize) -> bool {
+    ["rate(", "increase("].iter().any(|f| {
+        expr[..at].match_indices(f).any(|(start, _)| {
+            // Still open at `at`: more `(` than `)` from the call's parenthesis on.
+            let open = start + f.len() - 1;
+            let seg = &expr[open..at];
+            seg.matches('(').count() > seg.matches(')').count()
+        })
+    })
+}
+
+#[test]
+fn the_counter_check_catches_raw_counters() {
+    let raw = "ddtwatch_events_total{job=~\"$job\"}";
+    assert!(!inside_rate(raw, counter_uses(raw)[0].0));
+    let ok = "sum by (le) (rate(ddtwatch_x_bucket{a=\"b\"}[5m]))";
+    assert!(inside_rate(ok, counter_uses(ok)[0].0));
+    let closed = "rate(ddtwatch_a_total[1m]) / ddtwatch_b_total";
+    let uses = counter_uses(closed);
+    assert_eq!(uses.len(), 2);
+    assert!(inside_rate(closed, uses[0].0) && !inside_rate(closed, uses[1].0));
 }
 
 /// Replicas and separate installations are told apart: every board has `job` and `instance`

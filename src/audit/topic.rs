@@ -110,7 +110,7 @@ impl AuditTopic {
 
     /// Queues a record (waiting while librdkafka's local queue is full, so none is dropped).
     pub fn send(&self, chain: &str, r: &Record) {
-        let key = message_key(r);
+        let key = deployment_of(r);
         let payload = serde_json::to_vec(&json!({"chain": chain, "record": r})).expect("json");
         self.queue(chain, &key, &payload);
     }
@@ -143,17 +143,21 @@ impl AuditTopic {
     }
 }
 
-/// The deployment a record is about (breach, lifecycle, notification), so one deployment's
-/// records stay in order on one partition; "ddtwatch" for process records (start, config).
-fn message_key(r: &Record) -> String {
+/// The deployment a record is about (breach, lifecycle, notification), for the
+/// `ddtwatch-deployment` header; "ddtwatch" for process records (start, config).
+fn deployment_of(r: &Record) -> String {
     let d = &r.data;
     if let Some(id) = d["deployment_id"].as_str().or_else(|| d["deployment"].as_str()) {
         return id.to_string();
     }
+    // A notification record's key is `ddtwatch/<deployment>/…` (README "Notifications"); the
+    // audit layer reads its first segment rather than depend on notify.
     d["key"]
         .as_str()
-        .and_then(|k| k.parse::<crate::notify::key::NotificationKey>().ok())
-        .map_or_else(|| "ddtwatch".to_string(), |k| k.deployment)
+        .and_then(|k| k.strip_prefix("ddtwatch/")?.split('/').next())
+        .filter(|id| !id.is_empty())
+        .unwrap_or("ddtwatch")
+        .to_string()
 }
 
 /// The outcome of verifying a topic dump: one verification per chain.
@@ -322,6 +326,19 @@ mod tests {
         let forged = a[1].replace("\"i\":1", "\"i\":9");
         let err = verify(dir.path(), &[a[0].clone(), a[1].clone(), forged, a[2].clone()], false).unwrap_err();
         assert!(err.contains("line 3") && err.contains("two different records with seq 2"), "{err}");
+    }
+
+    #[test]
+    fn each_record_names_its_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::open(&dir.path().join("a.log"), 0).unwrap();
+        let mut of = |kind: &str, data: Value| deployment_of(&log.append(kind, data, 0).unwrap());
+        assert_eq!(of("breach", json!({"deployment_id": "lfr-1"})), "lfr-1");
+        assert_eq!(of("lifecycle", json!({"deployment": "anpr-2"})), "anpr-2");
+        let key = "ddtwatch/lfr-3/camera_silence/cam-2/2026-04-25T09:00:00Z/firing";
+        assert_eq!(of("notification", json!({"key": key, "result": "delivered"})), "lfr-3");
+        assert_eq!(of("config", json!({"event": "loaded"})), "ddtwatch");
+        assert_eq!(of("notification", json!({"key": "other/x"})), "ddtwatch");
     }
 
     #[test]
