@@ -49,7 +49,7 @@ fn main() {
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
         base
     });
-    let dir = tempfile::tempdir_in(".").unwrap();
+    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "bench-secret").unwrap();
     let config = Config::from_yaml(
         &format!(

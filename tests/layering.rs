@@ -133,3 +133,36 @@ fn the_check_catches_an_upward_import() {
     let found: Vec<String> = uses(dir.path()).into_iter().map(|u| u.3).collect();
     assert_eq!(found, vec!["engine", "time", "http"]);
 }
+
+/// lib.rs's module map (the `//! N. [`module`] …` lines) states the same layers as [`LAYERS`], so
+/// the map a newcomer reads first cannot drift from what this test enforces.
+#[test]
+fn the_module_map_in_lib_rs_matches_the_layers() {
+    let lib = std::fs::read_to_string(common::repo().join("src/lib.rs")).unwrap();
+    // The numbered items of the map, each with its continuation lines.
+    let mut items: Vec<(u32, String)> = Vec::new();
+    for line in lib.lines().filter_map(|l| l.strip_prefix("//!")).map(str::trim) {
+        let numbered = line.split_once(". ").and_then(|(n, rest)| Some((n.parse::<u32>().ok()?, rest)));
+        match (numbered, items.last_mut()) {
+            (Some((n, rest)), _) => items.push((n, rest.to_string())),
+            (None, Some(last)) if !line.is_empty() && !line.starts_with("#") => last.1 += &format!(" {line}"),
+            _ => {}
+        }
+    }
+    // Every [`module`] an item names (paths like [`ingest::kafka`] are within a module).
+    let mut stated: Vec<(String, u32)> = items
+        .iter()
+        .flat_map(|(n, text)| {
+            text.split("[`")
+                .skip(1)
+                .map(|p| p.split('`').next().unwrap())
+                .filter(|m| !m.contains("::"))
+                .map(|m| (m.to_string(), *n))
+        })
+        .collect();
+    stated.sort();
+    stated.dedup();
+    let mut want: Vec<(String, u32)> = LAYERS.iter().map(|(m, l)| (m.to_string(), *l)).collect();
+    want.sort();
+    assert_eq!(stated, want, "src/lib.rs's module map and tests/layering.rs's LAYERS disagree");
+}

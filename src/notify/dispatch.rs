@@ -375,7 +375,8 @@ impl ReceiverJob {
                 }
                 ReceiverKind::Webhook => send_webhook(&self.client, &self.warned, d, r, now).await,
                 ReceiverKind::Alertmanager => {
-                    let firing = d.key.ends_with("/firing");
+                    let firing =
+                        matches!(super::key::split_state(&d.key), Some((_, crate::rules::TransitionKind::Firing)));
                     let body = json!([super::alertmanager::alert(
                         &d.notification,
                         firing,

@@ -78,6 +78,16 @@ pub fn breach_key(key: &str) -> &str {
     key.rsplit_once('/').map(|(b, _)| b).unwrap_or(key)
 }
 
+/// The breach part and the state of a key's text (`…/<started_at>/<firing|resolved>`), without
+/// parsing the rest; None if it does not end in a state.
+pub fn split_state(key: &str) -> Option<(&str, TransitionKind)> {
+    match key.rsplit_once('/')? {
+        (breach, "firing") => Some((breach, TransitionKind::Firing)),
+        (breach, "resolved") => Some((breach, TransitionKind::Resolved)),
+        _ => None,
+    }
+}
+
 /// The alert identity of a key's text ([`NotificationKey::identity`]), without parsing it.
 /// Deliveries to a receiver keep transition order per identity, so a later breach's `firing`
 /// never overtakes an earlier one's undelivered `resolved`.
@@ -89,6 +99,19 @@ pub fn identity_key(key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_is_split_off_like_it_parses() {
+        let k = "ddtwatch/d/camera_silence/cam-2/2026-04-25T09:00:00Z/resolved";
+        assert_eq!(
+            split_state(k),
+            Some(("ddtwatch/d/camera_silence/cam-2/2026-04-25T09:00:00Z", TransitionKind::Resolved))
+        );
+        assert_eq!(k.parse::<NotificationKey>().unwrap().state, TransitionKind::Resolved);
+        assert_eq!(split_state("ddtwatch/d/c/2026-04-25T09:00:00Z/firing").map(|s| s.1), Some(TransitionKind::Firing));
+        assert_eq!(split_state("ddtwatch/d/c/2026-04-25T09:00:00Z/open"), None);
+        assert_eq!(split_state("nothing"), None);
+    }
 
     #[test]
     fn keys_round_trip_and_slice_like_they_parse() {

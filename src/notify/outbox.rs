@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::key::split_state;
 pub use super::key::{breach_key, identity_key};
+use crate::rules::TransitionKind;
 
 pub type SharedOutbox = std::sync::Arc<std::sync::Mutex<Outbox>>;
 
@@ -176,12 +178,11 @@ impl Outbox {
     /// notification pending or delivered, and no `resolved` one enqueued. One per breach,
     /// whatever the number of receivers; read from the notifications' own fields.
     pub fn open_breaches(&self) -> Vec<crate::engine::OpenBreach> {
-        let resolved: HashSet<&str> =
-            self.pending.values().filter(|e| e.key.ends_with("/resolved")).map(|e| breach_key(&e.key)).collect();
+        let resolved: HashSet<&str> = self.pending.values().filter_map(|e| resolved_breach(&e.key)).collect();
         let mut open: BTreeMap<&str, crate::engine::OpenBreach> = BTreeMap::new();
         for e in self.active.values().chain(self.pending.values()) {
-            let breach = breach_key(&e.key);
-            if !e.key.ends_with("/firing") || resolved.contains(breach) || open.contains_key(breach) {
+            let Some((breach, TransitionKind::Firing)) = split_state(&e.key) else { continue };
+            if resolved.contains(breach) || open.contains_key(breach) {
                 continue;
             }
             let n = &e.notification;
@@ -314,18 +315,28 @@ impl Outbox {
 
 /// `…/<started_at>/firing` delivered opens the breach; `…/resolved` delivered closes it.
 fn track_active(active: &mut BTreeMap<(String, String), Entry>, e: Entry) {
-    if let Some(base) = e.key.strip_suffix("/firing") {
-        active.insert((e.receiver.clone(), base.to_string()), e);
-    } else if let Some(base) = e.key.strip_suffix("/resolved") {
-        active.remove(&(e.receiver.clone(), base.to_string()));
+    match split_state(&e.key) {
+        Some((base, TransitionKind::Firing)) => {
+            let base = base.to_string();
+            active.insert((e.receiver.clone(), base), e);
+        }
+        Some((base, TransitionKind::Resolved)) => {
+            active.remove(&(e.receiver.clone(), base.to_string()));
+        }
+        None => {}
     }
 }
 
 /// A `resolved` that will never be delivered still closes its breach for re-sends.
 fn close_active(active: &mut BTreeMap<(String, String), Entry>, e: &Entry) {
-    if let Some(base) = e.key.strip_suffix("/resolved") {
+    if let Some(base) = resolved_breach(&e.key) {
         active.remove(&(e.receiver.clone(), base.to_string()));
     }
+}
+
+/// The breach a `resolved` key closes.
+fn resolved_breach(key: &str) -> Option<&str> {
+    split_state(key).and_then(|(b, s)| (s == TransitionKind::Resolved).then_some(b))
 }
 
 #[cfg(test)]
