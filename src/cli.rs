@@ -224,6 +224,10 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     out!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
     if config.condition_count() == 0 {
         out!("warning: no conditions: this configuration monitors nothing (its profiles are empty)");
+    } else {
+        for w in config.unmonitored() {
+            out!("warning: {w}");
+        }
     }
     for (system, name) in [("lfr", config.raw.defaults.lfr.as_deref()), ("anpr", config.raw.defaults.anpr.as_deref())] {
         let name = name.unwrap_or(system);
@@ -294,6 +298,9 @@ fn replay_cmd(
         Some(p) => load_config(p)?,
         None => Config::demo(),
     };
+    for w in config.unmonitored() {
+        eprintln!("warning: {w}");
+    }
     let mut engine = Engine::new(Arc::new(config), ClockMode::Event);
     let mut dead = match &dead_letter {
         Some(p) => DeadLetterSink::file(p).with_context(|| format!("opening {}", p.display()))?,

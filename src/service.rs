@@ -59,6 +59,10 @@ impl Service {
         }
         if config.condition_count() == 0 {
             tracing::warn!("no conditions: this configuration monitors nothing (its profiles are empty)");
+        } else {
+            for w in config.unmonitored() {
+                tracing::warn!("{w}");
+            }
         }
         let token = http_token(&config)?;
         let mode = config.raw.clock;

@@ -317,6 +317,55 @@ fn a_minimal_config_gets_the_default_profiles_and_an_empty_one_is_warned_about()
     assert!(out.contains("warning: no conditions") && !out.contains("threshold_floor"), "{out}");
 }
 
+/// A system whose deployments would be monitored by nothing (its default profile empty or
+/// missing) is warned about by check-config, replay and at start-up, naming the system.
+#[test]
+fn a_system_without_conditions_is_warned_about_everywhere() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let events = dir.path().join("e.jsonl");
+    std::fs::write(&events, "").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "clock: event\nhttp: {{listen: \"127.0.0.1:{}\"}}\nsources: [{{kind: file, path: {}}}]\n\
+             receivers: {{ops: {{kind: log}}}}\ndefaults: {{lfr: mine}}\nprofiles:\n  mine:\n    conditions:\n\
+             \x20     - {{id: threshold_floor, kind: state, check: threshold_floor, min: 0.6, severity: critical, notify: [ops]}}\n",
+            common::free_port(),
+            events.display()
+        ),
+    )
+    .unwrap();
+    let want = "anpr deployments: no conditions (profile `anpr` is missing): they are monitored by nothing";
+    let out = Command::new(common::bin()).arg("check-config").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("warning: {want}")), "{text}");
+    assert!(!text.contains("lfr deployments"), "{text}");
+    let out = Command::new(common::bin())
+        .args(["replay", "--config"])
+        .arg(&path)
+        .arg("--input")
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{out:?}");
+    // `run` says it in its log at start-up.
+    let mut child = common::Proc(
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("DDTWATCH_LOG_FORMAT", "text")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let logged = lines.map(|l| l.unwrap()).find(|l| l.contains("WARN") && l.contains(want));
+    assert!(logged.is_some(), "no start-up warning naming anpr");
+}
+
 /// Issue 20: a false-breach budget outside (0, 1), a budget on an `on: estimate` rate, and a
 /// drift condition whose window could never reach its budget are `check-config` errors, not
 /// silently quiet conditions.

@@ -129,6 +129,24 @@ impl Config {
             + self.deployment_conditions.values().map(|p| p.len()).sum::<usize>()
     }
 
+    /// Warnings for each system whose deployments would be monitored by no condition (its
+    /// default profile is empty or missing), e.g. "anpr deployments: no conditions (profile
+    /// `anpr` is missing)". Empty when every system has conditions.
+    pub fn unmonitored(&self) -> Vec<String> {
+        [
+            (System::Lfr, "lfr", self.raw.defaults.lfr.as_deref()),
+            (System::Anpr, "anpr", self.raw.defaults.anpr.as_deref()),
+        ]
+        .into_iter()
+        .filter(|(sys, _, _)| self.conditions_for("", Some(*sys)).is_empty())
+        .map(|(_, name, profile)| {
+            let profile = profile.unwrap_or(name);
+            let why = if self.profiles.contains_key(profile) { "is empty" } else { "is missing" };
+            format!("{name} deployments: no conditions (profile `{profile}` {why}): they are monitored by nothing")
+        })
+        .collect()
+    }
+
     /// The effective configuration as JSON with secret references redacted.
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.raw).unwrap_or_default();
