@@ -375,22 +375,24 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
         );
         println!("breaches print below as they fire and resolve; Ctrl-C stops.\n");
         crate::service::spawn_log_receiver(&pipeline, true);
-        let feeder = tokio::spawn(feed_demo(pipeline.clone(), speed.max(1), events));
+        // One shutdown signal, as in `run`: Ctrl-C (or SIGTERM) stops the server, the feeder and
+        // the summary lines at their next await point.
+        let shutdown = crate::health::Shutdown::default();
+        let feeder = tokio::spawn(shutdown.clone().run_until(feed_demo(pipeline.clone(), speed.max(1), events)));
+        let summary = tokio::spawn(shutdown.clone().run_until(summary_lines(pipeline.clone())));
         let listener = crate::http::limits::LimitedListener::from_config(listener, &Default::default());
-        let server = tokio::spawn(crate::service::serve(
+        let stop = shutdown.clone();
+        let served = crate::service::serve(
             listener,
             state,
-            std::future::pending(),
-            || {},
+            crate::service::signals(),
+            move || stop.trigger(),
             tokio::sync::mpsc::unbounded_channel().1,
-        ));
-        let summary = tokio::spawn(summary_lines(pipeline.clone()));
-        tokio::select! {
-            r = server => { r??; }
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        feeder.abort();
-        summary.abort();
+        )
+        .await;
+        shutdown.trigger();
+        let _ = tokio::join!(feeder, summary);
+        served?;
         println!("\nddtwatch demo: stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -455,3 +455,52 @@ async fn shutdown_drains_requests_for_a_bounded_time() {
         .unwrap();
     drop(c);
 }
+
+/// The README's first command: `ddtwatch demo` serves metrics and the API while it feeds the
+/// simulated deployments, prints breaches as they fire, and stops cleanly on SIGTERM (one
+/// shutdown signal for the server, the feeder and the summary lines).
+#[test]
+fn the_demo_serves_breaches_and_stops_cleanly_on_sigterm() {
+    use common::broker::{http_text, metric, wait_for};
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    let port = common::free_port();
+    let mut demo = common::Proc(
+        std::process::Command::new(common::bin())
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--speed", "20000", "--events", "20000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Stdout lines through a channel, so a missing line fails after a timeout instead of hanging.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = demo.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let line_with = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if pred(&l) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no {what} on the demo's stdout: {e}"),
+            }
+        }
+    };
+    let serving = line_with("serving line", &|l| l.contains("serving"));
+    assert!(serving.contains(&format!("http://127.0.0.1:{port}/metrics")), "{serving}");
+    // A breach line: the simulated threshold is lowered below its floor.
+    line_with("threshold_floor breach", &|l| l.contains("FIRING") && l.contains("threshold_floor"));
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("events applied", Duration::from_secs(30), || {
+        http_text(&format!("{base}/metrics")).is_some_and(|m| metric(&m, "ddtwatch_events_total") > 0.0)
+    });
+    assert!(std::process::Command::new("kill").args(["-TERM", &demo.0.id().to_string()]).status().unwrap().success());
+    assert!(demo.0.wait().unwrap().success(), "the demo exits 0 on SIGTERM");
+    line_with("stop line", &|l| l == "ddtwatch demo: stopped");
+}
