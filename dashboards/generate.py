@@ -210,7 +210,7 @@ def overview():
     b.panel("Conditions by state", [(f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == bool 2)", "{{deployment}} firing"),
                                     (f"sum by (deployment) (ddtwatch_condition_state{{{D}}} == bool -1)", "{{deployment}} insufficient data")],
             "table", w=12)
-    b.panel("Breaches fired", [(f"sum by (deployment, condition) (ddtwatch_breaches_total{{{D}}})", "{{deployment}} {{condition}}")],
+    b.panel("Breaches fired", [(f"sum by (deployment, condition, source) (ddtwatch_breaches_total{{{D}}})", "{{deployment}} {{condition}} {{source}}")],
             "table", w=12)
     b.panel("Notifications by result", [("sum by (result) (increase(ddtwatch_notifications_total[$__range]))", "{{result}}")],
             "stat", w=12)
@@ -226,8 +226,8 @@ def detail():
     b.panel("Faces / plates processed", [(f"ddtwatch_detections_total{{{D}}}", "detections")], "stat", w=12)
     b.panel("Alert and false-alert rates (with 95% upper bounds)", [(f'ddtwatch_rate_ratio{{{D},bound="estimate"}}', "{{rate}}"),
                                   (f'ddtwatch_rate_ratio{{{D},bound="upper"}}', "{{rate}} upper")], unit="percentunit")
-    b.panel("Condition values vs limits", [(f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}}"),
-                                           (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{limit}}")], "table")
+    b.panel("Condition values vs limits", [(f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}} {{source}}"),
+                                           (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{source}} {{limit}}")], "table")
     b.panel("Override rate (dismissed / adjudicated)",
             [(f'ddtwatch_rate_ratio{{{D},rate="override_rate",bound="estimate"}}', "override"),
              (f'ddtwatch_rate_ratio{{{D},rate="false_alert_engagement",bound="estimate"}}', "false alerts acted upon"),
@@ -242,7 +242,7 @@ def detail():
                                           "limit")],
             unit="s")
     b.panel("Checks over time: ok, pending or firing",
-            [(f"ddtwatch_condition_state{{{D}}}", "{{condition}}")], "state-timeline", w=24, h=10,
+            [(f"ddtwatch_condition_state{{{D}}}", "{{condition}} {{source}}")], "state-timeline", w=24, h=10,
             description="Each condition of this deployment over time. FIRING (red) means a breach was notified; "
                         "'no data yet' means too few events to judge.",
             extra=state_mapping())

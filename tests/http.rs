@@ -504,3 +504,34 @@ fn the_demo_serves_breaches_and_stops_cleanly_on_sigterm() {
     assert!(demo.0.wait().unwrap().success(), "the demo exits 0 on SIGTERM");
     line_with("stop line", &|l| l == "ddtwatch demo: stopped");
 }
+
+/// A silence instance is exposed as its condition's id plus a `source` label, so `condition`
+/// holds only the profile's ids (issue 22: its cardinality no longer follows the stream).
+#[test]
+fn silence_instances_carry_a_source_label() {
+    let state = app_state(None, true);
+    let lines = generate_lines(Scenario::CameraSilence, 20_000, 3);
+    state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
+    assert!(!text.contains("condition=\"camera_silence/"), "a source inside the condition label");
+    let silent: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ddtwatch_condition_state{") && l.contains("condition=\"camera_silence\""))
+        .collect();
+    assert!(silent.len() >= 2, "one series per camera: {silent:?}");
+    assert!(silent.iter().all(|l| l.contains("source=\"cam-")), "{silent:?}");
+    // The scenario's camera that fell silent has fired, under its own source.
+    let fired = |src: &str| {
+        text.lines()
+            .find(|l| l.starts_with("ddtwatch_breaches_total{") && l.contains(&format!("source=\"{src}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(fired("cam-2"), Some(1.0), "{text}");
+    assert_eq!(fired("cam-1"), Some(0.0));
+    // Its value and limit carry the same labels, so dashboards can join them.
+    assert!(
+        text.lines().any(|l| l.starts_with("ddtwatch_condition_limit{")
+            && l.contains("condition=\"camera_silence\",source=\"cam-2\""))
+    );
+}

@@ -204,7 +204,7 @@ async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q): Que
         };
         (
             serde_json::to_value(sum).unwrap_or_default(),
-            engine.config().raw.state_dir.as_ref().map(|d| d.join("audit.log")),
+            engine.config().raw.state_dir.as_ref().map(|d| crate::config::StateDir::new(d).audit_log()),
         )
     };
     // Reading the audit log is the costly part: a few at a time, the others told to retry.

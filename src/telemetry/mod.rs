@@ -715,16 +715,23 @@ impl DeploymentFamilies {
         let cond = &rt.condition;
         let entries = rt.entries();
         for (id, lc, e) in entries {
-            let base = l(&[
+            // A silence instance (`camera_silence/cam-2`) is the condition's id plus a `source`
+            // label, so `condition` keeps the profile's ids and its values do not follow the stream.
+            let source = id.strip_prefix(cond.id.as_str()).and_then(|r| r.strip_prefix('/')).filter(|s| !s.is_empty());
+            let mut base = l(&[
                 ("deployment", dep),
                 ("system", sys),
-                ("condition", &id),
+                ("condition", &cond.id),
                 ("kind", cond.kind.name()),
                 ("severity", cond.severity.as_str()),
             ]);
+            let mut short = l(&[("deployment", dep), ("condition", &cond.id)]);
+            if let Some(src) = source {
+                base.push(("source", src.to_string()));
+                short.push(("source", src.to_string()));
+            }
             self.state.add(base.clone(), lc.state.gauge() as f64);
             self.breaches.add(base.clone(), lc.times_fired as f64);
-            let short = l(&[("deployment", dep), ("condition", &id)]);
             let Some(e) = e else { continue };
             for (b, v) in [("estimate", e.value), ("lower", e.lower), ("upper", e.upper)] {
                 if let Some(v) = v {
