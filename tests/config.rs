@@ -450,3 +450,31 @@ fn the_log_format_follows_ddtwatch_log_format() {
     assert!(bad[0].contains("DDTWATCH_LOG_FORMAT is \"xml\", not json or text"), "{bad:?}");
     assert!(serde_json::from_str::<serde_json::Value>(&bad[1]).is_ok(), "the default kept: {bad:?}");
 }
+
+/// Every condition of the shipped profiles links to its section of docs/conditions.md (the link
+/// reaches the oversight lead in each notification: webhook `runbook`, Alertmanager
+/// `runbook_url`), and every section exists.
+#[test]
+fn every_shipped_condition_has_a_runbook_section() {
+    let doc = std::fs::read_to_string(common::repo().join("docs/conditions.md")).unwrap();
+    let base = "https://github.com/ddtwatch/ddtwatch/blob/main/docs/conditions.md#";
+    let mut n = 0;
+    for profile in ["lfr", "anpr"] {
+        let text = std::fs::read_to_string(common::repo().join(format!("config/profiles/{profile}.yaml"))).unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        for c in v["conditions"].as_sequence().unwrap() {
+            let id = c["id"].as_str().unwrap();
+            assert_eq!(c["runbook"].as_str(), Some(format!("{base}{id}").as_str()), "{profile}/{id}");
+            assert!(doc.lines().any(|l| l == format!("## {id}")), "docs/conditions.md has no section for {id}");
+            n += 1;
+        }
+    }
+    assert!(n >= 30, "{n} conditions");
+    // The link reaches the transition a receiver is sent.
+    let config = std::sync::Arc::new(ddtwatch::config::Config::demo());
+    let lines =
+        ddtwatch::ingest::simulator::generate_lines(ddtwatch::ingest::simulator::Scenario::ThresholdLowered, 5_000, 1);
+    let t = common::replay(config, &lines).transitions;
+    let floor = t.iter().find(|t| t.condition == "threshold_floor").expect("the threshold floor breach");
+    assert_eq!(floor.runbook.as_deref(), Some(format!("{base}threshold_floor").as_str()));
+}
