@@ -97,8 +97,14 @@ impl Service {
                         .find(|s| matches!(s, crate::config::SourceConfig::Kafka { .. }))
                         .context("audit.topic needs a kafka source")?;
                     let t = crate::audit::topic::AuditTopic::new(source, topic)?;
-                    tracing::info!(topic = %topic, chain = %log.chain(), "audit records also go to the audit topic");
-                    log = log.with_topic(Arc::new(t));
+                    let (with, resent) = log.with_topic(Arc::new(t)).context("re-sending the audit log's tail")?;
+                    log = with;
+                    tracing::info!(
+                        topic = %topic,
+                        chain = %log.chain(),
+                        resent,
+                        "audit records also go to the audit topic (resent: records not acknowledged before the restart)"
+                    );
                 }
                 let log = Arc::new(std::sync::Mutex::new(log));
                 crate::audit::record(

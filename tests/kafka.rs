@@ -260,6 +260,26 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
     });
     let m = http_text(&format!("{base}/metrics")).unwrap();
     assert!(metric(&m, "ddtwatch_state_restored_deployments_total") >= 1.0, "restored from the state topic");
+    // The audit trail survived the kill on the topic too: the restart continued the same chain
+    // (same state_dir) and re-sent what the topic had not acknowledged, so the topic holds the
+    // whole file, and it verifies.
+    let mut second = _second;
+    assert!(Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap().success());
+    assert!(second.0.wait().unwrap().success());
+    let dump = dump_topic(&brokers, "ddt.audit");
+    let file = std::fs::read_to_string(_dir.path().join("state/audit.log")).unwrap();
+    let on_file: std::collections::BTreeSet<String> = file.lines().map(String::from).collect();
+    let on_topic: std::collections::BTreeSet<String> =
+        dump.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].to_string()).collect();
+    let on_file: std::collections::BTreeSet<String> =
+        on_file.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string()).collect();
+    assert_eq!(on_topic, on_file, "the topic holds exactly the file's records");
+    let path = _dir.path().join("audit.dump");
+    std::fs::write(&path, dump.join("\n")).unwrap();
+    let out = Command::new(common::bin()).args(["audit", "verify", "--topic-dump"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("OK: chain")).count(), 1, "one chain across the restart: {text}");
 }
 
 /// SIGKILL once the first half is consumed and checkpointed (no commit, no snapshot at exit),

@@ -89,6 +89,11 @@ struct Head {
     /// chains meet (absent in a head written before the topic existed; one is made on open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chain: Option<String>,
+    /// The last seq the audit topic has acknowledged together with every record before it:
+    /// records after it are produced again when the log is opened (a restart before the topic
+    /// took them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic_seq: Option<u64>,
 }
 
 /// Appends records; every append is fsync'd before it returns. (Its `Debug` never shows the key.)
@@ -107,6 +112,8 @@ pub struct AuditLog {
     chain: String,
     /// Where every record is also produced (`audit.topic`), so the trail outlives the pod.
     topic: Option<std::sync::Arc<topic::AuditTopic>>,
+    /// See `Head::topic_seq`.
+    topic_seq: Option<u64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -236,13 +243,20 @@ impl AuditLog {
         }
         let fresh = seq == 0 && !had_head;
         let chain = head.as_ref().and_then(|h| h.chain.clone()).unwrap_or_else(|| new_chain_id(path, &last));
+        let topic_seq = head.as_ref().and_then(|h| h.topic_seq);
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         if fresh {
             // A new chain gets its head before its first record, so a log with records and no
             // head can only be one whose head was deleted.
             write_head(
                 path,
-                &Head { seq: 0, hash: GENESIS.to_string(), keyed: key.is_some(), chain: Some(chain.clone()) },
+                &Head {
+                    seq: 0,
+                    hash: GENESIS.to_string(),
+                    keyed: key.is_some(),
+                    chain: Some(chain.clone()),
+                    topic_seq: None,
+                },
             )?;
         }
         let bytes = file.metadata()?.len();
@@ -258,13 +272,66 @@ impl AuditLog {
             write_errors: 0,
             chain,
             topic: None,
+            topic_seq,
         })
     }
 
-    /// Also produces every record from now on to `topic` (`audit.topic`).
-    pub fn with_topic(mut self, topic: std::sync::Arc<topic::AuditTopic>) -> Self {
+    fn write_head(&self) -> io::Result<()> {
+        write_head(
+            &self.path,
+            &Head {
+                seq: self.seq,
+                hash: self.last.clone(),
+                keyed: self.key.is_some(),
+                chain: Some(self.chain.clone()),
+                topic_seq: self.topic_seq,
+            },
+        )
+    }
+
+    /// The last seq appended (0: none).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Records that the audit topic has acknowledged every record up to `seq` (kept in the
+    /// head, so a restart re-sends only what comes after).
+    pub fn mark_on_topic(&mut self, seq: u64) -> io::Result<()> {
+        if self.topic_seq.is_some_and(|t| t >= seq) {
+            return Ok(());
+        }
+        self.topic_seq = Some(seq);
+        self.write_head()
+    }
+
+    /// Also produces every record from now on to `topic` (`audit.topic`), after the records of
+    /// the live file the topic has not acknowledged (all of them when no acknowledgement was
+    /// ever recorded: a log that existed before the topic, or one whose pod died first).
+    /// Returns how many were produced again.
+    pub fn with_topic(mut self, topic: std::sync::Arc<topic::AuditTopic>) -> io::Result<(Self, u64)> {
+        let after = self.topic_seq.unwrap_or(0);
+        let mut resent = 0;
+        if self.seq > after {
+            let f = File::open(&self.path)?;
+            let mut first = None;
+            for line in BufReader::new(f).lines() {
+                let Ok(r) = serde_json::from_str::<Record>(&line?) else { continue };
+                first.get_or_insert(r.seq);
+                if r.seq > after {
+                    topic.send(&self.chain, &r);
+                    resent += 1;
+                }
+            }
+            if first.is_some_and(|f| f > after + 1) {
+                tracing::warn!(
+                    from = after + 1,
+                    to = first.unwrap_or(0) - 1,
+                    "audit records in rotated files are not on the audit topic; verify them from the files"
+                );
+            }
+        }
         self.topic = Some(topic);
-        self
+        Ok((self, resent))
     }
 
     /// The audit topic, if records go to one.
@@ -299,7 +366,7 @@ impl AuditLog {
         if let Some(t) = &self.topic {
             t.send(&self.chain, &r);
         }
-        write_head(&self.path, &Head { seq, hash, keyed: self.key.is_some(), chain: Some(self.chain.clone()) })?;
+        self.write_head()?;
         Ok(r)
     }
 
@@ -312,10 +379,25 @@ impl AuditLog {
     }
 }
 
-/// A new chain id: 32 hex digits from the time, the process, the path and the chain's last hash.
+/// A new chain id: 32 hex digits from the time, the process, the path, the chain's last hash
+/// and 128 bits from the standard library's per-process random hash keys (two replicas that
+/// start in the same millisecond, both PID 1 with the same path, still differ).
 fn new_chain_id(path: &Path, last: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.finish()
+    };
     let mut h = Sha256::new();
-    h.update(format!("{}:{}:{}:{last}", crate::time::wall_clock_ms(), std::process::id(), path.display()));
+    h.update(format!(
+        "{}:{}:{}:{last}:{:016x}{:016x}",
+        crate::time::wall_clock_ms(),
+        std::process::id(),
+        path.display(),
+        random(1),
+        random(2)
+    ));
     hex(&h.finalize())[..32].to_string()
 }
 
@@ -832,7 +914,7 @@ mod tests {
             out.push(serde_json::to_string(&r).unwrap());
         }
         write(path, &out);
-        write_head(path, &Head { seq: last, hash: prev, keyed: key.is_some(), chain: None }).unwrap();
+        write_head(path, &Head { seq: last, hash: prev, keyed: key.is_some(), chain: None, topic_seq: None }).unwrap();
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -51,6 +51,16 @@ struct Counting {
     /// Records whose delivery failed for good (librdkafka's own retries are done): sent again at
     /// the next checkpoint, which commits nothing until they are acknowledged.
     failed: Mutex<Vec<Failed>>,
+    /// Sends whose outcome (acknowledged or failed) is known, with the condition a sync waits on.
+    done: Mutex<u64>,
+    settled: Condvar,
+}
+
+impl Counting {
+    fn settle(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.settled.notify_all();
+    }
 }
 
 /// A record to send again.
@@ -82,12 +92,15 @@ impl ProducerContext for Counting {
                 self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(Failed { chain, deployment, payload });
             }
         }
+        self.settle();
     }
 }
 
 pub struct AuditTopic {
     producer: ThreadedProducer<Counting>,
     topic: String,
+    /// Records handed to the producer (each send, re-sends included).
+    queued: AtomicU64,
     pub stats: Arc<AuditTopicStats>,
 }
 
@@ -103,9 +116,14 @@ impl AuditTopic {
     pub fn new(source: &SourceConfig, topic: &str) -> anyhow::Result<Self> {
         let stats = Arc::new(AuditTopicStats::default());
         let producer = crate::ingest::kafka::reliable_producer_config(&crate::ingest::kafka::client_config(source)?)
-            .create_with_context(Counting { stats: stats.clone(), failed: Mutex::default() })
+            .create_with_context(Counting {
+                stats: stats.clone(),
+                failed: Mutex::default(),
+                done: Mutex::default(),
+                settled: Condvar::new(),
+            })
             .map_err(|e| anyhow::anyhow!("creating the audit-topic producer: {e}"))?;
-        Ok(AuditTopic { producer, topic: topic.to_string(), stats })
+        Ok(AuditTopic { producer, topic: topic.to_string(), queued: AtomicU64::new(0), stats })
     }
 
     /// Queues a record (waiting while librdkafka's local queue is full, so none is dropped).
@@ -116,6 +134,8 @@ impl AuditTopic {
     }
 
     fn queue(&self, chain: &str, deployment: &str, payload: &[u8]) {
+        // Counted before it is handed over, so a sync that starts after this sees it.
+        self.queued.fetch_add(1, Ordering::SeqCst);
         let headers = OwnedHeaders::new().insert(Header { key: DEPLOYMENT_HEADER, value: Some(deployment) });
         let rec = BaseRecord::to(&self.topic).key(chain).payload(payload).headers(headers);
         if let Err(e) = crate::ingest::kafka::send_retrying(&self.producer, rec) {
@@ -127,13 +147,21 @@ impl AuditTopic {
                 deployment: deployment.to_string(),
                 payload: payload.to_vec(),
             });
+            self.producer.context().settle();
         }
     }
 
-    /// Waits up to `timeout` for every queued record to be acknowledged; true only if every
-    /// record so far is on the topic. Records that failed are queued again (for the next call).
+    /// Waits up to `timeout` until every record queued before the call is acknowledged (records
+    /// queued meanwhile are left to the next call, so steady traffic cannot starve it); true only
+    /// if all of them are on the topic. Records that failed are queued again (for the next call).
     pub fn flush(&self, timeout: Duration) -> bool {
-        let drained = self.producer.flush(timeout).is_ok() && self.producer.in_flight_count() == 0;
+        let target = self.queued.load(Ordering::SeqCst);
+        let ctx = self.producer.context();
+        let done = ctx.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) =
+            ctx.settled.wait_timeout_while(done, timeout, |d| *d < target).unwrap_or_else(|p| p.into_inner());
+        let drained = *done >= target;
+        drop(done);
         let failed = std::mem::take(&mut *self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()));
         let clean = failed.is_empty();
         for f in failed {
@@ -193,6 +221,16 @@ pub fn verify_dump(files: &[PathBuf], opts: &VerifyOptions) -> io::Result<Result
             let Some(chain) = v["chain"].as_str().filter(|c| !c.is_empty()) else {
                 return Ok(Err(format!("{at}: no chain id (not an audit-topic message)")));
             };
+            // Nothing beside what the hash covers (and the chain id): an added field would pass
+            // the hash check unseen.
+            let unknown = |v: &Value, known: &[&str]| {
+                v.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())).cloned())
+            };
+            if let Some(k) = unknown(&v, &["chain", "record"])
+                .or_else(|| unknown(&v["record"], &["seq", "ts", "kind", "data", "prev", "hash", "mac"]))
+            {
+                return Ok(Err(format!("{at}: unknown field {k:?} (not written by ddtwatch: added)")));
+            }
             let r: Record = match serde_json::from_value(v["record"].clone()) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(format!("{at}: not an audit record ({e})"))),
@@ -341,6 +379,45 @@ mod tests {
         assert_eq!(of("notification", json!({"key": "other/x"})), "ddtwatch");
     }
 
+    /// On open, the records the topic has not acknowledged (after the head's `topic_seq`) are
+    /// produced again; with no acknowledgement recorded, the whole live file is.
+    #[test]
+    fn reopening_resends_what_the_topic_has_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let source: SourceConfig = serde_norway::from_str("{kind: kafka, brokers: \"127.0.0.1:9\"}").unwrap();
+        let topic = || Arc::new(AuditTopic::new(&source, "ddt.audit").unwrap());
+        let mut log = AuditLog::open(&path, 0).unwrap();
+        for i in 0..5 {
+            log.append("breach", json!({"deployment_id": "d", "i": i}), 0).unwrap();
+        }
+        let chain = log.chain().to_string();
+        drop(log);
+        // Never acknowledged (a log from before the topic): all five.
+        let (log, resent) = AuditLog::open(&path, 0).unwrap().with_topic(topic()).unwrap();
+        assert_eq!((resent, log.chain()), (5, chain.as_str()), "the same chain continues");
+        let mut log = log;
+        log.mark_on_topic(3).unwrap();
+        drop(log);
+        let (mut log, resent) = AuditLog::open(&path, 0).unwrap().with_topic(topic()).unwrap();
+        assert_eq!(resent, 2, "seq 4 and 5");
+        log.mark_on_topic(5).unwrap();
+        log.mark_on_topic(2).unwrap(); // never backwards
+        drop(log);
+        let (_, resent) = AuditLog::open(&path, 0).unwrap().with_topic(topic()).unwrap();
+        assert_eq!(resent, 0);
+    }
+
+    /// Two replicas with the same path and start millisecond (PID 1 in containers) still get
+    /// different chains.
+    #[test]
+    fn chain_ids_differ_for_the_same_path_and_time() {
+        let path = std::path::Path::new("/var/lib/ddtwatch/audit.log");
+        let ids: std::collections::BTreeSet<String> =
+            (0..20).map(|_| crate::audit::new_chain_id(path, crate::audit::GENESIS)).collect();
+        assert_eq!(ids.len(), 20);
+    }
+
     #[test]
     fn bad_lines_are_refused_with_their_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -353,6 +430,8 @@ mod tests {
                 format!("{{\"chain\":\"c\",\"pad\":\"{}\"}}", "x".repeat(MAX_DUMP_LINE_BYTES)),
                 "more than an audit record",
             ),
+            (a[1].replacen("{\"chain\"", "{\"note\":1,\"chain\"", 1), "unknown field \"note\""),
+            (a[1].replacen("\"seq\":2", "\"seq\":2,\"by\":\"x\"", 1), "unknown field \"by\""),
         ];
         for (line, want) in cases {
             let err = verify(dir.path(), &[a[0].clone(), line, a[1].clone()], false).unwrap_err();

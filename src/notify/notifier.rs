@@ -83,8 +83,20 @@ impl Publisher for Notifier {
 
     fn sync(&self, timeout: std::time::Duration) -> bool {
         let Some(a) = &self.audit else { return true };
-        let topic = a.lock().unwrap_or_else(|p| p.into_inner()).topic().cloned();
-        topic.is_none_or(|t| t.flush(timeout))
+        // The records appended so far, and the topic they go to (the lock is not held while
+        // waiting: appends go on meanwhile and are covered by the next sync).
+        let (topic, seq) = {
+            let log = a.lock().unwrap_or_else(|p| p.into_inner());
+            (log.topic().cloned(), log.seq())
+        };
+        let Some(topic) = topic else { return true };
+        if !topic.flush(timeout) {
+            return false;
+        }
+        if let Err(e) = a.lock().unwrap_or_else(|p| p.into_inner()).mark_on_topic(seq) {
+            tracing::error!(error = %e, "recording the audit topic's progress in the head failed");
+        }
+        true
     }
 
     fn phase(&self, deployment: &str, phase: Phase, ts: Millis) {
