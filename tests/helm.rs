@@ -361,7 +361,7 @@ fn config_changes_do_not_roll_pods_and_the_grace_period_follows_the_shutdown_gra
     let default = pod_of(&[]);
     assert!(default["metadata"]["annotations"]["ddtwatch.io/config-sha256"].is_null(), "{default:?}");
     // 10 s HTTP drain + 2 × the 10s shutdown grace (sources, then the outbox) + 5 s margin.
-    assert_eq!(default["spec"]["terminationGracePeriodSeconds"], 35);
+    assert_eq!(default["spec"]["terminationGracePeriodSeconds"], 45);
     // Two configs differing only in a condition-irrelevant setting render identical pod templates.
     let a = pod_of(&["--set", "config.reload_interval=5s"]);
     let b = pod_of(&["--set", "config.reload_interval=7s"]);
@@ -373,7 +373,7 @@ fn config_changes_do_not_roll_pods_and_the_grace_period_follows_the_shutdown_gra
     let rolled2 = pod_of(&["--set", "rolloutOnConfigChange=true", "--set", "config.reload_interval=7s"]);
     assert_ne!(rolled2["metadata"]["annotations"]["ddtwatch.io/config-sha256"].as_str().unwrap(), sum);
 
-    for (grace, want) in [("1m", 135), ("1500ms", 19), ("45s", 105), ("2h", 14415)] {
+    for (grace, want) in [("1m", 195), ("1500ms", 21), ("45s", 150), ("2h", 21615)] {
         let p = pod_of(&["--set-string", &format!("config.engine.shutdown_grace={grace}")]);
         assert_eq!(p["spec"]["terminationGracePeriodSeconds"], want, "shutdown_grace {grace}");
     }

@@ -416,7 +416,7 @@ fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
             fams.push(f);
             let mut f = Family::new(
                 AUDIT_PRODUCE_ERRORS,
-                "Audit records the audit topic refused or could not take (offsets wait; see the log)",
+                "Failed attempts to produce an audit record to the audit topic (each is sent again; offsets wait; see the log)",
                 c,
             );
             f.add(vec![], t.stats.errors.load(Relaxed) as f64);

@@ -214,13 +214,13 @@ rounded up. */}}
 {{/* terminationGracePeriodSeconds: the value when set, else what `run` may take after SIGTERM:
 up to 10 s for HTTP connections to drain (service::DRAIN_LIMIT), then engine.shutdown_grace
 (default 10s) for the sources to stop and checkpoint, then engine.shutdown_grace again for the
-outbox to drain, plus 5 s for the last snapshot, so Kubernetes never SIGKILLs a pod that is still
-handing its work over. */}}
+outbox to drain, and once more for the last audit records to reach the audit topic, plus 5 s for
+the last snapshot, so Kubernetes never SIGKILLs a pod that is still handing its work over. */}}
 {{- define "ddtwatch.terminationGrace" -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
 {{- $engine := .Values.config.engine | default dict -}}
 {{- $grace := include "ddtwatch.seconds" ($engine.shutdown_grace | default "10s") | int -}}
-{{- add (mul $grace 2) 15 -}}
+{{- add (mul $grace 3) 15 -}}
 {{- else -}}
 {{- .Values.terminationGracePeriodSeconds -}}
 {{- end -}}
