@@ -71,6 +71,8 @@ class Board:
         # Every panel says what it shows and what to do about it, in plain words.
         description = description or DESCRIPTIONS.get(title, "")
         assert description, f"panel {title!r} has no description"
+        if title in WHAT_TO_DO:
+            description += " What to do: " + WHAT_TO_DO[title]
         p = {
             "id": len(self.panels) + 1, "type": kind, "title": title, "description": description,
             "datasource": DS, "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
@@ -363,6 +365,37 @@ def health():
     return b
 
 
+# What an officer does when a panel looks wrong, for the panels whose description alone does not
+# say (appended to the description as "What to do: ...").
+WHAT_TO_DO = {
+    "Condition values vs limits": "a value beyond its limit is a breach: open the condition's runbook from its notification (docs/conditions.md).",
+    "Checks over time: ok, pending or firing": "for a FIRING row, read its notification and follow the runbook it links; 'no data yet' for long means the deployment sends too few events.",
+    "Drift checks over time: ok, pending or firing": "when one is FIRING, find what changed (threshold, cameras, lighting, watchlist, algorithm version) before trusting the rates.",
+    "Gradual shift in the mean score (Page-Hinkley)": "a steady climb means scores are moving one way: look for a slow change such as dusk, camera drift or a new watchlist.",
+    "Drift samples": "a check with few scores is not yet informative; wait before drawing conclusions.",
+    "Faces / plates processed": "a count that stops growing while the deployment runs means the cameras or the stream stopped: see the health dashboard.",
+    "Alerts per group (small samples are visible)": "groups with few alerts give wide intervals: do not read a disparity from them alone.",
+    "False alerts per group": "compare with alerts per group; a group with many false alerts and few alerts is the one to look at.",
+    "Build": "instances running different versions during a rollout is expected; for long, finish or roll back the rollout.",
+    "Source errors by kind /s": "authentication or tls errors never recover by themselves: fix the credential or certificate; transport errors mean the broker is unreachable.",
+    "Events applied by type /s": "a type dropping to zero while others flow points at the system that sends it.",
+    "Event lag p95 (receive - ts, live mode)": "growing lag means the sending system queues events or clocks disagree: check its clock and its queue.",
+    "Checks evaluated per second": "near zero while events flow means the engine is stuck: see 'Tasks healthy' and the log.",
+    "Kafka messages consumed /s": "zero while the producers send means ddtwatch is not consuming: see 'Event sources consuming'.",
+    "Offset commits": "failures that persist hold back progress (nothing is lost): see the log for the cause.",
+    "Notifications by receiver and result": "'failed' means a notification was given up: fix the receiver and tell the oversight lead by other means.",
+    "State snapshots / restores": "no snapshots while events flow means the state topic refuses them: see the log and runbook DdtwatchStateTopicMisconfigured.",
+    "Event ids remembered (memory / disk)": "steady growth in memory with no spill means state_dir is unset or unwritable.",
+    "Active deployments": "a deployment that should have ended still active means its stop event never arrived.",
+    "Events applied /s": "zero while deployments run means nothing reaches ddtwatch: see the health dashboard.",
+    "Faces / plates processed per second": "a deployment dropping to zero while active has a silent camera or a stopped stream.",
+    "Alerts (cumulative)": "a sudden jump in one deployment deserves a look at its false-alert rates.",
+    "False alerts per face processed (Wilson 95%)": "when the upper bound passes the authorised cap (1 in 1,000 by default) the condition fires: follow its runbook.",
+    "Breaches fired": "a condition that fires again and again needs its cause fixed, not its limit raised.",
+    "Notifications by result": "any 'failed' means an oversight lead was not told: check the receivers.",
+}
+
+
 # Units of the panels that do not pass one ("short": a count; "none": a mapped state, a ratio or
 # a statistic without a unit).
 UNITS = {
@@ -410,14 +443,20 @@ BOARDS = {"overview.json": overview, "deployment.json": detail, "fairness.json":
 def main():
     check = "--check" in sys.argv
     stale = []
+    titles = set()
     for name, make in BOARDS.items():
-        text = json.dumps(make().json(), indent=2, sort_keys=False) + "\n"
+        board = make().json()
+        titles |= {p["title"] for p in board["panels"]}
+        text = json.dumps(board, indent=2, sort_keys=False) + "\n"
         path = HERE / name
         if check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)
         else:
             path.write_text(text)
+    # Advice and units for panels that no longer exist would silently stop applying.
+    unused = (set(WHAT_TO_DO) | set(UNITS) | set(DESCRIPTIONS)) - titles
+    assert not unused, f"entries for panels that do not exist: {sorted(unused)}"
     if stale:
         print("dashboards out of date (run python3 dashboards/generate.py):", ", ".join(stale))
         sys.exit(1)
