@@ -139,7 +139,7 @@ impl Service {
             }
             None => None,
         };
-        let notifier = crate::notify::Notifier::new(outbox.clone(), audit.clone());
+        let notifier = crate::notify::Notifier::with_clock(outbox.clone(), audit.clone(), wall_clock_ms);
         pipeline.set_publisher(notifier.clone());
         let health = crate::health::Health::new();
         let process = Arc::new(ProcessState {

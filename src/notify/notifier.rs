@@ -19,12 +19,20 @@ pub struct Notifier {
     audit: Option<SharedAudit>,
     /// Woken whenever a notification is enqueued (the dispatcher waits on it).
     pub wake: Arc<tokio::sync::Notify>,
+    /// When a notification is enqueued (its age in the outbox counts from here).
+    clock: fn() -> Millis,
 }
 
 impl Notifier {
     /// Without an outbox, transitions are only audited (and broadcast by the pipeline).
     pub fn new(outbox: Option<SharedOutbox>, audit: Option<SharedAudit>) -> Arc<Self> {
-        Arc::new(Notifier { outbox, audit, wake: Arc::new(tokio::sync::Notify::new()) })
+        Self::with_clock(outbox, audit, wall_clock_ms)
+    }
+
+    /// [`Notifier::new`] with the clock passed in (the service passes the wall clock; tests a
+    /// fixed one).
+    pub fn with_clock(outbox: Option<SharedOutbox>, audit: Option<SharedAudit>, clock: fn() -> Millis) -> Arc<Self> {
+        Arc::new(Notifier { outbox, audit, wake: Arc::new(tokio::sync::Notify::new()), clock })
     }
 }
 
@@ -35,7 +43,7 @@ impl Publisher for Notifier {
             let key = NotificationKey::of(t).to_string();
             let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
             for r in &t.notify {
-                if let Err(e) = o.enqueue(r, &key, body.clone(), wall_clock_ms()) {
+                if let Err(e) = o.enqueue(r, &key, body.clone(), (self.clock)()) {
                     tracing::error!(error = %e, receiver = %r, "outbox write failed");
                 }
             }
@@ -66,7 +74,7 @@ impl Publisher for Notifier {
                 tracing::warn!("a handed-over notification without receiver or key, skipped");
                 continue;
             };
-            let at = e["at"].as_i64().unwrap_or_else(wall_clock_ms);
+            let at = e["at"].as_i64().unwrap_or_else(self.clock);
             match o.enqueue(receiver, key, e["notification"].clone(), at) {
                 Ok(Some(_)) => taken += 1,
                 Ok(None) => {}
@@ -107,5 +115,29 @@ impl Publisher for Notifier {
                 serde_json::json!({"deployment": deployment, "phase": phase.as_str(), "event_ts": format_ts(ts)}),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::outbox::Outbox;
+
+    /// A taken-over notification without its enqueue time gets the notifier's clock, not the
+    /// system's.
+    #[test]
+    fn the_clock_is_passed_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(std::sync::Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 0).unwrap()));
+        let n = Notifier::with_clock(Some(outbox.clone()), None, || 42_000);
+        let entry = serde_json::json!({
+            "receiver": "ops",
+            "key": "ddtwatch/d/threshold_floor/2026-04-25T09:00:00Z/firing",
+            "notification": {"deployment_id": "d"},
+        });
+        assert_eq!(n.take_over(vec![entry]), 1);
+        let o = outbox.lock().unwrap();
+        let at: Vec<i64> = o.pending().map(|e| e.at).collect();
+        assert_eq!(at, vec![42_000]);
     }
 }
