@@ -458,46 +458,8 @@ fn report_cmd(
     output: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let text = match (url, summary) {
-        (Some(url), _) => {
-            let f = match format {
-                crate::report::Format::Md => "md",
-                crate::report::Format::Json => "json",
-                crate::report::Format::Csv => "csv",
-            };
-            let endpoint = format!("{}/api/v1/deployments/{deployment}/report?format={f}", url.trim_end_matches('/'));
-            runtime()?.block_on(async {
-                let mut req = crate::notify::http_client().get(&endpoint);
-                if let Some(t) = token {
-                    req = req.bearer_auth(t);
-                }
-                let resp = req.send().await.with_context(|| format!("asking {endpoint}"))?;
-                let status = resp.status();
-                let body = resp.text().await?;
-                if !status.is_success() {
-                    bail!("{endpoint} answered {status}: {body}");
-                }
-                Ok::<_, anyhow::Error>(body)
-            })?
-        }
-        (None, Some(path)) => {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-                    .with_context(|| format!("{} is not JSON", path.display()))?;
-            // A replay summary holds `deployments`; an API summary is one deployment.
-            let one = match v["deployments"].as_array() {
-                Some(list) => list.iter().find(|d| d["deployment_id"] == deployment).cloned().with_context(|| {
-                    let ids: Vec<&str> = list.iter().filter_map(|d| d["deployment_id"].as_str()).collect();
-                    format!("no deployment `{deployment}` in {} (it has: {})", path.display(), ids.join(", "))
-                })?,
-                None if v["deployment_id"] == deployment => v,
-                None => bail!("{} is not a summary of deployment `{deployment}`", path.display()),
-            };
-            let mut records = Vec::new();
-            for f in audit {
-                records.extend(crate::audit::read_records(f).with_context(|| format!("reading {}", f.display()))?);
-            }
-            format.render(&crate::report::build(&one, &records))
-        }
+        (Some(url), _) => runtime()?.block_on(crate::report::source::fetch(url, deployment, format, token))?,
+        (None, Some(path)) => crate::report::source::from_files(path, deployment, audit, format)?,
         (None, None) => bail!("give --url or --summary"),
     };
     match output {

@@ -13,6 +13,7 @@
 
 mod csv;
 mod markdown;
+pub mod source;
 mod words;
 
 pub use csv::csv;
@@ -42,6 +43,15 @@ impl Format {
             "json" => Some(Format::Json),
             "csv" => Some(Format::Csv),
             _ => None,
+        }
+    }
+
+    /// The name `parse` reads (and the API's `format` parameter).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Md => "md",
+            Format::Json => "json",
+            Format::Csv => "csv",
         }
     }
 
