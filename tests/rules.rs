@@ -54,14 +54,23 @@ fn every_alert_has_a_unit_test_and_every_metric_exists() {
     for m in &used {
         assert!(ALL_SAMPLES.contains(&m.as_str()), "the rules query {m}, which ddtwatch does not expose");
     }
-    // Every alert links to its runbook, and the runbook has its section.
-    let runbooks = std::fs::read_to_string(common::repo().join("docs/runbooks.md")).unwrap();
+    // Every alert links to its own runbook page (docs/runbooks/<alert>.md), which exists, is
+    // about it, and is listed in the index; no page is left without its alert.
+    let index = std::fs::read_to_string(common::repo().join("docs/runbooks/README.md")).unwrap();
     for g in rules["groups"].as_sequence().unwrap() {
         for r in g["rules"].as_sequence().unwrap() {
             let Some(a) = r["alert"].as_str() else { continue };
             let url = r["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{a} has no runbook_url"));
-            assert!(url.ends_with(&format!("docs/runbooks.md#{}", a.to_lowercase())), "{a}: {url}");
-            assert!(runbooks.contains(&format!("\n## {a}\n")), "docs/runbooks.md has no section for {a}");
+            assert!(url.ends_with(&format!("/docs/runbooks/{a}.md")), "{a}: {url}");
+            let page = std::fs::read_to_string(common::repo().join(format!("docs/runbooks/{a}.md")))
+                .unwrap_or_else(|e| panic!("docs/runbooks/{a}.md: {e}"));
+            assert!(page.starts_with(&format!("# {a}\n")), "docs/runbooks/{a}.md is not about {a}");
+            assert!(index.contains(&format!("[{a}]({a}.md)")), "the runbook index does not list {a}");
         }
+    }
+    for e in std::fs::read_dir(common::repo().join("docs/runbooks")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        let alert = name.trim_end_matches(".md");
+        assert!(name == "README.md" || alerts.contains(alert), "docs/runbooks/{name} has no alert");
     }
 }
