@@ -274,11 +274,8 @@ fn kill_9_and_restart_loses_and_doubles_nothing() {
     let on_file: std::collections::BTreeSet<String> =
         on_file.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string()).collect();
     assert_eq!(on_topic, on_file, "the topic holds exactly the file's records");
-    let path = _dir.path().join("audit.dump");
-    std::fs::write(&path, dump.join("\n")).unwrap();
-    let out = Command::new(common::bin()).args(["audit", "verify", "--topic-dump"]).arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = verify_topic_dump(&_dir.path().join("audit.dump"), &dump);
+    assert!(ok, "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("OK: chain")).count(), 1, "one chain across the restart: {text}");
 }
 
@@ -691,10 +688,8 @@ fn pod_loss_hands_undelivered_notifications_to_the_next_instance() {
     assert!(want.iter().all(|k| delivered.contains(k.as_str())), "B's deliveries are on the topic too");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.dump");
-    std::fs::write(&path, dump.join("\n")).unwrap();
-    let out = Command::new(common::bin()).args(["audit", "verify", "--topic-dump"]).arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "audit verify over the topic dump: {text}");
+    let (ok, text) = verify_topic_dump(&path, &dump);
+    assert!(ok, "audit verify over the topic dump: {text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("OK: chain")).count(), 2, "{text}");
     // An edit to one record (a breach's value) breaks its chain.
     let i = dump.iter().position(|l| l.contains("\"kind\":\"breach\"")).unwrap();
@@ -702,10 +697,8 @@ fn pod_loss_hands_undelivered_notifications_to_the_next_instance() {
     let mut v: serde_json::Value = serde_json::from_str(&edited[i]).unwrap();
     v["record"]["data"]["summary"] = "nothing happened".into();
     edited[i] = v.to_string();
-    std::fs::write(&path, edited.join("\n")).unwrap();
-    let out = Command::new(common::bin()).args(["audit", "verify", "--topic-dump"]).arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (ok, text) = verify_topic_dump(&path, &edited);
+    assert!(!ok, "{text}");
     assert!(text.contains("BROKEN: chain") && text.contains("hash does not match"), "{text}");
 }
 
@@ -723,6 +716,14 @@ fn committed_count(brokers: &str, group: &str, topic: &str) -> i64 {
     }
     let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(10)) else { return 0 };
     committed.elements().iter().filter_map(|e| e.offset().to_raw().filter(|o| *o >= 0)).sum()
+}
+
+/// `ddtwatch audit verify --topic-dump` over `lines` written to `path`: success and stdout.
+fn verify_topic_dump(path: &std::path::Path, lines: &[String]) -> (bool, String) {
+    std::fs::write(path, lines.join("\n")).unwrap();
+    let out = Command::new(common::bin()).args(["audit", "verify", "--topic-dump"]).arg(path).output().unwrap();
+    assert!(out.status.code().is_some_and(|c| c <= 1), "verify crashed: {out:?}");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn s(v: &serde_json::Value) -> &str {
