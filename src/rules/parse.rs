@@ -634,3 +634,62 @@ fn deadline(r: &mut Reader<'_>) -> Option<Kind> {
     let within = r.dur("within").unwrap_or(Dur::hours(24));
     Some(Kind::Deadline { scope, within })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Condition, Vec<(String, String)>> {
+        let map: Mapping = serde_norway::from_str(yaml).unwrap();
+        parse_condition(&map, "profiles.p.conditions[0]")
+            .map_err(|errs| errs.into_iter().map(|e| (e.path, e.message)).collect())
+    }
+
+    #[test]
+    fn a_rate_condition_with_its_common_keys() {
+        let c = parse(
+            "{id: far, kind: rate, numerator: false_alerts, denominator: detections, max: 0.001, \
+             severity: critical, for: 10m, notify: [ops, oversight], runbook: https://r/far, summary: cap}",
+        )
+        .unwrap();
+        assert_eq!(c.id, "far");
+        assert_eq!(c.severity, Severity::Critical);
+        assert_eq!(c.for_.ms(), 600_000);
+        assert_eq!(c.notify, ["ops", "oversight"]);
+        assert_eq!((c.runbook.as_deref(), c.summary.as_deref()), (Some("https://r/far"), Some("cap")));
+        assert!(matches!(c.kind, Kind::Rate(_)));
+        // Defaults: a warning, no hold, nobody notified.
+        let c = parse("{id: x, kind: silence, type: detection, max_gap: 5m}").unwrap();
+        assert_eq!((c.severity, c.for_.ms(), c.notify.len()), (Severity::Warning, 0, 0));
+    }
+
+    #[test]
+    fn a_misspelled_kind_or_key_is_named_with_a_suggestion() {
+        let errs = parse("{id: x, kind: rat}").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, "profiles.p.conditions[0].kind");
+        assert!(errs[0].1.contains("`rat` is not a condition kind") && errs[0].1.contains("did you mean \"rate\""));
+        let errs = parse("{id: x, kind: silence, type: detection, max_gap: 5m, severty: critical}").unwrap_err();
+        assert_eq!(errs[0].0, "profiles.p.conditions[0].severty");
+        assert!(errs[0].1.contains("unknown key for kind `silence`") && errs[0].1.contains("\"severity\""), "{errs:?}");
+    }
+
+    #[test]
+    fn every_problem_of_a_condition_is_reported_at_once() {
+        let errs = parse("{id: 'bad id', kind: silence, type: detection, max_gap: 5m, notify: ops, severity: loud}")
+            .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        for want in
+            ["profiles.p.conditions[0].id", "profiles.p.conditions[0].notify", "profiles.p.conditions[0].severity"]
+        {
+            assert!(paths.contains(&want), "{want} missing from {errs:?}");
+        }
+        assert!(errs.iter().any(|(_, m)| m.contains("it becomes a metric label")));
+    }
+
+    #[test]
+    fn a_missing_id_is_an_error_not_a_nameless_condition() {
+        let errs = parse("{kind: silence, type: detection, max_gap: 5m}").unwrap_err();
+        assert!(errs.iter().any(|(p, _)| p == "profiles.p.conditions[0].id"), "{errs:?}");
+    }
+}
