@@ -251,17 +251,17 @@ pub struct ConditionRuntime {
 }
 
 impl ConditionRuntime {
-    /// (id, lifecycle, latest evaluation) per reported condition: the condition itself, or one
-    /// `<id>/<source>` entry per silence instance.
-    pub fn entries(&self) -> Vec<(String, &Lifecycle, Option<&Evaluation>)> {
+    /// (id, source, lifecycle, latest evaluation) per reported condition: the condition itself
+    /// (no source), or one `<id>/<source>` entry per silence instance.
+    pub fn entries(&self) -> Vec<(String, Option<&str>, &Lifecycle, Option<&Evaluation>)> {
         if self.instances.is_empty() {
-            return vec![(self.condition.id.clone(), &self.lifecycle, self.last.first())];
+            return vec![(self.condition.id.clone(), None, &self.lifecycle, self.last.first())];
         }
         self.instances
             .iter()
             .map(|(src, l)| {
                 let e = self.last.iter().find(|e| e.instance.as_deref() == Some(src));
-                (format!("{}/{src}", self.condition.id), l, e)
+                (format!("{}/{src}", self.condition.id), Some(src.as_str()), l, e)
             })
             .collect()
     }

@@ -244,7 +244,7 @@ impl DeploymentSummary {
         let rates = HEADLINE_RATES.iter().map(|&(name, x, n)| (name, rate_summary(c(x), c(n)))).collect();
         let mut conditions = Vec::new();
         for rt in &d.conditions {
-            for (id, l, e) in rt.entries() {
+            for (id, _, l, e) in rt.entries() {
                 conditions.push(lifecycle_summary(id, rt, l, e));
             }
         }

@@ -714,10 +714,9 @@ impl DeploymentFamilies {
     fn add_condition(&mut self, dep: &str, sys: &str, rt: &crate::engine::ConditionRuntime) {
         let cond = &rt.condition;
         let entries = rt.entries();
-        for (id, lc, e) in entries {
+        for (_, source, lc, e) in entries {
             // A silence instance (`camera_silence/cam-2`) is the condition's id plus a `source`
             // label, so `condition` keeps the profile's ids and its values do not follow the stream.
-            let source = id.strip_prefix(cond.id.as_str()).and_then(|r| r.strip_prefix('/')).filter(|s| !s.is_empty());
             let mut base = l(&[
                 ("deployment", dep),
                 ("system", sys),
