@@ -222,12 +222,8 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     out!("{}: OK (config hash {})", file.display(), &config.hash[..12]);
-    if config.condition_count() == 0 {
-        out!("warning: no conditions: this configuration monitors nothing (its profiles are empty)");
-    } else {
-        for w in config.unmonitored() {
-            out!("warning: {w}");
-        }
+    for w in config.unmonitored() {
+        out!("warning: {w}");
     }
     for (system, name) in [("lfr", config.raw.defaults.lfr.as_deref()), ("anpr", config.raw.defaults.anpr.as_deref())] {
         let name = name.unwrap_or(system);

@@ -57,12 +57,8 @@ impl Service {
             let lines: Vec<String> = problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
             bail!("invalid configuration {}:\n{}", config_path.display(), lines.join("\n"));
         }
-        if config.condition_count() == 0 {
-            tracing::warn!("no conditions: this configuration monitors nothing (its profiles are empty)");
-        } else {
-            for w in config.unmonitored() {
-                tracing::warn!("{w}");
-            }
+        for w in config.unmonitored() {
+            tracing::warn!("{w}");
         }
         let token = http_token(&config)?;
         let mode = config.raw.clock;
@@ -90,11 +86,7 @@ impl Service {
                 let mut log = crate::audit::AuditLog::open_keyed(&dir.audit_log(), 64 << 20, key)
                     .with_context(|| format!("opening the audit log in {}", dir.path().display()))?;
                 if let Some(topic) = &config.raw.audit.topic {
-                    let source = config
-                        .raw
-                        .sources
-                        .iter()
-                        .find(|s| matches!(s, crate::config::SourceConfig::Kafka { .. }))
+                    let source = crate::config::SourceConfig::first_kafka(&config.raw.sources)
                         .context("audit.topic needs a kafka source")?;
                     let t = crate::audit::topic::AuditTopic::new(source, topic)?;
                     let (with, resent) = log.with_topic(Arc::new(t)).context("re-sending the audit log's tail")?;
@@ -542,7 +534,7 @@ pub fn runtime_problems(config: &Config, skip_secrets: bool, kafka: bool) -> Vec
         if t.trim().is_empty() {
             out.push(("audit.topic".into(), "is empty".into()));
         }
-        if !raw.sources.iter().any(|s| matches!(s, crate::config::SourceConfig::Kafka { .. })) {
+        if crate::config::SourceConfig::first_kafka(&raw.sources).is_none() {
             out.push((
                 "audit.topic".into(),
                 "needs a kafka source (its client settings produce the records, and its checkpoints wait for them)"

@@ -129,10 +129,14 @@ impl Config {
             + self.deployment_conditions.values().map(|p| p.len()).sum::<usize>()
     }
 
-    /// Warnings for each system whose deployments would be monitored by no condition (its
-    /// default profile is empty or missing), e.g. "anpr deployments: no conditions (profile
-    /// `anpr` is missing)". Empty when every system has conditions.
+    /// What this configuration leaves unmonitored, for check-config, replay and the start-up
+    /// log: one line when it has no condition at all, else one per system whose deployments no
+    /// condition would monitor (its default profile empty or missing), e.g. "anpr deployments: no
+    /// conditions (profile `anpr` is missing)". Empty when every system has conditions.
     pub fn unmonitored(&self) -> Vec<String> {
+        if self.condition_count() == 0 {
+            return vec!["no conditions: this configuration monitors nothing (its profiles are empty)".into()];
+        }
         [
             (System::Lfr, "lfr", self.raw.defaults.lfr.as_deref()),
             (System::Anpr, "anpr", self.raw.defaults.anpr.as_deref()),

@@ -174,6 +174,14 @@ pub enum SourceConfig {
     Http {},
 }
 
+impl SourceConfig {
+    /// The first Kafka source of `sources`: the client settings the dead-letter and audit-topic
+    /// producers use.
+    pub fn first_kafka(sources: &[SourceConfig]) -> Option<&SourceConfig> {
+        sources.iter().find(|s| matches!(s, SourceConfig::Kafka { .. }))
+    }
+}
+
 fn default_state_topic() -> String {
     "ddt.state".into()
 }

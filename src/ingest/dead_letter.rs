@@ -39,9 +39,7 @@ impl DeadLetterSink {
             }
             Some(DeadLetterConfig::Discard {}) => Ok(DeadLetterSink::Discard),
             Some(DeadLetterConfig::Kafka { topic }) => {
-                let source = sources
-                    .iter()
-                    .find(|s| matches!(s, crate::config::SourceConfig::Kafka { .. }))
+                let source = crate::config::SourceConfig::first_kafka(sources)
                     .context("dead_letter kind kafka needs a kafka source for its brokers")?;
                 Ok(DeadLetterSink::Kafka(super::kafka::KafkaDlq::new(source, topic, stats.clone())?))
             }
