@@ -79,6 +79,12 @@ impl Service {
             let d = dir.dedup();
             engine.spill_dedup_to(&d).with_context(|| format!("opening the dedup spill directory {}", d.display()))?;
         }
+        // Retired deployments' final summaries go to state_dir/records and the state topic; with
+        // neither they stay in memory (the API still serves them).
+        let state_topic = sources.iter().any(|s| matches!(s, SourceConfig::Kafka { state_topic, .. } if !state_topic.is_empty()));
+        if state_dir.is_some() || state_topic {
+            engine.hand_off_retired();
+        }
         let pipeline = Pipeline::new(engine, dead);
         let audit = match &state_dir {
             Some(dir) => {
@@ -131,7 +137,7 @@ impl Service {
             }
             None => None,
         };
-        let notifier = crate::notify::Notifier::with_clock(outbox.clone(), audit.clone(), wall_clock_ms);
+        let notifier = crate::notify::Notifier::build(outbox.clone(), audit.clone(), wall_clock_ms, state_dir.clone());
         pipeline.set_publisher(notifier.clone());
         let health = crate::health::Health::new();
         let process = Arc::new(ProcessState {

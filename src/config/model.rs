@@ -300,6 +300,16 @@ pub struct EngineConfig {
     /// On SIGTERM: how long sources get to finish in-flight events and commit.
     #[serde(default = "ten_seconds")]
     pub shutdown_grace: Dur,
+    /// A deployment stopped this long (engine clock) is retired: its final summary goes to
+    /// `state_dir/records/<id>.json` (and the state topic), and it leaves memory and `/metrics`.
+    /// Never before its deletion deadline has been judged. `0s` keeps stopped deployments for
+    /// ever. Default 24 h: a day to read the finished deployment on the dashboards.
+    #[serde(default = "one_day")]
+    pub retain_stopped: Dur,
+}
+
+fn one_day() -> Dur {
+    Dur::hours(24)
 }
 
 fn thirty_seconds() -> Dur {
@@ -339,6 +349,7 @@ impl Default for EngineConfig {
             commit_interval: five_seconds(),
             snapshot_interval: thirty_seconds(),
             shutdown_grace: ten_seconds(),
+            retain_stopped: one_day(),
         }
     }
 }
@@ -456,6 +467,35 @@ impl StateDir {
     pub fn dedup(&self) -> PathBuf {
         self.0.join("dedup")
     }
+    /// Final summaries of retired deployments (`engine.retain_stopped`).
+    pub fn records(&self) -> PathBuf {
+        self.0.join("records")
+    }
+    /// The final summary of the retired deployment `id` (None: not a valid deployment id, so it
+    /// cannot name a file here).
+    pub fn record(&self, id: &str) -> Option<PathBuf> {
+        crate::event::is_valid_id(id).then(|| self.records().join(format!("{id}.json")))
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a part:
+/// a temporary file beside it, synced, then renamed over it (its directory created if missing).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".tmp");
+        PathBuf::from(p)
+    };
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// Shortest `audit.key` accepted (bytes): an HMAC key as strong as the hash.

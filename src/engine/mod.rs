@@ -86,7 +86,24 @@ pub struct Engine {
     /// Where the message being ingested came from (Kafka): its dead letters carry it, and so do
     /// the events it leaves held, whose dead letters may come much later.
     origin: Option<snapshot::Through>,
+    /// Deployments retired (`engine.retain_stopped`), by id: their later events are
+    /// dead-lettered `retired_deployment`, never applied to a fresh, empty state.
+    retired: BTreeMap<String, Retired>,
+    /// Final summaries of deployments retired since the last drain (when handed off).
+    retiring: Vec<DeploymentSummary>,
+    /// Final summaries go to [`Engine::drain_retired`] (and on to `state_dir/records`) instead
+    /// of staying in memory.
+    hand_off_retired: bool,
     pub stats: EngineStats,
+}
+
+/// What the engine keeps of a retired deployment.
+#[derive(Debug)]
+enum Retired {
+    /// Its final summary (replay, and `run` with nowhere to write it).
+    Kept(Box<DeploymentSummary>),
+    /// Only its id: the summary went to [`Engine::drain_retired`] (≈ 100 bytes a deployment).
+    HandedOff,
 }
 
 /// The deployment `id`, created on first sight; its conditions set once its system is known.
@@ -138,6 +155,9 @@ pub struct EngineStats {
     /// stream, partitions read at different positions, or a corrupt timestamp).
     #[serde(skip)]
     pub future_held: u64,
+    /// Deployments retired (`engine.retain_stopped`) since start.
+    #[serde(skip)]
+    pub retired: u64,
 }
 
 /// A breach the outbox holds as firing (its `firing` notification enqueued, no `resolved`).
@@ -169,6 +189,9 @@ impl Engine {
             origin: None,
             lifecycle: Vec::new(),
             source_positions: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            retiring: Vec::new(),
+            hand_off_retired: false,
             stats: EngineStats::default(),
         }
     }
@@ -251,6 +274,7 @@ impl Engine {
             let sec = t.div_euclid(1000);
             self.last_eval_sec = Some(self.last_eval_sec.map_or(sec, |s| s.max(sec)));
         }
+        self.retired.remove(&id);
         self.deployments.insert(id.clone(), d);
         Ok((id, through))
     }
@@ -270,6 +294,7 @@ impl Engine {
             "source_positions": self.source_positions,
             "stats": self.stats,
             "deployments": deployments,
+            "retired": self.retired.keys().collect::<Vec<_>>(),
         })
     }
 
@@ -285,6 +310,9 @@ impl Engine {
         }
         if let Some(c) = v["clock"].as_i64() {
             self.clock = Some(self.clock.map_or(c, |x| x.max(c)));
+        }
+        for id in v["retired"].as_array().into_iter().flatten().filter_map(|i| i.as_str()) {
+            self.mark_retired(id);
         }
         if let Some(p) = v["source_positions"].as_object() {
             for (k, pos) in p {
@@ -344,6 +372,75 @@ impl Engine {
         self.deployments.remove(id).is_some()
     }
 
+    /// Final summaries of retired deployments go to [`Engine::drain_retired`] from now on, and
+    /// only their ids stay (`run` with a `state_dir` or a state topic to keep them in).
+    pub fn hand_off_retired(&mut self) {
+        self.hand_off_retired = true;
+    }
+
+    /// Records that `id` was retired elsewhere (a state-topic marker, a whole-engine snapshot):
+    /// its later events are dead-lettered. A live deployment `id` is left alone.
+    pub fn mark_retired(&mut self, id: &str) {
+        if !self.deployments.contains_key(id) && !self.retired.contains_key(id) {
+            self.retired.insert(id.to_string(), Retired::HandedOff);
+        }
+    }
+
+    /// Whether `id` was retired.
+    pub fn is_retired(&self, id: &str) -> bool {
+        self.retired.contains_key(id)
+    }
+
+    /// How many deployments are retired (ids remembered).
+    pub fn retired_len(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// The final summaries of deployments retired since the last call (when handed off).
+    pub fn drain_retired(&mut self) -> Vec<DeploymentSummary> {
+        std::mem::take(&mut self.retiring)
+    }
+
+    /// Whether the stopped deployment `d` may be retired at `now`: stopped at least
+    /// `retain_stopped` ago (engine clock), nothing of it held, and every deletion deadline judged
+    /// (attested, or past due by the condition's `for` so its breach has fired).
+    fn retirable(&self, d: &Deployment, now: Millis) -> bool {
+        let retain = self.config.raw.engine.retain_stopped.ms();
+        let (Some(crate::event::Phase::Stopped), Some(stop)) = (d.phase, d.stopped_at) else { return false };
+        if retain <= 0 || now - stop < retain || !d.held.is_empty() {
+            return false;
+        }
+        if self.future.iter().any(|f| f.event.deployment_id == d.id) {
+            return false;
+        }
+        d.conditions.iter().all(|rt| match &rt.condition.kind {
+            crate::rules::Kind::Deadline { scope, within } => {
+                d.deletions.iter().any(|x| x.scope == *scope && x.up_to >= stop)
+                    || now > stop + within.ms() + rt.condition.for_.ms()
+            }
+            _ => true,
+        })
+    }
+
+    /// Retires `id` at `now`: its final summary (with its breaches) is kept or handed off, and
+    /// its state, remembered event ids and breach history leave memory.
+    fn retire(&mut self, id: &str, now: Millis) {
+        let Some(mut s) = self.deployment_summary(id) else { return };
+        s.retired_at = Some(now);
+        self.deployments.remove(id);
+        self.dedup.remove(id);
+        self.breaches.replace(id, Vec::new());
+        self.seeds.retain(|(d, _), _| d != id);
+        self.stats.retired += 1;
+        let kept = if self.hand_off_retired {
+            self.retiring.push(s);
+            Retired::HandedOff
+        } else {
+            Retired::Kept(Box::new(s))
+        };
+        self.retired.insert(id.to_string(), kept);
+    }
+
     /// Event ids currently remembered for duplicate detection, over all deployments.
     pub fn dedup_len(&self) -> usize {
         self.dedup.values().map(Dedup::len).sum()
@@ -401,7 +498,9 @@ impl Engine {
         let reason = e.reason;
         self.stats.invalid_total += 1;
         *self.stats.invalid_by_reason.entry(reason.as_str()).or_default() += 1;
-        if let Some(id) = &e.deployment_id {
+        if let Some(id) = &e.deployment_id
+            && !self.retired.contains_key(id)
+        {
             let d = self.deployment_mut(id, e.system);
             d.total.counts[crate::rules::Counter::Invalid.index()] += 1;
             *d.invalid_by_reason.entry(reason.as_str()).or_default() += 1;
@@ -431,6 +530,18 @@ impl Engine {
     ///   held, or at end of input, is dead-lettered `future_timestamp` (a corrupt timestamp moves
     ///   no clock and changes no state).
     fn apply(&mut self, ev: Event, payload: &[u8], receive: Millis) -> Ingested {
+        if self.retired.contains_key(&ev.deployment_id) {
+            let e = Invalid {
+                reason: Reason::RetiredDeployment,
+                detail: format!(
+                    "its deployment was retired ({} after it stopped); events after that are not applied",
+                    self.config.raw.engine.retain_stopped
+                ),
+                deployment_id: Some(ev.deployment_id.clone()),
+                system: Some(ev.system),
+            };
+            return self.reject(e, payload);
+        }
         let horizon = self.config.raw.engine.max_future.ms();
         match (self.mode, self.clock) {
             (ClockMode::Wall, _) if ev.ts > receive + horizon => {
@@ -624,6 +735,7 @@ impl Engine {
         self.stats.evaluations += 1;
         let hold = self.config.raw.engine.orphan_hold.ms();
         let ids: Vec<String> = self.deployments.keys().cloned().collect();
+        let mut retire = Vec::new();
         for id in ids {
             let d = self.deployments.get_mut(&id).expect("listed");
             // Orphans past their hold (or all of them at end of input).
@@ -692,12 +804,24 @@ impl Engine {
                 rt.last = evals;
             }
             d.conditions = conditions;
+            // Judged at this evaluation; the last input's final evaluation retires nothing.
+            if !end_of_input && self.retirable(&self.deployments[&id], now) {
+                retire.push(id);
+            }
+        }
+        for id in retire {
+            self.retire(&id, now);
         }
     }
 
     /// One deployment's summary with its breach history.
     pub fn deployment_summary(&self, id: &str) -> Option<DeploymentSummary> {
-        let d = self.deployments.get(id)?;
+        let Some(d) = self.deployments.get(id) else {
+            return match self.retired.get(id)? {
+                Retired::Kept(s) => Some((**s).clone()),
+                Retired::HandedOff => None,
+            };
+        };
         let mut s = DeploymentSummary::of(d);
         s.breaches = self.breaches.of(id).cloned().collect();
         Some(s)
@@ -707,7 +831,12 @@ impl Engine {
     pub fn summary(&self) -> ReplaySummary {
         ReplaySummary {
             summary_version: 1,
-            deployments: self.deployments.keys().filter_map(|id| self.deployment_summary(id)).collect(),
+            // Live and retired (kept) ones, in id order.
+            deployments: {
+                let mut ids: Vec<&String> = self.deployments.keys().chain(self.retired.keys()).collect();
+                ids.sort();
+                ids.into_iter().filter_map(|id| self.deployment_summary(id)).collect()
+            },
             invalid: InvalidSummary {
                 total: self.stats.invalid_total,
                 by_reason: self.stats.invalid_by_reason.iter().map(|(k, v)| (k.to_string(), *v)).collect(),

@@ -7,7 +7,6 @@
 //! its kind is unchanged — a drift state only when its definition is identical.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -375,16 +374,7 @@ pub fn write_file(engine: &super::SharedEngine, path: &Path) -> anyhow::Result<(
         let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::to_vec(&engine.snapshot_all())?
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    crate::config::write_atomic(path, &bytes)?;
     Ok(())
 }
 

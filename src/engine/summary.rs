@@ -132,6 +132,10 @@ pub struct DeploymentSummary {
     /// Every breach of this deployment since this process saw it (open ones have no
     /// resolved_at). Filled by [`crate::engine::Engine::deployment_summary`].
     pub breaches: Vec<super::BreachRecord>,
+    /// When (engine clock) the deployment was retired (`engine.retain_stopped`): this is its
+    /// final summary. Absent while it is live.
+    #[serde(serialize_with = "ser_opt_ts", skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Millis>,
 }
 
 /// The latest watch-list facts across the deployment's sources.
@@ -338,6 +342,7 @@ impl DeploymentSummary {
                 .map(|x| DeletionSummary { scope: x.scope.clone(), up_to: x.up_to, count: x.count })
                 .collect(),
             breaches: Vec::new(),
+            retired_at: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 mod parse;
 
-pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, parse_line, parse_value};
+pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, is_valid_id, parse_line, parse_value};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -300,10 +300,13 @@ pub enum Reason {
     TooLarge,
     FutureTimestamp,
     Orphan,
+    /// Its deployment was retired (`engine.retain_stopped` after it stopped): it has no state
+    /// left to apply the event to (README "Semantics", retired deployments).
+    RetiredDeployment,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::MalformedJson,
         Reason::NotAnObject,
         Reason::MissingField,
@@ -314,6 +317,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::FutureTimestamp,
         Reason::Orphan,
+        Reason::RetiredDeployment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -328,6 +332,7 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::FutureTimestamp => "future_timestamp",
             Reason::Orphan => "orphan",
+            Reason::RetiredDeployment => "retired_deployment",
         }
     }
 }

@@ -132,10 +132,20 @@ fn string(obj: &Obj, field: &str, min: usize, max: usize) -> R<String> {
     opt_string(obj, field, min, max)?.ok_or_else(|| missing(field))
 }
 
+/// Whether `s` is a valid deployment or source id: 1–64 chars of `[A-Za-z0-9._:-]` (EVENTS.md;
+/// ids are metric labels and name files such as `state_dir/records/<id>.json`).
+pub fn is_valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && id_chars(s)
+}
+
+fn id_chars(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// 1–max chars of `[A-Za-z0-9._:-]` (deployment and source ids are metric labels).
 fn ident(obj: &Obj, field: &str, max: usize) -> R<String> {
     let s = string(obj, field, 1, max)?;
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
+    if !id_chars(&s) {
         return Err(range(field, "may only contain [A-Za-z0-9._:-]"));
     }
     Ok(s)

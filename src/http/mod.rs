@@ -175,13 +175,36 @@ async fn deployments(State(s): State<AppState>) -> Response {
             })
         })
         .collect();
-    Json(json!({"deployments": list, "engine_clock": engine.now().map(format_ts)})).into_response()
+    Json(json!({"deployments": list, "retired": engine.retired_len(), "engine_clock": engine.now().map(format_ts)}))
+        .into_response()
+}
+
+/// A deployment's summary: live (or retired and kept in memory) from the engine, else the final
+/// summary a retirement left in `state_dir/records/<id>.json`; plus where the audit log is.
+fn summary_of(s: &AppState, id: &str) -> Option<(Value, Option<std::path::PathBuf>)> {
+    let (live, state_dir) = {
+        let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let live = engine.deployment_summary(id).map(|sum| serde_json::to_value(sum).unwrap_or_default());
+        (live, engine.config().raw.state_dir.as_ref().map(crate::config::StateDir::new))
+    };
+    let audit = state_dir.as_ref().map(|d| d.audit_log());
+    if let Some(v) = live {
+        return Some((v, audit));
+    }
+    let path = state_dir?.record(id)?;
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some((v, audit)),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "a retired deployment's record is not JSON");
+            None
+        }
+    }
 }
 
 async fn deployment(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
-    match engine.deployment_summary(&id) {
-        Some(d) => Json(d).into_response(),
+    match summary_of(&s, &id) {
+        Some((d, _)) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, "unknown deployment", json!(id)),
     }
 }
@@ -197,15 +220,8 @@ async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q): Que
     let Some(format) = crate::report::Format::parse(f) else {
         return error(StatusCode::BAD_REQUEST, "format must be md, json or csv", json!(f));
     };
-    let (summary, audit_path) = {
-        let engine = s.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(sum) = engine.deployment_summary(&id) else {
-            return error(StatusCode::NOT_FOUND, "unknown deployment", json!(id));
-        };
-        (
-            serde_json::to_value(sum).unwrap_or_default(),
-            engine.config().raw.state_dir.as_ref().map(|d| crate::config::StateDir::new(d).audit_log()),
-        )
+    let Some((summary, audit_path)) = summary_of(&s, &id) else {
+        return error(StatusCode::NOT_FOUND, "unknown deployment", json!(id));
     };
     // Reading the audit log is the costly part: a few at a time, the others told to retry.
     let Ok(_permit) = REPORTS.try_acquire() else {

@@ -397,6 +397,11 @@ impl Ctx {
                 self.track().handed_over.extend(handed);
             }
         }
+        if let Some((producer, topic)) = &self.state
+            && !self.write_retired(producer, topic)
+        {
+            return None;
+        }
         if !self.pipeline.sync_dead_letters(self.grace) {
             tracing::warn!("dead letters not yet acknowledged; offsets not committed this round");
             return None;
@@ -408,6 +413,38 @@ impl Ctx {
             return None;
         }
         Some(positions)
+    }
+
+    /// Replaces the snapshots of deployments retired since the last checkpoint with a marker
+    /// holding their final summary (`{"retired_deployment": …}`, one small record a deployment on
+    /// the compacted topic), so the next holder neither restores them nor applies their late
+    /// events. False if the topic did not acknowledge them (they are tried again next time).
+    fn write_retired(&self, producer: &ThreadedProducer<CountingContext>, topic: &str) -> bool {
+        let retired = self.pipeline.take_retired();
+        if retired.is_empty() {
+            return true;
+        }
+        for (id, record) in &retired {
+            let marker = retired_marker(record);
+            if let Err(e) = send_retrying(producer, BaseRecord::to(topic).key(id.as_str()).payload(marker.as_slice())) {
+                tracing::error!(error = %e, "retired-deployment marker rejected by the producer");
+                self.pipeline.return_retired(retired);
+                return false;
+            }
+        }
+        if producer.flush(self.grace).is_err() || producer.in_flight_count() > 0 {
+            tracing::warn!("retired-deployment markers not acknowledged; offsets not committed this round");
+            self.pipeline.return_retired(retired);
+            return false;
+        }
+        let mut t = self.track();
+        for (id, _) in &retired {
+            t.owner.remove(id);
+            t.handed_over.remove(id);
+            t.skip_through.remove(id);
+            t.dirty.remove(id);
+        }
+        true
     }
 
     /// Reads the state topic to its end and restores the deployments whose events come from the
@@ -429,6 +466,15 @@ impl Ctx {
         let mut restored = 0u64;
         tracing::info!(snapshots = latest.len(), "state topic read");
         for (id, bytes) in latest {
+            if let Some(record) = retired_record(&bytes) {
+                // Retired (here or elsewhere): its later events are dead-lettered, and its
+                // final summary is kept in this instance's state_dir too.
+                self.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner()).mark_retired(&id);
+                if let Some(p) = self.pipeline.publisher() {
+                    p.retired(&id, &record);
+                }
+                continue;
+            }
             let Ok(snap) = crate::engine::snapshot::DeploymentSnapshot::from_bytes(&bytes) else {
                 tracing::warn!("unreadable snapshot on the state topic, skipped");
                 continue;
@@ -470,6 +516,23 @@ impl Ctx {
 }
 
 /// Every (key, value) of a topic from the beginning to its current end, in order.
+/// The state-topic record that marks a deployment retired, holding its final summary.
+fn retired_marker(record: &[u8]) -> Vec<u8> {
+    let mut m = b"{\"retired_deployment\":".to_vec();
+    m.extend_from_slice(record);
+    m.push(b'}');
+    m
+}
+
+/// The final summary in a [`retired_marker`] (None: a snapshot, or not JSON).
+fn retired_record(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.starts_with(b"{\"retired_deployment\":") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    serde_json::to_vec_pretty(v.get("retired_deployment")?).ok()
+}
+
 fn read_topic(client: &ClientConfig, topic: &str, timeout: Duration) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut c = client.clone();
     c.set("group.id", format!("ddtwatch-state-reader-{}", std::process::id()))
@@ -772,6 +835,8 @@ impl KafkaSource {
             let producer: ThreadedProducer<CountingContext> = state_producer_config(&base)
                 .create_with_context(CountingContext { stats: stats.clone(), role: ProducerRole::Snapshots })
                 .map_err(|e| anyhow::anyhow!("creating the state-topic producer: {}", explain(&e)))?;
+            // Retired deployments' final summaries go to the state topic too (see `checkpoint`).
+            pipeline.collect_retired();
             Some((producer, state_topic.clone()))
         };
         let consumer: BaseConsumer<Ctx> = consumer_config(&base, group_id)
@@ -1026,6 +1091,17 @@ mod tests {
         assert_eq!(consumer.get("auto.offset.reset"), Some("earliest"));
         let latest = consumer_config(&client_config(&source(&[("auto.offset.reset", "latest")])).unwrap(), "g");
         assert_eq!(latest.get("auto.offset.reset"), Some("latest"));
+    }
+
+    #[test]
+    fn retired_markers_carry_the_summary_and_are_told_from_snapshots() {
+        let record = br#"{"deployment_id": "d1", "retired_at": "2026-01-02T00:00:00Z"}"#;
+        let marker = retired_marker(record);
+        let back: serde_json::Value = serde_json::from_slice(&retired_record(&marker).unwrap()).unwrap();
+        assert_eq!(back["deployment_id"], "d1");
+        assert_eq!(back["retired_at"], "2026-01-02T00:00:00Z");
+        assert!(retired_record(br#"{"snapshot_version": 1, "deployment_id": "d1"}"#).is_none());
+        assert!(retired_record(b"{\"retired_deployment\": not json").is_none());
     }
 
     #[test]

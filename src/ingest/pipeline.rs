@@ -34,6 +34,11 @@ pub trait Publisher: Send + Sync {
     fn sync(&self, _timeout: std::time::Duration) -> bool {
         true
     }
+    /// `deployment` was retired; `record` is its final summary (JSON). Kept where the API and
+    /// `ddtwatch report` find it again (`state_dir/records/<id>.json`). Also called for a
+    /// deployment another instance retired (a state-topic marker): a record already kept is
+    /// left as it is. Default: nothing.
+    fn retired(&self, _deployment: &str, _record: &[u8]) {}
 }
 
 /// Outcome counts of one batch.
@@ -62,6 +67,9 @@ pub struct Pipeline {
     transitions: broadcast::Sender<Transition>,
     dead: Arc<Mutex<DeadLetterSink>>,
     publisher: Arc<Mutex<Option<Arc<dyn Publisher>>>>,
+    /// Final summaries of retired deployments not yet on the state topic (Some only when a
+    /// Kafka source with a state topic collects them, see [`Pipeline::collect_retired`]).
+    retired: Arc<Mutex<Option<Vec<(String, Vec<u8>)>>>>,
 }
 
 impl Pipeline {
@@ -74,6 +82,25 @@ impl Pipeline {
             transitions: tx,
             dead: Arc::new(Mutex::new(dead)),
             publisher: Arc::new(Mutex::new(None)),
+            retired: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Final summaries of retired deployments are kept for [`Pipeline::take_retired`] from now
+    /// on (the Kafka source writes them to the state topic at its checkpoints).
+    pub fn collect_retired(&self) {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
+    }
+
+    /// The retired deployments' final summaries collected since the last call: (id, JSON).
+    pub fn take_retired(&self) -> Vec<(String, Vec<u8>)> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Puts back summaries [`Pipeline::take_retired`] gave that could not be written.
+    pub fn return_retired(&self, back: Vec<(String, Vec<u8>)>) {
+        if let Some(v) = self.retired.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            v.extend(back);
         }
     }
 
@@ -193,6 +220,15 @@ impl Pipeline {
             }
             // No subscriber is not an error (e.g. before receivers start).
             let _ = self.transitions.send(t);
+        }
+        for summary in engine.drain_retired() {
+            let record = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+            if let Some(p) = &publisher {
+                p.retired(&summary.deployment_id, &record);
+            }
+            if let Some(v) = self.retired.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                v.push((summary.deployment_id, record));
+            }
         }
     }
 }

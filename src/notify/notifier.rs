@@ -21,6 +21,8 @@ pub struct Notifier {
     pub wake: Arc<tokio::sync::Notify>,
     /// When a notification is enqueued (its age in the outbox counts from here).
     clock: fn() -> Millis,
+    /// Where retired deployments' final summaries go (`state_dir`).
+    records: Option<crate::config::StateDir>,
 }
 
 impl Notifier {
@@ -32,7 +34,18 @@ impl Notifier {
     /// [`Notifier::new`] with the clock passed in (the service passes the wall clock; tests a
     /// fixed one).
     pub fn with_clock(outbox: Option<SharedOutbox>, audit: Option<SharedAudit>, clock: fn() -> Millis) -> Arc<Self> {
-        Arc::new(Notifier { outbox, audit, wake: Arc::new(tokio::sync::Notify::new()), clock })
+        Self::build(outbox, audit, clock, None)
+    }
+
+    /// [`Notifier::with_clock`] that also keeps retired deployments' final summaries in
+    /// `state_dir/records/<id>.json`.
+    pub fn build(
+        outbox: Option<SharedOutbox>,
+        audit: Option<SharedAudit>,
+        clock: fn() -> Millis,
+        records: Option<crate::config::StateDir>,
+    ) -> Arc<Self> {
+        Arc::new(Notifier { outbox, audit, wake: Arc::new(tokio::sync::Notify::new()), clock, records })
     }
 }
 
@@ -105,6 +118,25 @@ impl Publisher for Notifier {
             tracing::error!(error = %e, "recording the audit topic's progress in the head failed");
         }
         true
+    }
+
+    fn retired(&self, deployment: &str, record: &[u8]) {
+        let Some(path) = self.records.as_ref().and_then(|d| d.record(deployment)) else { return };
+        if path.exists() {
+            // Retired by another instance, or before a restart: already kept.
+            return;
+        }
+        if let Err(e) = crate::config::write_atomic(&path, record) {
+            tracing::error!(error = %e, path = %path.display(), "writing a retired deployment's record failed");
+            return;
+        }
+        if let Some(a) = &self.audit {
+            let retired_at = serde_json::from_slice::<serde_json::Value>(record)
+                .ok()
+                .and_then(|v| v.get("retired_at").cloned())
+                .unwrap_or_default();
+            crate::audit::record(a, "retired", serde_json::json!({"deployment": deployment, "retired_at": retired_at}));
+        }
     }
 
     fn phase(&self, deployment: &str, phase: Phase, ts: Millis) {

@@ -33,6 +33,7 @@ pub mod names {
     pub const ENGINE_CLOCK: &str = "ddtwatch_engine_clock_timestamp_seconds";
     pub const EVALUATIONS: &str = "ddtwatch_evaluations";
     pub const DEPLOYMENTS: &str = "ddtwatch_deployments";
+    pub const RETIRED: &str = "ddtwatch_deployments_retired";
     pub const DEPLOYMENT_INFO: &str = "ddtwatch_deployment_info";
     pub const DETECTIONS: &str = "ddtwatch_detections";
     pub const FUNNEL: &str = "ddtwatch_funnel";
@@ -102,6 +103,7 @@ pub mod names {
         "ddtwatch_engine_clock_timestamp_seconds",
         "ddtwatch_evaluations_total",
         "ddtwatch_deployments",
+        "ddtwatch_deployments_retired_total",
         "ddtwatch_deployment_info",
         "ddtwatch_detections_total",
         "ddtwatch_funnel",
@@ -567,6 +569,13 @@ fn engine_families(engine: &Engine, fams: &mut Vec<Family>) {
     fams.push(f);
     let mut f = Family::new(FUTURE_HELD_NOW, "Events held beyond the event clock's horizon now", g);
     f.add(vec![], engine.future_held_now() as f64);
+    fams.push(f);
+    let mut f = Family::new(
+        RETIRED,
+        "Stopped deployments retired from memory and /metrics (engine.retain_stopped) since start",
+        c,
+    );
+    f.add(vec![], s.retired as f64);
     fams.push(f);
     let spill = engine.dedup_spill_counts();
     let on_disk = spill.ids_on_disk as usize;
