@@ -760,3 +760,82 @@ fn dump_topic(brokers: &str, topic: &str) -> Vec<String> {
     }
     out
 }
+
+/// A deployment retired under Kafka (`engine.retain_stopped`) leaves a marker holding its final
+/// summary on the state topic. The next instance, on a fresh state_dir, keeps that record (the API
+/// serves it) and dead-letters the deployment's late events instead of starting it afresh.
+#[test]
+fn a_retired_deployment_stays_retired_on_the_next_pod() {
+    let (_broker, brokers) = start_broker();
+    let config = |dir: &std::path::Path, port: u16| {
+        let path = run_config(dir, &brokers, port);
+        let mut v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["engine"] = serde_norway::from_str("{commit_interval: 500ms, retain_stopped: 1h}").unwrap();
+        std::fs::write(&path, serde_norway::to_string(&v).unwrap()).unwrap();
+        path
+    };
+    let t0 = 1_780_000_000_000i64;
+    let ev = |id: &str, dep: &str, ts: i64, body: &str| {
+        format!(
+            r#"{{"schema_version":1,"event_id":"{id}","deployment_id":"{dep}","system":"lfr","source_id":"cam-1","ts":"{}",{body}}}"#,
+            ddtwatch::event::format_ts(ts)
+        )
+    };
+    let up_to = ddtwatch::event::format_ts(t0 + 2000);
+    let short = vec![
+        ev("r-s", "r", t0, r#""type":"deployment","phase":"started""#),
+        ev("r-d", "r", t0 + 1000, r#""type":"detection","count":40"#),
+        ev("r-x", "r", t0 + 2000, r#""type":"deployment","phase":"stopped""#),
+        ev("r-del", "r", t0 + 3000, &format!(r#""type":"deletion","scope":"non_match_biometrics","up_to":"{up_to}""#)),
+    ];
+    // Another deployment moves the event clock past r's retirement (in steps within max_future).
+    let ticker: Vec<String> =
+        (1..=8).map(|k| ev(&format!("t{k}"), "t", t0 + k * 20 * 60_000, r#""type":"detection","count":1"#)).collect();
+    let dir_a = tempfile::tempdir().unwrap();
+    let port_a = common::free_port();
+    let base_a = format!("http://127.0.0.1:{port_a}");
+    let mut a = spawn_run(&config(dir_a.path(), port_a));
+    produce(&brokers, &short);
+    // r's events first, so the clock reaches its retirement only afterwards.
+    wait_for("r's events applied", Duration::from_secs(60), || {
+        http_text(&format!("{base_a}/metrics")).is_some_and(|m| metric(&m, "ddtwatch_kafka_messages_total") >= 4.0)
+    });
+    produce(&brokers, &ticker);
+    wait_for("r retired", Duration::from_secs(60), || {
+        http_text(&format!("{base_a}/metrics")).is_some_and(|m| metric(&m, "ddtwatch_deployments_retired_total") >= 1.0)
+    });
+    let record = dir_a.path().join("state/records/r.json");
+    assert!(record.exists(), "the final summary is in state_dir/records");
+    assert!(Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().unwrap().success());
+    assert!(a.0.wait().unwrap().success());
+    let state = dump_topic(&brokers, "ddt.state");
+    let marker = state
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["retired_deployment"]["deployment_id"] == "r")
+        .expect("a retired marker for r on the state topic");
+    assert_eq!(marker["retired_deployment"]["counters"]["detections"], 40);
+    assert!(marker["retired_deployment"]["retired_at"].is_string());
+
+    // The next pod, with an empty state_dir.
+    let dir_b = tempfile::tempdir().unwrap();
+    let port_b = common::free_port();
+    let base_b = format!("http://127.0.0.1:{port_b}");
+    let _b = spawn_run(&config(dir_b.path(), port_b));
+    wait_for("r's record served by the next pod", Duration::from_secs(60), || {
+        http_json(&format!("{base_b}/api/v1/deployments/r")).is_some_and(|v| v["retired_at"].is_string())
+    });
+    let got = http_json(&format!("{base_b}/api/v1/deployments/r")).unwrap();
+    assert_eq!(got, marker["retired_deployment"], "the record as the retiring pod wrote it");
+    produce(&brokers, &[ev("r-late", "r", t0 + 9 * 20 * 60_000, r#""type":"detection","count":1"#)]);
+    wait_for("r's late event dead-lettered", Duration::from_secs(60), || {
+        http_text(&format!("{base_b}/metrics")).is_some_and(|m| {
+            metric(&m, "ddtwatch_invalid_events_total{reason=\"retired_deployment\"}") >= 1.0
+        })
+    });
+    let list = http_json(&format!("{base_b}/api/v1/deployments")).unwrap();
+    assert!(
+        !list["deployments"].as_array().unwrap().iter().any(|d| d["deployment_id"] == "r"),
+        "r was not started afresh: {list}"
+    );
+}
