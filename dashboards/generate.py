@@ -228,7 +228,10 @@ def detail():
     b.panel("Faces / plates processed", [(f"ddtwatch_detections_total{{{D}}}", "detections")], "stat", w=12)
     b.panel("Alert and false-alert rates (with 95% upper bounds)", [(f'ddtwatch_rate_ratio{{{D},bound="estimate"}}', "{{rate}}"),
                                   (f'ddtwatch_rate_ratio{{{D},bound="upper"}}', "{{rate}} upper")], unit="percentunit")
-    b.panel("Condition values vs limits", [(f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}} {{source}}"),
+    # One metric per unit (rates are proportions, latencies and gaps seconds, statistics plain).
+    b.panel("Condition values vs limits", [(f'ddtwatch_condition_value_ratio{{{D},bound="estimate"}}', "{{condition}} (proportion)"),
+                                           (f'ddtwatch_condition_value_seconds{{{D},bound="estimate"}}', "{{condition}} {{source}} (seconds)"),
+                                           (f'ddtwatch_condition_value{{{D},bound="estimate"}}', "{{condition}} (statistic)"),
                                            (f"ddtwatch_condition_limit{{{D}}}", "{{condition}} {{source}} {{limit}}")], "table")
     b.panel("Override rate (dismissed / adjudicated)",
             [(f'ddtwatch_rate_ratio{{{D},rate="override_rate",bound="estimate"}}', "override"),

@@ -81,7 +81,8 @@ impl Service {
         }
         // Retired deployments' final summaries go to state_dir/records and the state topic; with
         // neither they stay in memory (the API still serves them).
-        let state_topic = sources.iter().any(|s| matches!(s, SourceConfig::Kafka { state_topic, .. } if !state_topic.is_empty()));
+        let state_topic =
+            sources.iter().any(|s| matches!(s, SourceConfig::Kafka { state_topic, .. } if !state_topic.is_empty()));
         if state_dir.is_some() || state_topic {
             engine.hand_off_retired();
         }

@@ -535,3 +535,34 @@ fn silence_instances_carry_a_source_label() {
             && l.contains("condition=\"camera_silence\",source=\"cam-2\""))
     );
 }
+
+/// A condition's value goes to the metric of its unit, so no metric mixes units (issue 22):
+/// rates are proportions, latencies and silences seconds, statistics plain numbers.
+#[test]
+fn condition_values_are_split_by_unit() {
+    let state = app_state(None, true);
+    let lines = generate_lines(Scenario::ThresholdLowered, 20_000, 3);
+    state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
+    let conditions_in = |metric: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .filter_map(|l| Some(l.split("condition=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect()
+    };
+    let (ratio, seconds, plain) = (
+        conditions_in("ddtwatch_condition_value_ratio"),
+        conditions_in("ddtwatch_condition_value_seconds"),
+        conditions_in("ddtwatch_condition_value"),
+    );
+    assert!(ratio.contains("false_alert_rate") && ratio.contains("override_rate"), "{ratio:?}");
+    assert!(seconds.contains("camera_silence"), "{seconds:?}");
+    assert!(plain.contains("score_drift") && plain.contains("threshold_floor"), "{plain:?}");
+    assert!(ratio.is_disjoint(&seconds) && ratio.is_disjoint(&plain) && seconds.is_disjoint(&plain));
+    // Rates are proportions; seconds are not.
+    for l in text.lines().filter(|l| l.starts_with("ddtwatch_condition_value_ratio{")) {
+        let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{l}");
+    }
+}

@@ -829,9 +829,8 @@ fn a_retired_deployment_stays_retired_on_the_next_pod() {
     assert_eq!(got, marker["retired_deployment"], "the record as the retiring pod wrote it");
     produce(&brokers, &[ev("r-late", "r", t0 + 9 * 20 * 60_000, r#""type":"detection","count":1"#)]);
     wait_for("r's late event dead-lettered", Duration::from_secs(60), || {
-        http_text(&format!("{base_b}/metrics")).is_some_and(|m| {
-            metric(&m, "ddtwatch_invalid_events_total{reason=\"retired_deployment\"}") >= 1.0
-        })
+        http_text(&format!("{base_b}/metrics"))
+            .is_some_and(|m| metric(&m, "ddtwatch_invalid_events_total{reason=\"retired_deployment\"}") >= 1.0)
     });
     let list = http_json(&format!("{base_b}/api/v1/deployments")).unwrap();
     assert!(

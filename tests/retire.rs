@@ -212,7 +212,10 @@ fn zero_keeps_for_ever_and_snapshots_remember_retired_ids() {
         }
         // The event clock moves in steps within `max_future`.
         for k in 1..=4 {
-            e.ingest(ev(&format!("t{k}"), "ticker", T0 + k * 30 * MIN, r#""type":"detection","count":1"#).as_bytes(), 0);
+            e.ingest(
+                ev(&format!("t{k}"), "ticker", T0 + k * 30 * MIN, r#""type":"detection","count":1"#).as_bytes(),
+                0,
+            );
         }
         e
     };

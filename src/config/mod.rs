@@ -218,8 +218,10 @@ pub fn redact_url(url: &str) -> String {
 fn deserialize<T: serde::de::DeserializeOwned>(text: &str, prefix: &str) -> Result<T, ConfigErrors> {
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner().to_string();
         let mut path = e.path().to_string();
+        // serde_norway's message may start with the same key path: say it once.
+        let inner = e.inner().to_string();
+        let inner = inner.strip_prefix(&format!("{path}: ")).map(str::to_string).unwrap_or(inner);
         if path == "." {
             path.clear();
         }
@@ -333,6 +335,13 @@ mod tests {
         let e = Config::from_yaml("sorces: []\n", None).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("did you mean \"sources\""), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_path_once() {
+        let e = Config::from_yaml("receivers:\n  ops:\n    kind: pager\n", None).unwrap_err().to_string();
+        assert!(e.starts_with("receivers.ops.kind: unknown variant `pager`"), "{e}");
+        assert_eq!(e.matches("receivers.ops.kind").count(), 1, "{e}");
     }
 
     #[test]

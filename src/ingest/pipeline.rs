@@ -69,8 +69,11 @@ pub struct Pipeline {
     publisher: Arc<Mutex<Option<Arc<dyn Publisher>>>>,
     /// Final summaries of retired deployments not yet on the state topic (Some only when a
     /// Kafka source with a state topic collects them, see [`Pipeline::collect_retired`]).
-    retired: Arc<Mutex<Option<Vec<(String, Vec<u8>)>>>>,
+    retired: Arc<Mutex<Option<Vec<RetiredRecord>>>>,
 }
+
+/// A retired deployment's id and final summary (JSON).
+pub type RetiredRecord = (String, Vec<u8>);
 
 impl Pipeline {
     pub fn new(engine: Engine, dead: DeadLetterSink) -> Self {
@@ -93,12 +96,12 @@ impl Pipeline {
     }
 
     /// The retired deployments' final summaries collected since the last call: (id, JSON).
-    pub fn take_retired(&self) -> Vec<(String, Vec<u8>)> {
+    pub fn take_retired(&self) -> Vec<RetiredRecord> {
         self.retired.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Puts back summaries [`Pipeline::take_retired`] gave that could not be written.
-    pub fn return_retired(&self, back: Vec<(String, Vec<u8>)>) {
+    pub fn return_retired(&self, back: Vec<RetiredRecord>) {
         if let Some(v) = self.retired.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             v.extend(back);
         }

@@ -381,6 +381,18 @@ impl Kind {
         }
     }
 
+    /// The unit of the condition's value (and of its `min`/`max` limits): rates are proportions,
+    /// latencies, gaps, ages and deadlines are seconds, everything else (disparity and drift
+    /// statistics, scores, counts, 0/1 flags) is a plain number.
+    pub fn value_unit(&self) -> ValueUnit {
+        match self {
+            Kind::Rate(_) => ValueUnit::Ratio,
+            Kind::Quantile(_) | Kind::Silence { .. } | Kind::Deadline { .. } => ValueUnit::Seconds,
+            Kind::State(StateCheck::ListAgeMax { .. } | StateCheck::ClockSkewMax { .. }) => ValueUnit::Seconds,
+            Kind::Disparity(_) | Kind::Drift(_) | Kind::State(_) => ValueUnit::Number,
+        }
+    }
+
     /// The counting window the condition reads (used to know which windows to keep).
     pub fn window(&self) -> Option<Window> {
         match self {
@@ -390,6 +402,15 @@ impl Kind {
             _ => None,
         }
     }
+}
+
+/// The unit of a condition's value ([`Kind::value_unit`]); each has its own metric, so that one
+/// metric never mixes units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueUnit {
+    Ratio,
+    Seconds,
+    Number,
 }
 
 /// One validated condition.

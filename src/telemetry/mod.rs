@@ -44,6 +44,8 @@ pub mod names {
     pub const GROUP_FALSE_ALERT_RATE: &str = "ddtwatch_group_false_alert_ratio";
     pub const CONDITION_STATE: &str = "ddtwatch_condition_state";
     pub const CONDITION_VALUE: &str = "ddtwatch_condition_value";
+    pub const CONDITION_VALUE_RATIO: &str = "ddtwatch_condition_value_ratio";
+    pub const CONDITION_VALUE_SECONDS: &str = "ddtwatch_condition_value_seconds";
     pub const CONDITION_LIMIT: &str = "ddtwatch_condition_limit";
     pub const CONDITION_SAMPLES: &str = "ddtwatch_condition_samples";
     pub const DISPARITY_RATIO: &str = "ddtwatch_disparity_ratio";
@@ -114,6 +116,8 @@ pub mod names {
         "ddtwatch_group_false_alert_ratio",
         "ddtwatch_condition_state",
         "ddtwatch_condition_value",
+        "ddtwatch_condition_value_ratio",
+        "ddtwatch_condition_value_seconds",
         "ddtwatch_condition_limit",
         "ddtwatch_condition_samples",
         "ddtwatch_disparity_ratio",
@@ -619,6 +623,9 @@ struct DeploymentFamilies {
     gfalse: Family,
     grate: Family,
     state: Family,
+    /// Condition values by unit ([`crate::rules::ValueUnit`]): ratio, seconds, plain number.
+    value_ratio: Family,
+    value_seconds: Family,
     value: Family,
     limit: Family,
     samples: Family,
@@ -649,7 +656,21 @@ impl DeploymentFamilies {
             gfalse: Family::new(GROUP_FALSE_ALERTS, "False alerts by the list entry's recorded group", g),
             grate: Family::new(GROUP_FALSE_ALERT_RATE, "False alerts per alert by group, Wilson 95% bounds", g),
             state: Family::new(CONDITION_STATE, "Condition state: 0 ok, 1 pending, 2 firing, -1 insufficient data", g),
-            value: Family::new(CONDITION_VALUE, "Condition value with interval bounds where it has one", g),
+            value_ratio: Family::new(
+                CONDITION_VALUE_RATIO,
+                "Value of a rate condition (a proportion), with its interval bounds",
+                g,
+            ),
+            value_seconds: Family::new(
+                CONDITION_VALUE_SECONDS,
+                "Value of a condition measured in seconds (latency quantile, silence, deadline, list age, clock skew)",
+                g,
+            ),
+            value: Family::new(
+                CONDITION_VALUE,
+                "Value of a condition without a unit (disparity and drift statistics, scores, counts, 0/1 checks)",
+                g,
+            ),
             limit: Family::new(CONDITION_LIMIT, "Configured limits of conditions", g),
             samples: Family::new(CONDITION_SAMPLES, "Samples behind a condition's value", g),
             ratio: Family::new(DISPARITY_RATIO, "Disparity ratios (max/min, max/geometric mean)", g),
@@ -741,11 +762,16 @@ impl DeploymentFamilies {
             self.state.add(base.clone(), lc.state.gauge() as f64);
             self.breaches.add(base.clone(), lc.times_fired as f64);
             let Some(e) = e else { continue };
+            let values = match cond.kind.value_unit() {
+                crate::rules::ValueUnit::Ratio => &mut self.value_ratio,
+                crate::rules::ValueUnit::Seconds => &mut self.value_seconds,
+                crate::rules::ValueUnit::Number => &mut self.value,
+            };
             for (b, v) in [("estimate", e.value), ("lower", e.lower), ("upper", e.upper)] {
                 if let Some(v) = v {
                     let mut lb = short.clone();
                     lb.push(("bound", b.into()));
-                    self.value.add(lb, v);
+                    values.add(lb, v);
                 }
             }
             if let Some(n) = e.n {
@@ -822,6 +848,8 @@ impl DeploymentFamilies {
             &self.gfalse,
             &self.grate,
             &self.state,
+            &self.value_ratio,
+            &self.value_seconds,
             &self.value,
             &self.limit,
             &self.samples,
