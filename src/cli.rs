@@ -63,6 +63,10 @@ enum Command {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Threads that evaluate deployments (default: `engine.workers`, else the available
+        /// cores). The output is the same for any number.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Writes a deterministic NDJSON stream of a scenario to stdout.
     Simulate {
@@ -144,8 +148,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { listen, speed, events } => demo(listen, speed, events),
         Command::Run { config, listen } => run(config, listen),
-        Command::Replay { config, input, summary, dead_letter, quiet } => {
-            replay_cmd(config, &input, summary, dead_letter, quiet)
+        Command::Replay { config, input, summary, dead_letter, quiet, workers } => {
+            replay_cmd(config, &input, summary, dead_letter, quiet, workers)
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file, skip_secrets } => return check_config(&file, skip_secrets),
@@ -289,6 +293,7 @@ fn replay_cmd(
     summary: Option<PathBuf>,
     dead_letter: Option<PathBuf>,
     quiet: bool,
+    workers: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let config = match &config {
         Some(p) => load_config(p)?,
@@ -298,6 +303,9 @@ fn replay_cmd(
         eprintln!("warning: {w}");
     }
     let mut engine = Engine::new(Arc::new(config), ClockMode::Event);
+    if let Some(n) = workers {
+        engine.set_workers(n);
+    }
     let mut dead = match &dead_letter {
         Some(p) => DeadLetterSink::file(p).with_context(|| format!("opening {}", p.display()))?,
         None => DeadLetterSink::Stderr,

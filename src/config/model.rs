@@ -306,6 +306,10 @@ pub struct EngineConfig {
     /// ever. Default 24 h: a day to read the finished deployment on the dashboards.
     #[serde(default = "one_day")]
     pub retain_stopped: Dur,
+    /// Threads that evaluate deployments each second (each deployment on one of them; the
+    /// output is the same for any number). Default (unset): the available cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 fn one_day() -> Dur {
@@ -350,6 +354,7 @@ impl Default for EngineConfig {
             snapshot_interval: thirty_seconds(),
             shutdown_grace: ten_seconds(),
             retain_stopped: one_day(),
+            workers: None,
         }
     }
 }

@@ -274,6 +274,10 @@ pub struct Deployment {
     pub phase: Option<Phase>,
     pub started_at: Option<Millis>,
     pub stopped_at: Option<Millis>,
+    /// The engine clock when the `stopped` event was applied: `engine.retain_stopped` counts
+    /// from here, so a stream replayed through `run` (wall clock) keeps its stopped
+    /// deployments as long as a live one would.
+    pub stop_seen: Option<Millis>,
     pub first_ts: Option<Millis>,
     pub last_ts: Option<Millis>,
     pub groups: Arc<GroupIndex>,
@@ -315,6 +319,7 @@ impl Deployment {
             phase: None,
             started_at: None,
             stopped_at: None,
+            stop_seen: None,
             first_ts: None,
             last_ts: None,
             total: Tally::new(groups.len),
@@ -467,6 +472,7 @@ impl Deployment {
                     Phase::Started => {
                         self.started_at.get_or_insert(ev.ts);
                         self.stopped_at = None;
+                        self.stop_seen = None;
                         if self.authorisation.is_none() {
                             // CONDITIONS.md authorised_window: a started deployment with no authorisation.
                             self.window_tripped = true;
@@ -474,6 +480,7 @@ impl Deployment {
                     }
                     Phase::Stopped => {
                         self.stopped_at = Some(ev.ts);
+                        self.stop_seen = Some(now);
                     }
                 }
                 // A late `authorised` never moves a started/stopped deployment back.

@@ -10,6 +10,7 @@ pub mod calibration;
 mod dedup;
 mod deployment;
 mod eval;
+mod round;
 mod series;
 pub mod snapshot;
 mod summary;
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use crate::config::{ClockMode, Config};
 use crate::event::{Body, Event, EventType, Invalid, Millis, Reason, parse_line};
 use crate::rules::{BreachState, Transition, TransitionKind};
-use eval::evaluate;
 
 use dedup::{Dedup, fingerprint};
 pub use dedup::{Spill, SpillCounts};
@@ -94,7 +94,48 @@ pub struct Engine {
     /// Final summaries go to [`Engine::drain_retired`] (and on to `state_dir/records`) instead
     /// of staying in memory.
     hand_off_retired: bool,
+    /// Threads that evaluate deployments (`engine.workers`).
+    workers: usize,
     pub stats: EngineStats,
+}
+
+/// Below this many deployments a worker costs more (a thread per evaluation round) than it saves.
+const MIN_DEPLOYMENTS_PER_WORKER: usize = 16;
+
+/// What a deployment's evaluation round reads of the engine.
+pub(crate) struct RoundCtx<'a> {
+    pub config: &'a Config,
+    pub mode: ClockMode,
+    /// Open breaches taken over from the outbox (wall mode), read only: those used are removed
+    /// afterwards ([`Round::seeds_used`]).
+    pub seeds: &'a HashMap<(String, String), (Millis, Millis)>,
+    /// Deployments with events held beyond the clock's horizon (not retired meanwhile).
+    pub future: &'a std::collections::HashSet<&'a str>,
+    pub now: Millis,
+    pub end_of_input: bool,
+}
+
+/// What one deployment's evaluation round produced for the engine-wide state.
+pub(crate) struct Round {
+    pub now: Millis,
+    /// Held decisions/outcomes whose alert never came, to dead-letter `orphan`.
+    pub orphans: Vec<Held>,
+    /// Breach-book operations, in the order they happened.
+    pub book: Vec<BookOp>,
+    /// Seeds applied (or found) this round.
+    pub seeds_used: Vec<(String, String)>,
+    pub retire: bool,
+}
+
+pub(crate) enum BookOp {
+    TakeOver {
+        cond_id: String,
+        condition: Arc<crate::rules::Condition>,
+        anchor: Millis,
+        fired_at: Millis,
+        limit: serde_json::Value,
+    },
+    Transition(Box<Transition>),
 }
 
 /// What the engine keeps of a retired deployment.
@@ -123,6 +164,16 @@ fn deployment_in<'a>(
         d.set_conditions(config);
     }
     d
+}
+
+/// `engine.workers`, or the available cores.
+fn config_workers(config: &Config) -> usize {
+    config
+        .raw
+        .engine
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        .max(1)
 }
 
 /// An event held because it lies beyond the clock's horizon.
@@ -173,6 +224,7 @@ pub struct OpenBreach {
 impl Engine {
     pub fn new(config: Arc<Config>, mode: ClockMode) -> Self {
         Engine {
+            workers: config_workers(&config),
             groups: Arc::new(GroupIndex::new(&config.groups)),
             config,
             mode,
@@ -198,6 +250,12 @@ impl Engine {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Evaluates deployments on `n` threads from now on (at least 1); the output is the same for
+    /// every `n`.
+    pub fn set_workers(&mut self, n: usize) {
+        self.workers = n.max(1);
     }
 
     /// The origin of the messages ingested from now on (None: not from Kafka).
@@ -401,27 +459,6 @@ impl Engine {
         std::mem::take(&mut self.retiring)
     }
 
-    /// Whether the stopped deployment `d` may be retired at `now`: stopped at least
-    /// `retain_stopped` ago (engine clock), nothing of it held, and every deletion deadline judged
-    /// (attested, or past due by the condition's `for` so its breach has fired).
-    fn retirable(&self, d: &Deployment, now: Millis) -> bool {
-        let retain = self.config.raw.engine.retain_stopped.ms();
-        let (Some(crate::event::Phase::Stopped), Some(stop)) = (d.phase, d.stopped_at) else { return false };
-        if retain <= 0 || now - stop < retain || !d.held.is_empty() {
-            return false;
-        }
-        if self.future.iter().any(|f| f.event.deployment_id == d.id) {
-            return false;
-        }
-        d.conditions.iter().all(|rt| match &rt.condition.kind {
-            crate::rules::Kind::Deadline { scope, within } => {
-                d.deletions.iter().any(|x| x.scope == *scope && x.up_to >= stop)
-                    || now > stop + within.ms() + rt.condition.for_.ms()
-            }
-            _ => true,
-        })
-    }
-
     /// Retires `id` at `now`: its final summary (with its breaches) is kept or handed off, and
     /// its state, remembered event ids and breach history leave memory.
     fn retire(&mut self, id: &str, now: Millis) {
@@ -465,6 +502,7 @@ impl Engine {
     /// Replaces the configuration; statistics and lifecycles of unchanged conditions stay.
     pub fn reload(&mut self, config: Arc<Config>) {
         self.groups = Arc::new(GroupIndex::new(&config.groups));
+        self.workers = config_workers(&config);
         self.config = config;
         for d in self.deployments.values_mut() {
             d.set_conditions(&self.config);
@@ -731,86 +769,84 @@ impl Engine {
         self.evaluate_all(now, true);
     }
 
+    /// Evaluates every deployment at `now`: each deployment's round (orphans, conditions,
+    /// retirement) depends on that deployment alone, so rounds run on up to `workers` threads
+    /// over contiguous runs of deployments; what they produce is applied to the engine in
+    /// deployment-id order, as one thread would have, so the output does not depend on the
+    /// number of workers (tests/determinism.rs).
     fn evaluate_all(&mut self, now: Millis, end_of_input: bool) {
         self.stats.evaluations += 1;
-        let hold = self.config.raw.engine.orphan_hold.ms();
-        let ids: Vec<String> = self.deployments.keys().cloned().collect();
-        let mut retire = Vec::new();
-        for id in ids {
-            let d = self.deployments.get_mut(&id).expect("listed");
-            // Orphans past their hold (or all of them at end of input).
-            let mut orphans = Vec::new();
-            while let Some((held_at, _)) = d.held_order.front() {
-                if !end_of_input && now - *held_at <= hold {
-                    break;
+        let future: std::collections::HashSet<&str> =
+            self.future.iter().map(|f| f.event.deployment_id.as_str()).collect();
+        let ctx =
+            RoundCtx { config: &self.config, mode: self.mode, seeds: &self.seeds, future: &future, now, end_of_input };
+        let mut list: Vec<(&String, &mut Deployment)> = self.deployments.iter_mut().collect();
+        let workers = self.workers.min(list.len() / MIN_DEPLOYMENTS_PER_WORKER).max(1);
+        let rounds: Vec<(String, Round)> = if workers <= 1 {
+            list.into_iter().map(|(id, d)| (id.clone(), d.evaluate_round(id, &ctx))).collect()
+        } else {
+            let per = list.len().div_ceil(workers);
+            std::thread::scope(|scope| {
+                let ctx = &ctx;
+                let mut chunks = list.chunks_mut(per);
+                let first = chunks.next().expect("at least one deployment");
+                let handles: Vec<_> = chunks
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter_mut()
+                                .map(|(id, d)| ((*id).clone(), d.evaluate_round(id, ctx)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let mut out: Vec<(String, Round)> =
+                    first.iter_mut().map(|(id, d)| ((*id).clone(), d.evaluate_round(id, ctx))).collect();
+                for h in handles {
+                    out.extend(h.join().expect("an evaluation worker panicked"));
                 }
-                let (held_at, alert_id) = d.held_order.pop_front().expect("non-empty");
-                if let Some(list) = d.held.get_mut(&alert_id) {
-                    let (expired, keep): (Vec<Held>, Vec<Held>) =
-                        list.drain(..).partition(|h| end_of_input || h.held_at <= held_at);
-                    *list = keep;
-                    if list.is_empty() {
-                        d.held.remove(&alert_id);
-                    }
-                    orphans.extend(expired);
+                out
+            })
+        };
+        drop(future);
+        for (id, round) in rounds {
+            self.apply_round(&id, round);
+        }
+    }
+
+    /// Applies one deployment's round to the engine-wide state, in the order one thread would have.
+    fn apply_round(&mut self, id: &str, round: Round) {
+        for h in round.orphans {
+            self.stats.invalid_total += 1;
+            *self.stats.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
+            self.dead.push(DeadLetter {
+                reason: Reason::Orphan,
+                detail: format!("no alert with this alert_id arrived within {}", self.config.raw.engine.orphan_hold),
+                deployment_id: Some(id.to_string()),
+                payload: h.raw,
+                origin: h.origin,
+            });
+        }
+        for key in round.seeds_used {
+            self.seeds.remove(&key);
+        }
+        for op in round.book {
+            match op {
+                BookOp::TakeOver { cond_id, condition, anchor, fired_at, limit } => {
+                    self.breaches.take_over(id, &cond_id, &condition, anchor, fired_at, limit)
                 }
-            }
-            for h in orphans {
-                d.total.counts[crate::rules::Counter::Invalid.index()] += 1;
-                *d.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
-                self.stats.invalid_total += 1;
-                *self.stats.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
-                self.dead.push(DeadLetter {
-                    reason: Reason::Orphan,
-                    detail: format!(
-                        "no alert with this alert_id arrived within {}",
-                        self.config.raw.engine.orphan_hold
-                    ),
-                    deployment_id: Some(id.clone()),
-                    payload: h.raw,
-                    origin: h.origin,
-                });
-            }
-            d.expire_adjudications(now);
-            let mut conditions = std::mem::take(&mut d.conditions);
-            for rt in conditions.iter_mut() {
-                let evals = evaluate(rt, d, now);
-                for e in &evals {
-                    let (cond_id, lifecycle) = match &e.instance {
-                        None => (rt.condition.id.clone(), &mut rt.lifecycle),
-                        Some(src) => {
-                            (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default())
-                        }
-                    };
-                    let event_time = (self.mode == ClockMode::Wall).then(|| d.last_ts.unwrap_or(now));
-                    if !self.seeds.is_empty()
-                        && let Some((anchor, fired_at)) = self.seeds.remove(&(id.clone(), cond_id.clone()))
-                        && lifecycle.seed(anchor, fired_at)
-                    {
-                        self.breaches.take_over(&id, &cond_id, &rt.condition, anchor, fired_at, e.limit.value());
-                    }
-                    let Some(kind) = lifecycle.step_at(e.verdict, now, rt.condition.for_.ms(), event_time) else {
-                        continue;
-                    };
-                    let started_at = lifecycle.key_time(now);
-                    let t = Transition::new(&id, d.system, cond_id, &rt.condition, kind, now, started_at, e);
-                    match kind {
+                BookOp::Transition(t) => {
+                    match t.state {
                         TransitionKind::Firing => self.stats.transitions_firing += 1,
                         TransitionKind::Resolved => self.stats.transitions_resolved += 1,
                     }
                     self.breaches.record(&t);
-                    self.transitions.push(t);
+                    self.transitions.push(*t);
                 }
-                rt.last = evals;
-            }
-            d.conditions = conditions;
-            // Judged at this evaluation; the last input's final evaluation retires nothing.
-            if !end_of_input && self.retirable(&self.deployments[&id], now) {
-                retire.push(id);
             }
         }
-        for id in retire {
-            self.retire(&id, now);
+        if round.retire {
+            self.retire(id, round.now);
         }
     }
 

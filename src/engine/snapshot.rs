@@ -111,6 +111,9 @@ pub struct DeploymentSnapshot {
     phase: Option<Phase>,
     started_at: Option<Millis>,
     stopped_at: Option<Millis>,
+    /// Absent in snapshots from before retirement existed (`stopped_at` stands in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_seen: Option<Millis>,
     first_ts: Option<Millis>,
     last_ts: Option<Millis>,
     /// The group allow-list the tallies are indexed by; restoring under a different one starts
@@ -206,6 +209,7 @@ impl DeploymentSnapshot {
             phase: d.phase,
             started_at: d.started_at,
             stopped_at: d.stopped_at,
+            stop_seen: d.stop_seen,
             first_ts: d.first_ts,
             last_ts: d.last_ts,
             groups: d.groups.attributes.clone(),
@@ -290,6 +294,7 @@ impl DeploymentSnapshot {
         d.phase = self.phase;
         d.started_at = self.started_at;
         d.stopped_at = self.stopped_at;
+        d.stop_seen = self.stop_seen;
         d.first_ts = self.first_ts;
         d.last_ts = self.last_ts;
         if same_groups {

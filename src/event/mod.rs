@@ -300,7 +300,7 @@ pub enum Reason {
     TooLarge,
     FutureTimestamp,
     Orphan,
-    /// Its deployment was retired (`engine.retain_stopped` after it stopped): it has no state
+    /// Its deployment was retired (`engine.retain_stopped` after its stop was applied): it has no state
     /// left to apply the event to (README "Semantics", retired deployments).
     RetiredDeployment,
 }

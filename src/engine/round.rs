@@ -1,0 +1,97 @@
+//! One deployment's evaluation round: its orphans past their hold, its adjudication timeouts,
+//! every condition's evaluation and breach lifecycle, and whether it may now be retired. A round
+//! reads and changes only its own deployment (and reads the engine through [`RoundCtx`]), so
+//! rounds of different deployments can run on different threads; the engine applies what they
+//! return ([`Round`]) in deployment-id order.
+
+use super::deployment::Held;
+use super::eval::evaluate;
+use super::{BookOp, Deployment, Round, RoundCtx};
+use crate::config::ClockMode;
+use crate::event::Phase;
+use crate::rules::{Kind, Transition};
+
+impl Deployment {
+    pub(crate) fn evaluate_round(&mut self, id: &str, ctx: &RoundCtx<'_>) -> Round {
+        let now = ctx.now;
+        let mut round = Round { now, orphans: Vec::new(), book: Vec::new(), seeds_used: Vec::new(), retire: false };
+        let hold = ctx.config.raw.engine.orphan_hold.ms();
+        // Orphans past their hold (or all of them at end of input).
+        while let Some((held_at, _)) = self.held_order.front() {
+            if !ctx.end_of_input && now - *held_at <= hold {
+                break;
+            }
+            let (held_at, alert_id) = self.held_order.pop_front().expect("non-empty");
+            if let Some(list) = self.held.get_mut(&alert_id) {
+                let (expired, keep): (Vec<Held>, Vec<Held>) =
+                    list.drain(..).partition(|h| ctx.end_of_input || h.held_at <= held_at);
+                *list = keep;
+                if list.is_empty() {
+                    self.held.remove(&alert_id);
+                }
+                round.orphans.extend(expired);
+            }
+        }
+        for _ in &round.orphans {
+            self.total.counts[crate::rules::Counter::Invalid.index()] += 1;
+            *self.invalid_by_reason.entry(crate::event::Reason::Orphan.as_str()).or_default() += 1;
+        }
+        self.expire_adjudications(now);
+        let mut conditions = std::mem::take(&mut self.conditions);
+        for rt in conditions.iter_mut() {
+            let evals = evaluate(rt, self, now);
+            for e in &evals {
+                let (cond_id, lifecycle) = match &e.instance {
+                    None => (rt.condition.id.clone(), &mut rt.lifecycle),
+                    Some(src) => (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default()),
+                };
+                let event_time = (ctx.mode == ClockMode::Wall).then(|| self.last_ts.unwrap_or(now));
+                if !ctx.seeds.is_empty() {
+                    let key = (id.to_string(), cond_id.clone());
+                    if let Some(&(anchor, fired_at)) = ctx.seeds.get(&key) {
+                        round.seeds_used.push(key);
+                        if lifecycle.seed(anchor, fired_at) {
+                            round.book.push(BookOp::TakeOver {
+                                cond_id: cond_id.clone(),
+                                condition: rt.condition.clone(),
+                                anchor,
+                                fired_at,
+                                limit: e.limit.value(),
+                            });
+                        }
+                    }
+                }
+                let Some(kind) = lifecycle.step_at(e.verdict, now, rt.condition.for_.ms(), event_time) else {
+                    continue;
+                };
+                let started_at = lifecycle.key_time(now);
+                let t = Transition::new(id, self.system, cond_id, &rt.condition, kind, now, started_at, e);
+                round.book.push(BookOp::Transition(Box::new(t)));
+            }
+            rt.last = evals;
+        }
+        self.conditions = conditions;
+        // Judged at this evaluation; the last input's final evaluation retires nothing.
+        round.retire = !ctx.end_of_input && self.retirable(ctx);
+        round
+    }
+
+    /// Whether this stopped deployment may be retired at the round's time: its stop applied at
+    /// least `retain_stopped` ago (engine clock), nothing of it held, and every deletion deadline judged
+    /// (attested, or past due by the condition's `for`, so its breach has fired).
+    fn retirable(&self, ctx: &RoundCtx<'_>) -> bool {
+        let retain = ctx.config.raw.engine.retain_stopped.ms();
+        let (Some(Phase::Stopped), Some(stop)) = (self.phase, self.stopped_at) else { return false };
+        let seen = self.stop_seen.unwrap_or(stop);
+        if retain <= 0 || ctx.now - seen < retain || !self.held.is_empty() || ctx.future.contains(self.id.as_str()) {
+            return false;
+        }
+        self.conditions.iter().all(|rt| match &rt.condition.kind {
+            Kind::Deadline { scope, within } => {
+                self.deletions.iter().any(|x| x.scope == *scope && x.up_to >= stop)
+                    || ctx.now > stop + within.ms() + rt.condition.for_.ms()
+            }
+            _ => true,
+        })
+    }
+}
