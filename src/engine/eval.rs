@@ -58,8 +58,13 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 let mut e = Evaluation::new(if breach { Verdict::Breach } else { Verdict::Ok });
                 e.instance = Some(source.clone());
                 e.value = Some(gap.max(0) as f64 / 1000.0);
-                e.limit = json!({"max_gap": max_gap.as_secs_f64()}).into();
-                e.detail = json!({"source": source, "last_seen": format_ts(last), "type": event_type.as_str()}).into();
+                e.limit = JsonText::of(J::Obj(vec![("max_gap", J::F64(max_gap.as_secs_f64()))]));
+                let last_seen = format_ts(last);
+                e.detail = JsonText::of(J::Obj(vec![
+                    ("source", J::Str(source)),
+                    ("last_seen", J::Str(&last_seen)),
+                    ("type", J::Str(event_type.as_str())),
+                ]));
                 out.push(e);
             }
             if out.is_empty() {
@@ -112,6 +117,16 @@ struct Evidence {
 impl Evidence {
     fn crossed(&self) -> bool {
         self.ln >= self.boundary
+    }
+
+    /// The `decision` object of a detail (as [`Evidence::write`] writes it).
+    fn j(&self, rule: &'static str) -> J<'static> {
+        J::Obj(vec![
+            ("rule", J::Str(rule)),
+            ("false_breach_per_day", J::F64(self.budget)),
+            ("evidence", J::F64(round6(self.ln))),
+            ("boundary", J::F64(round6(self.boundary))),
+        ])
     }
 
     fn write(&self, detail: &mut Value, rule: &str) {
@@ -375,25 +390,37 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     let spec = ds.spec.clone();
     if let DriftMethod::PageHinkley { hold, delta, lambda } = &spec.method {
-        e.limit = json!({"lambda": lambda, "delta": delta, "hold": hold.as_secs_f64()}).into();
+        e.limit = JsonText::of(J::Obj(vec![
+            ("lambda", J::F64(*lambda)),
+            ("delta", J::F64(*delta)),
+            ("hold", J::F64(hold.as_secs_f64())),
+        ]));
         e.value = Some(ds.ph.statistic());
         e.n = Some(ds.ph_seen);
         let recent = ds.last_detection.filter(|(at, _)| now - at < hold.ms());
-        let mut detail = json!({
-            "statistic": ds.ph.statistic(),
-            "detections": ds.ph.detections,
-            "last_detection": ds.last_detection.map(|(at, _)| format_ts(at)),
-            "direction": ds.last_detection.map(|(_, s)| s),
+        let last = ds.last_detection.map(|(at, _)| format_ts(at));
+        let direction = ds.last_detection.map(|(_, s)| match s {
+            crate::stats::drift::Shift::Up => "up",
+            crate::stats::drift::Shift::Down => "down",
         });
+        let mut detail = vec![
+            ("statistic", J::F64(ds.ph.statistic())),
+            ("detections", J::U64(ds.ph.detections)),
+            ("last_detection", last.as_deref().into()),
+            ("direction", direction.into()),
+        ];
         if let Some(alpha) = spec.false_breach_per_day.per_day() {
-            detail["decision"] = json!({
-                "rule": "page_hinkley_budget",
-                "false_breach_per_day": alpha,
-                "threshold": round6(ds.ph.lambda),
-                "variance": round6(ds.variance()),
-            });
+            detail.push((
+                "decision",
+                J::Obj(vec![
+                    ("rule", J::Str("page_hinkley_budget")),
+                    ("false_breach_per_day", J::F64(alpha)),
+                    ("threshold", J::F64(round6(ds.ph.lambda))),
+                    ("variance", J::F64(round6(ds.variance()))),
+                ]),
+            ));
         }
-        e.detail = detail.into();
+        e.detail = JsonText::of(J::Obj(detail));
         e.verdict = if recent.is_some() {
             Verdict::Breach
         } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
@@ -415,27 +442,34 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
         ds.segment.look(&ds.baseline.counts, alpha, spec.min_samples);
         let seg = &ds.segment;
         let decided = seg.decision(spec.min_samples);
-        let detail = json!({
-            "rule": "ks_band_segments",
-            "false_breach_per_day": alpha,
-            "segment_n": seg.n,
-            "segment_index": seg.index,
-            "segment_ks_d": round6(seg.d),
-            "boundary": round6(seg.boundary),
-            "crossed": decided,
-        });
+        let detail = J::Obj(vec![
+            ("rule", J::Str("ks_band_segments")),
+            ("false_breach_per_day", J::F64(alpha)),
+            ("segment_n", J::U64(seg.n)),
+            ("segment_index", J::U64(seg.index)),
+            ("segment_ks_d", J::F64(round6(seg.d))),
+            ("boundary", J::F64(round6(seg.boundary))),
+            ("crossed", decided.map_or(J::Null, J::Bool)),
+        ]);
         (decided == Some(true), detail)
     });
     match &spec.method {
         DriftMethod::Psi { max, .. } => {
-            e.limit = json!({"max": max}).into();
+            e.limit = JsonText::of(J::Obj(vec![("max", J::F64(*max))]));
             let v = psi(&current, &ds.baseline.counts);
-            let mut detail = json!({"psi": v, "baseline_n": nb, "window_n": m, "baseline_full": baseline_full,
-                "edges": ds.baseline.edges, "baseline_counts": ds.baseline.counts, "window_counts": current});
+            let mut detail = vec![
+                ("psi", J::F64(v)),
+                ("baseline_n", J::U64(nb)),
+                ("window_n", J::U64(m)),
+                ("baseline_full", J::Bool(baseline_full)),
+                ("edges", J::F64s(&ds.baseline.edges)),
+                ("baseline_counts", J::U64s(&ds.baseline.counts)),
+                ("window_counts", J::U64s(&current)),
+            ];
             if let Some((_, d)) = &decision {
-                detail["decision"] = d.clone();
+                detail.push(("decision", d.clone()));
             }
-            e.detail = detail.into();
+            e.detail = JsonText::of(J::Obj(detail));
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -446,14 +480,20 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
         DriftMethod::Ks { alpha } => {
             let d = ks_binned(&current, &ds.baseline.counts);
             let crit = if m > 0 && nb > 0 { ks_critical(m, nb, *alpha) } else { f64::NAN };
-            e.limit =
-                json!({"alpha": alpha, "critical": if crit.is_finite() { json!(crit) } else { Value::Null }}).into();
-            let mut detail = json!({"ks_d": d, "critical": if crit.is_finite() { json!(crit) } else { Value::Null },
-                "baseline_n": nb, "window_n": m, "baseline_full": baseline_full, "bins": current.len()});
+            // A non-finite critical value is written as null (as serde_json writes any).
+            e.limit = JsonText::of(J::Obj(vec![("alpha", J::F64(*alpha)), ("critical", J::F64(crit))]));
+            let mut detail = vec![
+                ("ks_d", J::F64(d)),
+                ("critical", J::F64(crit)),
+                ("baseline_n", J::U64(nb)),
+                ("window_n", J::U64(m)),
+                ("baseline_full", J::Bool(baseline_full)),
+                ("bins", J::U64(current.len() as u64)),
+            ];
             if let Some((_, dd)) = &decision {
-                detail["decision"] = dd.clone();
+                detail.push(("decision", dd.clone()));
             }
-            e.detail = detail.into();
+            e.detail = JsonText::of(J::Obj(detail));
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -475,10 +515,11 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
 /// A quantile condition from its value series. Public for the calibration harness.
 pub fn quantile_evaluation(q: &QuantileSpec, series: &LatencySeries, seq: &mut Sequential, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = json!({"max": q.max.as_secs_f64()}).into();
+    e.limit = JsonText::of(J::Obj(vec![("max", J::F64(q.max.as_secs_f64()))]));
     let (value, n) = series.quantile(q.window, q.q, now);
     e.n = Some(n);
-    let mut detail = json!({"q": q.q, "value": value.map(|v| v as f64 / 1000.0), "samples": n});
+    let mut detail =
+        vec![("q", J::F64(q.q)), ("value", value.map(|v| v as f64 / 1000.0).into()), ("samples", J::U64(n))];
     let bound = q.max.ms().max(0) as u64;
     let evidence = q.false_breach_per_day.per_day().map(|alpha| {
         let sides = [(Side::Upper, 1.0 - q.q)];
@@ -489,15 +530,15 @@ pub fn quantile_evaluation(q: &QuantileSpec, series: &LatencySeries, seq: &mut S
             }
             w => {
                 let (x, n) = series.exceedances(w, bound, now);
-                detail["exceedances"] = json!(x);
+                detail.push(("exceedances", J::U64(x)));
                 cumulative_evidence(&sides, x, n, alpha)
             }
         };
         let rule = if matches!(q.window, Window::Duration(_)) { "shiryaev_roberts" } else { "e_process" };
-        ev.write(&mut detail, rule);
+        detail.push(("decision", ev.j(rule)));
         ev
     });
-    e.detail = detail.into();
+    e.detail = JsonText::of(J::Obj(detail));
     let Some(v) = value else { return e };
     e.value = Some(v as f64 / 1000.0);
     if n < q.min_samples {
@@ -536,7 +577,8 @@ fn over_sources<T: Copy>(
 fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     let auth = dep.authorisation.as_ref();
-    let (value, breaching, limit): (Option<f64>, Vec<String>, Value) = match check {
+    let one = |k: &'static str, v: J<'_>| JsonText::of(J::Obj(vec![(k, v)]));
+    let (value, breaching, limit): (Option<f64>, Vec<String>, JsonText) = match check {
         StateCheck::ThresholdFloor { min } => {
             // The stricter of the config and the authorisation applies.
             let floor = match (*min, auth.and_then(|a| a.threshold_floor)) {
@@ -545,7 +587,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
             };
             let Some(floor) = floor else { return e };
             let (v, b) = over_sources(dep, |s| s.threshold.as_ref().map(|t| t.value), |t| t < floor, |a, b| a < b);
-            (v, b, json!({"min": floor}))
+            (v, b, one("min", J::F64(floor)))
         }
         StateCheck::ThresholdChanged => {
             let Some(first) = dep.first_threshold else { return e };
@@ -555,7 +597,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
                 |t| t != first,
                 |a, b| (a - first).abs() > (b - first).abs(),
             );
-            (v, b, json!({"expected": first}))
+            (v, b, one("expected", J::F64(first)))
         }
         StateCheck::AlgorithmPinned { version } => {
             let Some(expected) = version.clone().or_else(|| dep.first_algorithm.clone()) else { return e };
@@ -569,7 +611,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
             if !any {
                 return e;
             }
-            (None, breaching, json!({"version": expected}))
+            (None, breaching, one("version", J::Str(&expected)))
         }
         StateCheck::ListSizeMax { max } => {
             let limit = match (*max, auth.and_then(|a| a.max_list_size)) {
@@ -578,7 +620,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
             };
             let Some(limit) = limit else { return e };
             let (v, b) = over_sources(dep, |s| s.list_size.as_ref().map(|t| t.value), |n| n > limit, |a, b| a > b);
-            (v.map(|x| x as f64), b, json!({"max": limit}))
+            (v.map(|x| x as f64), b, one("max", J::U64(limit)))
         }
         StateCheck::ListAgeMax { max } => {
             let (v, b) = over_sources(
@@ -587,11 +629,11 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
                 |age| age > max.ms(),
                 |a, b| a > b,
             );
-            (v.map(|ms| ms as f64 / 1000.0), b, json!({"max": max.as_secs_f64()}))
+            (v.map(|ms| ms as f64 / 1000.0), b, one("max", J::F64(max.as_secs_f64())))
         }
         StateCheck::ListUnder18Max { max } => {
             let (v, b) = over_sources(dep, |s| s.list_under_18.as_ref().map(|t| t.value), |n| n > *max, |a, b| a > b);
-            (v.map(|x| x as f64), b, json!({"max": max}))
+            (v.map(|x| x as f64), b, one("max", J::U64(*max)))
         }
         StateCheck::ListVersionKnown => {
             if dep.announced_versions.is_empty() && dep.unknown_versions.is_empty() {
@@ -599,14 +641,16 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
             }
             let n = dep.unknown_versions.len();
             let b = if n > 0 { vec!["alerts".to_string()] } else { vec![] };
-            (Some(n as f64), b, json!({"unknown_versions": 0}))
+            (Some(n as f64), b, one("unknown_versions", J::U64(0)))
         }
         StateCheck::AuthorisedWindow => {
             let b = if dep.window_tripped { vec!["deployment".to_string()] } else { vec![] };
-            let limit = json!({
-                "window_start": auth.and_then(|a| a.window_start).map(format_ts),
-                "window_end": auth.and_then(|a| a.window_end).map(format_ts),
-            });
+            let (start, end) =
+                (auth.and_then(|a| a.window_start).map(format_ts), auth.and_then(|a| a.window_end).map(format_ts));
+            let limit = JsonText::of(J::Obj(vec![
+                ("window_start", start.as_deref().into()),
+                ("window_end", end.as_deref().into()),
+            ]));
             (Some(dep.window_tripped as u8 as f64), b, limit)
         }
         StateCheck::ClockSkewMax { max } => {
@@ -616,19 +660,23 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
                 |x| x > max.ms(),
                 |a, b| a > b,
             );
-            (v.map(|ms| ms as f64 / 1000.0), b, json!({"max": max.as_secs_f64()}))
+            (v.map(|ms| ms as f64 / 1000.0), b, one("max", J::F64(max.as_secs_f64())))
         }
         StateCheck::CaptureOk => {
             let (v, b) = over_sources(dep, |s| s.capture_ok.as_ref().map(|t| t.value), |ok| !ok, |a, _| !a);
             if v.is_none() {
                 return e;
             }
-            (v.map(|ok| ok as u8 as f64), b, json!({"capture_ok": true}))
+            (v.map(|ok| ok as u8 as f64), b, one("capture_ok", J::Bool(true)))
         }
     };
     e.value = value;
-    e.limit = limit.into();
-    e.detail = json!({"check": check.name(), "sources_breaching": breaching, "active": dep.is_active()}).into();
+    e.limit = limit;
+    e.detail = JsonText::of(J::Obj(vec![
+        ("check", J::Str(check.name())),
+        ("sources_breaching", J::Strs(&breaching)),
+        ("active", J::Bool(dep.is_active())),
+    ]));
     let has_data = value.is_some() || !breaching.is_empty() || matches!(check, StateCheck::AlgorithmPinned { .. });
     // CONDITIONS.md: state checks apply to active deployments only and resolve at `stopped`.
     e.verdict = if !has_data {
@@ -643,15 +691,20 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
 
 fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::Ok);
-    e.limit = json!({"within": within.as_secs_f64(), "scope": scope}).into();
+    e.limit = JsonText::of(J::Obj(vec![("within", J::F64(within.as_secs_f64())), ("scope", J::Str(scope))]));
     let Some(stop) = dep.stopped_at else {
-        e.detail = json!({"stopped": false}).into();
+        e.detail = JsonText::of(J::Obj(vec![("stopped", J::Bool(false))]));
         return e;
     };
     let due = stop + within.ms();
     let met = dep.deletions.iter().any(|d| d.scope == scope && d.up_to >= stop);
     e.value = Some(((now - stop).max(0)) as f64 / 1000.0);
-    e.detail = json!({"stopped_at": format_ts(stop), "due": format_ts(due), "attested": met}).into();
+    let (stopped_at, due_at) = (format_ts(stop), format_ts(due));
+    e.detail = JsonText::of(J::Obj(vec![
+        ("stopped_at", J::Str(&stopped_at)),
+        ("due", J::Str(&due_at)),
+        ("attested", J::Bool(met)),
+    ]));
     if !met && now > due {
         e.verdict = Verdict::Breach;
     }

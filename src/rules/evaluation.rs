@@ -45,6 +45,15 @@ impl From<Value> for JsonText {
 }
 
 impl JsonText {
+    /// `j` written as JSON text, without building a `serde_json::Value` tree first (the
+    /// per-second evaluations write a limit and a detail for every condition of every
+    /// deployment). The text is the one `Value` would give, byte for byte.
+    pub fn of(j: J<'_>) -> Self {
+        let mut out = Vec::with_capacity(64);
+        j.write(&mut out);
+        JsonText(String::from_utf8(out).expect("serde_json writes UTF-8").into_boxed_str())
+    }
+
     /// The text as a JSON value.
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).expect("a JsonText holds serialised JSON")
@@ -63,6 +72,143 @@ impl Evaluation {
             n: None,
             limit: JsonText::default(),
             detail: JsonText::default(),
+        }
+    }
+}
+
+/// A JSON value to write as text ([`JsonText::of`]): objects are written with their keys sorted
+/// as a `serde_json::Value` object (a `BTreeMap`) sorts them, numbers and strings by serde_json
+/// itself (a non-finite float is `null`), so the text equals `Value`'s.
+#[derive(Debug, Clone)]
+pub enum J<'a> {
+    Null,
+    Bool(bool),
+    F64(f64),
+    U64(u64),
+    I64(i64),
+    Str(&'a str),
+    Strs(&'a [String]),
+    F64s(&'a [f64]),
+    U64s(&'a [u64]),
+    Obj(Vec<(&'a str, J<'a>)>),
+}
+
+impl<'a> J<'a> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let leaf = |out: &mut Vec<u8>, v: &dyn ErasedLeaf| v.put(out);
+        match self {
+            J::Null => out.extend_from_slice(b"null"),
+            J::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            J::F64(x) => leaf(out, x),
+            J::U64(x) => leaf(out, x),
+            J::I64(x) => leaf(out, x),
+            J::Str(x) => leaf(out, x),
+            J::Strs(x) => leaf(out, x),
+            J::F64s(x) => leaf(out, x),
+            J::U64s(x) => leaf(out, x),
+            J::Obj(pairs) => {
+                let mut order: Vec<usize> = (0..pairs.len()).collect();
+                order.sort_by(|&a, &b| pairs[a].0.cmp(pairs[b].0));
+                out.push(b'{');
+                for (i, &k) in order.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    leaf(out, &pairs[k].0);
+                    out.push(b':');
+                    pairs[k].1.write(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+impl From<Option<f64>> for J<'_> {
+    fn from(v: Option<f64>) -> Self {
+        v.map_or(J::Null, J::F64)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for J<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(J::Null, J::Str)
+    }
+}
+
+/// A leaf serde_json writes itself (so its text is serde_json's).
+trait ErasedLeaf {
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl<T: serde::Serialize + ?Sized> ErasedLeaf for T {
+    fn put(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("writing to a Vec cannot fail");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn objects_are_written_as_value_writes_them() {
+        let strs = vec!["cam-2".to_string(), "cam-\"1".to_string()];
+        let cases: Vec<(J<'_>, Value)> = vec![
+            (J::Obj(vec![]), json!({})),
+            (
+                J::Obj(vec![
+                    ("source", J::Str("cam-1")),
+                    ("last_seen", J::Str("2026-01-01T00:00:00Z")),
+                    ("type", J::Str("detection")),
+                ]),
+                json!({"source": "cam-1", "last_seen": "2026-01-01T00:00:00Z", "type": "detection"}),
+            ),
+            (
+                J::Obj(vec![("max", J::F64(0.1)), ("min", J::F64(f64::NAN)), ("n", J::U64(7)), ("d", J::I64(-3))]),
+                json!({"max": 0.1, "min": f64::NAN, "n": 7, "d": -3}),
+            ),
+            (
+                J::Obj(vec![
+                    ("check", J::Str("x")),
+                    ("sources_breaching", J::Strs(&strs)),
+                    ("active", J::Bool(true)),
+                    ("none", J::Null),
+                    ("decision", J::Obj(vec![("rule", J::Str("e")), ("boundary", J::F64(4.60517))])),
+                    ("edges", J::F64s(&[0.0, 0.5, 1.0])),
+                    ("counts", J::U64s(&[1, 2, 3])),
+                ]),
+                json!({"check": "x", "sources_breaching": strs, "active": true, "none": null,
+                       "decision": {"rule": "e", "boundary": 4.60517}, "edges": [0.0, 0.5, 1.0], "counts": [1, 2, 3]}),
+            ),
+        ];
+        for (j, v) in cases {
+            assert_eq!(JsonText::of(j).to_string(), v.to_string());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_flat_object_is_written_as_value_writes_it(
+            entries in proptest::collection::btree_map("[a-z_]{1,12}", (any::<f64>(), any::<u64>(), any::<i64>(), ".{0,8}"), 0..8)
+        ) {
+            let mut pairs = Vec::new();
+            let mut v = serde_json::Map::new();
+            for (i, (k, (f, u, n, s))) in entries.iter().enumerate() {
+                let (j, x) = match i % 4 {
+                    0 => (J::F64(*f), json!(f)),
+                    1 => (J::U64(*u), json!(u)),
+                    2 => (J::I64(*n), json!(n)),
+                    _ => (J::Str(s), json!(s)),
+                };
+                pairs.push((k.as_str(), j));
+                v.insert(k.clone(), x);
+            }
+            // Keys given in reverse order: the writer sorts them.
+            pairs.reverse();
+            prop_assert_eq!(JsonText::of(J::Obj(pairs)).to_string(), Value::Object(v).to_string());
         }
     }
 }

@@ -8,7 +8,7 @@ mod model;
 mod parse;
 
 pub use book::{BreachBook, BreachRecord};
-pub use evaluation::{Evaluation, JsonText};
+pub use evaluation::{Evaluation, J, JsonText};
 pub use lifecycle::{BreachState, Lifecycle, TransitionKind, Verdict};
 pub use model::*;
 pub use parse::parse_condition;
