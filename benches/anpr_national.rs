@@ -110,7 +110,7 @@ impl Stream {
                     );
                     let l = self.line(d, "console-1", ts + 20_000, &decision);
                     self.later.push((ts + 20_000, l));
-                    let result = if a % 10 == 0 { "misread" } else { "true_match" };
+                    let result = if a.is_multiple_of(10) { "misread" } else { "true_match" };
                     let outcome =
                         format!(r#""type":"outcome","alert_id":"a{a}","result":"{result}","action":"vehicle_stopped""#);
                     let l = self.line(d, "team-1", ts + 60_000, &outcome);
@@ -178,7 +178,7 @@ fn main() {
         let (lines, r) = stream.minute();
         reads += r;
         run.feed(&mut engine, lines);
-        if (m + 1) % 60 == 0 {
+        if (m + 1).is_multiple_of(60) {
             eprintln!(
                 "{:>5} min of event time: {:>11} reads, {:>9.0} reads/s, peak RSS {:.0} MB",
                 m + 1,
