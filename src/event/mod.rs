@@ -6,6 +6,7 @@
 //!
 //! Times are carried as milliseconds since the Unix epoch (UTC), which is all the engine needs.
 
+mod fast;
 mod parse;
 
 pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, is_valid_id, parse_line, parse_value};

@@ -11,7 +11,7 @@ use super::*;
 /// Largest accepted message (EVENTS.md: "an object over 1 MiB ... is not applied").
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// EVENTS.md: `scores` has at most 10,000 entries.
-const MAX_SCORES: usize = 10_000;
+pub(super) const MAX_SCORES: usize = 10_000;
 const SUPPORTED_VERSION: u64 = 1;
 
 type Obj = Map<String, Value>;
@@ -24,6 +24,10 @@ pub fn parse_line(line: &[u8]) -> R<Event> {
             Reason::TooLarge,
             format!("{} bytes exceeds the {} byte limit", line.len(), MAX_EVENT_BYTES),
         ));
+    }
+    // Nearly every event is a valid detection: straight from the bytes (`fast.rs`).
+    if let Some(ev) = super::fast::detection(line) {
+        return Ok(ev);
     }
     let value: Value = serde_json::from_slice(line).map_err(|e| Invalid::new(Reason::MalformedJson, format!("{e}")))?;
     parse_value(value)
@@ -138,7 +142,7 @@ pub fn is_valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len()) && id_chars(s)
 }
 
-fn id_chars(s: &str) -> bool {
+pub(super) fn id_chars(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
