@@ -44,27 +44,37 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
             vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_evaluation(d, &rows, &[], seq, now))]
         }
         Kind::Drift(_) => match rt.drift.as_mut() {
-            Some(ds) => vec![drift_evaluation(ds, now)],
+            Some(ds) => vec![drift_eval(ds, now, rt.last.first())],
             None => vec![Evaluation::new(Verdict::InsufficientData)],
         },
-        Kind::Quantile(q) => vec![quantile_evaluation(q, &dep.latency[q.value as usize], &mut rt.seq, now)],
-        Kind::State(check) => vec![state(check, dep, now)],
+        Kind::Quantile(q) => {
+            vec![quantile_eval(q, &dep.latency[q.value as usize], &mut rt.seq, now, rt.last.first())]
+        }
+        Kind::State(check) => vec![state(check, dep, now, rt.last.first())],
         Kind::Silence { event_type, max_gap } => {
             let mut out = Vec::new();
+            // The previous evaluations, in the same (source) order: their texts are reused.
+            let mut prev = rt.last.iter().peekable();
             for (source, s) in &dep.sources {
                 let Some(last) = s.last_seen[event_type.index()] else { continue };
+                while prev.next_if(|p| p.instance.as_deref().is_some_and(|i| i < source.as_str())).is_some() {}
+                let p = prev.peek().filter(|p| p.instance.as_deref() == Some(source.as_str()));
+                let (pl, pd) = (p.map(|p| &p.limit), p.map(|p| &p.detail));
                 let gap = now - last;
                 let breach = dep.is_active() && gap > max_gap.ms();
                 let mut e = Evaluation::new(if breach { Verdict::Breach } else { Verdict::Ok });
                 e.instance = Some(source.clone());
                 e.value = Some(gap.max(0) as f64 / 1000.0);
-                e.limit = JsonText::of(J::Obj(vec![("max_gap", J::F64(max_gap.as_secs_f64()))]));
+                e.limit = JsonText::reuse(pl, J::Obj(vec![("max_gap", J::F64(max_gap.as_secs_f64()))]));
                 let last_seen = format_ts(last);
-                e.detail = JsonText::of(J::Obj(vec![
-                    ("source", J::Str(source)),
-                    ("last_seen", J::Str(&last_seen)),
-                    ("type", J::Str(event_type.as_str())),
-                ]));
+                e.detail = JsonText::reuse(
+                    pd,
+                    J::Obj(vec![
+                        ("source", J::Str(source)),
+                        ("last_seen", J::Str(&last_seen)),
+                        ("type", J::Str(event_type.as_str())),
+                    ]),
+                );
                 out.push(e);
             }
             if out.is_empty() {
@@ -72,7 +82,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
             }
             out
         }
-        Kind::Deadline { scope, within } => vec![deadline(scope, *within, dep, now)],
+        Kind::Deadline { scope, within } => vec![deadline(scope, *within, dep, now, rt.last.first())],
     }
 }
 
@@ -387,14 +397,23 @@ fn disparity_eval(
 
 /// A drift condition from its state. Public for the calibration harness.
 pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
+    drift_eval(ds, now, None)
+}
+
+/// The limit and detail texts of the previous evaluation, reused where the new ones are equal.
+fn texts(prev: Option<&Evaluation>) -> (Option<&JsonText>, Option<&JsonText>) {
+    (prev.map(|p| &p.limit), prev.map(|p| &p.detail))
+}
+
+fn drift_eval(ds: &mut DriftState, now: Millis, prev: Option<&Evaluation>) -> Evaluation {
+    let (pl, pd) = texts(prev);
     let mut e = Evaluation::new(Verdict::InsufficientData);
     let spec = ds.spec.clone();
     if let DriftMethod::PageHinkley { hold, delta, lambda } = &spec.method {
-        e.limit = JsonText::of(J::Obj(vec![
-            ("lambda", J::F64(*lambda)),
-            ("delta", J::F64(*delta)),
-            ("hold", J::F64(hold.as_secs_f64())),
-        ]));
+        e.limit = JsonText::reuse(
+            pl,
+            J::Obj(vec![("lambda", J::F64(*lambda)), ("delta", J::F64(*delta)), ("hold", J::F64(hold.as_secs_f64()))]),
+        );
         e.value = Some(ds.ph.statistic());
         e.n = Some(ds.ph_seen);
         let recent = ds.last_detection.filter(|(at, _)| now - at < hold.ms());
@@ -420,7 +439,7 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
                 ]),
             ));
         }
-        e.detail = JsonText::of(J::Obj(detail));
+        e.detail = JsonText::reuse(pd, J::Obj(detail));
         e.verdict = if recent.is_some() {
             Verdict::Breach
         } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
@@ -455,7 +474,7 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
     });
     match &spec.method {
         DriftMethod::Psi { max, .. } => {
-            e.limit = JsonText::of(J::Obj(vec![("max", J::F64(*max))]));
+            e.limit = JsonText::reuse(pl, J::Obj(vec![("max", J::F64(*max))]));
             let v = psi(&current, &ds.baseline.counts);
             let mut detail = vec![
                 ("psi", J::F64(v)),
@@ -469,7 +488,7 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
             if let Some((_, d)) = &decision {
                 detail.push(("decision", d.clone()));
             }
-            e.detail = JsonText::of(J::Obj(detail));
+            e.detail = JsonText::reuse(pd, J::Obj(detail));
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -481,7 +500,7 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
             let d = ks_binned(&current, &ds.baseline.counts);
             let crit = if m > 0 && nb > 0 { ks_critical(m, nb, *alpha) } else { f64::NAN };
             // A non-finite critical value is written as null (as serde_json writes any).
-            e.limit = JsonText::of(J::Obj(vec![("alpha", J::F64(*alpha)), ("critical", J::F64(crit))]));
+            e.limit = JsonText::reuse(pl, J::Obj(vec![("alpha", J::F64(*alpha)), ("critical", J::F64(crit))]));
             let mut detail = vec![
                 ("ks_d", J::F64(d)),
                 ("critical", J::F64(crit)),
@@ -493,7 +512,7 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
             if let Some((_, dd)) = &decision {
                 detail.push(("decision", dd.clone()));
             }
-            e.detail = JsonText::of(J::Obj(detail));
+            e.detail = JsonText::reuse(pd, J::Obj(detail));
             if !baseline_full || m < spec.min_samples {
                 return e;
             }
@@ -514,8 +533,19 @@ pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
 /// exceedances against p0 = 1 − q (Howard & Ramdas 2022, fixed-quantile route).
 /// A quantile condition from its value series. Public for the calibration harness.
 pub fn quantile_evaluation(q: &QuantileSpec, series: &LatencySeries, seq: &mut Sequential, now: Millis) -> Evaluation {
+    quantile_eval(q, series, seq, now, None)
+}
+
+fn quantile_eval(
+    q: &QuantileSpec,
+    series: &LatencySeries,
+    seq: &mut Sequential,
+    now: Millis,
+    prev: Option<&Evaluation>,
+) -> Evaluation {
+    let (pl, pd) = texts(prev);
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = JsonText::of(J::Obj(vec![("max", J::F64(q.max.as_secs_f64()))]));
+    e.limit = JsonText::reuse(pl, J::Obj(vec![("max", J::F64(q.max.as_secs_f64()))]));
     let (value, n) = series.quantile(q.window, q.q, now);
     e.n = Some(n);
     let mut detail =
@@ -538,7 +568,7 @@ pub fn quantile_evaluation(q: &QuantileSpec, series: &LatencySeries, seq: &mut S
         detail.push(("decision", ev.j(rule)));
         ev
     });
-    e.detail = JsonText::of(J::Obj(detail));
+    e.detail = JsonText::reuse(pd, J::Obj(detail));
     let Some(v) = value else { return e };
     e.value = Some(v as f64 / 1000.0);
     if n < q.min_samples {
@@ -574,10 +604,11 @@ fn over_sources<T: Copy>(
     (worst, breaching)
 }
 
-fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
+fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evaluation>) -> Evaluation {
+    let (pl, pd) = texts(prev);
     let mut e = Evaluation::new(Verdict::InsufficientData);
     let auth = dep.authorisation.as_ref();
-    let one = |k: &'static str, v: J<'_>| JsonText::of(J::Obj(vec![(k, v)]));
+    let one = |k: &'static str, v: J<'_>| JsonText::reuse(pl, J::Obj(vec![(k, v)]));
     let (value, breaching, limit): (Option<f64>, Vec<String>, JsonText) = match check {
         StateCheck::ThresholdFloor { min } => {
             // The stricter of the config and the authorisation applies.
@@ -647,10 +678,10 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
             let b = if dep.window_tripped { vec!["deployment".to_string()] } else { vec![] };
             let (start, end) =
                 (auth.and_then(|a| a.window_start).map(format_ts), auth.and_then(|a| a.window_end).map(format_ts));
-            let limit = JsonText::of(J::Obj(vec![
-                ("window_start", start.as_deref().into()),
-                ("window_end", end.as_deref().into()),
-            ]));
+            let limit = JsonText::reuse(
+                pl,
+                J::Obj(vec![("window_start", start.as_deref().into()), ("window_end", end.as_deref().into())]),
+            );
             (Some(dep.window_tripped as u8 as f64), b, limit)
         }
         StateCheck::ClockSkewMax { max } => {
@@ -672,11 +703,14 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
     };
     e.value = value;
     e.limit = limit;
-    e.detail = JsonText::of(J::Obj(vec![
-        ("check", J::Str(check.name())),
-        ("sources_breaching", J::Strs(&breaching)),
-        ("active", J::Bool(dep.is_active())),
-    ]));
+    e.detail = JsonText::reuse(
+        pd,
+        J::Obj(vec![
+            ("check", J::Str(check.name())),
+            ("sources_breaching", J::Strs(&breaching)),
+            ("active", J::Bool(dep.is_active())),
+        ]),
+    );
     let has_data = value.is_some() || !breaching.is_empty() || matches!(check, StateCheck::AlgorithmPinned { .. });
     // CONDITIONS.md: state checks apply to active deployments only and resolve at `stopped`.
     e.verdict = if !has_data {
@@ -689,22 +723,22 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
     e
 }
 
-fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis) -> Evaluation {
+fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis, prev: Option<&Evaluation>) -> Evaluation {
+    let (pl, pd) = texts(prev);
     let mut e = Evaluation::new(Verdict::Ok);
-    e.limit = JsonText::of(J::Obj(vec![("within", J::F64(within.as_secs_f64())), ("scope", J::Str(scope))]));
+    e.limit = JsonText::reuse(pl, J::Obj(vec![("within", J::F64(within.as_secs_f64())), ("scope", J::Str(scope))]));
     let Some(stop) = dep.stopped_at else {
-        e.detail = JsonText::of(J::Obj(vec![("stopped", J::Bool(false))]));
+        e.detail = JsonText::reuse(pd, J::Obj(vec![("stopped", J::Bool(false))]));
         return e;
     };
     let due = stop + within.ms();
     let met = dep.deletions.iter().any(|d| d.scope == scope && d.up_to >= stop);
     e.value = Some(((now - stop).max(0)) as f64 / 1000.0);
     let (stopped_at, due_at) = (format_ts(stop), format_ts(due));
-    e.detail = JsonText::of(J::Obj(vec![
-        ("stopped_at", J::Str(&stopped_at)),
-        ("due", J::Str(&due_at)),
-        ("attested", J::Bool(met)),
-    ]));
+    e.detail = JsonText::reuse(
+        pd,
+        J::Obj(vec![("stopped_at", J::Str(&stopped_at)), ("due", J::Str(&due_at)), ("attested", J::Bool(met))]),
+    );
     if !met && now > due {
         e.verdict = Verdict::Breach;
     }

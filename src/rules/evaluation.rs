@@ -23,8 +23,10 @@ pub struct Evaluation {
 /// condition of every deployment keeps its latest evaluation, and a `serde_json::Value` tree
 /// costs several times its text (a per-group table alone ≈ 10 KB; ≈ 60 KB a deployment with the
 /// LFR profile). Parsed only when shown (API, metrics at scrape time, transitions).
+/// Shared (`Arc`): an evaluation whose text equals the previous one's keeps that text, so the
+/// unchanged limits and details of every second's evaluations cost no allocation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JsonText(Box<str>);
+pub struct JsonText(std::sync::Arc<str>);
 
 impl std::fmt::Display for JsonText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,7 +42,7 @@ impl Default for JsonText {
 
 impl From<Value> for JsonText {
     fn from(v: Value) -> Self {
-        JsonText(v.to_string().into_boxed_str())
+        JsonText(v.to_string().into())
     }
 }
 
@@ -49,9 +51,22 @@ impl JsonText {
     /// per-second evaluations write a limit and a detail for every condition of every
     /// deployment). The text is the one `Value` would give, byte for byte.
     pub fn of(j: J<'_>) -> Self {
-        let mut out = Vec::with_capacity(64);
-        j.write(&mut out);
-        JsonText(String::from_utf8(out).expect("serde_json writes UTF-8").into_boxed_str())
+        Self::reuse(None, j)
+    }
+
+    /// [`JsonText::of`], but `prev` itself (shared, not copied) when the text is the same.
+    pub fn reuse(prev: Option<&JsonText>, j: J<'_>) -> Self {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            j.write(buf);
+            match prev {
+                Some(p) if p.0.as_bytes() == buf.as_slice() => p.clone(),
+                _ => JsonText(std::sync::Arc::from(std::str::from_utf8(buf).expect("serde_json writes UTF-8"))),
+            }
+        })
     }
 
     /// The text as a JSON value.
