@@ -191,3 +191,41 @@ async fn reload_keeps_statistics_and_breaches_and_rejects_bad_files() {
     let firing_seq = records.iter().find(|r| r["kind"] == "breach").unwrap()["seq"].as_u64().unwrap();
     assert!(out.contains(&format!("(seq {firing_seq})")), "{out}");
 }
+
+/// A reload that changes a silence condition's `max_gap` shows the new limit at the next
+/// evaluation, though the source's last event (whose texts are otherwise reused) is the same.
+#[test]
+fn a_reloaded_limit_is_written_anew() {
+    use ddtwatch::config::{ClockMode, Config};
+    use ddtwatch::engine::Engine;
+    let config = |gap: &str| {
+        let yaml = format!(
+            "receivers: {{ops: {{kind: log}}, oversight: {{kind: log}}}}\ngroups: {{sex: [male], ethnicity: [black]}}\ndefaults: {{lfr: p}}\nprofiles:\n  p:\n    conditions:\n      - {{id: silent, kind: silence, type: detection, max_gap: {gap}, severity: warning, notify: [ops]}}\n"
+        );
+        std::sync::Arc::new(Config::from_yaml(&yaml, None).expect("valid"))
+    };
+    let line = |id: &str, ts: &str, ty: &str| {
+        format!(
+            r#"{{"schema_version":1,"event_id":"{id}","type":"{ty}","deployment_id":"d","system":"lfr","source_id":"{}","ts":"{ts}","count":1,"phase":"started"}}"#,
+            if ty == "detection" { "cam-1" } else { "control" }
+        )
+    };
+    let mut e = Engine::new(config("5m"), ClockMode::Event);
+    for l in [
+        line("s", "2026-04-25T09:00:00Z", "deployment"),
+        line("a", "2026-04-25T09:00:01Z", "detection"),
+        line("b", "2026-04-25T09:00:02Z", "deployment"),
+    ] {
+        e.ingest(l.as_bytes(), 0);
+    }
+    let limit = |e: &Engine| {
+        let d = e.deployment("d").unwrap();
+        let rt = d.conditions.iter().find(|c| c.condition.id == "silent").unwrap();
+        rt.last.iter().find(|x| x.instance.as_deref() == Some("cam-1")).unwrap().limit.value()
+    };
+    assert_eq!(limit(&e)["max_gap"], 300.0);
+    e.reload(config("10m"));
+    // cam-1 sends nothing new; the control source moves the clock a second on.
+    e.ingest(line("c", "2026-04-25T09:00:03Z", "deployment").as_bytes(), 0);
+    assert_eq!(limit(&e)["max_gap"], 600.0);
+}

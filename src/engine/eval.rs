@@ -65,6 +65,14 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 let mut e = Evaluation::new(if breach { Verdict::Breach } else { Verdict::Ok });
                 e.instance = Some(source.clone());
                 e.value = Some(gap.max(0) as f64 / 1000.0);
+                e.stamp = Some(last);
+                if let Some(p) = p.filter(|p| p.stamp == Some(last)) {
+                    // Same source, same last event, same definition: the same texts.
+                    e.limit = p.limit.clone();
+                    e.detail = p.detail.clone();
+                    out.push(e);
+                    continue;
+                }
                 e.limit = JsonText::reuse(pl, J::Obj(vec![("max_gap", J::F64(max_gap.as_secs_f64()))]));
                 let last_seen = format_ts(last);
                 e.detail = JsonText::reuse(

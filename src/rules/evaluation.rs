@@ -17,6 +17,11 @@ pub struct Evaluation {
     pub n: Option<u64>,
     pub limit: JsonText,
     pub detail: JsonText,
+    /// The one input time its limit and detail texts were written from, where they depend on
+    /// nothing else of the deployment (a silence instance: its source's last event): the next
+    /// evaluation with the same stamp takes the texts without writing them. Cleared when the
+    /// condition's definition may have changed (hot reload).
+    pub stamp: Option<i64>,
 }
 
 /// The limit and kind-specific detail of an evaluation, kept as compact JSON text: every
@@ -87,6 +92,7 @@ impl Evaluation {
             n: None,
             limit: JsonText::default(),
             detail: JsonText::default(),
+            stamp: None,
         }
     }
 }
