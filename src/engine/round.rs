@@ -41,12 +41,23 @@ impl Deployment {
         for rt in conditions.iter_mut() {
             let evals = evaluate(rt, self, now);
             for e in &evals {
-                let (cond_id, lifecycle) = match &e.instance {
-                    None => (rt.condition.id.clone(), &mut rt.lifecycle),
-                    Some(src) => (format!("{}/{}", rt.condition.id, src), rt.instances.entry(src.clone()).or_default()),
+                let lifecycle = match &e.instance {
+                    None => &mut rt.lifecycle,
+                    Some(src) => {
+                        if !rt.instances.contains_key(src) {
+                            rt.instances.insert(src.clone(), Default::default());
+                        }
+                        rt.instances.get_mut(src).expect("inserted above")
+                    }
+                };
+                // The instance's id (`camera_silence/cam-2`), built only when it is needed.
+                let cond_id = || match &e.instance {
+                    None => rt.condition.id.clone(),
+                    Some(src) => format!("{}/{}", rt.condition.id, src),
                 };
                 let event_time = (ctx.mode == ClockMode::Wall).then(|| self.last_ts.unwrap_or(now));
                 if !ctx.seeds.is_empty() {
+                    let cond_id = cond_id();
                     let key = (id.to_string(), cond_id.clone());
                     if let Some(&(anchor, fired_at)) = ctx.seeds.get(&key) {
                         round.seeds_used.push(key);
@@ -65,7 +76,7 @@ impl Deployment {
                     continue;
                 };
                 let started_at = lifecycle.key_time(now);
-                let t = Transition::new(id, self.system, cond_id, &rt.condition, kind, now, started_at, e);
+                let t = Transition::new(id, self.system, cond_id(), &rt.condition, kind, now, started_at, e);
                 round.book.push(BookOp::Transition(Box::new(t)));
             }
             rt.last = evals;
