@@ -1,6 +1,9 @@
-//! End-to-end replay throughput: a simulated 1M-event file through parse + engine, compared
-//! with serde_json parse-only of the same lines (target: ≥ 0.5×). Run: `cargo bench --bench
-//! replay_throughput` (`DDTWATCH_BENCH_EVENTS` changes the size).
+//! End-to-end replay throughput (issue 21): a simulated 1M-event file through parse + engine, as
+//! `ddtwatch replay` runs it (deployments evaluated on the available cores), against serde_json
+//! parse-only into `Value` of the same lines, single-threaded, in the same run. Two streams:
+//! `threshold_lowered` (LFR, target ≥ 0.5×) and `anpr_steady` (ANPR, target ≥ 1.0×).
+//! Run: `cargo bench --bench replay_throughput` (`DDTWATCH_BENCH_EVENTS` changes the size,
+//! `DDTWATCH_BENCH_WORKERS` the engine's workers).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,29 +14,33 @@ use ddtwatch::ingest::simulator::{Scenario, generate_lines};
 
 fn main() {
     let n: usize = std::env::var("DDTWATCH_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let lines = generate_lines(Scenario::ThresholdLowered, n, 1);
-    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
-    let t = Instant::now();
-    let mut objects = 0usize;
-    for l in &lines {
-        let v: serde_json::Value = serde_json::from_str(l).expect("valid");
-        objects += v.is_object() as usize;
+    for (scenario, target) in [(Scenario::ThresholdLowered, 0.5), (Scenario::AnprSteady, 1.0)] {
+        let lines = generate_lines(scenario, n, 1);
+        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let t = Instant::now();
+        let mut objects = 0usize;
+        for l in &lines {
+            let v: serde_json::Value = serde_json::from_str(l).expect("valid");
+            objects += v.is_object() as usize;
+        }
+        let parse = t.elapsed().as_secs_f64();
+        assert_eq!(objects, lines.len());
+        let mut engine = Engine::new(Arc::new(Config::demo()), ClockMode::Event);
+        if let Some(w) = std::env::var("DDTWATCH_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()) {
+            engine.set_workers(w);
+        }
+        let t = Instant::now();
+        for l in &lines {
+            engine.ingest(l.as_bytes(), 0);
+            engine.drain_transitions();
+            engine.drain_dead_letters();
+        }
+        engine.finish();
+        let replay = t.elapsed().as_secs_f64();
+        let (eps_parse, eps_replay) = (lines.len() as f64 / parse, lines.len() as f64 / replay);
+        println!("{}: {} events ({:.1} MB)", scenario.name(), lines.len(), bytes as f64 / 1e6);
+        println!("  serde_json parse-only: {:>10.0} events/s ({parse:.2} s)", eps_parse);
+        println!("  ddtwatch replay:       {:>10.0} events/s ({replay:.2} s)", eps_replay);
+        println!("  ratio replay/parse:    {:>10.2}x (target >= {target}x)", eps_replay / eps_parse);
     }
-    let parse = t.elapsed().as_secs_f64();
-    assert_eq!(objects, lines.len());
-    let config = Arc::new(Config::demo());
-    let mut engine = Engine::new(config, ClockMode::Event);
-    let t = Instant::now();
-    for l in &lines {
-        engine.ingest(l.as_bytes(), 0);
-        engine.drain_transitions();
-        engine.drain_dead_letters();
-    }
-    engine.finish();
-    let replay = t.elapsed().as_secs_f64();
-    let (eps_parse, eps_replay) = (lines.len() as f64 / parse, lines.len() as f64 / replay);
-    println!("events: {} ({:.1} MB)", lines.len(), bytes as f64 / 1e6);
-    println!("serde_json parse-only: {:>10.0} events/s", eps_parse);
-    println!("ddtwatch replay:       {:>10.0} events/s", eps_replay);
-    println!("ratio replay/parse:    {:>10.2}x (target >= 0.5x)", eps_replay / eps_parse);
 }
