@@ -204,4 +204,21 @@ fn main() {
     println!("events/s: {:.0}", run.events as f64 / run.busy.as_secs_f64());
     println!("peak RSS: {:.1} MB (target < 200 MB)", peak_rss_mb());
     println!("projected national year (3e10 reads): {hours:.1} h (target < 24 h)");
+    // A /metrics scrape of all the deployments (issue 21: < 50 ms at 1,000 deployments).
+    let engine = Arc::new(std::sync::Mutex::new(engine));
+    let registry = ddtwatch::telemetry::registry(engine, Arc::new(ddtwatch::telemetry::ProcessState::default()));
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = text.len();
+        if let Ok(path) = std::env::var("DDTWATCH_NAT_DUMP") {
+            std::fs::write(path, &text).expect("writing the scrape");
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!("/metrics scrape: median {:.1} ms of 5 ({:.1} MB of text; target < 50 ms)", times[2], size as f64 / 1e6);
 }

@@ -6,6 +6,7 @@
 //! validated by charset, allow-listed groups, fixed enums); never tokens, plates, alert ids or
 //! free text.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -206,19 +207,19 @@ pub const LATENCY_BUCKETS: &[f64] =
     &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
 /// A histogram family built from the engine's HDR series at scrape time.
-struct HistFamily {
+struct HistFamily<'a> {
     name: &'static str,
     help: &'static str,
-    samples: Vec<HistSample>,
+    samples: Vec<HistSample<'a>>,
 }
 
 /// Labels, sum, count, (upper bound, count in that bucket alone).
-type HistSample = (Labels, f64, u64, Vec<(f64, u64)>);
+type HistSample<'a> = (Labels<'a>, f64, u64, Vec<(f64, u64)>);
 
-impl HistFamily {
+impl<'a> HistFamily<'a> {
     /// Cumulative bucket counts of a latency series (ms): a value counts in a bucket when its
     /// whole HDR bucket (3 significant digits) is at or below the bound.
-    fn add(&mut self, labels: Labels, h: &crate::stats::SparseHdr) {
+    fn add(&mut self, labels: Labels<'a>, h: &crate::stats::SparseHdr) {
         // prometheus-client accumulates, so it is given per-bucket (non-cumulative) counts.
         let mut below = 0;
         let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
@@ -264,22 +265,23 @@ pub fn registry(engine: SharedEngine, process: Arc<ProcessState>) -> Registry {
     r
 }
 
-type Labels = Vec<(&'static str, String)>;
+/// Label pairs; values borrow from the engine (locked while a scrape encodes) where they can.
+type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
 
 /// Collects samples of one metric family, then writes them.
-struct Family {
+struct Family<'a> {
     name: &'static str,
     help: &'static str,
     ty: MetricType,
-    samples: Vec<(Labels, f64)>,
+    samples: Vec<(Labels<'a>, f64)>,
 }
 
-impl Family {
+impl<'a> Family<'a> {
     fn new(name: &'static str, help: &'static str, ty: MetricType) -> Self {
         Family { name, help, ty, samples: Vec::new() }
     }
 
-    fn add(&mut self, labels: Labels, v: f64) {
+    fn add(&mut self, labels: Labels<'a>, v: f64) {
         if v.is_finite() {
             self.samples.push((labels, v));
         }
@@ -300,8 +302,13 @@ impl Family {
     }
 }
 
-fn l(pairs: &[(&'static str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+fn l<'a>(pairs: &[(&'static str, &'a str)]) -> Labels<'a> {
+    pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect()
+}
+
+/// [`l`] with copied values (process-wide families, built from short-lived values).
+fn lo(pairs: &[(&'static str, &str)]) -> Labels<'static> {
+    pairs.iter().map(|(k, v)| (*k, Cow::Owned(v.to_string()))).collect()
 }
 
 impl Collector for EngineCollector {
@@ -311,7 +318,7 @@ impl Collector for EngineCollector {
             Ok(e) => e,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut fams: Vec<Family> = Vec::new();
+        let mut fams: Vec<Family<'static>> = Vec::new();
         process_families(&self.process, &engine, &mut fams);
         health_and_kafka_families(&self.process, &mut fams);
         engine_families(&engine, &mut fams);
@@ -328,7 +335,7 @@ impl Collector for EngineCollector {
 
 /// The standard `process_*` metrics (as the Prometheus client libraries export them), read from
 /// `/proc/self` on Linux; nothing elsewhere.
-fn os_process_families(fams: &mut Vec<Family>) {
+fn os_process_families(fams: &mut Vec<Family<'static>>) {
     let (g, c) = (MetricType::Gauge, MetricType::Counter);
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
     // Fields after the command name (which may hold spaces), numbered from 3 (`state`).
@@ -375,19 +382,19 @@ fn os_process_families(fams: &mut Vec<Family>) {
 }
 
 /// Process-level families: build, readiness, reloads, audit, outbox and notifications.
-fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
+fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family<'static>>) {
     use names::*;
     let (g, c) = (MetricType::Gauge, MetricType::Counter);
     os_process_families(fams);
     let mut f = Family::new(BUILD_INFO, "Build information", g);
-    f.add(l(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+    f.add(lo(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
     fams.push(f);
     let mut f = Family::new(READY, "1 once config is loaded and state restored", g);
     f.add(vec![], p.ready.load(std::sync::atomic::Ordering::Relaxed) as u8 as f64);
     fams.push(f);
     let mut f = Family::new(CONFIG_RELOADS, "Config reloads by result (a rejected file keeps the old config)", c);
-    f.add(l(&[("result", "success")]), p.reloads_ok.load(std::sync::atomic::Ordering::Relaxed) as f64);
-    f.add(l(&[("result", "failure")]), p.reloads_failed.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    f.add(lo(&[("result", "success")]), p.reloads_ok.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    f.add(lo(&[("result", "failure")]), p.reloads_failed.load(std::sync::atomic::Ordering::Relaxed) as f64);
     fams.push(f);
     let mut f = Family::new(
         CONFIG_LAST_RELOAD_OK,
@@ -448,7 +455,7 @@ fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
             };
             for &result in results {
                 let n = o.results.get(&(r.clone(), result)).copied().unwrap_or(0);
-                f.add(l(&[("receiver", r), ("result", result)]), n as f64);
+                f.add(lo(&[("receiver", r), ("result", result)]), n as f64);
             }
         }
         fams.push(f);
@@ -456,16 +463,16 @@ fn process_families(p: &ProcessState, engine: &Engine, fams: &mut Vec<Family>) {
 }
 
 /// Sources, tasks and the Kafka client.
-fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family>) {
+fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family<'static>>) {
     use names::*;
     let (g, c) = (MetricType::Gauge, MetricType::Counter);
     let sources = p.health.sources();
     let mut up = Family::new(SOURCE_UP, "1 while the source is connected and consuming, 0 while it is not", g);
     let mut errs = Family::new(SOURCE_ERRORS, "Source errors by kind (transport, authentication, tls, ...)", c);
     for s in &sources {
-        up.add(l(&[("source", &s.name)]), s.is_up() as u8 as f64);
+        up.add(lo(&[("source", &s.name)]), s.is_up() as u8 as f64);
         for (kind, n) in s.errors() {
-            errs.add(l(&[("source", &s.name), ("kind", kind)]), n as f64);
+            errs.add(lo(&[("source", &s.name), ("kind", kind)]), n as f64);
         }
     }
     fams.push(up);
@@ -477,13 +484,13 @@ fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family>) {
         g,
     );
     for t in p.health.tasks() {
-        f.add(l(&[("task", &t.name)]), !problems.iter().any(|pr| pr.task == t.name) as u8 as f64);
+        f.add(lo(&[("task", &t.name)]), !problems.iter().any(|pr| pr.task == t.name) as u8 as f64);
     }
     fams.push(f);
     if sources.iter().any(|s| s.kind == "kafka") {
         let (version, features) = crate::ingest::kafka::librdkafka_info();
         let mut f = Family::new(KAFKA_CLIENT_INFO, "librdkafka version and builtin.features (1)", g);
-        f.add(l(&[("version", &version), ("features", &features)]), 1.0);
+        f.add(lo(&[("version", &version), ("features", &features)]), 1.0);
         fams.push(f);
     }
     if let Some(k) = &p.kafka
@@ -499,7 +506,7 @@ fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family>) {
     }
     if let Some(k) = &p.kafka {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut counter = |name, help, labels: Labels, v: &std::sync::atomic::AtomicU64| {
+        let mut counter = |name, help, labels: Labels<'static>, v: &std::sync::atomic::AtomicU64| {
             let mut f = Family::new(name, help, c);
             f.add(labels, v.load(Relaxed) as f64);
             fams.push(f);
@@ -525,37 +532,37 @@ fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family>) {
             &k.outbox_restored,
         );
         let mut f = Family::new(KAFKA_COMMITS, "Offset commits by result", c);
-        f.add(l(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
-        f.add(l(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
+        f.add(lo(&[("result", "success")]), k.commits_ok.load(Relaxed) as f64);
+        f.add(lo(&[("result", "failure")]), k.commits_failed.load(Relaxed) as f64);
         fams.push(f);
         let mut f = Family::new(DEAD_LETTERS_PRODUCED, "Dead letters produced to the DLQ topic by result", c);
-        f.add(l(&[("result", "success")]), k.dlq_produced.load(Relaxed) as f64);
-        f.add(l(&[("result", "failure")]), k.dlq_failed.load(Relaxed) as f64);
+        f.add(lo(&[("result", "success")]), k.dlq_produced.load(Relaxed) as f64);
+        f.add(lo(&[("result", "failure")]), k.dlq_failed.load(Relaxed) as f64);
         fams.push(f);
         let mut f = Family::new(KAFKA_BROKER_UP, "0 while librdkafka reports all brokers down", g);
         f.add(vec![], k.broker_up.load(Relaxed) as u8 as f64);
         fams.push(f);
         let mut f = Family::new(KAFKA_CONSUMER_LAG, "Consumer lag per partition (messages), librdkafka statistics", g);
         for ((topic, part), lag) in k.lag.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            f.add(l(&[("topic", topic), ("partition", &part.to_string())]), *lag as f64);
+            f.add(lo(&[("topic", topic), ("partition", &part.to_string())]), *lag as f64);
         }
         fams.push(f);
     }
 }
 
 /// Engine-wide families: events, dead letters, duplicates, holds, dedup, evaluations, clock.
-fn engine_families(engine: &Engine, fams: &mut Vec<Family>) {
+fn engine_families(engine: &Engine, fams: &mut Vec<Family<'static>>) {
     use names::*;
     let (g, c) = (MetricType::Gauge, MetricType::Counter);
     let s = &engine.stats;
     let mut f = Family::new(EVENTS, "Events applied, by type", c);
     for t in EventType::ALL {
-        f.add(l(&[("type", t.as_str())]), s.applied_by_type[t.index()] as f64);
+        f.add(lo(&[("type", t.as_str())]), s.applied_by_type[t.index()] as f64);
     }
     fams.push(f);
     let mut f = Family::new(INVALID_EVENTS, "Events dead-lettered, by reason", c);
     for r in Reason::ALL {
-        f.add(l(&[("reason", r.as_str())]), *s.invalid_by_reason.get(r.as_str()).unwrap_or(&0) as f64);
+        f.add(lo(&[("reason", r.as_str())]), *s.invalid_by_reason.get(r.as_str()).unwrap_or(&0) as f64);
     }
     fams.push(f);
     let mut f = Family::new(DUPLICATE_EVENTS, "Re-delivered events ignored (event_id or alert_id seen)", c);
@@ -584,8 +591,8 @@ fn engine_families(engine: &Engine, fams: &mut Vec<Family>) {
     let spill = engine.dedup_spill_counts();
     let on_disk = spill.ids_on_disk as usize;
     let mut f = Family::new(DEDUP_IDS, "Event ids remembered for duplicate detection, in memory or on disk", g);
-    f.add(l(&[("where", "memory")]), engine.dedup_len().saturating_sub(on_disk) as f64);
-    f.add(l(&[("where", "disk")]), on_disk as f64);
+    f.add(lo(&[("where", "memory")]), engine.dedup_len().saturating_sub(on_disk) as f64);
+    f.add(lo(&[("where", "disk")]), on_disk as f64);
     fams.push(f);
     let mut f = Family::new(DEDUP_SPILL_ERRORS, "Dedup spill file writes or reads that failed (state_dir/dedup)", c);
     f.add(vec![], spill.errors as f64);
@@ -598,8 +605,8 @@ fn engine_families(engine: &Engine, fams: &mut Vec<Family>) {
     f.add(vec![], s.evaluations as f64);
     fams.push(f);
     let mut f = Family::new(TRANSITIONS, "Breach transitions, by state", c);
-    f.add(l(&[("state", "firing")]), s.transitions_firing as f64);
-    f.add(l(&[("state", "resolved")]), s.transitions_resolved as f64);
+    f.add(lo(&[("state", "firing")]), s.transitions_firing as f64);
+    f.add(lo(&[("state", "resolved")]), s.transitions_resolved as f64);
     fams.push(f);
     let mut f = Family::new(ENGINE_CLOCK, "Engine clock (event-time watermark or wall time), Unix seconds", g);
     if let Some(now) = engine.now() {
@@ -612,35 +619,35 @@ fn engine_families(engine: &Engine, fams: &mut Vec<Family>) {
 }
 
 /// The per-deployment families, filled one deployment (and condition) at a time.
-struct DeploymentFamilies {
-    deployments: Family,
-    info: Family,
-    detections: Family,
-    funnel: Family,
-    dep_invalid: Family,
-    rates: Family,
-    galerts: Family,
-    gfalse: Family,
-    grate: Family,
-    state: Family,
+struct DeploymentFamilies<'a> {
+    deployments: Family<'a>,
+    info: Family<'a>,
+    detections: Family<'a>,
+    funnel: Family<'a>,
+    dep_invalid: Family<'a>,
+    rates: Family<'a>,
+    galerts: Family<'a>,
+    gfalse: Family<'a>,
+    grate: Family<'a>,
+    state: Family<'a>,
     /// Condition values by unit ([`crate::rules::ValueUnit`]): ratio, seconds, plain number.
-    value_ratio: Family,
-    value_seconds: Family,
-    value: Family,
-    limit: Family,
-    samples: Family,
-    ratio: Family,
-    pval: Family,
-    evidence: Family,
-    drift: Family,
-    quant: Family,
-    breaches: Family,
+    value_ratio: Family<'a>,
+    value_seconds: Family<'a>,
+    value: Family<'a>,
+    limit: Family<'a>,
+    samples: Family<'a>,
+    ratio: Family<'a>,
+    pval: Family<'a>,
+    evidence: Family<'a>,
+    drift: Family<'a>,
+    quant: Family<'a>,
+    breaches: Family<'a>,
     /// Indexed by QuantileValue.
-    latency: [HistFamily; 3],
+    latency: [HistFamily<'a>; 3],
     by_phase: std::collections::BTreeMap<&'static str, u64>,
 }
 
-impl DeploymentFamilies {
+impl<'a> DeploymentFamilies<'a> {
     fn new() -> Self {
         use names::*;
         let (g, c) = (MetricType::Gauge, MetricType::Counter);
@@ -693,7 +700,7 @@ impl DeploymentFamilies {
     }
 
     /// A deployment's counters, rates, groups and conditions.
-    fn add(&mut self, d: &crate::engine::Deployment) {
+    fn add(&mut self, d: &'a crate::engine::Deployment) {
         let dep = d.id.as_str();
         let sys = d.system.map(|s| s.as_str()).unwrap_or("unknown");
         let phase = d.phase.map(|p| p.as_str()).unwrap_or("unknown");
@@ -729,7 +736,7 @@ impl DeploymentFamilies {
                     let i = wilson(x.min(n), n, 0.95);
                     for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
                         let mut lb = labels.clone();
-                        lb.push(("bound", b.to_string()));
+                        lb.push(("bound", Cow::Borrowed(b)));
                         self.grate.add(lb, v);
                     }
                 }
@@ -741,7 +748,7 @@ impl DeploymentFamilies {
     }
 
     /// One condition's state, value, limits and kind-specific statistics.
-    fn add_condition(&mut self, dep: &str, sys: &str, rt: &crate::engine::ConditionRuntime) {
+    fn add_condition(&mut self, dep: &'a str, sys: &'a str, rt: &'a crate::engine::ConditionRuntime) {
         let cond = &rt.condition;
         let entries = rt.entries();
         for (_, source, lc, e) in entries {
@@ -756,8 +763,8 @@ impl DeploymentFamilies {
             ]);
             let mut short = l(&[("deployment", dep), ("condition", &cond.id)]);
             if let Some(src) = source {
-                base.push(("source", src.to_string()));
-                short.push(("source", src.to_string()));
+                base.push(("source", Cow::Borrowed(src)));
+                short.push(("source", Cow::Borrowed(src)));
             }
             self.state.add(base.clone(), lc.state.gauge() as f64);
             self.breaches.add(base.clone(), lc.times_fired as f64);
@@ -797,14 +804,14 @@ impl DeploymentFamilies {
                     for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
                         if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
                             let mut lb = short.clone();
-                            lb.push(("attribute", spec.attribute.clone()));
+                            lb.push(("attribute", Cow::Borrowed(spec.attribute.as_str())));
                             lb.push(("ratio", r.into()));
                             self.ratio.add(lb, v);
                         }
                     }
                     if let Some(p) = detail.get("p_value").and_then(|v| v.as_f64()) {
                         let mut lb = short.clone();
-                        lb.push(("attribute", spec.attribute.clone()));
+                        lb.push(("attribute", Cow::Borrowed(spec.attribute.as_str())));
                         self.pval.add(lb, p);
                     }
                 }
@@ -823,7 +830,7 @@ impl DeploymentFamilies {
                 Kind::Quantile(q) => {
                     if let Some(v) = e.value {
                         let mut lb = short.clone();
-                        lb.push(("quantile", format!("{}", q.q)));
+                        lb.push(("quantile", format!("{}", q.q).into()));
                         self.quant.add(lb, v);
                     }
                 }
