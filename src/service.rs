@@ -79,11 +79,10 @@ impl Service {
             let d = dir.dedup();
             engine.spill_dedup_to(&d).with_context(|| format!("opening the dedup spill directory {}", d.display()))?;
         }
-        // Retired deployments' final summaries go to state_dir/records and the state topic; with
-        // neither they stay in memory (the API still serves them).
-        let state_topic =
-            sources.iter().any(|s| matches!(s, SourceConfig::Kafka { state_topic, .. } if !state_topic.is_empty()));
-        if state_dir.is_some() || state_topic {
+        // Retired deployments' final summaries go to state_dir/records (and the state topic);
+        // without a state_dir they stay in memory, so the API still serves them.
+        engine.emit_retired();
+        if state_dir.is_some() {
             engine.hand_off_retired();
         }
         let pipeline = Pipeline::new(engine, dead);

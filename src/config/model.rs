@@ -302,8 +302,9 @@ pub struct EngineConfig {
     pub shutdown_grace: Dur,
     /// A deployment stopped this long (engine clock) is retired: its final summary goes to
     /// `state_dir/records/<id>.json` (and the state topic), and it leaves memory and `/metrics`.
-    /// Never before its deletion deadline has been judged. `0s` keeps stopped deployments for
-    /// ever. Default 24 h: a day to read the finished deployment on the dashboards.
+    /// Never while its deletion is unattested or one of its conditions is pending (README
+    /// "Retired deployments"). `0s` keeps stopped deployments for ever. Default 24 h: a day to
+    /// read the finished deployment on the dashboards.
     #[serde(default = "one_day")]
     pub retain_stopped: Dur,
     /// Threads that evaluate deployments each second (each deployment on one of them; the

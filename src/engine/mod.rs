@@ -91,9 +91,10 @@ pub struct Engine {
     retired: BTreeMap<String, Retired>,
     /// Final summaries of deployments retired since the last drain (when handed off).
     retiring: Vec<DeploymentSummary>,
-    /// Final summaries go to [`Engine::drain_retired`] (and on to `state_dir/records`) instead
-    /// of staying in memory.
+    /// Final summaries do not stay in memory (they are kept in `state_dir/records`).
     hand_off_retired: bool,
+    /// Final summaries also go to [`Engine::drain_retired`] (records, state-topic markers).
+    emit_retired: bool,
     /// Threads that evaluate deployments (`engine.workers`).
     workers: usize,
     pub stats: EngineStats,
@@ -244,6 +245,7 @@ impl Engine {
             retired: BTreeMap::new(),
             retiring: Vec::new(),
             hand_off_retired: false,
+            emit_retired: false,
             stats: EngineStats::default(),
         }
     }
@@ -401,7 +403,8 @@ impl Engine {
             return 0;
         }
         let before = self.seeds.len();
-        for b in open {
+        // A retired deployment's breaches are never evaluated again (nothing would take them).
+        for b in open.into_iter().filter(|b| !self.retired.contains_key(&b.deployment_id)) {
             self.seeds.insert((b.deployment_id, b.condition), (b.started_at, b.fired_at));
         }
         self.seeds.len() - before
@@ -430,10 +433,25 @@ impl Engine {
         self.deployments.remove(id).is_some()
     }
 
-    /// Final summaries of retired deployments go to [`Engine::drain_retired`] from now on, and
-    /// only their ids stay (`run` with a `state_dir` or a state topic to keep them in).
+    /// Final summaries of retired deployments go to [`Engine::drain_retired`] from now on (the
+    /// pipeline writes them to `state_dir/records` and the state topic).
+    pub fn emit_retired(&mut self) {
+        self.emit_retired = true;
+    }
+
+    /// Only retired deployments' ids stay in memory from now on: their final summaries are
+    /// emitted ([`Engine::emit_retired`]) and kept in `state_dir/records`.
     pub fn hand_off_retired(&mut self) {
+        self.emit_retired = true;
         self.hand_off_retired = true;
+    }
+
+    /// A final summary that could not be kept where it was handed (its record not written): kept
+    /// in memory instead, so the API still serves it.
+    pub fn keep_retired(&mut self, summary: DeploymentSummary) {
+        if let Some(r) = self.retired.get_mut(&summary.deployment_id) {
+            *r = Retired::Kept(Box::new(summary));
+        }
     }
 
     /// Records that `id` was retired elsewhere (a state-topic marker, a whole-engine snapshot):
@@ -469,12 +487,10 @@ impl Engine {
         self.breaches.replace(id, Vec::new());
         self.seeds.retain(|(d, _), _| d != id);
         self.stats.retired += 1;
-        let kept = if self.hand_off_retired {
-            self.retiring.push(s);
-            Retired::HandedOff
-        } else {
-            Retired::Kept(Box::new(s))
-        };
+        if self.emit_retired {
+            self.retiring.push(s.clone());
+        }
+        let kept = if self.hand_off_retired { Retired::HandedOff } else { Retired::Kept(Box::new(s)) };
         self.retired.insert(id.to_string(), kept);
     }
 

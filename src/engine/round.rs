@@ -9,7 +9,7 @@ use super::eval::evaluate;
 use super::{BookOp, Deployment, Round, RoundCtx};
 use crate::config::ClockMode;
 use crate::event::Phase;
-use crate::rules::{Kind, Transition};
+use crate::rules::{BreachState, Kind, Transition};
 
 impl Deployment {
     pub(crate) fn evaluate_round(&mut self, id: &str, ctx: &RoundCtx<'_>) -> Round {
@@ -88,8 +88,9 @@ impl Deployment {
     }
 
     /// Whether this stopped deployment may be retired at the round's time: its stop applied at
-    /// least `retain_stopped` ago (engine clock), nothing of it held, and every deletion deadline judged
-    /// (attested, or past due by the condition's `for`, so its breach has fired).
+    /// least `retain_stopped` ago (engine clock), nothing of it held, no condition pending (on its
+    /// way to firing), and every deletion deadline attested. An unattested deadline keeps the
+    /// deployment: its breach fires and stays open, and a late attestation must still resolve it.
     fn retirable(&self, ctx: &RoundCtx<'_>) -> bool {
         let retain = ctx.config.raw.engine.retain_stopped.ms();
         let (Some(Phase::Stopped), Some(stop)) = (self.phase, self.stopped_at) else { return false };
@@ -97,12 +98,14 @@ impl Deployment {
         if retain <= 0 || ctx.now - seen < retain || !self.held.is_empty() || ctx.future.contains(self.id.as_str()) {
             return false;
         }
-        self.conditions.iter().all(|rt| match &rt.condition.kind {
-            Kind::Deadline { scope, within } => {
-                self.deletions.iter().any(|x| x.scope == *scope && x.up_to >= stop)
-                    || ctx.now > stop + within.ms() + rt.condition.for_.ms()
-            }
-            _ => true,
+        self.conditions.iter().all(|rt| {
+            let pending = rt.lifecycle.state == BreachState::Pending
+                || rt.instances.values().any(|l| l.state == BreachState::Pending);
+            let owed = match &rt.condition.kind {
+                Kind::Deadline { scope, .. } => !self.deletions.iter().any(|x| x.scope == *scope && x.up_to >= stop),
+                _ => false,
+            };
+            !pending && !owed
         })
     }
 }

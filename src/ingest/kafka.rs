@@ -332,7 +332,11 @@ impl Ctx {
         }
         if positions.count() == 0 {
             // Nothing consumed yet: nothing to make durable first (and no waiting on a producer
-            // while the broker is away).
+            // while the broker is away) — but deployments restored and then retired on the clock
+            // leave their markers.
+            if let Some((producer, topic)) = &self.state {
+                self.write_retired(producer, topic);
+            }
             return Some(positions);
         }
         if let Some((producer, topic)) = &self.state {
@@ -466,6 +470,11 @@ impl Ctx {
         let mut restored = 0u64;
         tracing::info!(snapshots = latest.len(), "state topic read");
         for (id, bytes) in latest {
+            if self.pipeline.engine.lock().unwrap_or_else(|p| p.into_inner()).is_retired(&id) {
+                // Retired here: an older snapshot (its marker not yet on the topic) must not
+                // bring it back.
+                continue;
+            }
             if let Some(record) = retired_record(&bytes) {
                 // Retired (here or elsewhere): its later events are dead-lettered, and its
                 // final summary is kept in this instance's state_dir too.

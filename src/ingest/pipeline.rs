@@ -37,8 +37,11 @@ pub trait Publisher: Send + Sync {
     /// `deployment` was retired; `record` is its final summary (JSON). Kept where the API and
     /// `ddtwatch report` find it again (`state_dir/records/<id>.json`). Also called for a
     /// deployment another instance retired (a state-topic marker): a record already kept is
-    /// left as it is. Default: nothing.
-    fn retired(&self, _deployment: &str, _record: &[u8]) {}
+    /// left as it is. False if it could not be kept (the engine then keeps it in memory).
+    /// Default: nothing to keep it in (true).
+    fn retired(&self, _deployment: &str, _record: &[u8]) -> bool {
+        true
+    }
 }
 
 /// Outcome counts of one batch.
@@ -226,11 +229,14 @@ impl Pipeline {
         }
         for summary in engine.drain_retired() {
             let record = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-            if let Some(p) = &publisher {
-                p.retired(&summary.deployment_id, &record);
-            }
             if let Some(v) = self.retired.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                v.push((summary.deployment_id, record));
+                v.push((summary.deployment_id.clone(), record.clone()));
+            }
+            if let Some(p) = &publisher
+                && !p.retired(&summary.deployment_id, &record)
+            {
+                // Not lost: served from memory until the next restart (the error is logged).
+                engine.keep_retired(summary);
             }
         }
     }

@@ -120,15 +120,15 @@ impl Publisher for Notifier {
         true
     }
 
-    fn retired(&self, deployment: &str, record: &[u8]) {
-        let Some(path) = self.records.as_ref().and_then(|d| d.record(deployment)) else { return };
+    fn retired(&self, deployment: &str, record: &[u8]) -> bool {
+        let Some(path) = self.records.as_ref().and_then(|d| d.record(deployment)) else { return true };
         if path.exists() {
             // Retired by another instance, or before a restart: already kept.
-            return;
+            return true;
         }
         if let Err(e) = crate::config::write_atomic(&path, record) {
-            tracing::error!(error = %e, path = %path.display(), "writing a retired deployment's record failed");
-            return;
+            tracing::error!(error = %e, path = %path.display(), "writing a retired deployment's record failed; kept in memory until restart");
+            return false;
         }
         if let Some(a) = &self.audit {
             let retired_at = serde_json::from_slice::<serde_json::Value>(record)
@@ -137,6 +137,7 @@ impl Publisher for Notifier {
                 .unwrap_or_default();
             crate::audit::record(a, "retired", serde_json::json!({"deployment": deployment, "retired_at": retired_at}));
         }
+        true
     }
 
     fn phase(&self, deployment: &str, phase: Phase, ts: Millis) {
