@@ -752,3 +752,100 @@ fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis, prev: Optio
     }
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::{ClockMode, Config};
+    use crate::engine::Engine;
+    use crate::rules::{Evaluation, Verdict};
+
+    /// An engine whose LFR deployments have only `conditions` (YAML list items).
+    fn engine(conditions: &str) -> Engine {
+        let yaml = format!(
+            "receivers: {{ops: {{kind: log}}, oversight: {{kind: log}}}}\ngroups: {{sex: [male], ethnicity: [black]}}\ndefaults: {{lfr: p}}\nprofiles:\n  p:\n    conditions:\n{conditions}"
+        );
+        Engine::new(Arc::new(Config::from_yaml(&yaml, None).expect("valid config")), ClockMode::Event)
+    }
+
+    fn ingest(e: &mut Engine, id: &str, source: &str, ts: &str, body: &str) {
+        let line = format!(
+            r#"{{"schema_version":1,"event_id":"{id}","deployment_id":"d","system":"lfr","source_id":"{source}","ts":"{ts}",{body}}}"#
+        );
+        let r = e.ingest(line.as_bytes(), 0);
+        assert!(matches!(r, crate::engine::Ingested::Applied(_)), "{r:?}: {line}");
+    }
+
+    /// The latest evaluations of condition `id` (one per silence instance).
+    fn last(e: &Engine, id: &str) -> Vec<Evaluation> {
+        let d = e.deployment("d").expect("deployment d");
+        d.conditions.iter().find(|c| c.condition.id == id).expect("condition").last.clone()
+    }
+
+    #[test]
+    fn a_deletion_deadline_breaches_only_once_due_and_an_attestation_ends_it() {
+        let mut e = engine(
+            "      - {id: del, kind: deadline, check: deletion_after_stop, scope: non_match_biometrics, within: 1h, severity: critical, notify: [oversight]}\n",
+        );
+        ingest(&mut e, "s", "control", "2026-04-25T09:00:00Z", r#""type":"deployment","phase":"started""#);
+        let ev = &last(&e, "del")[0];
+        assert_eq!((ev.verdict, ev.value), (Verdict::Ok, None), "not stopped: nothing due");
+        ingest(&mut e, "x", "control", "2026-04-25T09:00:01Z", r#""type":"deployment","phase":"stopped""#);
+        ingest(&mut e, "t1", "control", "2026-04-25T09:30:01Z", r#""type":"status""#);
+        let ev = &last(&e, "del")[0];
+        assert_eq!((ev.verdict, ev.value), (Verdict::Ok, Some(1800.0)), "half an hour after the stop: not yet due");
+        assert_eq!(ev.detail.value()["due"], "2026-04-25T10:00:01Z");
+        ingest(&mut e, "t2", "control", "2026-04-25T10:00:01Z", r#""type":"status""#);
+        assert_eq!(last(&e, "del")[0].verdict, Verdict::Ok, "exactly due is not late");
+        ingest(&mut e, "t3", "control", "2026-04-25T10:00:02Z", r#""type":"status""#);
+        assert_eq!(last(&e, "del")[0].verdict, Verdict::Breach, "a second late");
+        // An attestation that does not reach the stop does not count; one that does ends it.
+        ingest(
+            &mut e,
+            "a1",
+            "control",
+            "2026-04-25T10:00:03Z",
+            r#""type":"deletion","scope":"non_match_biometrics","up_to":"2026-04-25T09:00:00Z""#,
+        );
+        assert_eq!(last(&e, "del")[0].verdict, Verdict::Breach);
+        ingest(
+            &mut e,
+            "a2",
+            "control",
+            "2026-04-25T10:00:04Z",
+            r#""type":"deletion","scope":"non_match_biometrics","up_to":"2026-04-25T09:00:01Z""#,
+        );
+        let ev = &last(&e, "del")[0];
+        assert_eq!(ev.verdict, Verdict::Ok);
+        assert_eq!(ev.detail.value()["attested"], true);
+    }
+
+    #[test]
+    fn a_quiet_source_keeps_its_silence_texts_and_a_new_event_rewrites_them() {
+        let mut e = engine(
+            "      - {id: quiet, kind: silence, type: detection, max_gap: 5m, severity: warning, notify: [ops]}\n",
+        );
+        ingest(&mut e, "s", "control", "2026-04-25T09:00:00Z", r#""type":"deployment","phase":"started""#);
+        ingest(&mut e, "d1", "cam-1", "2026-04-25T09:00:01Z", r#""type":"detection","count":1"#);
+        ingest(&mut e, "t1", "control", "2026-04-25T09:00:02Z", r#""type":"status""#);
+        let before = last(&e, "quiet");
+        ingest(&mut e, "t2", "control", "2026-04-25T09:00:03Z", r#""type":"status""#);
+        let after = last(&e, "quiet");
+        assert_eq!((before.len(), after.len()), (1, 1));
+        assert_eq!((before[0].value, after[0].value), (Some(1.0), Some(2.0)), "the gap grows every second");
+        assert!(after[0].detail.shares(&before[0].detail) && after[0].limit.shares(&before[0].limit));
+        // Six minutes on: the texts are still the same, the verdict is a breach.
+        ingest(&mut e, "t3", "control", "2026-04-25T09:06:03Z", r#""type":"status""#);
+        let late = last(&e, "quiet");
+        assert_eq!(late[0].verdict, Verdict::Breach);
+        assert!(late[0].detail.shares(&before[0].detail));
+        // A new detection from the camera: a new `last_seen`, a new detail text.
+        ingest(&mut e, "d2", "cam-1", "2026-04-25T09:06:04Z", r#""type":"detection","count":1"#);
+        let fresh = last(&e, "quiet");
+        assert_eq!(fresh[0].verdict, Verdict::Ok);
+        assert!(!fresh[0].detail.shares(&before[0].detail));
+        assert_eq!(fresh[0].detail.value()["last_seen"], "2026-04-25T09:06:04Z");
+        assert!(fresh[0].limit.shares(&before[0].limit), "an equal limit text is still shared");
+    }
+}

@@ -74,6 +74,12 @@ impl JsonText {
         })
     }
 
+    /// Whether `other` is this very text (shared, not an equal copy).
+    #[cfg(test)]
+    pub(crate) fn shares(&self, other: &JsonText) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The text as a JSON value.
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).expect("a JsonText holds serialised JSON")
