@@ -547,3 +547,47 @@ async fn receiver_loop<F: Fn() -> BTreeMap<String, ReceiverConfig>>(
         let _ = tokio::time::timeout(Duration::from_millis(wait as u64), wake.notified()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use super::Dispatcher;
+    use crate::config::ReceiverConfig;
+    use crate::notify::outbox::Outbox;
+
+    fn receivers(names: &[&str]) -> BTreeMap<String, ReceiverConfig> {
+        names
+            .iter()
+            .map(|n| {
+                (n.to_string(), serde_json::from_value(serde_json::json!({"kind": "log"})).expect("a log receiver"))
+            })
+            .collect()
+    }
+
+    /// Notifications for a receiver a reload removed fail for good (nothing would ever deliver
+    /// them); those of configured receivers, and those another dispatcher serves, stay pending.
+    #[test]
+    fn notifications_of_an_unconfigured_receiver_fail_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.jsonl"), 1 << 20).unwrap();
+        for (receiver, key) in [("gone", "k1"), ("ops", "k2"), ("gone", "k3")] {
+            outbox.enqueue(receiver, key, serde_json::json!({"deployment_id": "d"}), 0).unwrap();
+        }
+        let outbox = Arc::new(Mutex::new(outbox));
+        let pending = |o: &Arc<Mutex<Outbox>>| {
+            let o = o.lock().unwrap();
+            let mut v: Vec<String> = o.pending().map(|e| format!("{}/{}", e.receiver, e.key)).collect();
+            v.sort();
+            v
+        };
+        // A dispatcher serving only `ops` leaves `gone`'s notifications to the one that serves it.
+        Dispatcher::new(outbox.clone(), None).only("ops").fail_unconfigured(&receivers(&["ops"]), 1);
+        assert_eq!(pending(&outbox), ["gone/k1", "gone/k3", "ops/k2"]);
+        Dispatcher::new(outbox.clone(), None).fail_unconfigured(&receivers(&["ops"]), 2);
+        assert_eq!(pending(&outbox), ["ops/k2"]);
+        let failed = outbox.lock().unwrap().results.get(&("gone".to_string(), "failed")).copied();
+        assert_eq!(failed, Some(2));
+    }
+}
