@@ -59,7 +59,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 let Some(last) = s.last_seen[event_type.index()] else { continue };
                 while prev.next_if(|p| p.instance.as_deref().is_some_and(|i| i < source.as_str())).is_some() {}
                 let p = prev.peek().filter(|p| p.instance.as_deref() == Some(source.as_str()));
-                let (pl, pd) = (p.map(|p| &p.limit), p.map(|p| &p.detail));
+                let (pl, pd) = texts(p.copied());
                 let gap = now - last;
                 let breach = dep.is_active() && gap > max_gap.ms();
                 let mut e = Evaluation::new(if breach { Verdict::Breach } else { Verdict::Ok });

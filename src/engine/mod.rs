@@ -118,7 +118,6 @@ pub(crate) struct RoundCtx<'a> {
 
 /// What one deployment's evaluation round produced for the engine-wide state.
 pub(crate) struct Round {
-    pub now: Millis,
     /// Held decisions/outcomes whose alert never came, to dead-letter `orphan`.
     pub orphans: Vec<Held>,
     /// Breach-book operations, in the order they happened.
@@ -798,40 +797,32 @@ impl Engine {
             RoundCtx { config: &self.config, mode: self.mode, seeds: &self.seeds, future: &future, now, end_of_input };
         let mut list: Vec<(&String, &mut Deployment)> = self.deployments.iter_mut().collect();
         let workers = self.workers.min(list.len() / MIN_DEPLOYMENTS_PER_WORKER).max(1);
-        let rounds: Vec<(String, Round)> = if workers <= 1 {
-            list.into_iter().map(|(id, d)| (id.clone(), d.evaluate_round(id, &ctx))).collect()
+        let ctx = &ctx;
+        let run = |chunk: &mut [(&String, &mut Deployment)]| -> Vec<(String, Round)> {
+            chunk.iter_mut().map(|(id, d)| ((*id).clone(), d.evaluate_round(id, ctx))).collect()
+        };
+        let rounds = if workers <= 1 {
+            run(&mut list)
         } else {
             let per = list.len().div_ceil(workers);
             std::thread::scope(|scope| {
-                let ctx = &ctx;
                 let mut chunks = list.chunks_mut(per);
                 let first = chunks.next().expect("at least one deployment");
-                let handles: Vec<_> = chunks
-                    .map(|chunk| {
-                        scope.spawn(move || {
-                            chunk
-                                .iter_mut()
-                                .map(|(id, d)| ((*id).clone(), d.evaluate_round(id, ctx)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                let mut out: Vec<(String, Round)> =
-                    first.iter_mut().map(|(id, d)| ((*id).clone(), d.evaluate_round(id, ctx))).collect();
+                let handles: Vec<_> = chunks.map(|chunk| scope.spawn(move || run(chunk))).collect();
+                let mut out = run(first);
                 for h in handles {
                     out.extend(h.join().expect("an evaluation worker panicked"));
                 }
                 out
             })
         };
-        drop(future);
         for (id, round) in rounds {
-            self.apply_round(&id, round);
+            self.apply_round(&id, round, now);
         }
     }
 
     /// Applies one deployment's round to the engine-wide state, in the order one thread would have.
-    fn apply_round(&mut self, id: &str, round: Round) {
+    fn apply_round(&mut self, id: &str, round: Round, now: Millis) {
         for h in round.orphans {
             self.stats.invalid_total += 1;
             *self.stats.invalid_by_reason.entry(Reason::Orphan.as_str()).or_default() += 1;
@@ -862,7 +853,7 @@ impl Engine {
             }
         }
         if round.retire {
-            self.retire(id, round.now);
+            self.retire(id, now);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::rules::{BreachState, Kind, Transition};
 impl Deployment {
     pub(crate) fn evaluate_round(&mut self, id: &str, ctx: &RoundCtx<'_>) -> Round {
         let now = ctx.now;
-        let mut round = Round { now, orphans: Vec::new(), book: Vec::new(), seeds_used: Vec::new(), retire: false };
+        let mut round = Round { orphans: Vec::new(), book: Vec::new(), seeds_used: Vec::new(), retire: false };
         let hold = ctx.config.raw.engine.orphan_hold.ms();
         // Orphans past their hold (or all of them at end of input).
         while let Some((held_at, _)) = self.held_order.front() {

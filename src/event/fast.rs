@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::parse::{MAX_INTEGER, MAX_SCORES, id_chars};
+use super::parse::{MAX_INTEGER, MAX_SCORES, is_valid_id};
 use super::{Body, Detection, Event, System, parse_ts};
 
 #[derive(Deserialize)]
@@ -48,7 +48,6 @@ pub(super) fn detection(line: &[u8]) -> Option<Event> {
     if r.schema_version != 1 || r.kind != "detection" || r.exposure.is_some() {
         return None;
     }
-    let ident = |s: &str| (1..=64).contains(&s.len()) && id_chars(s);
     let units = |v: &Option<Vec<f64>>, count: u64| match v {
         None => true,
         Some(v) => {
@@ -58,7 +57,7 @@ pub(super) fn detection(line: &[u8]) -> Option<Event> {
         }
     };
     let event_id_len = r.event_id.chars().count();
-    if !(1..=128).contains(&event_id_len) || !ident(&r.deployment_id) || !ident(&r.source_id) {
+    if !(1..=128).contains(&event_id_len) || !is_valid_id(&r.deployment_id) || !is_valid_id(&r.source_id) {
         return None;
     }
     let system = match r.system.as_ref() {

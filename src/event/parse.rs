@@ -142,7 +142,7 @@ pub fn is_valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len()) && id_chars(s)
 }
 
-pub(super) fn id_chars(s: &str) -> bool {
+fn id_chars(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
