@@ -505,15 +505,21 @@ fn the_demo_serves_breaches_and_stops_cleanly_on_sigterm() {
     line_with("stop line", &|l| l == "ddtwatch demo: stopped");
 }
 
+/// `/metrics` as text after 20,000 events of `scenario` (the example config's engine).
+fn scrape_after(scenario: Scenario) -> String {
+    let state = app_state(None, true);
+    let lines = generate_lines(scenario, 20_000, 3);
+    state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
+    text
+}
+
 /// A silence instance is exposed as its condition's id plus a `source` label, so `condition`
 /// holds only the profile's ids (issue 22: its cardinality no longer follows the stream).
 #[test]
 fn silence_instances_carry_a_source_label() {
-    let state = app_state(None, true);
-    let lines = generate_lines(Scenario::CameraSilence, 20_000, 3);
-    state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
+    let text = scrape_after(Scenario::CameraSilence);
     assert!(!text.contains("condition=\"camera_silence/"), "a source inside the condition label");
     let silent: Vec<&str> = text
         .lines()
@@ -540,11 +546,7 @@ fn silence_instances_carry_a_source_label() {
 /// rates are proportions, latencies and silences seconds, statistics plain numbers.
 #[test]
 fn condition_values_are_split_by_unit() {
-    let state = app_state(None, true);
-    let lines = generate_lines(Scenario::ThresholdLowered, 20_000, 3);
-    state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
+    let text = scrape_after(Scenario::ThresholdLowered);
     let conditions_in = |metric: &str| -> std::collections::BTreeSet<String> {
         text.lines()
             .filter(|l| l.starts_with(&format!("{metric}{{")))
