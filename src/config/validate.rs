@@ -10,9 +10,30 @@ use super::*;
 use crate::event::{Authorisation, parse_ts};
 use crate::rules::{Condition, Kind};
 
-/// Checks `raw` whole, adding to the problems found while reading it (`errors`).
+/// Checks `raw` whole, adding to the problems found while reading it (`errors`). Each part of the
+/// file is checked by its own function below, in the file's order, so errors come out in a stable
+/// order.
 pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, ConfigErrors> {
-    // Group allow-lists always include the catch-alls (INTERFACES.md: values outside → other).
+    let groups = groups(&raw);
+    let profiles = profiles(&raw, &mut errors);
+    let (deployment_conditions, authorisations) = deployments(&raw, &profiles, &mut errors);
+    conditions_refs(&raw, &groups, &profiles, &deployment_conditions, &mut errors);
+    receivers(&raw, &mut errors);
+    sources(&raw, &mut errors);
+    http(&raw.http, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let hash = {
+        let canonical = serde_json::to_vec(&raw).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&canonical);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    Ok(Config { raw, groups, profiles, deployment_conditions, authorisations, hash })
+}
+
+/// Group allow-lists always include the catch-alls (INTERFACES.md: values outside → other).
+fn groups(raw: &RawConfig) -> BTreeMap<String, Vec<String>> {
     let mut groups = BTreeMap::new();
     for (attr, list) in &raw.groups {
         let mut list = list.clone();
@@ -23,9 +44,14 @@ pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<C
         }
         groups.insert(attr.clone(), list);
     }
+    groups
+}
+
+/// The named profiles, parsed; and the per-system defaults must name one of them.
+fn profiles(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<String, Conditions> {
     let mut profiles = BTreeMap::new();
     for (name, p) in &raw.profiles {
-        profiles.insert(name.clone(), shared(parse_profile(name, &p.conditions, &mut errors)));
+        profiles.insert(name.clone(), shared(parse_profile(name, &p.conditions, errors)));
     }
     for (system, name) in [("lfr", &raw.defaults.lfr), ("anpr", &raw.defaults.anpr)] {
         if let Some(name) = name
@@ -38,6 +64,18 @@ pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<C
             ));
         }
     }
+    profiles
+}
+
+type DeploymentParts = (BTreeMap<String, Conditions>, BTreeMap<String, Authorisation>);
+
+/// Per-deployment authorisations, and the conditions of deployments that name a profile (with
+/// their overrides applied).
+fn deployments(
+    raw: &RawConfig,
+    profiles: &BTreeMap<String, Conditions>,
+    errors: &mut Vec<ConfigError>,
+) -> DeploymentParts {
     let mut deployment_conditions = BTreeMap::new();
     let mut authorisations = BTreeMap::new();
     for (id, d) in &raw.deployments {
@@ -64,72 +102,94 @@ pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<C
             ));
             continue;
         };
-        let mut maps = base.conditions.clone();
-        for (i, o) in d.overrides.iter().enumerate() {
-            let opath = format!("{path}.overrides[{i}]");
-            let Some(oid) = o.get("id").and_then(Value::as_str) else {
-                errors.push(ConfigError::new(format!("{opath}.id"), "is required (the condition to change)"));
-                continue;
-            };
-            let Some(target) = maps.iter_mut().find(|m| m.get("id").and_then(Value::as_str) == Some(oid)) else {
-                let ids: Vec<&str> =
-                    base.conditions.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
-                errors.push(ConfigError::new(
-                    format!("{opath}.id"),
-                    format!("profile `{profile}` has no condition `{oid}`{}", suggest(oid, &ids)),
-                ));
-                continue;
-            };
-            for (k, v) in o {
-                target.insert(k.clone(), v.clone());
-            }
-        }
+        let maps = overridden(&path, profile, base, &d.overrides, errors);
         let mut errs = Vec::new();
         let conds = parse_profile(&format!("{profile}(deployment {id})"), &maps, &mut errs);
         errors.extend(errs);
         deployment_conditions.insert(id.clone(), shared(conds));
     }
-    // Receivers named by conditions must exist; receiver settings must be complete.
-    let receiver_names: Vec<&str> = raw.receivers.keys().map(String::as_str).collect();
-    let mut all_conditions: Vec<(&str, &Condition)> = Vec::new();
-    for (name, conds) in &profiles {
-        all_conditions.extend(conds.iter().map(|c| (name.as_str(), &**c)));
-    }
-    // Per-deployment overrides can name receivers too (a misspelt one would fail for good at
-    // run time).
-    for (id, conds) in &deployment_conditions {
-        for c in conds.iter() {
-            for r in &c.notify {
-                if !raw.receivers.contains_key(r) {
-                    errors.push(ConfigError::new(
-                        format!("deployments.{id}.overrides[id={}].notify", c.id),
-                        format!("no receiver `{r}`{}", suggest(r, &receiver_names)),
-                    ));
-                }
-            }
+    (deployment_conditions, authorisations)
+}
+
+/// A profile's condition mappings with a deployment's overrides merged in (an override whose
+/// `id` is missing or unknown is an error and changes nothing).
+fn overridden(
+    path: &str,
+    profile: &str,
+    base: &ProfileFile,
+    overrides: &[Mapping],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Mapping> {
+    let mut maps = base.conditions.clone();
+    for (i, o) in overrides.iter().enumerate() {
+        let opath = format!("{path}.overrides[{i}]");
+        let Some(oid) = o.get("id").and_then(Value::as_str) else {
+            errors.push(ConfigError::new(format!("{opath}.id"), "is required (the condition to change)"));
+            continue;
+        };
+        let Some(target) = maps.iter_mut().find(|m| m.get("id").and_then(Value::as_str) == Some(oid)) else {
+            let ids: Vec<&str> = base.conditions.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
+            errors.push(ConfigError::new(
+                format!("{opath}.id"),
+                format!("profile `{profile}` has no condition `{oid}`{}", suggest(oid, &ids)),
+            ));
+            continue;
+        };
+        for (k, v) in o {
+            target.insert(k.clone(), v.clone());
         }
     }
-    for (name, c) in all_conditions {
-        for r in &c.notify {
-            if !raw.receivers.contains_key(r) {
+    maps
+}
+
+/// Receivers named by conditions (in profiles and in per-deployment overrides) must exist, and a
+/// disparity condition's attribute needs an allow-list.
+fn conditions_refs(
+    raw: &RawConfig,
+    groups: &BTreeMap<String, Vec<String>>,
+    profiles: &BTreeMap<String, Conditions>,
+    deployment_conditions: &BTreeMap<String, Conditions>,
+    errors: &mut Vec<ConfigError>,
+) {
+    // Per-deployment overrides can name receivers too (a misspelt one would fail for good at
+    // run time).
+    for (id, conds) in deployment_conditions {
+        for c in conds.iter() {
+            unknown_receivers(raw, &format!("deployments.{id}.overrides"), c, errors);
+        }
+    }
+    for (name, conds) in profiles {
+        for c in conds.iter() {
+            unknown_receivers(raw, &format!("profiles.{name}.conditions"), c, errors);
+            if let Kind::Disparity(d) = &c.kind
+                && !groups.contains_key(&d.attribute)
+            {
                 errors.push(ConfigError::new(
-                    format!("profiles.{name}.conditions[id={}].notify", c.id),
-                    format!("no receiver `{r}`{}", suggest(r, &receiver_names)),
+                    format!("profiles.{name}.conditions[id={}].attribute", c.id),
+                    format!(
+                        "`{}` has no allow-list under `groups` (attributes without one are not tabulated)",
+                        d.attribute
+                    ),
                 ));
             }
         }
-        if let Kind::Disparity(d) = &c.kind
-            && !groups.contains_key(&d.attribute)
-        {
+    }
+}
+
+fn unknown_receivers(raw: &RawConfig, path: &str, c: &Condition, errors: &mut Vec<ConfigError>) {
+    for r in &c.notify {
+        if !raw.receivers.contains_key(r) {
+            let names: Vec<&str> = raw.receivers.keys().map(String::as_str).collect();
             errors.push(ConfigError::new(
-                format!("profiles.{name}.conditions[id={}].attribute", c.id),
-                format!(
-                    "`{}` has no allow-list under `groups` (attributes without one are not tabulated)",
-                    d.attribute
-                ),
+                format!("{path}[id={}].notify", c.id),
+                format!("no receiver `{r}`{}", suggest(r, &names)),
             ));
         }
     }
+}
+
+/// Each receiver's settings are complete and in range.
+fn receivers(raw: &RawConfig, errors: &mut Vec<ConfigError>) {
     for (name, r) in &raw.receivers {
         let path = format!("receivers.{name}");
         if matches!(r.kind, ReceiverKind::Webhook | ReceiverKind::Alertmanager) && r.url.is_none() {
@@ -169,6 +229,11 @@ pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<C
             errors.push(ConfigError::new(format!("{path}.generator_url"), "applies to alertmanager receivers only"));
         }
     }
+}
+
+/// Kafka sources: topics and brokers given; properties ddtwatch owns not overridden; secrets
+/// never inline.
+fn sources(raw: &RawConfig, errors: &mut Vec<ConfigError>) {
     for (i, s) in raw.sources.iter().enumerate() {
         if let SourceConfig::Kafka { topics, brokers, properties, secret_properties, .. } = s {
             for k in properties.keys().chain(secret_properties.keys()) {
@@ -204,27 +269,21 @@ pub(super) fn validate(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<C
             }
         }
     }
-    if raw.http.read_timeout.ms() <= 0 {
+}
+
+fn http(h: &HttpConfig, errors: &mut Vec<ConfigError>) {
+    if h.read_timeout.ms() <= 0 {
         errors.push(ConfigError::new("http.read_timeout", "must be positive"));
     }
-    if raw.http.header_timeout.ms() <= 0 {
+    if h.header_timeout.ms() <= 0 {
         errors.push(ConfigError::new("http.header_timeout", "must be positive"));
     }
-    if raw.http.max_connections == 0 {
+    if h.max_connections == 0 {
         errors.push(ConfigError::new("http.max_connections", "must be at least 1"));
     }
-    if raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
-        errors.push(ConfigError::new("http.listen", format!("`{}` is not host:port", raw.http.listen)));
+    if h.listen.parse::<std::net::SocketAddr>().is_err() {
+        errors.push(ConfigError::new("http.listen", format!("`{}` is not host:port", h.listen)));
     }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
-    }
-    let hash = {
-        let canonical = serde_json::to_vec(&raw).unwrap_or_default();
-        let digest = sha2::Sha256::digest(&canonical);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
-    };
-    Ok(Config { raw, groups, profiles, deployment_conditions, authorisations, hash })
 }
 
 fn authorisation(a: &AuthorisationConfig, path: &str) -> Result<Authorisation, ConfigError> {
