@@ -61,11 +61,12 @@ fn golden_records_for_an_lfr_scenario_with_breaches_and_an_anpr_scenario() {
         [(Scenario::ThresholdLowered, "lfr_threshold_lowered"), (Scenario::AnprMisreads, "anpr_misreads")]
     {
         let (_, summary) = summary_of(scenario);
-        let r = report::build(&summary, &[]);
+        let record = report::build(&summary, &[]);
+        let r = record.to_json();
         let errors: Vec<String> = v.iter_errors(&r).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "{name}: report JSON violates schema/report.v1.json: {errors:#?}");
-        check_golden(&format!("report_{name}.md"), &Format::Md.render(&r));
-        check_golden(&format!("report_{name}.json"), &Format::Json.render(&r));
+        check_golden(&format!("report_{name}.md"), &Format::Md.render(&record));
+        check_golden(&format!("report_{name}.json"), &Format::Json.render(&record));
         if scenario == Scenario::ThresholdLowered {
             let fired: Vec<&str> =
                 r["breaches"].as_array().unwrap().iter().filter_map(|b| b["condition"].as_str()).collect();
@@ -83,7 +84,7 @@ fn golden_records_for_an_lfr_scenario_with_breaches_and_an_anpr_scenario() {
 fn numbers_equal_the_replay_summary() {
     for scenario in [Scenario::ThresholdLowered, Scenario::DemographicSkew, Scenario::AnprMisreads] {
         let (_, s) = summary_of(scenario);
-        let r = report::build(&s, &[]);
+        let r = report::build(&s, &[]).to_json();
         let a = &r["activity"];
         for (rk, sk) in [
             ("processed", "detections"),
@@ -193,17 +194,18 @@ fn no_token_or_id_of_the_input_appears_in_any_format() {
 #[test]
 fn small_groups_are_listed_and_marked_not_dropped() {
     let (_, summary) = summary_of(Scenario::DemographicSkew);
-    let r = report::build(&summary, &[]);
+    let record = report::build(&summary, &[]);
+    let r = record.to_json();
     let eth = r["groups"].as_array().unwrap().iter().find(|g| g["attribute"] == "ethnicity").unwrap();
     let small: Vec<&Value> = eth["rows"].as_array().unwrap().iter().filter(|r| r["too_few_to_judge"] == true).collect();
     assert!(!small.is_empty(), "the scenario has groups under min_per_group");
-    let md = Format::Md.render(&r);
+    let md = Format::Md.render(&record);
     for row in small {
         let g = row["group"].as_str().unwrap();
         let line = md.lines().find(|l| l.starts_with(&format!("| {g} |"))).unwrap_or_else(|| panic!("{g} listed"));
         assert!(line.ends_with("too few to judge |"), "{line}");
     }
-    let csv = Format::Csv.render(&r);
+    let csv = Format::Csv.render(&record);
     assert!(csv.lines().any(|l| l.starts_with("group_false_alerts_per_alert,ethnicity,")));
     assert!(csv.lines().all(|l| l.split(',').count() >= 8 || l.contains('"')), "{csv}");
 }
@@ -301,7 +303,8 @@ async fn live_instance_report_endpoint_and_cli() {
         .await
         .unwrap();
     let audit = ddtwatch::audit::read_records(&state.join("audit.log")).unwrap();
-    let expected = report::build(&summary, &audit);
+    let record = report::build(&summary, &audit);
+    let expected = record.to_json();
     let fired = expected["breaches"].as_array().unwrap();
     assert!(!fired.is_empty());
     assert!(
@@ -321,7 +324,7 @@ async fn live_instance_report_endpoint_and_cli() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with(ctype));
-        assert_eq!(r.text().await.unwrap(), f.render(&expected), "{flag}");
+        assert_eq!(r.text().await.unwrap(), f.render(&record), "{flag}");
     }
     let get = |u: String| c.get(u).bearer_auth("report-test-token").send();
     assert_eq!(get(format!("{base}/api/v1/deployments/{dep}/report?format=pdf")).await.unwrap().status(), 400);
@@ -336,7 +339,7 @@ async fn live_instance_report_endpoint_and_cli() {
     .await
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), Format::Json.render(&expected));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), Format::Json.render(&record));
 }
 
 /// 20 concurrent report requests against an instance whose audit log is 60 MB: the log is read

@@ -2,62 +2,65 @@
 
 use serde_json::{Value, json};
 
-use super::arr;
-use super::words::opt;
+use super::model::Report;
 
 /// One row per metric: `section,metric,group,value,lower,upper,numerator,denominator`.
-pub fn csv(r: &Value) -> String {
+pub fn csv(r: &Report) -> String {
     let mut rows: Vec<[Value; 8]> = Vec::new();
     // A row with a value only (no interval, no counts).
     let value_row = |section: &str, metric: Value, group: Value, value: Value| -> [Value; 8] {
         [json!(section), metric, group, value, Value::Null, Value::Null, Value::Null, Value::Null]
     };
-    rows.push(value_row("deployment", json!("deployment_id"), Value::Null, r["deployment_id"].clone()));
-    if let Some(a) = r["activity"].as_object() {
-        for (k, v) in a.iter().filter(|(_, v)| v.is_number()) {
-            rows.push(value_row("activity", json!(k), Value::Null, v.clone()));
-        }
-        for (k, v) in a.get("outcomes_by_result").and_then(Value::as_object).into_iter().flatten() {
-            rows.push(value_row("outcomes", json!(k), Value::Null, v.clone()));
-        }
+    rows.push(value_row("deployment", json!("deployment_id"), Value::Null, json!(r.deployment_id)));
+    for (k, v) in r.activity.counts() {
+        rows.push(value_row("activity", json!(k), Value::Null, json!(v)));
     }
-    for x in arr(&r["rates"]) {
-        let c = |k: &str| x[k].clone();
-        rows.push([json!("rate"), c("id"), Value::Null, c("value"), c("lower"), c("upper"), c("x"), c("n")]);
+    for (k, v) in &r.activity.outcomes_by_result {
+        rows.push(value_row("outcomes", json!(k), Value::Null, json!(v)));
     }
-    for g in arr(&r["groups"]) {
-        let attr = g["attribute"].as_str().unwrap_or_default();
-        for row in arr(&g["rows"]) {
-            let c = |k: &str| row[k].clone();
-            let section = json!("group_false_alerts_per_alert");
+    for x in &r.rates {
+        rows.push([
+            json!("rate"),
+            json!(x.id),
+            Value::Null,
+            json!(x.value),
+            json!(x.lower),
+            json!(x.upper),
+            json!(x.x),
+            json!(x.n),
+        ]);
+    }
+    for g in &r.groups {
+        let attr = &g.attribute;
+        for row in &g.rows {
             rows.push([
-                section,
+                json!("group_false_alerts_per_alert"),
                 json!(attr),
-                c("group"),
-                c("rate"),
-                c("lower"),
-                c("upper"),
-                c("false_alerts"),
-                c("alerts"),
+                json!(row.group),
+                json!(row.rate),
+                json!(row.lower),
+                json!(row.upper),
+                json!(row.false_alerts),
+                json!(row.alerts),
             ]);
         }
-        let d = &g["disparity"];
-        if !d.is_null() {
-            for k in ["ratio_max_min", "ratio_max_geomean", "p_value"] {
-                rows.push(value_row("disparity", json!(format!("{attr}.{k}")), d["top_group"].clone(), d[k].clone()));
+        if let Some(d) = &g.disparity {
+            for (k, v) in
+                [("ratio_max_min", d.ratio_max_min), ("ratio_max_geomean", d.ratio_max_geomean), ("p_value", d.p_value)]
+            {
+                rows.push(value_row("disparity", json!(format!("{attr}.{k}")), json!(d.top_group), json!(v)));
             }
         }
     }
-    for l in arr(&r["latency"]) {
-        for q in ["p50", "p90", "p95", "p99", "max"] {
-            let mut row =
-                value_row("latency_seconds", json!(format!("{}.{q}", opt(&l["series"]))), Value::Null, l[q].clone());
-            row[7] = l["n"].clone();
+    for l in &r.latency {
+        for (q, v) in l.quantiles() {
+            let mut row = value_row("latency_seconds", json!(format!("{}.{q}", l.series)), Value::Null, json!(v));
+            row[7] = json!(l.n);
             rows.push(row);
         }
     }
-    for b in arr(&r["breaches"]) {
-        rows.push(value_row("breach", b["condition"].clone(), b["started_at"].clone(), b["value"].clone()));
+    for b in &r.breaches {
+        rows.push(value_row("breach", json!(b.condition), json!(b.started_at), json!(b.value)));
     }
     let mut out = String::from("section,metric,group,value,lower,upper,numerator,denominator\n");
     for row in rows {

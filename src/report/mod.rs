@@ -13,15 +13,18 @@
 
 mod csv;
 mod markdown;
+pub mod model;
 pub mod source;
 mod words;
 
 pub use csv::csv;
 pub use markdown::markdown;
+pub use model::Report;
 pub use words::{percent, thousands};
 
 use crate::notify::key::NotificationKey;
-use serde_json::{Value, json};
+use model::*;
+use serde_json::Value;
 use words::*;
 
 /// CONDITIONS.md: `min_per_group` default when no disparity condition names the attribute.
@@ -63,10 +66,10 @@ impl Format {
         }
     }
 
-    pub fn render(self, report: &Value) -> String {
+    pub fn render(self, report: &Report) -> String {
         match self {
             Format::Md => markdown(report),
-            Format::Json => serde_json::to_string_pretty(report).expect("json") + "\n",
+            Format::Json => serde_json::to_string_pretty(&report.to_json()).expect("json") + "\n",
             Format::Csv => csv(report),
         }
     }
@@ -86,137 +89,151 @@ fn unit(system: &str) -> (&'static str, &'static str) {
     if system == "anpr" { ("plate read", "plate reads") } else { ("face", "faces") }
 }
 
-/// Builds the record of one deployment. `audit` holds audit-log records (any kinds; only
-/// `notification` ones are used) to say which receivers were told of each breach, and when.
-pub fn build(summary: &Value, audit: &[Value]) -> Value {
-    let dep = summary["deployment_id"].as_str().unwrap_or_default();
-    let system = summary["system"].as_str().unwrap_or("unknown");
-    let (one, _) = unit(system);
+/// Builds the record of one deployment from its summary. `audit` holds audit-log records (any
+/// kinds; only `notification` ones are used) to say which receivers were told of each breach, and
+/// when. A field the summary lacks is null (or 0 for a count) in the record.
+pub fn build(summary: &Value, audit: &[Value]) -> Report {
+    let dep = str_of(&summary["deployment_id"]);
+    let system = summary["system"].as_str().unwrap_or("unknown").to_string();
+    let (one, units) = unit(&system);
     let c = &summary["counters"];
-    let rates: Vec<Value> = RATES
+    let rates = RATES
         .iter()
         .filter_map(|(id, label)| {
             let r = summary["rates"].get(*id)?;
-            Some(json!({
-                "id": id,
-                "label": label.replace("{unit}", one),
-                "x": r["x"], "n": r["n"], "value": r["value"], "lower": r["lower"], "upper": r["upper"],
-                "method": method_name(r["method"].as_str().unwrap_or("")),
-            }))
-        })
-        .collect();
-    let groups = group_tables(summary);
-    let breaches: Vec<Value> = summary["breaches"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|b| {
-            let breach = (
-                dep,
-                b["condition"].as_str().unwrap_or_default(),
-                b["started_at"].as_str().and_then(crate::time::parse_ts),
-            );
-            let notifications: Vec<Value> = audit
-                .iter()
-                .filter(|r| r["kind"] == "notification")
-                .filter(|r| r["data"]["result"] != "retry")
-                .filter_map(|r| {
-                    let key: NotificationKey = r["data"]["key"].as_str()?.parse().ok()?;
-                    ((key.deployment.as_str(), key.condition.as_str(), Some(key.started_at)) == breach).then(|| {
-                        json!({
-                            "receiver": r["data"]["receiver"],
-                            "notification": key.state.as_str(),
-                            "result": r["data"]["result"],
-                            "at": r["ts"],
-                            "attempts": r["data"]["attempts"],
-                        })
-                    })
-                })
-                .collect();
-            json!({
-                "condition": b["condition"], "kind": b["kind"], "severity": b["severity"],
-                "started_at": b["started_at"], "fired_at": b["fired_at"], "resolved_at": b["resolved_at"],
-                "value": b["value"], "limit": b["limit"],
-                "notified": b["notify"],
-                "notifications": notifications,
+            Some(Rate {
+                id: id.to_string(),
+                label: label.replace("{unit}", one),
+                x: num(&r["x"]),
+                n: num(&r["n"]),
+                value: r["value"].as_f64(),
+                lower: r["lower"].as_f64(),
+                upper: r["upper"].as_f64(),
+                method: method_name(r["method"].as_str().unwrap_or("")).to_string(),
             })
         })
         .collect();
-    let conditions: Vec<Value> = summary["conditions"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let breaches = arr(&summary["breaches"]).iter().map(|b| breach(&dep, b, audit)).collect();
+    let conditions = arr(&summary["conditions"])
         .iter()
         .map(|c| {
-            let mut row = json!({"id": c["id"], "kind": c["kind"], "severity": c["severity"], "state": c["state"],
-                   "value": c["value"], "limit": c["limit"], "times_fired": c["times_fired"]});
-            if let Some(b) = crate::rules::Budget::from_json(&c["false_breach_per_day"]) {
-                row["false_breach_per_day"] = c["false_breach_per_day"].clone();
-                row["false_breach_budget"] = json!(b.words());
+            let budget = crate::rules::Budget::from_json(&c["false_breach_per_day"]);
+            ConditionRow {
+                id: str_of(&c["id"]),
+                kind: str_of(&c["kind"]),
+                severity: str_of(&c["severity"]),
+                state: str_of(&c["state"]),
+                value: c["value"].as_f64(),
+                limit: c["limit"].clone(),
+                times_fired: num(&c["times_fired"]),
+                false_breach_per_day: budget.map(|_| c["false_breach_per_day"].clone()),
+                false_breach_budget: budget.map(|b| b.words()),
             }
-            row
         })
         .collect();
-    let latency: Vec<Value> = summary["latency"]
+    let latency = summary["latency"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    json!({"series": k, "unit": "seconds", "n": v["n"], "p50": v["p50"], "p90": v["p90"],
-                           "p95": v["p95"], "p99": v["p99"], "max": v["max"]})
-                })
-                .collect()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| Latency {
+            series: k.clone(),
+            unit: "seconds".into(),
+            n: num(&v["n"]),
+            p50: v["p50"].as_f64(),
+            p90: v["p90"].as_f64(),
+            p95: v["p95"].as_f64(),
+            p99: v["p99"].as_f64(),
+            max: v["max"].as_f64(),
         })
-        .unwrap_or_default();
-    let mut report = json!({
-        "report_version": REPORT_VERSION,
-        "deployment_id": dep,
-        "system": system,
-        "generated_by": {
-            "ddtwatch_version": env!("CARGO_PKG_VERSION"),
-            "config_hash": summary["config_hash"],
-            "summary_version": summary["summary_version"],
+        .collect();
+    let mut report = Report {
+        report_version: REPORT_VERSION,
+        deployment_id: dep,
+        generated_by: GeneratedBy {
+            ddtwatch_version: env!("CARGO_PKG_VERSION").into(),
+            config_hash: summary["config_hash"].as_str().map(str::to_string),
+            summary_version: summary["summary_version"].as_u64(),
         },
-        "summary": "",
-        "authorisation": summary["authorisation"],
-        "operation": {
-            "phase": summary["phase"],
-            "first_event": summary["first_ts"],
-            "last_event": summary["last_ts"],
-            "started_at": summary["started_at"],
-            "stopped_at": summary["stopped_at"],
-            "sources": summary["sources"].as_array().map_or(0, Vec::len),
+        summary: String::new(),
+        authorisation: typed(&summary["authorisation"]),
+        operation: Operation {
+            phase: summary["phase"].as_str().unwrap_or("unknown").to_string(),
+            first_event: ts(&summary["first_ts"]),
+            last_event: ts(&summary["last_ts"]),
+            started_at: ts(&summary["started_at"]),
+            stopped_at: ts(&summary["stopped_at"]),
+            sources: summary["sources"].as_array().map_or(0, Vec::len) as u64,
         },
-        "watchlist": summary["watchlist"],
-        "activity": {
-            "unit": unit(system).1,
-            "processed": c["detections"],
-            "alerts": c["alerts"],
-            "adjudicated": c["adjudicated"],
-            "engaged": c["engaged"],
-            "dismissed": c["dismissed"],
-            "verified": c["verified"],
-            "unadjudicated": c["unadjudicated"],
-            "outcomes": c["outcomes"],
-            "outcomes_by_result": summary["outcomes_by_result"],
-            "true_alerts": c["true_alerts"],
-            "false_alerts": c["false_alerts"],
-            "false_engaged": c["false_engaged"],
-            "misreads": c["misreads"],
-            "canary_passes": c["canary_passes"],
-            "canary_alerts": c["canary_alerts"],
-            "invalid_events": c["invalid"],
+        watchlist: typed(&summary["watchlist"]),
+        activity: Activity {
+            unit: units.to_string(),
+            processed: num(&c["detections"]),
+            alerts: num(&c["alerts"]),
+            adjudicated: num(&c["adjudicated"]),
+            engaged: num(&c["engaged"]),
+            dismissed: num(&c["dismissed"]),
+            verified: num(&c["verified"]),
+            unadjudicated: num(&c["unadjudicated"]),
+            outcomes: num(&c["outcomes"]),
+            outcomes_by_result: summary["outcomes_by_result"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), num(v)))
+                .collect(),
+            true_alerts: num(&c["true_alerts"]),
+            false_alerts: num(&c["false_alerts"]),
+            false_engaged: num(&c["false_engaged"]),
+            misreads: num(&c["misreads"]),
+            canary_passes: num(&c["canary_passes"]),
+            canary_alerts: num(&c["canary_alerts"]),
+            invalid_events: num(&c["invalid"]),
         },
-        "rates": rates,
-        "groups": groups,
-        "latency": latency,
-        "breaches": breaches,
-        "conditions": conditions,
-        "deletions": summary["deletions"].as_array().cloned().unwrap_or_default(),
-    });
-    report["summary"] = json!(summary_paragraph(&report));
+        rates,
+        groups: group_tables(summary),
+        latency,
+        breaches,
+        conditions,
+        deletions: typed::<Vec<Deletion>>(&summary["deletions"]).unwrap_or_default(),
+        system,
+    };
+    report.summary = summary_paragraph(&report);
     report
+}
+
+/// One breach of the summary, with the final results of its notifications from `audit`.
+fn breach(dep: &str, b: &Value, audit: &[Value]) -> Breach {
+    let condition = str_of(&b["condition"]);
+    let started_at = ts(&b["started_at"]);
+    let started_ms = started_at.as_deref().and_then(crate::time::parse_ts);
+    let notifications = audit
+        .iter()
+        .filter(|r| r["kind"] == "notification")
+        .filter(|r| r["data"]["result"] != "retry")
+        .filter_map(|r| {
+            let key: NotificationKey = r["data"]["key"].as_str()?.parse().ok()?;
+            let ours = key.deployment == dep && key.condition == condition && Some(key.started_at) == started_ms;
+            ours.then(|| Notification {
+                receiver: str_of(&r["data"]["receiver"]),
+                notification: key.state.as_str().to_string(),
+                result: str_of(&r["data"]["result"]),
+                at: ts(&r["ts"]),
+                attempts: r["data"]["attempts"].as_u64(),
+            })
+        })
+        .collect();
+    Breach {
+        kind: str_of(&b["kind"]),
+        severity: str_of(&b["severity"]),
+        fired_at: ts(&b["fired_at"]),
+        resolved_at: ts(&b["resolved_at"]),
+        value: b["value"].as_f64(),
+        limit: b["limit"].clone(),
+        notified: arr(&b["notify"]).iter().filter_map(|r| r.as_str().map(str::to_string)).collect(),
+        notifications,
+        condition,
+        started_at,
+    }
 }
 
 fn method_name(m: &str) -> &'static str {
@@ -229,7 +246,7 @@ fn method_name(m: &str) -> &'static str {
 
 /// Per-attribute tables of false alerts per alert by the subject's recorded group, with the
 /// disparity test of the condition that watches that attribute (if any).
-fn group_tables(summary: &Value) -> Vec<Value> {
+fn group_tables(summary: &Value) -> Vec<GroupTable> {
     let Some(groups) = summary["groups"].as_object() else { return Vec::new() };
     let conditions = arr(&summary["conditions"]);
     groups
@@ -241,78 +258,102 @@ fn group_tables(summary: &Value) -> Vec<Value> {
                     && c["detail"]["source"] == "subject_groups"
             });
             let min = cond.and_then(|c| c["limit"]["min_per_group"].as_u64()).unwrap_or(DEFAULT_MIN_PER_GROUP);
-            let rows: Vec<Value> = rows
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            let rows = arr(rows)
                 .iter()
                 .map(|r| {
-                    let n = r["alerts"].as_u64().unwrap_or(0);
-                    json!({"group": r["group"], "alerts": n, "false_alerts": r["false_alerts"],
-                           "rate": r["rate"], "lower": r["lower"], "upper": r["upper"],
-                           "too_few_to_judge": n < min})
+                    let alerts = num(&r["alerts"]);
+                    GroupRow {
+                        group: str_of(&r["group"]),
+                        alerts,
+                        false_alerts: num(&r["false_alerts"]),
+                        rate: r["rate"].as_f64(),
+                        lower: r["lower"].as_f64(),
+                        upper: r["upper"].as_f64(),
+                        too_few_to_judge: alerts < min,
+                    }
                 })
                 .collect();
             let disparity = cond.map(|c| {
                 let d = &c["detail"];
-                json!({"condition": c["id"], "state": c["state"],
-                       "qualifying_groups": d["qualifying_groups"],
-                       "ratio_max_min": d["ratio_max_min"], "ratio_max_geomean": d["ratio_max_geomean"],
-                       "p_value": d["p_value"], "top_group": d["top_group"],
-                       "max_ratio": c["limit"]["max_ratio"], "alpha": c["limit"]["alpha"],
-                       "test": "two-sided Fisher exact test, highest-rate group against the others pooled"})
+                Disparity {
+                    condition: str_of(&c["id"]),
+                    state: str_of(&c["state"]),
+                    qualifying_groups: d["qualifying_groups"].as_u64(),
+                    ratio_max_min: d["ratio_max_min"].as_f64(),
+                    ratio_max_geomean: d["ratio_max_geomean"].as_f64(),
+                    p_value: d["p_value"].as_f64(),
+                    top_group: d["top_group"].as_str().map(str::to_string),
+                    max_ratio: c["limit"]["max_ratio"].as_f64(),
+                    alpha: c["limit"]["alpha"].as_f64(),
+                    test: "two-sided Fisher exact test, highest-rate group against the others pooled".into(),
+                }
             });
-            json!({"attribute": attr, "measure": "false alerts per alert, by the recorded group of the person on the list",
-                   "min_per_group": min, "rows": rows, "disparity": disparity})
+            GroupTable {
+                attribute: attr.clone(),
+                measure: "false alerts per alert, by the recorded group of the person on the list".into(),
+                min_per_group: min,
+                rows,
+                disparity,
+            }
         })
         .collect()
 }
 
-// ---------- wording ----------
+// ---------- reading the summary ----------
 
 /// The array at `v`, or empty.
-pub(super) fn arr(v: &Value) -> &[Value] {
+fn arr(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
-fn summary_paragraph(r: &Value) -> String {
-    let a = &r["activity"];
-    let units = a["unit"].as_str().unwrap_or("faces");
-    let fired: Vec<&str> = r["breaches"]
-        .as_array()
-        .map(|b| b.iter().filter_map(|b| b["condition"].as_str()).collect())
-        .unwrap_or_default();
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn ts(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// A part of the summary read into its record type (None when absent, null or malformed).
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
+    if v.is_null() { None } else { serde_json::from_value(v.clone()).ok() }
+}
+
+// ---------- wording ----------
+
+fn summary_paragraph(r: &Report) -> String {
+    let units = &r.activity.unit;
+    let a = &r.activity;
     let mut distinct: Vec<&str> = Vec::new();
-    for f in &fired {
-        if !distinct.contains(f) {
-            distinct.push(f);
+    for b in &r.breaches {
+        if !distinct.contains(&b.condition.as_str()) {
+            distinct.push(&b.condition);
         }
     }
-    let from =
-        r["operation"]["started_at"].as_str().map_or(&r["operation"]["first_event"], |_| &r["operation"]["started_at"]);
-    let to =
-        r["operation"]["stopped_at"].as_str().map_or(&r["operation"]["last_event"], |_| &r["operation"]["stopped_at"]);
+    let op = &r.operation;
+    let from = op.started_at.as_ref().or(op.first_event.as_ref());
+    let to = op.stopped_at.as_ref().or(op.last_event.as_ref());
     let mut s = format!(
         "This is the record of {} deployment {}, from {} to {}. {} {units} were processed and {} alerts raised. ",
-        system_name(r["system"].as_str().unwrap_or_default()),
-        r["deployment_id"].as_str().unwrap_or_default(),
+        system_name(&r.system),
+        r.deployment_id,
         date_time(from),
         date_time(to),
-        thousands(num(&a["processed"])),
-        thousands(num(&a["alerts"])),
+        thousands(a.processed),
+        thousands(a.alerts),
     );
     s += &format!(
         "{} alerts were confirmed false: {} and {}. ",
-        thousands(num(&a["false_alerts"])),
-        rate_words(rate(r, "false_alerts_per_detection"), &format!("{units} processed")),
-        rate_words(rate(r, "false_alerts_per_alert"), "alerts"),
+        thousands(a.false_alerts),
+        rate_words(r.rate("false_alerts_per_detection"), &format!("{units} processed")),
+        rate_words(r.rate("false_alerts_per_alert"), "alerts"),
     );
-    s += &format!(
-        "Operators acted on {} alerts and dismissed {}. ",
-        thousands(num(&a["engaged"])),
-        thousands(num(&a["dismissed"]))
-    );
-    if fired.is_empty() {
+    s += &format!("Operators acted on {} alerts and dismissed {}. ", thousands(a.engaged), thousands(a.dismissed));
+    if distinct.is_empty() {
         s += "No condition set for this deployment was breached.";
     } else {
         s += &format!(

@@ -1,7 +1,7 @@
 //! Plain-English formatting shared by the record's summary paragraph and its renderings:
 //! percentages, thousands, rates in words, dates.
 
-use serde_json::Value;
+use super::model::Rate;
 
 /// A proportion as a percentage with two significant digits ("0.0084%", "6.3%", "100%").
 pub fn percent(p: f64) -> String {
@@ -29,22 +29,14 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-pub(super) fn num(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// "about 0.0084% of faces processed (between 0.0054% and 0.013%)".
-pub(super) fn rate_words(r: &Value, of: &str) -> String {
-    match (r["value"].as_f64(), r["lower"].as_f64(), r["upper"].as_f64()) {
-        (Some(v), Some(l), Some(u)) => {
+pub(super) fn rate_words(r: Option<&Rate>, of: &str) -> String {
+    match r.map(|r| (r.value, r.lower, r.upper)) {
+        Some((Some(v), Some(l), Some(u))) => {
             format!("{} of {of} (between {} and {})", percent(v), percent(l), percent(u))
         }
         _ => format!("not measurable: no {of}"),
     }
-}
-
-pub(super) fn rate<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["rates"].as_array().and_then(|rs| rs.iter().find(|r| r["id"] == id)).unwrap_or(&Value::Null)
 }
 
 pub(super) fn system_name(system: &str) -> &'static str {
@@ -55,26 +47,22 @@ pub(super) fn system_name(system: &str) -> &'static str {
     }
 }
 
-pub(super) fn date_time(ts: &Value) -> String {
+pub(super) fn date_time(ts: Option<&String>) -> String {
     ts_words(ts, "%H:%M on %-d %B %Y (UTC)")
 }
 
 /// To the second (breaches and notifications).
-pub(super) fn date_time_s(ts: &Value) -> String {
+pub(super) fn date_time_s(ts: Option<&String>) -> String {
     ts_words(ts, "%H:%M:%S on %-d %B %Y (UTC)")
 }
 
-pub(super) fn ts_words(ts: &Value, fmt: &str) -> String {
-    ts.as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+fn ts_words(ts: Option<&String>, fmt: &str) -> String {
+    ts.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&chrono::Utc).format(fmt).to_string())
         .unwrap_or_else(|| "an unknown time".into())
 }
 
-pub(super) fn opt(v: &Value) -> String {
-    match v {
-        Value::Null => "not recorded".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A recorded text, or "not recorded".
+pub(super) fn opt(v: Option<&String>) -> String {
+    v.cloned().unwrap_or_else(|| "not recorded".into())
 }
