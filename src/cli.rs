@@ -424,7 +424,7 @@ async fn feed_demo(pipeline: Pipeline, speed: u64, events: usize) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     for chunk in lines.chunks(batch) {
         tick.tick().await;
-        pipeline.ingest(chunk.iter().map(|l| Ingest::Raw(l.as_bytes())), wall_clock_ms());
+        pipeline.ingest(chunk.iter().map(|l| Ingest::Raw(l.as_bytes())), pipeline.now());
     }
     pipeline.finish();
     println!("\ndemo stream finished ({} events); still serving — Ctrl-C to stop", lines.len());

@@ -255,7 +255,7 @@ impl Service {
                     task.beat();
                     let p = p.clone();
                     // Evaluation journals its transitions (fsync): off the async workers.
-                    if tokio::task::spawn_blocking(move || p.tick(wall_clock_ms())).await.is_err() {
+                    if tokio::task::spawn_blocking(move || p.tick(p.now())).await.is_err() {
                         task.fail("the evaluation panicked");
                         break;
                     }

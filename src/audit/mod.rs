@@ -114,6 +114,8 @@ pub struct AuditLog {
     topic: Option<std::sync::Arc<topic::AuditTopic>>,
     /// See `Head::topic_seq`.
     topic_seq: Option<u64>,
+    /// Stamps [`record`]'s records ([`crate::time::wall_clock_ms`] unless [`AuditLog::with_clock`]).
+    clock: crate::time::Clock,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -273,7 +275,14 @@ impl AuditLog {
             chain,
             topic: None,
             topic_seq,
+            clock: crate::time::wall_clock_ms,
         })
+    }
+
+    /// Stamps records appended through [`record`] with `clock` (tests drive it).
+    pub fn with_clock(mut self, clock: crate::time::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn write_head(&self) -> io::Result<()> {
@@ -379,7 +388,8 @@ impl AuditLog {
     }
 }
 
-/// A new chain id: 32 hex digits from the time, the process, the path, the chain's last hash
+/// A new chain id: 32 hex digits from the wall time (entropy only, not a timestamp: read here
+/// directly), the process, the path, the chain's last hash
 /// and 128 bits from the standard library's per-process random hash keys (two replicas that
 /// start in the same millisecond, both PID 1 with the same path, still differ).
 fn new_chain_id(path: &Path, last: &str) -> String {
@@ -431,12 +441,13 @@ fn write_head(path: &Path, head: &Head) -> io::Result<()> {
 /// Shared handle used by the service.
 pub type SharedAudit = std::sync::Arc<std::sync::Mutex<AuditLog>>;
 
-/// Appends a record at the current wall time; a failure is logged and counted
+/// Appends a record at the log's clock's time; a failure is logged and counted
 /// (`ddtwatch_audit_write_errors_total`, alert `DdtwatchAuditWriteFailing`) and the service keeps
 /// running: monitoring goes on while the disk is fixed.
 pub fn record(log: &SharedAudit, kind: &str, data: Value) {
     let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = l.append(kind, data, crate::time::wall_clock_ms()) {
+    let now = (l.clock)();
+    if let Err(e) = l.append(kind, data, now) {
         l.write_errors += 1;
         tracing::error!(error = %e, kind, "audit log append failed");
     }
@@ -671,6 +682,21 @@ pub fn verify_with(files: &[PathBuf], opts: VerifyOptions) -> io::Result<Verific
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records are stamped by the log's clock, not the system's.
+    #[test]
+    fn records_carry_the_clock_passed_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let fixed = || 1_700_000_000_123;
+        let log: SharedAudit =
+            std::sync::Arc::new(std::sync::Mutex::new(AuditLog::open(&path, 0).unwrap().with_clock(fixed)));
+        record(&log, "config", json!({"event": "loaded"}));
+        let records = read_records(&path).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["ts"], crate::time::format_ts(1_700_000_000_123));
+        assert!(matches!(verify(&[path]).unwrap(), Verification::Ok { records: 1, .. }), "a stamped chain verifies");
+    }
 
     /// A failed append (here: the head cannot be replaced) is counted, not silent.
     #[test]

@@ -35,7 +35,7 @@ pub struct AppState {
     pub anonymous_reads: bool,
     pub max_body_bytes: usize,
     /// Wall clock for received events (injected so tests can fix it).
-    pub clock: fn() -> i64,
+    pub clock: crate::time::Clock,
 }
 
 pub use crate::time::wall_clock_ms;

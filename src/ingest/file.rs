@@ -47,7 +47,7 @@ pub fn follow_file(
                 pos += read as u64;
                 let line = buf.trim_ascii();
                 if !line.is_empty() {
-                    pipeline.ingest_file_line(line, crate::time::wall_clock_ms(), &key, pos);
+                    pipeline.ingest_file_line(line, pipeline.now(), &key, pos);
                     n += 1;
                 }
             }
@@ -61,4 +61,45 @@ pub fn follow_file(
     tracing::info!(path = %path.display(), events = n, "file source finished");
     // A file read to its end is a task that is done, not a dead one.
     task.finished();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClockMode, Config};
+    use crate::engine::Engine;
+    use crate::ingest::DeadLetterSink;
+
+    /// 2026-04-25T10:00:00Z, an hour after the event below.
+    fn fixed() -> crate::time::Millis {
+        1_777_111_200_000
+    }
+
+    /// The file source stamps arrivals with the pipeline's clock. Under the wall clock mode an
+    /// event a day after that clock is in the future (dead-lettered), while one an hour before it
+    /// is applied; by the system's clock both are in the past.
+    #[test]
+    fn arrivals_carry_the_pipeline_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.ndjson");
+        std::fs::write(
+            &input,
+            r#"{"deployment_id":"lfr-a","event_id":"e1","phase":"started","schema_version":1,"source_id":"control","system":"lfr","ts":"2026-04-25T09:00:00Z","type":"deployment"}
+{"deployment_id":"lfr-b","event_id":"e2","phase":"started","schema_version":1,"source_id":"control","system":"lfr","ts":"2026-04-26T10:00:00Z","type":"deployment"}
+"#,
+        )
+        .unwrap();
+        let engine = Engine::new(std::sync::Arc::new(Config::demo()), ClockMode::Wall);
+        let dead = DeadLetterSink::file(&dir.path().join("dead.ndjson")).unwrap();
+        let pipeline = Pipeline::new(engine, dead).with_clock(fixed);
+        let health = crate::health::Health::new();
+        let source = health.source("file", "file");
+        let task = health.task("file", std::time::Duration::from_secs(60));
+        follow_file(pipeline.clone(), input, &source, &task);
+        let dead = std::fs::read_to_string(dir.path().join("dead.ndjson")).unwrap();
+        assert!(dead.contains("\"future_timestamp\"") && dead.contains("lfr-b"), "{dead}");
+        assert!(!dead.contains("lfr-a"), "the past event is applied: {dead}");
+        let e = pipeline.engine.lock().unwrap();
+        assert!(e.deployments().any(|d| d.id == "lfr-a" && d.started_at.is_some()));
+    }
 }

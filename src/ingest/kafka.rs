@@ -981,7 +981,7 @@ fn apply(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, msg: &rdkafka::message::Borrow
     if skip {
         ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
     } else {
-        ctx.pipeline.ingest_message(payload, crate::time::wall_clock_ms(), origin);
+        ctx.pipeline.ingest_message(payload, ctx.pipeline.now(), origin);
     }
     if let Err(e) = consumer.store_offset_from_message(msg) {
         tracing::warn!(error = %e, "storing offset failed");

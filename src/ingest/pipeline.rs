@@ -73,6 +73,9 @@ pub struct Pipeline {
     /// Final summaries of retired deployments not yet on the state topic (Some only when a
     /// Kafka source with a state topic collects them, see [`Pipeline::collect_retired`]).
     retired: Arc<Mutex<Option<Vec<RetiredRecord>>>>,
+    /// The wall clock the sources stamp arrivals with ([`crate::time::wall_clock_ms`] unless
+    /// [`Pipeline::with_clock`]).
+    clock: crate::time::Clock,
 }
 
 /// A retired deployment's id and final summary (JSON).
@@ -89,7 +92,19 @@ impl Pipeline {
             dead: Arc::new(Mutex::new(dead)),
             publisher: Arc::new(Mutex::new(None)),
             retired: Arc::new(Mutex::new(None)),
+            clock: crate::time::wall_clock_ms,
         }
+    }
+
+    /// Sources stamp arrivals with `clock` (tests drive it).
+    pub fn with_clock(mut self, clock: crate::time::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The arrival time sources pass with each event, and the time of the periodic tick.
+    pub fn now(&self) -> Millis {
+        (self.clock)()
     }
 
     /// Final summaries of retired deployments are kept for [`Pipeline::take_retired`] from now

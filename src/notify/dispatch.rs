@@ -476,7 +476,7 @@ pub async fn run(
     mut d: Dispatcher,
     receivers: impl Fn() -> BTreeMap<String, ReceiverConfig> + Send + Sync + 'static,
     wake: Arc<tokio::sync::Notify>,
-    clock: fn() -> Millis,
+    clock: crate::time::Clock,
     task: crate::health::TaskGuard,
     health: Arc<crate::health::Health>,
 ) {
@@ -531,7 +531,7 @@ async fn receiver_loop<F: Fn() -> BTreeMap<String, ReceiverConfig>>(
     name: String,
     receivers: Arc<F>,
     wake: Arc<tokio::sync::Notify>,
-    clock: fn() -> Millis,
+    clock: crate::time::Clock,
     task: crate::health::TaskGuard,
 ) {
     loop {

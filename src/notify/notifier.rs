@@ -20,7 +20,7 @@ pub struct Notifier {
     /// Woken whenever a notification is enqueued (the dispatcher waits on it).
     pub wake: Arc<tokio::sync::Notify>,
     /// When a notification is enqueued (its age in the outbox counts from here).
-    clock: fn() -> Millis,
+    clock: crate::time::Clock,
     /// Where retired deployments' final summaries go (`state_dir`).
     records: Option<crate::config::StateDir>,
 }
@@ -33,7 +33,11 @@ impl Notifier {
 
     /// [`Notifier::new`] with the clock passed in (the service passes the wall clock; tests a
     /// fixed one).
-    pub fn with_clock(outbox: Option<SharedOutbox>, audit: Option<SharedAudit>, clock: fn() -> Millis) -> Arc<Self> {
+    pub fn with_clock(
+        outbox: Option<SharedOutbox>,
+        audit: Option<SharedAudit>,
+        clock: crate::time::Clock,
+    ) -> Arc<Self> {
         Self::build(outbox, audit, clock, None)
     }
 
@@ -42,7 +46,7 @@ impl Notifier {
     pub fn build(
         outbox: Option<SharedOutbox>,
         audit: Option<SharedAudit>,
-        clock: fn() -> Millis,
+        clock: crate::time::Clock,
         records: Option<crate::config::StateDir>,
     ) -> Arc<Self> {
         Arc::new(Notifier { outbox, audit, wake: Arc::new(tokio::sync::Notify::new()), clock, records })

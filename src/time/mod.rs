@@ -10,6 +10,10 @@ pub use duration::Dur;
 /// Milliseconds since the Unix epoch (event time or wall time).
 pub type Millis = i64;
 
+/// A clock passed into the components that stamp wall time (audit records, sources, the
+/// notifier), so tests can drive it: [`wall_clock_ms`] in production.
+pub type Clock = fn() -> Millis;
+
 /// Milliseconds since the Unix epoch (0 if the system clock is before it).
 #[allow(clippy::disallowed_methods)] // the one place the system clock is read
 pub fn wall_clock_ms() -> Millis {
