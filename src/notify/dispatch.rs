@@ -590,4 +590,130 @@ mod tests {
         let failed = outbox.lock().unwrap().results.get(&("gone".to_string(), "failed")).copied();
         assert_eq!(failed, Some(2));
     }
+
+    /// An HTTP receiver answering each request with the next scripted status (200 when the script
+    /// runs out) and recording what it was sent: fault injection a real Alertmanager cannot give.
+    struct Scripted {
+        url: String,
+        bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    }
+
+    async fn scripted(statuses: Vec<(u16, Option<&'static str>)>) -> Scripted {
+        use axum::response::IntoResponse;
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(statuses)));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (script, seen) = (script.clone(), seen.clone());
+            async move {
+                seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
+                let (status, retry_after) = script.lock().unwrap().pop_front().unwrap_or((200, None));
+                let mut resp = axum::http::StatusCode::from_u16(status).unwrap().into_response();
+                if let Some(v) = retry_after {
+                    resp.headers_mut().insert("retry-after", v.parse().unwrap());
+                }
+                resp
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Scripted { url, bodies }
+    }
+
+    fn alertmanager(url: &str) -> BTreeMap<String, ReceiverConfig> {
+        let r = serde_json::json!({"kind": "alertmanager", "url": url, "resend": "1m",
+                                   "backoff_initial": "2s", "backoff_max": "8s", "max_age": "1h"});
+        BTreeMap::from([("am".to_string(), serde_json::from_value(r).expect("an alertmanager receiver"))])
+    }
+
+    /// A firing notification of one breach, enqueued at `at`.
+    fn firing(outbox: &Arc<Mutex<Outbox>>, at: i64) {
+        let n = serde_json::json!({"deployment_id": "d", "condition": "c", "severity": "warning", "kind": "rate",
+                                   "system": "lfr", "started_at": "2026-04-25T09:00:00Z"});
+        let key = "ddtwatch/d/c/2026-04-25T09:00:00Z/firing";
+        outbox.lock().unwrap().enqueue("am", key, n, at).unwrap();
+    }
+
+    fn result(outbox: &Arc<Mutex<Outbox>>, result: &'static str) -> u64 {
+        outbox.lock().unwrap().results.get(&("am".to_string(), result)).copied().unwrap_or(0)
+    }
+
+    /// Retries follow the schedule: full-jitter backoff within `backoff_initial·2^attempt`
+    /// (capped at `backoff_max`), nothing sent before a retry is due, `Retry-After` obeyed to the
+    /// millisecond, and delivery ends the retries.
+    #[tokio::test]
+    async fn retries_keep_their_schedule() {
+        let server = scripted(vec![(503, None), (503, None), (503, None), (429, Some("120"))]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 1 << 20).unwrap()));
+        firing(&outbox, 0);
+        let receivers = alertmanager(&server.url);
+        let mut d = Dispatcher::new(outbox.clone(), None).with_seed(7);
+        let sent = || server.bodies.lock().unwrap().len();
+        let mut now = 0;
+        // Attempts 1..3 fail with 503: each next try lies within (now, now + min(2s·2^k, 8s)].
+        for (k, ceiling) in [(0, 2_000), (1, 4_000), (2, 8_000)] {
+            let next = d.run_due(&receivers, now).await.expect("a retry is scheduled");
+            assert_eq!(sent(), k + 1, "attempt {}", k + 1);
+            assert!(next >= now && next <= now + ceiling, "attempt {}: next {next} at {now}", k + 1);
+            // Nothing is sent before the retry is due.
+            if next > now {
+                assert_eq!(d.run_due(&receivers, next - 1).await, Some(next));
+                assert_eq!(sent(), k + 1, "no attempt before its time");
+            }
+            now = next;
+        }
+        // Attempt 4: 429 with Retry-After: 120 → exactly two minutes later.
+        let next = d.run_due(&receivers, now).await.expect("Retry-After schedules the retry");
+        assert_eq!(next, now + 120_000);
+        assert_eq!(result(&outbox, "retry"), 4);
+        // Attempt 5 is delivered; the next thing scheduled is the re-send, a minute on.
+        assert_eq!(d.run_due(&receivers, next).await, Some(next + 60_000));
+        assert_eq!(sent(), 5);
+        assert_eq!(outbox.lock().unwrap().depth(), 0);
+        assert_eq!(result(&outbox, "delivered"), 1);
+    }
+
+    /// A notification older than the receiver's `max_age` is given up, not retried for ever.
+    #[tokio::test]
+    async fn retries_stop_at_max_age() {
+        let server = scripted(vec![(503, None); 4]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 1 << 20).unwrap()));
+        firing(&outbox, 0);
+        let receivers = alertmanager(&server.url);
+        let mut d = Dispatcher::new(outbox.clone(), None).with_seed(7);
+        assert!(d.run_due(&receivers, 0).await.is_some());
+        // An hour and a bit later the retry is due but the notification is too old to send.
+        assert_eq!(d.run_due(&receivers, 3_600_001).await, None);
+        assert_eq!(server.bodies.lock().unwrap().len(), 1, "not sent again");
+        assert_eq!(result(&outbox, "failed"), 1);
+        assert_eq!(outbox.lock().unwrap().depth(), 0);
+    }
+
+    /// An open breach delivered to an Alertmanager is re-sent every `resend` with its `endsAt`
+    /// moved on (so the alert does not expire there), counted `resent`; a failed re-send is
+    /// counted `resend_failed` and tried again a `resend` later.
+    #[tokio::test]
+    async fn open_breaches_are_resent_every_resend() {
+        let server = scripted(vec![(200, None), (200, None), (500, None)]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("outbox.jsonl"), 1 << 20).unwrap()));
+        firing(&outbox, 0);
+        let receivers = alertmanager(&server.url);
+        let mut d = Dispatcher::new(outbox.clone(), None).with_seed(7);
+        assert_eq!(d.run_due(&receivers, 0).await, Some(60_000), "delivered; re-send a minute on");
+        assert_eq!(d.run_due(&receivers, 30_000).await, Some(60_000), "not before");
+        assert_eq!(server.bodies.lock().unwrap().len(), 1);
+        assert_eq!(d.run_due(&receivers, 60_000).await, Some(120_000));
+        assert_eq!(d.run_due(&receivers, 120_000).await, Some(180_000), "a failed re-send waits a resend too");
+        let bodies = server.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 3);
+        let ends: Vec<&str> = bodies.iter().map(|b| b[0]["endsAt"].as_str().unwrap()).collect();
+        // endsAt = now + 4·resend at each send.
+        assert_eq!(ends, ["1970-01-01T00:04:00Z", "1970-01-01T00:05:00Z", "1970-01-01T00:06:00Z"]);
+        assert!(bodies.iter().all(|b| b[0]["labels"]["alertname"] == "c"), "the same alert each time");
+        assert_eq!((result(&outbox, "resent"), result(&outbox, "resend_failed")), (1, 1));
+    }
 }
