@@ -67,6 +67,11 @@ enum Command {
         /// cores). The output is the same for any number.
         #[arg(long)]
         workers: Option<usize>,
+        /// Evaluate every condition in full every second, even where the deployment had no input
+        /// since and only the clock-driven part of the result can move (slower; the output is the
+        /// same byte for byte, which this flag lets an evaluator check).
+        #[arg(long)]
+        full_evaluation: bool,
     },
     /// Writes a deterministic NDJSON stream of a scenario to stdout.
     Simulate {
@@ -148,8 +153,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { listen, speed, events } => demo(listen, speed, events),
         Command::Run { config, listen } => run(config, listen),
-        Command::Replay { config, input, summary, dead_letter, quiet, workers } => {
-            replay_cmd(config, &input, summary, dead_letter, quiet, workers)
+        Command::Replay { config, input, summary, dead_letter, quiet, workers, full_evaluation } => {
+            replay_cmd(config, &input, summary, dead_letter, quiet, workers, full_evaluation)
         }
         Command::Simulate { scenario, events, seed, list } => simulate(scenario.as_deref(), events, seed, list),
         Command::CheckConfig { file, skip_secrets } => return check_config(&file, skip_secrets),
@@ -294,6 +299,7 @@ fn replay_cmd(
     dead_letter: Option<PathBuf>,
     quiet: bool,
     workers: Option<usize>,
+    full_evaluation: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = match &config {
         Some(p) => load_config(p)?,
@@ -306,6 +312,7 @@ fn replay_cmd(
     if let Some(n) = workers {
         engine.set_workers(n);
     }
+    engine.set_full_evaluation(full_evaluation);
     let mut dead = match &dead_letter {
         Some(p) => DeadLetterSink::file(p).with_context(|| format!("opening {}", p.display()))?,
         None => DeadLetterSink::Stderr,

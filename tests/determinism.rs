@@ -55,7 +55,9 @@ fn unreadable_input_is_an_error_exit() {
 
 /// `replay --workers N` evaluates deployments on N threads: transitions, summary and dead letters
 /// are byte-identical for 1, 2 and 4 workers over every scenario, 4 deployments of each (36, so
-/// several workers really share them), interleaved, with invalid lines and orphans.
+/// several workers really share them), interleaved, with invalid lines and orphans. The same
+/// holds with `--full-evaluation` (every condition evaluated in full every second, none only
+/// refreshed): skipping the unchanged part changes nothing that is output.
 #[test]
 fn workers_do_not_change_a_byte() {
     use ddtwatch::ingest::simulator::{Scenario, generate_lines};
@@ -91,8 +93,14 @@ fn workers_do_not_change_a_byte() {
     let run = |workers: &str| {
         let (summary, dead) =
             (dir.path().join(format!("s{workers}.json")), dir.path().join(format!("d{workers}.jsonl")));
+        let (workers, full) = match workers.strip_suffix("-full") {
+            Some(w) => (w, Some("--full-evaluation")),
+            None => (workers, None),
+        };
         let out = Command::new(common::bin())
-            .args(["replay", "--quiet", "--workers", workers, "--config"])
+            .args(["replay", "--quiet", "--workers", workers])
+            .args(full)
+            .arg("--config")
             .arg(common::repo().join("config/ddtwatch.yaml"))
             .arg("--input")
             .arg(&input)
@@ -111,10 +119,100 @@ fn workers_do_not_change_a_byte() {
     assert!(one.0.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() > 36, "the scenarios breach");
     let dead = String::from_utf8_lossy(&one.2);
     assert!(dead.contains("\"orphan\"") && dead.contains("\"malformed_json\""), "dead letters of both kinds");
-    for workers in ["2", "4"] {
+    for workers in ["2", "4", "1-full", "2-full"] {
         let other = run(workers);
         assert!(other.0 == one.0, "transitions differ with {workers} workers");
         assert!(other.1 == one.1, "summaries differ with {workers} workers");
         assert!(other.2 == one.2, "dead letters differ with {workers} workers");
     }
+}
+
+/// Most per-second evaluations of a sparse stream find their deployment unchanged and are only
+/// refreshed (`eval::refresh`); in this (debug) build each refresh is also checked against a full
+/// evaluation, which panics on any difference. The refreshed share shows the check is exercised.
+#[test]
+fn unchanged_deployments_are_refreshed_and_checked() {
+    use ddtwatch::config::{ClockMode, Config};
+    use ddtwatch::engine::Engine;
+    use ddtwatch::ingest::simulator::{Scenario, generate_lines};
+    for s in Scenario::ALL {
+        let mut engine = Engine::new(std::sync::Arc::new(Config::demo()), ClockMode::Event);
+        for l in generate_lines(s, 3_000, 11) {
+            engine.ingest(l.as_bytes(), 0);
+        }
+        engine.finish();
+        let (full, refreshed) = (engine.stats.conditions_evaluated, engine.stats.conditions_refreshed);
+        assert!(refreshed > 0 && full > 0, "{s:?}: {full} full, {refreshed} refreshed");
+    }
+}
+
+/// The clock-driven edges of refreshed conditions, where a refresh and a full evaluation could
+/// part: a camera silent exactly `max_gap` (not yet a breach; one second later, a breach) and a
+/// deletion exactly due (not yet late; one second later, late), on deployments with no input of
+/// their own while another deployment's events move the clock second by second.
+#[test]
+fn refreshed_conditions_turn_at_the_same_second_as_full_ones() {
+    use ddtwatch::config::{ClockMode, Config};
+    use ddtwatch::engine::Engine;
+    let config = Config::from_yaml(
+        r#"
+clock: event
+profiles:
+  edge:
+    conditions:
+      - {id: quiet, kind: silence, type: detection, max_gap: 5m, severity: warning}
+      - {id: deletion, kind: deadline, check: deletion_after_stop, scope: non_match_biometrics, within: 5m, severity: critical}
+defaults: {lfr: edge}
+receivers: {ops: {kind: log}, oversight: {kind: log}}
+groups: {ethnicity: [asian, black, white], sex: [female, male]}
+"#,
+        None,
+    )
+    .expect("config");
+    let t0 = 1_777_107_600_000i64; // 2026-04-25T09:00:00Z
+    let ts = |ms: i64| ddtwatch::event::format_ts(ms);
+    let mut lines = vec![
+        format!(
+            r#"{{"schema_version":1,"event_id":"a1","type":"deployment","phase":"started","deployment_id":"a","system":"lfr","source_id":"control","ts":"{}"}}"#,
+            ts(t0)
+        ),
+        format!(
+            r#"{{"schema_version":1,"event_id":"a2","type":"detection","count":1,"deployment_id":"a","system":"lfr","source_id":"cam-1","ts":"{}"}}"#,
+            ts(t0)
+        ),
+        format!(
+            r#"{{"schema_version":1,"event_id":"b1","type":"deployment","phase":"started","deployment_id":"b","system":"lfr","source_id":"control","ts":"{}"}}"#,
+            ts(t0)
+        ),
+        format!(
+            r#"{{"schema_version":1,"event_id":"b2","type":"deployment","phase":"stopped","deployment_id":"b","system":"lfr","source_id":"control","ts":"{}"}}"#,
+            ts(t0)
+        ),
+    ];
+    for s in 1..=400 {
+        lines.push(format!(
+            r#"{{"schema_version":1,"event_id":"c{s}","type":"detection","count":1,"deployment_id":"c","system":"lfr","source_id":"cam-9","ts":"{}"}}"#,
+            ts(t0 + s * 1000)
+        ));
+    }
+    let run = |full: bool| {
+        let mut engine = Engine::new(std::sync::Arc::new(config.clone()), ClockMode::Event);
+        engine.set_full_evaluation(full);
+        for l in &lines {
+            engine.ingest(l.as_bytes(), 0);
+        }
+        engine.finish();
+        let fired: Vec<(String, String, i64)> = engine
+            .drain_transitions()
+            .into_iter()
+            .map(|t| (t.deployment_id.clone(), t.condition.clone(), t.at))
+            .collect();
+        (fired, engine.stats.conditions_refreshed)
+    };
+    let (refreshing, refreshed) = run(false);
+    let (full, none) = run(true);
+    assert!(refreshed > 700 && none == 0, "a and b are refreshed each second: {refreshed}");
+    assert_eq!(refreshing, full);
+    assert!(refreshing.contains(&("a".into(), "quiet/cam-1".into(), t0 + 301_000)), "{refreshing:?}");
+    assert!(refreshing.contains(&("b".into(), "deletion".into(), t0 + 301_000)), "{refreshing:?}");
 }

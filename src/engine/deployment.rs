@@ -248,6 +248,9 @@ pub struct ConditionRuntime {
     pub memo: Option<Vec<u64>>,
     /// Decision state under a false-breach budget (duration windows; see `series::Sequential`).
     pub seq: super::series::Sequential,
+    /// The deployment's [`Deployment::changes`] when `last` was evaluated in full; None forces a
+    /// full evaluation (new, restored or reloaded condition).
+    pub(crate) seen: Option<u64>,
 }
 
 impl ConditionRuntime {
@@ -308,6 +311,11 @@ pub struct Deployment {
     pub config_hash: String,
     /// The group-slot lists the alerts refer to.
     pub slot_lists: SlotLists,
+    /// Bumped whenever anything conditions read may have changed (every mutable access by the
+    /// engine, orphans and adjudication timeouts in a round): a condition evaluated at the same
+    /// count saw the same inputs, so only the clock-driven part of its result can differ
+    /// (`eval::refresh`). Not persisted: a restored deployment evaluates in full.
+    pub(crate) changes: u64,
 }
 
 impl Deployment {
@@ -346,6 +354,7 @@ impl Deployment {
             seq: 0,
             config_hash: String::new(),
             slot_lists,
+            changes: 0,
         };
         d.set_conditions(config);
         d
@@ -382,6 +391,7 @@ impl Deployment {
                     }
                     rt.condition = c.clone();
                     rt.memo = None;
+                    rt.seen = None;
                     // Texts written under the old definition are not taken over unseen.
                     for e in &mut rt.last {
                         e.stamp = None;
@@ -399,6 +409,7 @@ impl Deployment {
                     last: Vec::new(),
                     memo: None,
                     seq: Default::default(),
+                    seen: None,
                 },
             };
             if let Some(Window::Duration(d)) = c.kind.window() {
@@ -689,6 +700,7 @@ impl Deployment {
             if *deadline >= now {
                 break;
             }
+            self.changes += 1;
             let (_, key) = self.adjudication_deadlines.pop_first().expect("checked non-empty");
             self.update_alert(key, now, |rec| rec.timed_out = true);
         }

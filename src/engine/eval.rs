@@ -94,6 +94,68 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
     }
 }
 
+/// Brings `rt.last` up to `now` when the deployment has not changed since it was evaluated in full
+/// (`ConditionRuntime::seen`), and returns whether it could: false sends the condition to a full
+/// [`evaluate`]. Exact, and checked against a full evaluation in debug builds
+/// (`round::check_refresh`); a kind qualifies only where what follows holds.
+///
+/// - Whole-deployment rates and disparities, quantiles, count-window PSI/KS: pure functions of
+///   unchanged counts (what [`memoised`] would return), so `last` stands.
+/// - State checks other than list age (which grows with the clock): pure functions of the
+///   deployment's state; `last` stands.
+/// - Page–Hinkley: only "a detection within `hold`" moves with the clock; the verdict is redone.
+/// - Silence: each instance's gap and verdict move with the clock; its texts are those of the same
+///   last event (`Evaluation::stamp`).
+/// - Deletion deadline: the time since the stop and whether the deadline passed move with the clock.
+///
+/// Sliding windows, budgets on sliding windows (their detectors count evaluations), list age and
+/// the authorised window are always evaluated in full.
+pub fn refresh(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> bool {
+    if rt.last.is_empty() {
+        return false;
+    }
+    match &rt.condition.kind {
+        Kind::Rate(r) => r.window == Window::Deployment,
+        Kind::Disparity(d) => d.window == Window::Deployment,
+        Kind::Quantile(q) => q.window == Window::Deployment,
+        Kind::Drift(spec) => match (&spec.method, rt.drift.as_deref()) {
+            (DriftMethod::PageHinkley { hold, .. }, Some(ds)) => {
+                let [e] = rt.last.as_mut_slice() else { return false };
+                let recent = ds.last_detection.is_some_and(|(at, _)| now - at < hold.ms());
+                e.verdict = if recent {
+                    Verdict::Breach
+                } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
+                    Verdict::InsufficientData
+                } else {
+                    Verdict::Ok
+                };
+                true
+            }
+            (_, Some(ds)) => ds.window_counts_values(),
+            (_, None) => true,
+        },
+        Kind::State(check) => !matches!(check, StateCheck::ListAgeMax { .. } | StateCheck::AuthorisedWindow),
+        Kind::Silence { max_gap, .. } => {
+            for e in &mut rt.last {
+                // The "no source yet" evaluation has no stamp and does not move.
+                let Some(last) = e.stamp else { continue };
+                let gap = now - last;
+                e.value = Some(gap.max(0) as f64 / 1000.0);
+                e.verdict = if dep.is_active() && gap > max_gap.ms() { Verdict::Breach } else { Verdict::Ok };
+            }
+            true
+        }
+        Kind::Deadline { scope, within } => {
+            let Some(stop) = dep.stopped_at else { return true };
+            let [e] = rt.last.as_mut_slice() else { return false };
+            let met = dep.deletions.iter().any(|d| d.scope == *scope && d.up_to >= stop);
+            e.value = Some(((now - stop).max(0)) as f64 / 1000.0);
+            e.verdict = if !met && now > stop + within.ms() { Verdict::Breach } else { Verdict::Ok };
+            true
+        }
+    }
+}
+
 /// The previous evaluation (`last`) when the counts it was computed from are unchanged; the
 /// statistics are pure functions of those counts and the (unchanged) condition.
 fn memoised(

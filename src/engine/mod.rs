@@ -97,6 +97,8 @@ pub struct Engine {
     emit_retired: bool,
     /// Threads that evaluate deployments (`engine.workers`).
     workers: usize,
+    /// Every condition evaluated in full every round (`replay --full-evaluation`).
+    full_evaluation: bool,
     pub stats: EngineStats,
 }
 
@@ -114,6 +116,8 @@ pub(crate) struct RoundCtx<'a> {
     pub future: &'a std::collections::HashSet<&'a str>,
     pub now: Millis,
     pub end_of_input: bool,
+    /// Whether conditions of unchanged deployments may be refreshed (`eval::refresh`).
+    pub refresh: bool,
 }
 
 /// What one deployment's evaluation round produced for the engine-wide state.
@@ -125,6 +129,16 @@ pub(crate) struct Round {
     /// Seeds applied (or found) this round.
     pub seeds_used: Vec<(String, String)>,
     pub retire: bool,
+    /// Conditions evaluated in full, and refreshed (`eval::refresh`).
+    pub evaluated: u64,
+    pub refreshed: u64,
+}
+
+impl Round {
+    /// Nothing for the engine to apply but the counts.
+    fn is_quiet(&self) -> bool {
+        self.orphans.is_empty() && self.book.is_empty() && self.seeds_used.is_empty() && !self.retire
+    }
 }
 
 pub(crate) enum BookOp {
@@ -159,6 +173,8 @@ fn deployment_in<'a>(
         deployments.insert(id.to_string(), Deployment::new(id, system, config, groups.clone()));
     }
     let d = deployments.get_mut(id).expect("inserted above");
+    // The caller is about to change it: its conditions evaluate in full next time.
+    d.changes += 1;
     if d.system.is_none() && system.is_some() {
         d.system = system;
         d.set_conditions(config);
@@ -209,6 +225,12 @@ pub struct EngineStats {
     /// Deployments retired (`engine.retain_stopped`) since start.
     #[serde(skip)]
     pub retired: u64,
+    /// Condition evaluations done in full, and those whose unchanged inputs let only their
+    /// clock-driven part be brought up to date (`eval::refresh`).
+    #[serde(skip)]
+    pub conditions_evaluated: u64,
+    #[serde(skip)]
+    pub conditions_refreshed: u64,
 }
 
 /// A breach the outbox holds as firing (its `firing` notification enqueued, no `resolved`).
@@ -225,6 +247,7 @@ impl Engine {
     pub fn new(config: Arc<Config>, mode: ClockMode) -> Self {
         Engine {
             workers: config_workers(&config),
+            full_evaluation: false,
             groups: Arc::new(GroupIndex::new(&config.groups)),
             config,
             mode,
@@ -257,6 +280,12 @@ impl Engine {
     /// every `n`.
     pub fn set_workers(&mut self, n: usize) {
         self.workers = n.max(1);
+    }
+
+    /// Evaluates every condition in full every round, instead of only bringing the clock-driven
+    /// part up to date where a deployment had no input (`eval::refresh`). The output is the same.
+    pub fn set_full_evaluation(&mut self, full: bool) {
+        self.full_evaluation = full;
     }
 
     /// The origin of the messages ingested from now on (None: not from Kafka).
@@ -793,13 +822,30 @@ impl Engine {
         self.stats.evaluations += 1;
         let future: std::collections::HashSet<&str> =
             self.future.iter().map(|f| f.event.deployment_id.as_str()).collect();
-        let ctx =
-            RoundCtx { config: &self.config, mode: self.mode, seeds: &self.seeds, future: &future, now, end_of_input };
+        let ctx = RoundCtx {
+            config: &self.config,
+            mode: self.mode,
+            seeds: &self.seeds,
+            future: &future,
+            now,
+            end_of_input,
+            refresh: !self.full_evaluation,
+        };
         let mut list: Vec<(&String, &mut Deployment)> = self.deployments.iter_mut().collect();
         let workers = self.workers.min(list.len() / MIN_DEPLOYMENTS_PER_WORKER).max(1);
         let ctx = &ctx;
-        let run = |chunk: &mut [(&String, &mut Deployment)]| -> Vec<(String, Round)> {
-            chunk.iter_mut().map(|(id, d)| ((*id).clone(), d.evaluate_round(id, ctx))).collect()
+        // Quiet rounds (most of them) are counted here, not handed back.
+        let run = |chunk: &mut [(&String, &mut Deployment)]| -> (Vec<(String, Round)>, u64, u64) {
+            let (mut out, mut evaluated, mut refreshed) = (Vec::new(), 0, 0);
+            for (id, d) in chunk.iter_mut() {
+                let round = d.evaluate_round(id, ctx);
+                evaluated += round.evaluated;
+                refreshed += round.refreshed;
+                if !round.is_quiet() {
+                    out.push(((*id).clone(), round));
+                }
+            }
+            (out, evaluated, refreshed)
         };
         let rounds = if workers <= 1 {
             run(&mut list)
@@ -811,11 +857,17 @@ impl Engine {
                 let handles: Vec<_> = chunks.map(|chunk| scope.spawn(move || run(chunk))).collect();
                 let mut out = run(first);
                 for h in handles {
-                    out.extend(h.join().expect("an evaluation worker panicked"));
+                    let (rounds, evaluated, refreshed) = h.join().expect("an evaluation worker panicked");
+                    out.0.extend(rounds);
+                    out.1 += evaluated;
+                    out.2 += refreshed;
                 }
                 out
             })
         };
+        let (rounds, evaluated, refreshed) = rounds;
+        self.stats.conditions_evaluated += evaluated;
+        self.stats.conditions_refreshed += refreshed;
         for (id, round) in rounds {
             self.apply_round(&id, round, now);
         }

@@ -5,7 +5,7 @@
 //! return ([`Round`]) in deployment-id order.
 
 use super::deployment::Held;
-use super::eval::evaluate;
+use super::eval::{evaluate, refresh};
 use super::{BookOp, Deployment, Round, RoundCtx};
 use crate::config::ClockMode;
 use crate::event::Phase;
@@ -14,7 +14,14 @@ use crate::rules::{BreachState, Kind, Transition};
 impl Deployment {
     pub(crate) fn evaluate_round(&mut self, id: &str, ctx: &RoundCtx<'_>) -> Round {
         let now = ctx.now;
-        let mut round = Round { orphans: Vec::new(), book: Vec::new(), seeds_used: Vec::new(), retire: false };
+        let mut round = Round {
+            orphans: Vec::new(),
+            book: Vec::new(),
+            seeds_used: Vec::new(),
+            retire: false,
+            evaluated: 0,
+            refreshed: 0,
+        };
         let hold = ctx.config.raw.engine.orphan_hold.ms();
         // Orphans past their hold (or all of them at end of input).
         while let Some((held_at, _)) = self.held_order.front() {
@@ -33,14 +40,28 @@ impl Deployment {
             }
         }
         for _ in &round.orphans {
+            self.changes += 1;
             self.total.counts[crate::rules::Counter::Invalid.index()] += 1;
             *self.invalid_by_reason.entry(crate::event::Reason::Orphan.as_str()).or_default() += 1;
         }
         self.expire_adjudications(now);
         let mut conditions = std::mem::take(&mut self.conditions);
         for rt in conditions.iter_mut() {
-            let evals = evaluate(rt, self, now);
-            for e in &evals {
+            // Inputs unchanged since the last full evaluation: only the clock-driven part is
+            // brought up to `now` (exactly what a full evaluation would give; debug builds
+            // check that on every such round).
+            let refreshed = ctx.refresh && rt.seen == Some(self.changes) && refresh(rt, self, now);
+            if refreshed {
+                #[cfg(debug_assertions)]
+                check_refresh(rt, self, now);
+                round.refreshed += 1;
+            } else {
+                rt.last = evaluate(rt, self, now);
+                rt.seen = Some(self.changes);
+                round.evaluated += 1;
+            }
+            let evals = &rt.last;
+            for e in evals {
                 let lifecycle = match &e.instance {
                     None => &mut rt.lifecycle,
                     Some(src) => {
@@ -79,7 +100,6 @@ impl Deployment {
                 let t = Transition::new(id, self.system, cond_id(), &rt.condition, kind, now, started_at, e);
                 round.book.push(BookOp::Transition(Box::new(t)));
             }
-            rt.last = evals;
         }
         self.conditions = conditions;
         // Judged at this evaluation; the last input's final evaluation retires nothing.
@@ -108,4 +128,19 @@ impl Deployment {
             !pending && !owed
         })
     }
+}
+
+/// Debug builds: a refreshed condition equals a full evaluation of the same inputs at the same
+/// time (run on a copy, so the check changes nothing). Every test that evaluates runs this.
+#[cfg(debug_assertions)]
+fn check_refresh(rt: &super::ConditionRuntime, dep: &Deployment, now: crate::time::Millis) {
+    let mut full = rt.clone();
+    let evals = evaluate(&mut full, dep, now);
+    let (got, want) = (format!("{:?}", rt.last), format!("{evals:?}"));
+    assert!(
+        got == want,
+        "condition {} of {} refreshed at {now} differs from its full evaluation:\n refreshed {got}\n full      {want}",
+        rt.condition.id,
+        dep.id
+    );
 }

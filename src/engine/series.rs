@@ -193,6 +193,12 @@ fn slide<T: Copy + Into<usize>>(ring: &mut VecDeque<T>, b: T, cap: usize) -> Opt
 }
 
 impl DriftState {
+    /// Whether the current window is a count of values (not a span of time): then it changes
+    /// only when values arrive.
+    pub fn window_counts_values(&self) -> bool {
+        matches!(self.window, DriftWindow::Last { .. } | DriftWindow::All { .. })
+    }
+
     pub fn new(spec: &DriftSpec) -> Self {
         let template = match &spec.method {
             DriftMethod::Psi { edges, .. } => Histogram::with_edges(edges.clone()),
