@@ -202,6 +202,11 @@ fn main() {
     );
     println!("reads/s sustained: {rate:.0} (target >= 350,000)");
     println!("events/s: {:.0}", run.events as f64 / run.busy.as_secs_f64());
+    let (full, refreshed) = (engine.stats.conditions_evaluated, engine.stats.conditions_refreshed);
+    println!(
+        "condition evaluations: {full} in full, {refreshed} refreshed ({:.1}% refreshed: no input since)",
+        100.0 * refreshed as f64 / (full + refreshed).max(1) as f64
+    );
     println!("peak RSS: {:.1} MB (target < 200 MB)", peak_rss_mb());
     println!("projected national year (3e10 reads): {hours:.1} h (target < 24 h)");
     // A /metrics scrape of all the deployments (issue 21: < 50 ms at 1,000 deployments).

@@ -316,6 +316,10 @@ pub struct Deployment {
     /// count saw the same inputs, so only the clock-driven part of its result can differ
     /// (`eval::refresh`). Not persisted: a restored deployment evaluates in full.
     pub(crate) changes: u64,
+    /// Bumped whenever what state checks read may have changed: a source's status, an alert's
+    /// threshold or list version, the phase or authorisation, the authorised window tripped, a
+    /// clock-skew reading, a new source.
+    pub(crate) state_changes: u64,
 }
 
 impl Deployment {
@@ -355,6 +359,7 @@ impl Deployment {
             config_hash: String::new(),
             slot_lists,
             changes: 0,
+            state_changes: 0,
         };
         d.set_conditions(config);
         d
@@ -466,6 +471,7 @@ impl Deployment {
         self.events_by_type[ty.index()] += 1;
         if !self.sources.contains_key(&ev.source_id) {
             self.sources.insert(ev.source_id.clone(), Box::default());
+            self.state_changes += 1;
         }
         let src = self.sources.get_mut(&ev.source_id).expect("inserted above");
         let seen = &mut src.last_seen[ty.index()];
@@ -477,6 +483,7 @@ impl Deployment {
             Body::Outcome(o) => self.outcome(ev, o, now),
             Body::Status(s) => self.status(ev, s),
             Body::Deployment(d) => {
+                self.state_changes += 1;
                 match d.phase {
                     Phase::Authorised => {
                         if let Some(a) = &d.authorisation {
@@ -516,8 +523,9 @@ impl Deployment {
         if let Some(a) = &self.authorisation {
             let before = a.window_start.is_some_and(|s| ts < s);
             let after = a.window_end.is_some_and(|e| ts > e);
-            if before || after {
+            if (before || after) && !self.window_tripped {
                 self.window_tripped = true;
+                self.state_changes += 1;
             }
         }
     }
@@ -565,6 +573,7 @@ impl Deployment {
 
     fn alert(&mut self, ev: &Event, a: &Alert, now: Millis, timeout: Dur) {
         self.check_window(ev.ts);
+        self.state_changes += 1;
         let src = self.sources.get_mut(&ev.source_id).expect("source inserted in apply");
         if src.status_ts.is_none_or(|s| ev.ts > s) {
             set_latest(&mut src.threshold, a.threshold, ev.ts);
@@ -653,6 +662,7 @@ impl Deployment {
     }
 
     fn status(&mut self, ev: &Event, s: &Status) {
+        self.state_changes += 1;
         let src = self.sources.get_mut(&ev.source_id).expect("source inserted in apply");
         src.status_ts = Some(src.status_ts.map_or(ev.ts, |t| t.max(ev.ts)));
         if let Some(t) = s.threshold {
@@ -689,6 +699,7 @@ impl Deployment {
 
     /// Live mode: |ts_emitted − receive time| is a clock-skew reading of the source.
     pub fn observe_skew(&mut self, source: &str, skew_ms: i64, ts: Millis) {
+        self.state_changes += 1;
         if let Some(src) = self.sources.get_mut(source) {
             set_latest(&mut src.clock_offset_ms, skew_ms, ts);
         }

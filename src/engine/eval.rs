@@ -111,6 +111,9 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
 /// Sliding windows, budgets on sliding windows (their detectors count evaluations), list age and
 /// the authorised window are always evaluated in full.
 pub fn refresh(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> bool {
+    if rt.seen != Some(inputs(rt, dep)) {
+        return false;
+    }
     if rt.last.is_empty() {
         return false;
     }
@@ -153,6 +156,20 @@ pub fn refresh(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> bool
             e.verdict = if !met && now > stop + within.ms() { Verdict::Breach } else { Verdict::Ok };
             true
         }
+    }
+}
+
+/// The version of what a condition reads ([`ConditionRuntime::seen`] holds it as of the last full
+/// evaluation): narrower than the whole deployment's [`Deployment::changes`] where the kind reads
+/// less, so that, say, a quantile of decision latency is not redone for every detection.
+/// - whole-deployment quantiles: their value series (`LatencySeries::changes`);
+/// - state checks: the state they read (`Deployment::state_changes`);
+/// - everything else: the deployment.
+pub fn inputs(rt: &ConditionRuntime, dep: &Deployment) -> u64 {
+    match &rt.condition.kind {
+        Kind::Quantile(q) if q.window == Window::Deployment => dep.latency[q.value as usize].changes,
+        Kind::State(_) => dep.state_changes,
+        _ => dep.changes,
     }
 }
 

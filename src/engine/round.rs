@@ -5,7 +5,7 @@
 //! return ([`Round`]) in deployment-id order.
 
 use super::deployment::Held;
-use super::eval::{evaluate, refresh};
+use super::eval::{evaluate, inputs, refresh};
 use super::{BookOp, Deployment, Round, RoundCtx};
 use crate::config::ClockMode;
 use crate::event::Phase;
@@ -50,14 +50,14 @@ impl Deployment {
             // Inputs unchanged since the last full evaluation: only the clock-driven part is
             // brought up to `now` (exactly what a full evaluation would give; debug builds
             // check that on every such round).
-            let refreshed = ctx.refresh && rt.seen == Some(self.changes) && refresh(rt, self, now);
+            let refreshed = ctx.refresh && refresh(rt, self, now);
             if refreshed {
                 #[cfg(debug_assertions)]
                 check_refresh(rt, self, now);
                 round.refreshed += 1;
             } else {
                 rt.last = evaluate(rt, self, now);
-                rt.seen = Some(self.changes);
+                rt.seen = Some(inputs(rt, self));
                 round.evaluated += 1;
             }
             let evals = &rt.last;

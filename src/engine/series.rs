@@ -324,6 +324,9 @@ impl DriftState {
 pub struct LatencySeries {
     pub total: Hdr,
     windows: BTreeMap<i64, (i64, BTreeMap<i64, Hdr>)>,
+    /// Bumped by every recorded value (see `Deployment::changes`; not persisted).
+    #[serde(skip)]
+    pub(crate) changes: u64,
 }
 
 fn hdr() -> Hdr {
@@ -333,7 +336,7 @@ fn hdr() -> Hdr {
 
 impl Default for LatencySeries {
     fn default() -> Self {
-        LatencySeries { total: hdr(), windows: BTreeMap::new() }
+        LatencySeries { total: hdr(), windows: BTreeMap::new(), changes: 0 }
     }
 }
 
@@ -344,6 +347,7 @@ impl LatencySeries {
     }
 
     pub fn record(&mut self, value_ms: i64, ts: Millis, now: Millis) {
+        self.changes += 1;
         let v = value_ms.max(0) as u64;
         self.total.record(v);
         for (width, (bucket, buckets)) in self.windows.iter_mut() {
