@@ -114,8 +114,18 @@ fn bench(c: &mut Criterion) {
     for ev in setup.iter().chain(events.iter()) {
         engine.ingest_parsed(Ok(ev.clone()), b"", T0);
     }
+    // Every condition in full (as when the deployment had input in the second), then the same
+    // deployment with no input since: only the clock-driven part refreshed (eval::refresh).
     let mut now = T0;
+    engine.set_full_evaluation(true);
     c.bench_function("evaluate_lfr_profile", |b| {
+        b.iter(|| {
+            now += 1000;
+            engine.tick(black_box(now));
+        })
+    });
+    engine.set_full_evaluation(false);
+    c.bench_function("refresh_lfr_profile", |b| {
         b.iter(|| {
             now += 1000;
             engine.tick(black_box(now));
