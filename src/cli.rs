@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ClockMode, Config};
 use crate::engine::Engine;
-use crate::http::{AppState, wall_clock_ms};
+use crate::http::AppState;
 use crate::ingest::replay::{Progress, replay};
 use crate::ingest::simulator::{self, Scenario};
 use crate::ingest::{DeadLetterSink, Ingest, Pipeline};
@@ -377,7 +377,6 @@ fn demo(listen: SocketAddr, speed: u64, events: usize) -> anyhow::Result<ExitCod
             // The demo's API is open (README: the demo is for a look around, on 127.0.0.1).
             anonymous_reads: true,
             max_body_bytes: 16 << 20,
-            clock: wall_clock_ms,
         };
         process.ready.store(true, Ordering::Relaxed);
         println!("ddtwatch demo: serving http://{addr}/metrics and http://{addr}/api/v1/deployments");

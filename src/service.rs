@@ -347,7 +347,6 @@ impl Service {
             token,
             anonymous_reads: config.raw.http.anonymous_reads,
             max_body_bytes: config.raw.http.max_body_bytes,
-            clock: wall_clock_ms,
         };
         let listener = crate::http::limits::LimitedListener::from_config(listener, &config.raw.http);
         let on_stop = {

@@ -13,10 +13,10 @@ use ddtwatch::telemetry::{ProcessState, names, registry};
 
 const TOKEN: &str = "test-token-123";
 
-/// The app state over the example config's engine (1 MiB bodies, clock 0).
+/// The app state over the example config's engine (1 MiB bodies, its pipeline's clock at 0).
 fn app_state(token: Option<&str>, anonymous_reads: bool) -> AppState {
     let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
-    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
+    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard).with_clock(|| 0);
     let process = Arc::new(ProcessState::default());
     AppState {
         pipeline: pipeline.clone(),
@@ -25,7 +25,6 @@ fn app_state(token: Option<&str>, anonymous_reads: bool) -> AppState {
         token: token.map(Arc::from),
         anonymous_reads,
         max_body_bytes: 1 << 20,
-        clock: || 0,
     }
 }
 
@@ -45,7 +44,7 @@ async fn start_auth(
     anonymous_reads: bool,
 ) -> (String, Pipeline, Arc<ProcessState>) {
     let config = Arc::new(Config::load(&common::repo().join("config/ddtwatch.yaml")).unwrap());
-    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard);
+    let pipeline = Pipeline::new(Engine::new(config, ClockMode::Event), DeadLetterSink::Discard).with_clock(|| 0);
     process.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let process2 = process.clone();
     let state = AppState {
@@ -55,7 +54,6 @@ async fn start_auth(
         token: Some(Arc::from(TOKEN)),
         anonymous_reads,
         max_body_bytes: max_body,
-        clock: || 0,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

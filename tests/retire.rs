@@ -77,7 +77,7 @@ async fn ten_thousand_deployments_leave_metrics_and_memory_bounded() {
     let state_dir = StateDir::new(dir.path());
     let mut engine = Engine::new(config_in("1h", Some(dir.path())), ClockMode::Event);
     engine.hand_off_retired();
-    let pipeline = Pipeline::new(engine, DeadLetterSink::Discard);
+    let pipeline = Pipeline::new(engine, DeadLetterSink::Discard).with_clock(|| 0);
     pipeline.set_publisher(ddtwatch::notify::Notifier::build(None, None, || 0, Some(state_dir.clone())));
     let process = Arc::new(ProcessState::default());
     process.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -88,7 +88,6 @@ async fn ten_thousand_deployments_leave_metrics_and_memory_bounded() {
         token: None,
         anonymous_reads: true,
         max_body_bytes: 1 << 20,
-        clock: || 0,
     };
     let n = 10_000;
     let mut at_2000 = 0;
@@ -250,7 +249,7 @@ fn a_record_that_cannot_be_written_stays_in_memory() {
     let state_dir = StateDir::new(dir.path());
     let mut engine = Engine::new(config_in("1h", Some(dir.path())), ClockMode::Event);
     engine.hand_off_retired();
-    let pipeline = Pipeline::new(engine, DeadLetterSink::Discard);
+    let pipeline = Pipeline::new(engine, DeadLetterSink::Discard).with_clock(|| 0);
     pipeline.set_publisher(ddtwatch::notify::Notifier::build(None, None, || 0, Some(state_dir)));
     feed(&pipeline, &deployment("a", T0, true));
     for k in 1..=4 {

@@ -131,16 +131,25 @@ impl Deployment {
 }
 
 /// Debug builds: a refreshed condition equals a full evaluation of the same inputs at the same
-/// time (run on a copy, so the check changes nothing). Every test that evaluates runs this.
+/// time (run on a copy, so the check changes nothing), and the full evaluation would have left
+/// the same state for later rounds (detectors, memo, drift segment and Page–Hinkley). Every test
+/// that evaluates runs this.
 #[cfg(debug_assertions)]
 fn check_refresh(rt: &super::ConditionRuntime, dep: &Deployment, now: crate::time::Millis) {
     let mut full = rt.clone();
     let evals = evaluate(&mut full, dep, now);
-    let (got, want) = (format!("{:?}", rt.last), format!("{evals:?}"));
-    assert!(
-        got == want,
-        "condition {} of {} refreshed at {now} differs from its full evaluation:\n refreshed {got}\n full      {want}",
-        rt.condition.id,
-        dep.id
-    );
+    let state = |r: &super::ConditionRuntime| {
+        let drift = r.drift.as_ref().map(|d| format!("{:?} {:?} {:?}", d.segment, d.ph, d.last_detection));
+        format!("{:?} {:?} {drift:?}", r.seq, r.memo)
+    };
+    for (what, got, want) in
+        [("evaluation", format!("{:?}", rt.last), format!("{evals:?}")), ("state", state(rt), state(&full))]
+    {
+        assert!(
+            got == want,
+            "condition {} of {} refreshed at {now}: its {what} differs from a full evaluation's:\n refreshed {got}\n full      {want}",
+            rt.condition.id,
+            dep.id
+        );
+    }
 }

@@ -34,8 +34,6 @@ pub struct AppState {
     /// GET /api/v1/* without a token (`http.anonymous_reads`; the demo).
     pub anonymous_reads: bool,
     pub max_body_bytes: usize,
-    /// Wall clock for received events (injected so tests can fix it).
-    pub clock: crate::time::Clock,
 }
 
 pub use crate::time::wall_clock_ms;
@@ -302,7 +300,7 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, req: Request
             return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large", json!({"max_body_bytes": s.max_body_bytes}));
         }
     };
-    let receive = (s.clock)();
+    let receive = s.pipeline.now();
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let pipeline = s.pipeline.clone();
     let result = tokio::task::spawn_blocking(move || {
