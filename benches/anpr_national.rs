@@ -211,13 +211,14 @@ fn main() {
     println!("projected national year (3e10 reads): {hours:.1} h (target < 24 h)");
     // A /metrics scrape of all the deployments (issue 21: < 50 ms at 1,000 deployments).
     let engine = Arc::new(std::sync::Mutex::new(engine));
-    let registry = ddtwatch::telemetry::registry(engine, Arc::new(ddtwatch::telemetry::ProcessState::default()));
+    let registry =
+        ddtwatch::telemetry::registry(engine.clone(), Arc::new(ddtwatch::telemetry::ProcessState::default()));
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let text =
+            ddtwatch::telemetry::encode(&registry, &engine, ddtwatch::telemetry::Format::OpenMetrics).expect("encodes");
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         size = text.len();
         if let Ok(path) = std::env::var("DDTWATCH_NAT_DUMP") {

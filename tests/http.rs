@@ -508,9 +508,8 @@ fn scrape_after(scenario: Scenario) -> String {
     let state = app_state(None, true);
     let lines = generate_lines(scenario, 20_000, 3);
     state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
-    text
+    ddtwatch::telemetry::encode(&state.registry, &state.pipeline.engine, ddtwatch::telemetry::Format::OpenMetrics)
+        .unwrap()
 }
 
 /// A silence instance is exposed as its condition's id plus a `source` label, so `condition`
@@ -564,5 +563,38 @@ fn condition_values_are_split_by_unit() {
     for l in text.lines().filter(|l| l.starts_with("ddtwatch_condition_value_ratio{")) {
         let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((0.0..=1.0).contains(&v), "{l}");
+    }
+}
+
+/// `/metrics` writes the per-deployment families itself (two threads, `telemetry/text.rs`): the
+/// bytes equal prometheus-client's own encoding of the same samples, in both text formats, over
+/// every scenario's deployments (groups, silence instances, histograms, disparity and drift).
+/// The OS `process_*` readings, which move between two scrapes, are left out of the comparison.
+#[test]
+fn direct_metrics_text_equals_prometheus_clients() {
+    use ddtwatch::telemetry::{Format, encode, reference_registry};
+    let state = app_state(None, true);
+    for s in Scenario::ALL {
+        let lines = generate_lines(s, 6_000, 5);
+        state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+    }
+    let engine = state.pipeline.engine.clone();
+    let reference = reference_registry(engine.clone(), Arc::new(ProcessState::default()));
+    let stable = |t: &str| -> String {
+        t.lines().filter(|l| !l.starts_with("process_") && !l.contains(" process_")).collect::<Vec<_>>().join("\n")
+    };
+    for format in [Format::OpenMetrics, Format::Prometheus] {
+        let mut want = String::new();
+        match format {
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut want, &reference).unwrap(),
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut want, &reference).unwrap(),
+        }
+        let got = encode(&state.registry, &engine, format).unwrap();
+        let (got, want) = (stable(&got), stable(&want));
+        assert!(want.lines().count() > 1_500, "a rich scrape: {} lines", want.lines().count());
+        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(g, w, "{format:?}: line {} differs", i + 1);
+        }
+        assert_eq!(got.len(), want.len(), "{format:?}");
     }
 }

@@ -11,7 +11,7 @@ use ddtwatch::engine::{Engine, Ingested};
 use ddtwatch::event::{Reason, format_ts};
 use ddtwatch::http::{AppState, router};
 use ddtwatch::ingest::{DeadLetterSink, Ingest, Pipeline};
-use ddtwatch::telemetry::{ProcessState, registry};
+use ddtwatch::telemetry::{Format, ProcessState, registry};
 
 const T0: i64 = 1_780_000_000_000;
 const MIN: i64 = 60_000;
@@ -58,8 +58,7 @@ fn config_in(retain: &str, state_dir: Option<&std::path::Path>) -> Arc<Config> {
 
 /// Sample lines of a `/metrics` scrape.
 fn series(state: &AppState) -> usize {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &state.registry).unwrap();
+    let text = ddtwatch::telemetry::encode(&state.registry, &state.pipeline.engine, Format::OpenMetrics).unwrap();
     text.lines().filter(|l| !l.starts_with('#')).count()
 }
 

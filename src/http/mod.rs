@@ -95,20 +95,13 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let mut body = String::new();
-    let (res, ctype) = if openmetrics {
-        (
-            prometheus_client::encoding::text::encode(&mut body, &s.registry),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
+    let (format, ctype) = if openmetrics {
+        (crate::telemetry::Format::OpenMetrics, "application/openmetrics-text; version=1.0.0; charset=utf-8")
     } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &s.registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
+        (crate::telemetry::Format::Prometheus, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
     };
-    match res {
-        Ok(()) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
+    match crate::telemetry::encode(&s.registry, &s.pipeline.engine, format) {
+        Ok(body) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed", Value::Null),
     }
 }

@@ -6,6 +6,8 @@
 //! validated by charset, allow-listed groups, fixed enums); never tokens, plates, alert ids or
 //! free text.
 
+mod text;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -245,11 +247,16 @@ impl<'a> HistFamily<'a> {
     }
 }
 
+pub use text::Format;
+
 /// Reads the engine at scrape time.
 #[derive(Debug)]
 pub struct EngineCollector {
     engine: SharedEngine,
     process: Arc<ProcessState>,
+    /// The per-deployment families too, through prometheus-client (the reference [`encode`] is
+    /// compared with); else [`encode`] writes them.
+    deployments: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -258,11 +265,66 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Builds the registry with the engine collector.
+/// Builds the registry with the engine collector; [`encode`] writes it with the per-deployment
+/// families.
 pub fn registry(engine: SharedEngine, process: Arc<ProcessState>) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(EngineCollector { engine, process }));
+    r.register_collector(Box::new(EngineCollector { engine, process, deployments: false }));
     r
+}
+
+/// A registry whose collector also encodes the per-deployment families through prometheus-client:
+/// the reference `tests/http.rs` compares [`encode`]'s output with, byte for byte.
+#[doc(hidden)]
+pub fn reference_registry(engine: SharedEngine, process: Arc<ProcessState>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(EngineCollector { engine, process, deployments: true }));
+    r
+}
+
+/// The whole exposition in `format`: the registry through prometheus-client, then the
+/// per-deployment families written directly (`text.rs`) from `engine`, halves of the deployments
+/// on two threads.
+pub fn encode(registry: &Registry, engine: &SharedEngine, format: Format) -> Result<String, std::fmt::Error> {
+    const EOF: &str = "# EOF\n";
+    let mut body = String::new();
+    match format {
+        Format::OpenMetrics => {
+            prometheus_client::encoding::text::encode(&mut body, registry)?;
+            if body.ends_with(EOF) {
+                body.truncate(body.len() - EOF.len());
+            }
+        }
+        Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut body, registry)?,
+    }
+    let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+    let all: Vec<&crate::engine::Deployment> = engine.deployments().collect();
+    let (a, b) = all.split_at(all.len() / 2);
+    let part = |list: &[&'_ crate::engine::Deployment]| -> Vec<String> {
+        let mut f = DeploymentFamilies::new();
+        for d in list.iter().copied() {
+            f.add(d);
+        }
+        f.texts(format)
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let second = s.spawn(|| part(b));
+        (part(a), second.join().expect("a metrics encoding thread panicked"))
+    });
+    let mut heads = DeploymentFamilies::new();
+    for d in &all {
+        *heads.by_phase.entry(d.phase.map(|p| p.as_str()).unwrap_or("unknown")).or_default() += 1;
+    }
+    heads.write_by_phase(&mut body, format);
+    for ((head, x), y) in heads.heads().into_iter().zip(first).zip(second) {
+        text::header(&mut body, head.0, head.1, head.2, format);
+        body.push_str(&x);
+        body.push_str(&y);
+    }
+    if format == Format::OpenMetrics {
+        body.push_str(EOF);
+    }
+    Ok(body)
 }
 
 /// Label pairs; values borrow from the engine (locked while a scrape encodes) where they can.
@@ -324,6 +386,9 @@ impl Collector for EngineCollector {
         engine_families(&engine, &mut fams);
         for f in &fams {
             f.encode(&mut enc)?;
+        }
+        if !self.deployments {
+            return Ok(());
         }
         let mut per_deployment = DeploymentFamilies::new();
         for d in engine.deployments() {
@@ -793,14 +858,18 @@ impl<'a> DeploymentFamilies<'a> {
                     }
                 }
             }
-            if cond.kind.budget().and_then(|b| b.per_day()).is_some()
-                && let Some(r) = evidence_ratio(&e.detail.value())
-            {
+            // The detail text is parsed once, and only for the kinds that export from it.
+            let budgeted = cond.kind.budget().and_then(|b| b.per_day()).is_some();
+            let detail = if budgeted || matches!(cond.kind, Kind::Disparity(_) | Kind::Drift(_)) {
+                e.detail.value()
+            } else {
+                serde_json::Value::Null
+            };
+            if budgeted && let Some(r) = evidence_ratio(&detail) {
                 self.evidence.add(short.clone(), r);
             }
             match &cond.kind {
                 Kind::Disparity(spec) => {
-                    let detail = e.detail.value();
                     for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
                         if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
                             let mut lb = short.clone();
@@ -816,7 +885,6 @@ impl<'a> DeploymentFamilies<'a> {
                     }
                 }
                 Kind::Drift(_) => {
-                    let detail = e.detail.value();
                     for (key, stat) in
                         [("psi", "psi"), ("ks_d", "ks_d"), ("critical", "ks_critical"), ("statistic", "page_hinkley")]
                     {
@@ -839,13 +907,51 @@ impl<'a> DeploymentFamilies<'a> {
         }
     }
 
-    /// Every family, histograms last.
-    fn finish(mut self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    /// Deployments by phase (the first family), from `by_phase`.
+    fn count_phases(&mut self) {
         for phase in ["authorised", "started", "stopped", "unknown"] {
             self.deployments.add(l(&[("phase", phase)]), *self.by_phase.get(phase).unwrap_or(&0) as f64);
         }
-        for f in [
-            &self.deployments,
+    }
+
+    /// [`DeploymentFamilies::count_phases`], written as text.
+    fn write_by_phase(&mut self, out: &mut String, format: Format) {
+        self.count_phases();
+        let f = &self.deployments;
+        text::header(out, f.name, f.help, f.ty, format);
+        text::samples(out, f, format);
+    }
+
+    /// (name, help, type) of every family after the phase counts, in [`Self::finish`]'s order.
+    fn heads(&self) -> Vec<(&'static str, &'static str, MetricType)> {
+        let mut v: Vec<_> = self.plain().iter().map(|f| (f.name, f.help, f.ty)).collect();
+        v.extend(self.latency.iter().map(|h| (h.name, h.help, MetricType::Histogram)));
+        v
+    }
+
+    /// The sample lines of every family after the phase counts, one text each, in
+    /// [`Self::heads`]' order.
+    fn texts(&self, format: Format) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .plain()
+            .iter()
+            .map(|f| {
+                let mut s = String::new();
+                text::samples(&mut s, f, format);
+                s
+            })
+            .collect();
+        v.extend(self.latency.iter().map(|h| {
+            let mut s = String::new();
+            text::hist_samples(&mut s, h, format);
+            s
+        }));
+        v
+    }
+
+    /// The gauge and counter families after the phase counts, in order.
+    fn plain(&self) -> [&Family<'a>; 20] {
+        [
             &self.info,
             &self.detections,
             &self.funnel,
@@ -866,7 +972,14 @@ impl<'a> DeploymentFamilies<'a> {
             &self.drift,
             &self.quant,
             &self.breaches,
-        ] {
+        ]
+    }
+
+    /// Every family, histograms last.
+    fn finish(mut self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.count_phases();
+        self.deployments.encode(enc)?;
+        for f in self.plain() {
             f.encode(enc)?;
         }
         for h in &self.latency {
