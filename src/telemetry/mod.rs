@@ -327,8 +327,45 @@ pub fn encode(registry: &Registry, engine: &SharedEngine, format: Format) -> Res
     Ok(body)
 }
 
-/// Label pairs; values borrow from the engine (locked while a scrape encodes) where they can.
-type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
+/// Label pairs of one sample: a shared run (a deployment's, a condition's) and up to two pairs of
+/// its own, so a deployment's ≈ 175 samples do not each allocate and copy their labels. Values
+/// borrow from the engine (locked while a scrape encodes) where they can.
+#[derive(Debug, Clone, Default)]
+struct Labels<'a> {
+    base: std::rc::Rc<[(&'static str, Cow<'a, str>)]>,
+    extra: [Option<(&'static str, Cow<'a, str>)>; 2],
+}
+
+impl<'a> Labels<'a> {
+    /// These labels and one more after them.
+    fn with(&self, key: &'static str, value: impl Into<Cow<'a, str>>) -> Self {
+        let mut more = self.clone();
+        let slot = more.extra.iter_mut().find(|e| e.is_none()).expect("at most two labels past the shared ones");
+        *slot = Some((key, value.into()));
+        more
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let extra = self.extra.iter().flatten();
+        self.base.iter().chain(extra).map(|(k, v)| (*k, v.as_ref()))
+    }
+}
+
+impl<'a> From<Vec<(&'static str, Cow<'a, str>)>> for Labels<'a> {
+    fn from(pairs: Vec<(&'static str, Cow<'a, str>)>) -> Self {
+        Labels { base: pairs.into(), extra: [None, None] }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelSet for Labels<'_> {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        for pair in self.iter() {
+            pair.encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
 
 /// Collects samples of one metric family, then writes them.
 struct Family<'a> {
@@ -343,9 +380,9 @@ impl<'a> Family<'a> {
         Family { name, help, ty, samples: Vec::new() }
     }
 
-    fn add(&mut self, labels: Labels<'a>, v: f64) {
+    fn add(&mut self, labels: impl Into<Labels<'a>>, v: f64) {
         if v.is_finite() {
-            self.samples.push((labels, v));
+            self.samples.push((labels.into(), v));
         }
     }
 
@@ -365,12 +402,12 @@ impl<'a> Family<'a> {
 }
 
 fn l<'a>(pairs: &[(&'static str, &'a str)]) -> Labels<'a> {
-    pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect()
+    pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect::<Vec<_>>().into()
 }
 
 /// [`l`] with copied values (process-wide families, built from short-lived values).
 fn lo(pairs: &[(&'static str, &str)]) -> Labels<'static> {
-    pairs.iter().map(|(k, v)| (*k, Cow::Owned(v.to_string()))).collect()
+    pairs.iter().map(|(k, v)| (*k, Cow::Owned(v.to_string()))).collect::<Vec<_>>().into()
 }
 
 impl Collector for EngineCollector {
@@ -571,11 +608,12 @@ fn health_and_kafka_families(p: &ProcessState, fams: &mut Vec<Family<'static>>) 
     }
     if let Some(k) = &p.kafka {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut counter = |name, help, labels: Labels<'static>, v: &std::sync::atomic::AtomicU64| {
-            let mut f = Family::new(name, help, c);
-            f.add(labels, v.load(Relaxed) as f64);
-            fams.push(f);
-        };
+        let mut counter =
+            |name, help, labels: Vec<(&'static str, Cow<'static, str>)>, v: &std::sync::atomic::AtomicU64| {
+                let mut f = Family::new(name, help, c);
+                f.add(labels, v.load(Relaxed) as f64);
+                fams.push(f);
+            };
         counter(KAFKA_MESSAGES, "Kafka messages consumed", vec![], &k.messages);
         counter(KAFKA_BYTES, "Kafka message payload bytes consumed", vec![], &k.bytes);
         counter(KAFKA_PARTITIONS_ASSIGNED, "Partitions assigned to this instance (rebalances)", vec![], &k.assigned);
@@ -800,9 +838,7 @@ impl<'a> DeploymentFamilies<'a> {
                 if n > 0 {
                     let i = wilson(x.min(n), n, 0.95);
                     for (b, v) in [("estimate", i.estimate), ("lower", i.lower), ("upper", i.upper)] {
-                        let mut lb = labels.clone();
-                        lb.push(("bound", Cow::Borrowed(b)));
-                        self.grate.add(lb, v);
+                        self.grate.add(labels.with("bound", b), v);
                     }
                 }
             }
@@ -819,18 +855,19 @@ impl<'a> DeploymentFamilies<'a> {
         for (_, source, lc, e) in entries {
             // A silence instance (`camera_silence/cam-2`) is the condition's id plus a `source`
             // label, so `condition` keeps the profile's ids and its values do not follow the stream.
-            let mut base = l(&[
+            let mut base = vec![
                 ("deployment", dep),
                 ("system", sys),
-                ("condition", &cond.id),
+                ("condition", cond.id.as_str()),
                 ("kind", cond.kind.name()),
                 ("severity", cond.severity.as_str()),
-            ]);
-            let mut short = l(&[("deployment", dep), ("condition", &cond.id)]);
+            ];
+            let mut short = vec![("deployment", dep), ("condition", cond.id.as_str())];
             if let Some(src) = source {
-                base.push(("source", Cow::Borrowed(src)));
-                short.push(("source", Cow::Borrowed(src)));
+                base.push(("source", src));
+                short.push(("source", src));
             }
+            let (base, short) = (l(&base), l(&short));
             self.state.add(base.clone(), lc.state.gauge() as f64);
             self.breaches.add(base.clone(), lc.times_fired as f64);
             let Some(e) = e else { continue };
@@ -841,9 +878,7 @@ impl<'a> DeploymentFamilies<'a> {
             };
             for (b, v) in [("estimate", e.value), ("lower", e.lower), ("upper", e.upper)] {
                 if let Some(v) = v {
-                    let mut lb = short.clone();
-                    lb.push(("bound", b.into()));
-                    values.add(lb, v);
+                    values.add(short.with("bound", b), v);
                 }
             }
             if let Some(n) = e.n {
@@ -852,9 +887,7 @@ impl<'a> DeploymentFamilies<'a> {
             if let serde_json::Value::Object(obj) = e.limit.value() {
                 for (k, v) in obj {
                     if let (Some(v), Some(k)) = (v.as_f64(), LIMIT_KEYS.iter().find(|x| **x == k)) {
-                        let mut lb = short.clone();
-                        lb.push(("limit", (*k).into()));
-                        self.limit.add(lb, v);
+                        self.limit.add(short.with("limit", *k), v);
                     }
                 }
             }
@@ -872,16 +905,11 @@ impl<'a> DeploymentFamilies<'a> {
                 Kind::Disparity(spec) => {
                     for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
                         if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
-                            let mut lb = short.clone();
-                            lb.push(("attribute", Cow::Borrowed(spec.attribute.as_str())));
-                            lb.push(("ratio", r.into()));
-                            self.ratio.add(lb, v);
+                            self.ratio.add(short.with("attribute", spec.attribute.as_str()).with("ratio", r), v);
                         }
                     }
                     if let Some(p) = detail.get("p_value").and_then(|v| v.as_f64()) {
-                        let mut lb = short.clone();
-                        lb.push(("attribute", Cow::Borrowed(spec.attribute.as_str())));
-                        self.pval.add(lb, p);
+                        self.pval.add(short.with("attribute", spec.attribute.as_str()), p);
                     }
                 }
                 Kind::Drift(_) => {
@@ -889,17 +917,13 @@ impl<'a> DeploymentFamilies<'a> {
                         [("psi", "psi"), ("ks_d", "ks_d"), ("critical", "ks_critical"), ("statistic", "page_hinkley")]
                     {
                         if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
-                            let mut lb = short.clone();
-                            lb.push(("statistic", stat.into()));
-                            self.drift.add(lb, v);
+                            self.drift.add(short.with("statistic", stat), v);
                         }
                     }
                 }
                 Kind::Quantile(q) => {
                     if let Some(v) = e.value {
-                        let mut lb = short.clone();
-                        lb.push(("quantile", format!("{}", q.q).into()));
-                        self.quant.add(lb, v);
+                        self.quant.add(short.with("quantile", format!("{}", q.q)), v);
                     }
                 }
                 _ => {}

@@ -45,9 +45,14 @@ pub(super) fn header(out: &mut String, name: &str, help: &str, ty: MetricType, f
 
 /// `{k="v",…}` with `first` before and `last` after the sample's labels (nothing when there are
 /// none); values escaped as prometheus-client escapes them.
-fn labels(out: &mut String, first: Option<(&str, &str)>, labels: &Labels<'_>, last: Option<(&str, &str)>) {
+fn labels(
+    out: &mut String,
+    first: Option<(&'static str, &str)>,
+    labels: &Labels<'_>,
+    last: Option<(&'static str, &str)>,
+) {
     let mut open = false;
-    let pairs = first.into_iter().chain(labels.iter().map(|(k, v)| (*k, v.as_ref()))).chain(last);
+    let pairs = first.into_iter().chain(labels.iter()).chain(last);
     for (k, v) in pairs {
         out.push(if open { ',' } else { '{' });
         open = true;
