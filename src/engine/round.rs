@@ -59,16 +59,27 @@ impl Deployment {
                 rt.last = evaluate(rt, self, now);
                 rt.seen = Some(inputs(rt, self));
                 round.evaluated += 1;
+                // A silence instance seen for the first time gets its lifecycle (a refresh keeps
+                // the set of instances its full evaluation had).
+                for src in rt.last.iter().filter_map(|e| e.instance.as_ref()) {
+                    if !rt.instances.contains_key(src) {
+                        rt.instances.insert(src.clone(), Default::default());
+                    }
+                }
             }
+            // Instances and evaluations are walked together (both in source order), not looked up
+            // one by one: every instance evaluated has its lifecycle (see above).
+            let mut instances = rt.instances.iter_mut().peekable();
             let evals = &rt.last;
             for e in evals {
                 let lifecycle = match &e.instance {
                     None => &mut rt.lifecycle,
                     Some(src) => {
-                        if !rt.instances.contains_key(src) {
-                            rt.instances.insert(src.clone(), Default::default());
+                        while instances.next_if(|(k, _)| k.as_str() < src.as_str()).is_some() {}
+                        match instances.next() {
+                            Some((k, l)) if k == src => l,
+                            _ => unreachable!("every instance evaluated has a lifecycle, in source order"),
                         }
-                        rt.instances.get_mut(src).expect("inserted above")
                     }
                 };
                 // The instance's id (`camera_silence/cam-2`), built only when it is needed.
