@@ -332,8 +332,15 @@ pub fn encode(registry: &Registry, engine: &SharedEngine, format: Format) -> Res
 /// borrow from the engine (locked while a scrape encodes) where they can.
 #[derive(Debug, Clone, Default)]
 struct Labels<'a> {
-    base: std::rc::Rc<[(&'static str, Cow<'a, str>)]>,
+    base: std::rc::Rc<LabelRun<'a>>,
     extra: [Option<(&'static str, Cow<'a, str>)>; 2],
+}
+
+/// The shared run of label pairs, and its exposition text (`k="v",…`) once written.
+#[derive(Debug, Default)]
+struct LabelRun<'a> {
+    pairs: Vec<(&'static str, Cow<'a, str>)>,
+    text: std::cell::OnceCell<String>,
 }
 
 impl<'a> Labels<'a> {
@@ -347,13 +354,32 @@ impl<'a> Labels<'a> {
 
     fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         let extra = self.extra.iter().flatten();
-        self.base.iter().chain(extra).map(|(k, v)| (*k, v.as_ref()))
+        self.base.pairs.iter().chain(extra).map(|(k, v)| (*k, v.as_ref()))
+    }
+
+    /// The shared run as exposition text, written once for all the samples that share it.
+    fn base_text(&self) -> &str {
+        self.base.text.get_or_init(|| {
+            let mut s = String::new();
+            for (i, (k, v)) in self.base.pairs.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                text::pair(&mut s, k, v);
+            }
+            s
+        })
+    }
+
+    /// This sample's own pairs, after the shared run.
+    fn own(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.extra.iter().flatten().map(|(k, v)| (*k, v.as_ref()))
     }
 }
 
 impl<'a> From<Vec<(&'static str, Cow<'a, str>)>> for Labels<'a> {
     fn from(pairs: Vec<(&'static str, Cow<'a, str>)>) -> Self {
-        Labels { base: pairs.into(), extra: [None, None] }
+        Labels { base: std::rc::Rc::new(LabelRun { pairs, text: Default::default() }), extra: [None, None] }
     }
 }
 

@@ -43,8 +43,20 @@ pub(super) fn header(out: &mut String, name: &str, help: &str, ty: MetricType, f
     }
 }
 
+/// `k="v"`, the value escaped as prometheus-client escapes label values.
+pub(super) fn pair(out: &mut String, k: &str, v: &str) {
+    out.push_str(k);
+    out.push_str("=\"");
+    if v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(&v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"));
+    } else {
+        out.push_str(v);
+    }
+    out.push('"');
+}
+
 /// `{k="v",…}` with `first` before and `last` after the sample's labels (nothing when there are
-/// none); values escaped as prometheus-client escapes them.
+/// none). The shared run of the labels is written once (`Labels::base_text`) and copied.
 fn labels(
     out: &mut String,
     first: Option<(&'static str, &str)>,
@@ -52,18 +64,22 @@ fn labels(
     last: Option<(&'static str, &str)>,
 ) {
     let mut open = false;
-    let pairs = first.into_iter().chain(labels.iter()).chain(last);
-    for (k, v) in pairs {
+    let mut sep = |out: &mut String| {
         out.push(if open { ',' } else { '{' });
         open = true;
-        out.push_str(k);
-        out.push_str("=\"");
-        if v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-            out.push_str(&v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"));
-        } else {
-            out.push_str(v);
-        }
-        out.push('"');
+    };
+    if let Some((k, v)) = first {
+        sep(out);
+        pair(out, k, v);
+    }
+    let base = labels.base_text();
+    if !base.is_empty() {
+        sep(out);
+        out.push_str(base);
+    }
+    for (k, v) in labels.own().chain(last) {
+        sep(out);
+        pair(out, k, v);
     }
     if open {
         out.push('}');
