@@ -1,8 +1,10 @@
 //! Every metric name ddtwatch exposes, and the logging setup.
 //!
-//! Metrics are read from the engine at scrape time by one [`prometheus_client`] collector, so
-//! the numbers on `/metrics` are the numbers in the API and the summaries: there is no second
-//! bookkeeping to drift apart. Labels come only from bounded sets (deployment and condition ids
+//! Metrics are read from the engine at scrape time, so the numbers on `/metrics` are the numbers
+//! in the API and the summaries: there is no second bookkeeping to drift apart. One
+//! [`prometheus_client`] collector writes the process-wide families; [`encode`] adds the
+//! per-deployment ones (nearly all of a scrape at scale) itself, on two threads, in the bytes
+//! prometheus-client would write (`text.rs`). Labels come only from bounded sets (deployment and condition ids
 //! validated by charset, allow-listed groups, fixed enums); never tokens, plates, alert ids or
 //! free text.
 
