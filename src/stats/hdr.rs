@@ -81,6 +81,21 @@ impl SparseHdr {
         self.counts.iter().take_while(|(k, _)| highest_equivalent(**k) <= bound).map(|(_, c)| c).sum()
     }
 
+    /// [`SparseHdr::count_le`] of each of `bounds` (ascending), in one pass over the buckets:
+    /// a scrape asks for 15 bounds of every latency series of every deployment.
+    pub fn counts_le(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bounds.len());
+        let mut buckets = self.counts.iter().peekable();
+        let mut below = 0;
+        for &bound in bounds {
+            while let Some((_, c)) = buckets.next_if(|(k, _)| highest_equivalent(**k) <= bound) {
+                below += c;
+            }
+            out.push(below);
+        }
+        out
+    }
+
     /// Sum of values, each bucket counted at its lowest equivalent value (an HDR approximation).
     pub fn sum(&self) -> u64 {
         self.counts.iter().map(|(k, c)| k.saturating_mul(*c)).fold(0, u64::saturating_add)
@@ -96,6 +111,23 @@ impl SparseHdr {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// One pass gives what a pass per bound gives.
+        #[test]
+        fn counts_le_equals_count_le_per_bound(
+            values in proptest::collection::vec(0u64..10_000_000, 0..500),
+            mut bounds in proptest::collection::vec(0u64..12_000_000, 0..20),
+        ) {
+            let mut h = SparseHdr::default();
+            for v in &values {
+                h.record(*v);
+            }
+            bounds.sort_unstable();
+            let each: Vec<u64> = bounds.iter().map(|b| h.count_le(*b)).collect();
+            prop_assert_eq!(h.counts_le(&bounds), each);
+        }
+    }
 
     proptest! {
         /// Same quantiles as the hdrhistogram crate with 3 significant digits.

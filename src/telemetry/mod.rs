@@ -225,11 +225,12 @@ impl<'a> HistFamily<'a> {
     /// whole HDR bucket (3 significant digits) is at or below the bound.
     fn add(&mut self, labels: Labels<'a>, h: &crate::stats::SparseHdr) {
         // prometheus-client accumulates, so it is given per-bucket (non-cumulative) counts.
+        let bounds: Vec<u64> = LATENCY_BUCKETS.iter().map(|le| (le * 1000.0) as u64).collect();
         let mut below = 0;
         let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
-            .map(|&le| {
-                let upto = h.count_le((le * 1000.0) as u64);
+            .zip(h.counts_le(&bounds))
+            .map(|(&le, upto)| {
                 let n = upto - below;
                 below = upto;
                 (le, n)
