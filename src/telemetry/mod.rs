@@ -844,16 +844,18 @@ impl<'a> DeploymentFamilies<'a> {
                 self.latency[q as usize].add(l(&[("deployment", dep)]), h);
             }
         }
-        self.detections.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Detections) as f64);
-        self.dep_invalid.add(l(&[("deployment", dep), ("system", sys)]), d.count(Counter::Invalid) as f64);
+        // One shared run for the deployment's counter, funnel and rate samples.
+        let ds = l(&[("deployment", dep), ("system", sys)]);
+        self.detections.add(ds.clone(), d.count(Counter::Detections) as f64);
+        self.dep_invalid.add(ds.clone(), d.count(Counter::Invalid) as f64);
         for k in Counter::ALL {
-            self.funnel.add(l(&[("deployment", dep), ("system", sys), ("stage", k.as_str())]), d.count(k) as f64);
+            self.funnel.add(ds.with("stage", k.as_str()), d.count(k) as f64);
         }
         for (name, x, n) in crate::engine::HEADLINE_RATES {
             let r = crate::engine::rate_summary(d.count(x), d.count(n));
             if let (Some(e), Some(lo), Some(hi)) = (r.value, r.lower, r.upper) {
                 for (b, v) in [("estimate", e), ("lower", lo), ("upper", hi)] {
-                    self.rates.add(l(&[("deployment", dep), ("system", sys), ("rate", name), ("bound", b)]), v);
+                    self.rates.add(ds.with("rate", name).with("bound", b), v);
                 }
             }
         }
