@@ -974,7 +974,7 @@ impl<'a> DeploymentFamilies<'a> {
         self.count_phases();
         let f = &self.deployments;
         text::header(out, f.name, f.help, f.ty, format);
-        text::samples(out, f, format);
+        text::samples(out, f);
     }
 
     /// (name, help, type) of every family after the phase counts, in [`Self::finish`]'s order.
@@ -992,7 +992,7 @@ impl<'a> DeploymentFamilies<'a> {
             .iter()
             .map(|f| {
                 let mut s = String::new();
-                text::samples(&mut s, f, format);
+                text::samples(&mut s, f);
                 s
             })
             .collect();

@@ -95,10 +95,9 @@ fn int(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-/// The samples of a gauge or counter family.
-pub(super) fn samples(out: &mut String, f: &Family<'_>, format: Format) {
+/// The samples of a gauge or counter family (the same lines in both formats).
+pub(super) fn samples(out: &mut String, f: &Family<'_>) {
     let suffix = if f.ty == MetricType::Counter { "_total" } else { "" };
-    let _ = format; // the same sample lines in both formats
     for (l, v) in &f.samples {
         out.push_str(f.name);
         out.push_str(suffix);
