@@ -318,6 +318,7 @@ pub fn encode(registry: &Registry, engine: &SharedEngine, format: Format) -> Res
     for d in &all {
         *heads.by_phase.entry(d.phase.map(|p| p.as_str()).unwrap_or("unknown")).or_default() += 1;
     }
+    body.reserve(first.iter().chain(&second).map(String::len).sum::<usize>() + 64 * 1024);
     heads.write_by_phase(&mut body, format);
     for ((head, x), y) in heads.heads().into_iter().zip(first).zip(second) {
         text::header(&mut body, head.0, head.1, head.2, format);
@@ -991,13 +992,14 @@ impl<'a> DeploymentFamilies<'a> {
             .plain()
             .iter()
             .map(|f| {
-                let mut s = String::new();
+                // Room for the lines up front: no copying as the text grows.
+                let mut s = String::with_capacity(f.samples.len() * 128);
                 text::samples(&mut s, f);
                 s
             })
             .collect();
         v.extend(self.latency.iter().map(|h| {
-            let mut s = String::new();
+            let mut s = String::with_capacity(h.samples.len() * 16 * 96);
             text::hist_samples(&mut s, h, format);
             s
         }));
