@@ -60,11 +60,10 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 while prev.next_if(|p| p.instance.as_deref().is_some_and(|i| i < source.as_str())).is_some() {}
                 let p = prev.peek().filter(|p| p.instance.as_deref() == Some(source.as_str()));
                 let (pl, pd) = texts(p.copied());
-                let gap = now - last;
-                let breach = dep.is_active() && gap > max_gap.ms();
-                let mut e = Evaluation::new(if breach { Verdict::Breach } else { Verdict::Ok });
+                let (verdict, gap) = silence_now(dep, last, *max_gap, now);
+                let mut e = Evaluation::new(verdict);
                 e.instance = Some(source.clone());
-                e.value = Some(gap.max(0) as f64 / 1000.0);
+                e.value = Some(gap);
                 e.stamp = Some(last);
                 if let Some(p) = p.filter(|p| p.stamp == Some(last)) {
                     // Same source, same last event, same definition: the same texts.
@@ -124,14 +123,7 @@ pub fn refresh(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> bool
         Kind::Drift(spec) => match (&spec.method, rt.drift.as_deref()) {
             (DriftMethod::PageHinkley { hold, .. }, Some(ds)) => {
                 let [e] = rt.last.as_mut_slice() else { return false };
-                let recent = ds.last_detection.is_some_and(|(at, _)| now - at < hold.ms());
-                e.verdict = if recent {
-                    Verdict::Breach
-                } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
-                    Verdict::InsufficientData
-                } else {
-                    Verdict::Ok
-                };
+                e.verdict = page_hinkley_verdict(ds, *hold, now);
                 true
             }
             (_, Some(ds)) => ds.window_counts_values(),
@@ -142,18 +134,16 @@ pub fn refresh(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> bool
             for e in &mut rt.last {
                 // The "no source yet" evaluation has no stamp and does not move.
                 let Some(last) = e.stamp else { continue };
-                let gap = now - last;
-                e.value = Some(gap.max(0) as f64 / 1000.0);
-                e.verdict = if dep.is_active() && gap > max_gap.ms() { Verdict::Breach } else { Verdict::Ok };
+                let (verdict, gap) = silence_now(dep, last, *max_gap, now);
+                (e.verdict, e.value) = (verdict, Some(gap));
             }
             true
         }
         Kind::Deadline { scope, within } => {
             let Some(stop) = dep.stopped_at else { return true };
             let [e] = rt.last.as_mut_slice() else { return false };
-            let met = dep.deletions.iter().any(|d| d.scope == *scope && d.up_to >= stop);
-            e.value = Some(((now - stop).max(0)) as f64 / 1000.0);
-            e.verdict = if !met && now > stop + within.ms() { Verdict::Breach } else { Verdict::Ok };
+            let (verdict, since_stop, _) = deadline_now(scope, *within, dep, stop, now);
+            (e.verdict, e.value) = (verdict, Some(since_stop));
             true
         }
     }
@@ -503,7 +493,6 @@ fn drift_eval(ds: &mut DriftState, now: Millis, prev: Option<&Evaluation>) -> Ev
         );
         e.value = Some(ds.ph.statistic());
         e.n = Some(ds.ph_seen);
-        let recent = ds.last_detection.filter(|(at, _)| now - at < hold.ms());
         let last = ds.last_detection.map(|(at, _)| format_ts(at));
         let direction = ds.last_detection.map(|(_, s)| match s {
             crate::stats::drift::Shift::Up => "up",
@@ -527,13 +516,7 @@ fn drift_eval(ds: &mut DriftState, now: Millis, prev: Option<&Evaluation>) -> Ev
             ));
         }
         e.detail = JsonText::reuse(pd, J::Obj(detail));
-        e.verdict = if recent.is_some() {
-            Verdict::Breach
-        } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
-            Verdict::InsufficientData
-        } else {
-            Verdict::Ok
-        };
+        e.verdict = page_hinkley_verdict(ds, *hold, now);
         return e;
     }
     let current = ds.current(now);
@@ -818,18 +801,45 @@ fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis, prev: Optio
         e.detail = JsonText::reuse(pd, J::Obj(vec![("stopped", J::Bool(false))]));
         return e;
     };
-    let due = stop + within.ms();
-    let met = dep.deletions.iter().any(|d| d.scope == scope && d.up_to >= stop);
-    e.value = Some(((now - stop).max(0)) as f64 / 1000.0);
-    let (stopped_at, due_at) = (format_ts(stop), format_ts(due));
+    let (verdict, since_stop, met) = deadline_now(scope, within, dep, stop, now);
+    e.value = Some(since_stop);
+    e.verdict = verdict;
+    let (stopped_at, due_at) = (format_ts(stop), format_ts(stop + within.ms()));
     e.detail = JsonText::reuse(
         pd,
         J::Obj(vec![("stopped_at", J::Str(&stopped_at)), ("due", J::Str(&due_at)), ("attested", J::Bool(met))]),
     );
-    if !met && now > due {
-        e.verdict = Verdict::Breach;
-    }
     e
+}
+
+/// A deletion deadline at `now` for a deployment stopped at `stop`: its verdict (late and not
+/// attested is a breach; exactly due is not late), the seconds since the stop, and whether a
+/// deletion of `scope` up to the stop was attested. [`deadline`] and [`refresh`] both use it.
+fn deadline_now(scope: &str, within: Dur, dep: &Deployment, stop: Millis, now: Millis) -> (Verdict, f64, bool) {
+    let met = dep.deletions.iter().any(|d| d.scope == scope && d.up_to >= stop);
+    let verdict = if !met && now > stop + within.ms() { Verdict::Breach } else { Verdict::Ok };
+    (verdict, (now - stop).max(0) as f64 / 1000.0, met)
+}
+
+/// A silence instance at `now` whose source last sent at `last`: its verdict (a gap over
+/// `max_gap` on an active deployment is a breach) and the gap in seconds. [`evaluate`] and
+/// [`refresh`] both use it.
+fn silence_now(dep: &Deployment, last: Millis, max_gap: Dur, now: Millis) -> (Verdict, f64) {
+    let gap = now - last;
+    let verdict = if dep.is_active() && gap > max_gap.ms() { Verdict::Breach } else { Verdict::Ok };
+    (verdict, gap.max(0) as f64 / 1000.0)
+}
+
+/// Page–Hinkley's verdict at `now`: a breach while its last detection is within `hold`; no data
+/// before 30 values without a detection. [`drift_eval`] and [`refresh`] both use it.
+fn page_hinkley_verdict(ds: &DriftState, hold: Dur, now: Millis) -> Verdict {
+    if ds.last_detection.is_some_and(|(at, _)| now - at < hold.ms()) {
+        Verdict::Breach
+    } else if ds.ph_seen < 30 && ds.last_detection.is_none() {
+        Verdict::InsufficientData
+    } else {
+        Verdict::Ok
+    }
 }
 
 #[cfg(test)]
