@@ -107,11 +107,6 @@ impl Pipeline {
         (self.clock)()
     }
 
-    /// The clock itself (the HTTP API stamps the events it is posted with it too).
-    pub fn clock(&self) -> crate::time::Clock {
-        self.clock
-    }
-
     /// Final summaries of retired deployments are kept for [`Pipeline::take_retired`] from now
     /// on (the Kafka source writes them to the state topic at its checkpoints).
     pub fn collect_retired(&self) {

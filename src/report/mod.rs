@@ -113,7 +113,13 @@ pub fn build(summary: &Value, audit: &[Value]) -> Report {
             })
         })
         .collect();
-    let breaches = arr(&summary["breaches"]).iter().map(|b| breach(&dep, b, audit)).collect();
+    // Final notification results with their keys, read once for all the breaches.
+    let sent: Vec<(NotificationKey, &Value)> = audit
+        .iter()
+        .filter(|r| r["kind"] == "notification" && r["data"]["result"] != "retry")
+        .filter_map(|r| Some((r["data"]["key"].as_str()?.parse().ok()?, r)))
+        .collect();
+    let breaches = arr(&summary["breaches"]).iter().map(|b| breach(&dep, b, &sent)).collect();
     let conditions = arr(&summary["conditions"])
         .iter()
         .map(|c| {
@@ -201,17 +207,15 @@ pub fn build(summary: &Value, audit: &[Value]) -> Report {
     report
 }
 
-/// One breach of the summary, with the final results of its notifications from `audit`.
-fn breach(dep: &str, b: &Value, audit: &[Value]) -> Breach {
+/// One breach of the summary, with the final results of its notifications (`sent`: audit
+/// records of final results with their keys).
+fn breach(dep: &str, b: &Value, sent: &[(NotificationKey, &Value)]) -> Breach {
     let condition = str_of(&b["condition"]);
     let started_at = ts(&b["started_at"]);
     let started_ms = started_at.as_deref().and_then(crate::time::parse_ts);
-    let notifications = audit
+    let notifications = sent
         .iter()
-        .filter(|r| r["kind"] == "notification")
-        .filter(|r| r["data"]["result"] != "retry")
-        .filter_map(|r| {
-            let key: NotificationKey = r["data"]["key"].as_str()?.parse().ok()?;
+        .filter_map(|(key, r)| {
             let ours = key.deployment == dep && key.condition == condition && Some(key.started_at) == started_ms;
             ours.then(|| Notification {
                 receiver: str_of(&r["data"]["receiver"]),

@@ -225,7 +225,7 @@ impl<'a> HistFamily<'a> {
     /// whole HDR bucket (3 significant digits) is at or below the bound.
     fn add(&mut self, labels: Labels<'a>, h: &crate::stats::SparseHdr) {
         // prometheus-client accumulates, so it is given per-bucket (non-cumulative) counts.
-        let bounds: Vec<u64> = LATENCY_BUCKETS.iter().map(|le| (le * 1000.0) as u64).collect();
+        let bounds: [u64; LATENCY_BUCKETS.len()] = std::array::from_fn(|i| (LATENCY_BUCKETS[i] * 1000.0) as u64);
         let mut below = 0;
         let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
@@ -303,20 +303,21 @@ pub fn encode(registry: &Registry, engine: &SharedEngine, format: Format) -> Res
     let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
     let all: Vec<&crate::engine::Deployment> = engine.deployments().collect();
     let (a, b) = all.split_at(all.len() / 2);
-    let part = |list: &[&'_ crate::engine::Deployment]| -> Vec<String> {
+    let part = |list: &[&'_ crate::engine::Deployment]| {
         let mut f = DeploymentFamilies::new();
         for d in list.iter().copied() {
             f.add(d);
         }
-        f.texts(format)
+        (f.texts(format), f.by_phase)
     };
-    let (first, second) = std::thread::scope(|s| {
+    let ((first, phases_a), (second, phases_b)) = std::thread::scope(|s| {
         let second = s.spawn(|| part(b));
         (part(a), second.join().expect("a metrics encoding thread panicked"))
     });
+    // The families' heads, and the phase counts of both halves.
     let mut heads = DeploymentFamilies::new();
-    for d in &all {
-        *heads.by_phase.entry(d.phase.map(|p| p.as_str()).unwrap_or("unknown")).or_default() += 1;
+    for (phase, n) in phases_a.into_iter().chain(phases_b) {
+        *heads.by_phase.entry(phase).or_default() += n;
     }
     body.reserve(first.iter().chain(&second).map(String::len).sum::<usize>() + 64 * 1024);
     heads.write_by_phase(&mut body, format);
