@@ -2,15 +2,13 @@
 //! (formulas exactly as CONDITIONS.md writes them). Part of the engine (it reads deployment
 //! state); the condition model and the result type are `rules`'.
 
-use serde_json::{Map, Value, json};
-
 use super::series::{DisparityBlock, DriftState, LatencySeries, Sequential};
 use super::tally::{ENG_ENGAGED, ENG_FALSE_ENGAGED, SUBJ_ALERTS, SUBJ_ENGAGED, SUBJ_FALSE_ALERTS, SUBJ_FALSE_ENGAGED};
 use super::{ConditionRuntime, Deployment};
 use crate::rules::*;
 use crate::stats::sequential::{self, BernoulliMixture, ShiryaevRoberts, Side};
 use crate::stats::{disparity, ks_binned, ks_critical, psi};
-use crate::time::{Dur, Millis, format_ts};
+use crate::time::{Dur, Millis};
 
 /// Evaluates a condition; silence conditions give one evaluation per source.
 pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec<Evaluation> {
@@ -30,7 +28,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
         Kind::Disparity(d) => {
             let Some(rows) = group_rows(d, dep, now) else {
                 let mut e = Evaluation::new(Verdict::InsufficientData);
-                e.limit = disparity_limit(d).into();
+                e.limit = disparity_limit(d);
                 return vec![e];
             };
             if let (Budget::PerDay(_), Window::Duration(_)) = (d.false_breach_per_day, d.window) {
@@ -44,13 +42,13 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
             vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_evaluation(d, &rows, &[], seq, now))]
         }
         Kind::Drift(_) => match rt.drift.as_mut() {
-            Some(ds) => vec![drift_eval(ds, now, rt.last.first())],
+            Some(ds) => vec![drift_evaluation(ds, now)],
             None => vec![Evaluation::new(Verdict::InsufficientData)],
         },
         Kind::Quantile(q) => {
-            vec![quantile_eval(q, &dep.latency[q.value as usize], &mut rt.seq, now, rt.last.first())]
+            vec![quantile_evaluation(q, &dep.latency[q.value as usize], &mut rt.seq, now)]
         }
-        Kind::State(check) => vec![state(check, dep, now, rt.last.first())],
+        Kind::State(check) => vec![state(check, dep, now)],
         Kind::Silence { event_type, max_gap } => {
             let mut out = Vec::new();
             // The previous evaluations, in the same (source) order: their texts are reused.
@@ -59,29 +57,20 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 let Some(last) = s.last_seen[event_type.index()] else { continue };
                 while prev.next_if(|p| p.instance.as_deref().is_some_and(|i| i < source.as_str())).is_some() {}
                 let p = prev.peek().filter(|p| p.instance.as_deref() == Some(source.as_str()));
-                let (pl, pd) = texts(p.copied());
                 let (verdict, gap) = silence_now(dep, last, *max_gap, now);
                 let mut e = Evaluation::new(verdict);
                 e.instance = Some(source.clone());
                 e.value = Some(gap);
                 e.stamp = Some(last);
                 if let Some(p) = p.filter(|p| p.stamp == Some(last)) {
-                    // Same source, same last event, same definition: the same texts.
+                    // Same source, same last event, same definition: the same limit and detail.
                     e.limit = p.limit.clone();
                     e.detail = p.detail.clone();
                     out.push(e);
                     continue;
                 }
-                e.limit = JsonText::reuse(pl, J::Obj(vec![("max_gap", J::F64(max_gap.as_secs_f64()))]));
-                let last_seen = format_ts(last);
-                e.detail = JsonText::reuse(
-                    pd,
-                    J::Obj(vec![
-                        ("source", J::Str(source)),
-                        ("last_seen", J::Str(&last_seen)),
-                        ("type", J::Str(event_type.as_str())),
-                    ]),
-                );
+                e.limit = Limit::Number("max_gap", max_gap.as_secs_f64());
+                e.detail = Detail::Silence { source: source.clone(), last_seen: last, event_type: event_type.as_str() };
                 out.push(e);
             }
             if out.is_empty() {
@@ -89,7 +78,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
             }
             out
         }
-        Kind::Deadline { scope, within } => vec![deadline(scope, *within, dep, now, rt.last.first())],
+        Kind::Deadline { scope, within } => vec![deadline(scope, *within, dep, now)],
     }
 }
 
@@ -206,30 +195,10 @@ impl Evidence {
         self.ln >= self.boundary
     }
 
-    /// The `decision` object of a detail (as [`Evidence::write`] writes it).
-    fn j(&self, rule: &'static str) -> J<'static> {
-        J::Obj(vec![
-            ("rule", J::Str(rule)),
-            ("false_breach_per_day", J::F64(self.budget)),
-            ("evidence", J::F64(round6(self.ln))),
-            ("boundary", J::F64(round6(self.boundary))),
-        ])
+    /// The `decision` of a detail.
+    fn decision(&self, rule: &'static str) -> Decision {
+        Decision { rule, budget: self.budget, ln: self.ln, boundary: self.boundary }
     }
-
-    fn write(&self, detail: &mut Value, rule: &str) {
-        detail["decision"] = json!({
-            "rule": rule,
-            "false_breach_per_day": self.budget,
-            // Rounded for display; the decision uses the exact values.
-            "evidence": round6(self.ln),
-            "boundary": round6(self.boundary),
-        });
-    }
-}
-
-fn round6(x: f64) -> f64 {
-    let x = x.clamp(-1e300, 1e300);
-    (x * 1e6).round() / 1e6
 }
 
 /// Cumulative window: the Bernoulli mixture e-value per side, each side holding alpha/sides.
@@ -294,18 +263,20 @@ fn rate(r: &RateSpec, x_raw: u64, n: u64, evidence: Option<Evidence>) -> Evaluat
     let x = x_raw.min(n);
     let mut e = Evaluation::new(Verdict::InsufficientData);
     e.n = Some(n);
-    e.limit = limits(r.min, r.max).into();
-    let mut detail = json!({
-        "x": x, "n": n, "method": r.interval.as_str(), "confidence": r.confidence,
-        "on": match r.on { BreachOn::Bound => "bound", BreachOn::Estimate => "estimate" },
-    });
-    if x_raw > n {
-        detail["excess"] = json!(x_raw - n);
-    }
-    if let Some(ev) = &evidence {
-        ev.write(&mut detail, if matches!(r.window, Window::Duration(_)) { "shiryaev_roberts" } else { "e_process" });
-    }
-    e.detail = detail.into();
+    e.limit = Limit::Band { min: r.min, max: r.max };
+    let rule = if matches!(r.window, Window::Duration(_)) { "shiryaev_roberts" } else { "e_process" };
+    e.detail = Detail::Rate {
+        x,
+        n,
+        method: r.interval.as_str(),
+        confidence: r.confidence,
+        on: match r.on {
+            BreachOn::Bound => "bound",
+            BreachOn::Estimate => "estimate",
+        },
+        excess: (x_raw > n).then(|| x_raw - n),
+        decision: evidence.map(|ev| ev.decision(rule)),
+    };
     if n == 0 {
         return e;
     }
@@ -324,17 +295,6 @@ fn rate(r: &RateSpec, x_raw: u64, n: u64, evidence: Option<Evidence>) -> Evaluat
     };
     e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
     e
-}
-
-fn limits(min: Option<f64>, max: Option<f64>) -> Value {
-    let mut m = Map::new();
-    if let Some(v) = min {
-        m.insert("min".into(), json!(v));
-    }
-    if let Some(v) = max {
-        m.insert("max".into(), json!(v));
-    }
-    Value::Object(m)
 }
 
 /// Per-group (x, n) rows of a disparity condition in allow-list order.
@@ -367,11 +327,12 @@ pub fn group_rows(d: &DisparitySpec, dep: &Deployment, now: Millis) -> Option<Ve
 
 /// The limits that decide: under a budget the per-look `alpha` does not (the budget is in
 /// `detail.decision`).
-fn disparity_limit(d: &DisparitySpec) -> Value {
-    match d.false_breach_per_day {
-        Budget::PerDay(_) => json!({"max_ratio": d.max_ratio, "min_per_group": d.min_per_group}),
-        Budget::PerLook => json!({"max_ratio": d.max_ratio, "alpha": d.alpha, "min_per_group": d.min_per_group}),
-    }
+fn disparity_limit(d: &DisparitySpec) -> Limit {
+    let alpha = match d.false_breach_per_day {
+        Budget::PerDay(_) => None,
+        Budget::PerLook => Some(d.alpha),
+    };
+    Limit::Disparity { max_ratio: d.max_ratio, alpha, min_per_group: d.min_per_group }
 }
 
 /// A windowed disparity under a budget is decided on tumbling blocks of the window's width:
@@ -437,85 +398,44 @@ fn disparity_eval(
     budget: Option<(Vec<(u64, u64)>, f64)>,
 ) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = disparity_limit(d).into();
+    e.limit = disparity_limit(d);
     let r = disparity(rows, d.min_per_group, 0.95);
     e.n = Some(r.groups.iter().filter(|g| g.qualifies).map(|g| g.n).sum());
     e.value = r.ratio_max_min;
-    let mut detail = json!({
-        "attribute": d.attribute,
-        "source": d.source,
-        "ratio_max_min": r.ratio_max_min,
-        "ratio_max_geomean": r.ratio_max_geomean,
-        "p_value": r.p_value,
-        "top_group": r.top_group,
-        "qualifying_groups": r.qualifying,
-        "groups": r.groups,
-    });
-    let evidence = budget.map(|(counts, alpha)| {
-        let (ev, group) = disparity_evidence(d, &counts, alpha);
-        let rule =
-            if matches!(d.window, Window::Duration(_)) { "universal_inference_blocks" } else { "universal_inference" };
-        ev.write(&mut detail, rule);
-        detail["decision"]["group"] = json!(group.map(|g| &rows[g].0));
-        ev
-    });
-    e.detail = detail.into();
-    if r.qualifying < 2 {
-        return e;
-    }
+    let rule =
+        if matches!(d.window, Window::Duration(_)) { "universal_inference_blocks" } else { "universal_inference" };
+    let evidence = budget.map(|(counts, alpha)| disparity_evidence(d, &counts, alpha));
     let significant = match evidence {
-        Some(ev) => ev.crossed(),
+        Some((ev, _)) => ev.crossed(),
         None => r.p_value.is_some_and(|p| p < d.alpha),
     };
     let breach = r.ratio_max_min.is_some_and(|x| x > d.max_ratio) && significant;
-    e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
+    if r.qualifying >= 2 {
+        e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
+    }
+    e.detail = Detail::Disparity(std::sync::Arc::new(DisparityDetail {
+        attribute: d.attribute.clone(),
+        source: d.source,
+        result: r,
+        decision: evidence.map(|(ev, group)| (ev.decision(rule), group.map(|g| rows[g].0.clone()))),
+    }));
     e
 }
 
 /// A drift condition from its state. Public for the calibration harness.
 pub fn drift_evaluation(ds: &mut DriftState, now: Millis) -> Evaluation {
-    drift_eval(ds, now, None)
-}
-
-/// The limit and detail texts of the previous evaluation, reused where the new ones are equal.
-fn texts(prev: Option<&Evaluation>) -> (Option<&JsonText>, Option<&JsonText>) {
-    (prev.map(|p| &p.limit), prev.map(|p| &p.detail))
-}
-
-fn drift_eval(ds: &mut DriftState, now: Millis, prev: Option<&Evaluation>) -> Evaluation {
-    let (pl, pd) = texts(prev);
     let mut e = Evaluation::new(Verdict::InsufficientData);
     let spec = ds.spec.clone();
     if let DriftMethod::PageHinkley { hold, delta, lambda } = &spec.method {
-        e.limit = JsonText::reuse(
-            pl,
-            J::Obj(vec![("lambda", J::F64(*lambda)), ("delta", J::F64(*delta)), ("hold", J::F64(hold.as_secs_f64()))]),
-        );
+        e.limit = Limit::PageHinkley { lambda: *lambda, delta: *delta, hold: hold.as_secs_f64() };
         e.value = Some(ds.ph.statistic());
         e.n = Some(ds.ph_seen);
-        let last = ds.last_detection.map(|(at, _)| format_ts(at));
-        let direction = ds.last_detection.map(|(_, s)| match s {
-            crate::stats::drift::Shift::Up => "up",
-            crate::stats::drift::Shift::Down => "down",
-        });
-        let mut detail = vec![
-            ("statistic", J::F64(ds.ph.statistic())),
-            ("detections", J::U64(ds.ph.detections)),
-            ("last_detection", last.as_deref().into()),
-            ("direction", direction.into()),
-        ];
-        if let Some(alpha) = spec.false_breach_per_day.per_day() {
-            detail.push((
-                "decision",
-                J::Obj(vec![
-                    ("rule", J::Str("page_hinkley_budget")),
-                    ("false_breach_per_day", J::F64(alpha)),
-                    ("threshold", J::F64(round6(ds.ph.lambda))),
-                    ("variance", J::F64(round6(ds.variance()))),
-                ]),
-            ));
-        }
-        e.detail = JsonText::reuse(pd, J::Obj(detail));
+        e.detail = Detail::PageHinkley {
+            statistic: ds.ph.statistic(),
+            detections: ds.ph.detections,
+            last_detection: ds.last_detection,
+            decision: spec.false_breach_per_day.per_day().map(|alpha| (alpha, ds.ph.lambda, ds.variance())),
+        };
         e.verdict = page_hinkley_verdict(ds, *hold, now);
         return e;
     }
@@ -526,72 +446,60 @@ fn drift_eval(ds: &mut DriftState, now: Millis, prev: Option<&Evaluation>) -> Ev
     let baseline_full = ds.baseline_missing == 0;
     // docs/STATISTICS.md: under a budget, the current segment's time-uniform KS band decides
     // (PSI: and PSI above its max).
-    let budget = spec.false_breach_per_day.per_day();
-    let decision = budget.map(|alpha| {
+    let decision = spec.false_breach_per_day.per_day().map(|alpha| {
         ds.segment.look(&ds.baseline.counts, alpha, spec.min_samples);
         let seg = &ds.segment;
-        let decided = seg.decision(spec.min_samples);
-        let detail = J::Obj(vec![
-            ("rule", J::Str("ks_band_segments")),
-            ("false_breach_per_day", J::F64(alpha)),
-            ("segment_n", J::U64(seg.n)),
-            ("segment_index", J::U64(seg.index)),
-            ("segment_ks_d", J::F64(round6(seg.d))),
-            ("boundary", J::F64(round6(seg.boundary))),
-            ("crossed", decided.map_or(J::Null, J::Bool)),
-        ]);
-        (decided == Some(true), detail)
+        KsBand {
+            budget: alpha,
+            segment_n: seg.n,
+            segment_index: seg.index,
+            segment_ks_d: seg.d,
+            boundary: seg.boundary,
+            crossed: seg.decision(spec.min_samples),
+        }
     });
+    let crossed = decision.map(|d| d.crossed == Some(true));
+    let enough = baseline_full && m >= spec.min_samples;
     match &spec.method {
         DriftMethod::Psi { max, .. } => {
-            e.limit = JsonText::reuse(pl, J::Obj(vec![("max", J::F64(*max))]));
+            e.limit = Limit::Number("max", *max);
             let v = psi(&current, &ds.baseline.counts);
-            let mut detail = vec![
-                ("psi", J::F64(v)),
-                ("baseline_n", J::U64(nb)),
-                ("window_n", J::U64(m)),
-                ("baseline_full", J::Bool(baseline_full)),
-                ("edges", J::F64s(&ds.baseline.edges)),
-                ("baseline_counts", J::U64s(&ds.baseline.counts)),
-                ("window_counts", J::U64s(&current)),
-            ];
-            if let Some((_, d)) = &decision {
-                detail.push(("decision", d.clone()));
-            }
-            e.detail = JsonText::reuse(pd, J::Obj(detail));
-            if !baseline_full || m < spec.min_samples {
+            e.detail = Detail::Psi(std::sync::Arc::new(PsiDetail {
+                psi: v,
+                baseline_n: nb,
+                window_n: m,
+                baseline_full,
+                edges: ds.baseline.edges.clone(),
+                baseline_counts: ds.baseline.counts.clone(),
+                window_counts: current,
+                decision,
+            }));
+            if !enough {
                 return e;
             }
             e.value = Some(v);
-            let moved = decision.as_ref().is_none_or(|(crossed, _)| *crossed);
+            let moved = crossed.unwrap_or(true);
             e.verdict = if v > *max && moved { Verdict::Breach } else { Verdict::Ok };
         }
         DriftMethod::Ks { alpha } => {
             let d = ks_binned(&current, &ds.baseline.counts);
             let crit = if m > 0 && nb > 0 { ks_critical(m, nb, *alpha) } else { f64::NAN };
-            // A non-finite critical value is written as null (as serde_json writes any).
-            e.limit = JsonText::reuse(pl, J::Obj(vec![("alpha", J::F64(*alpha)), ("critical", J::F64(crit))]));
-            let mut detail = vec![
-                ("ks_d", J::F64(d)),
-                ("critical", J::F64(crit)),
-                ("baseline_n", J::U64(nb)),
-                ("window_n", J::U64(m)),
-                ("baseline_full", J::Bool(baseline_full)),
-                ("bins", J::U64(current.len() as u64)),
-            ];
-            if let Some((_, dd)) = &decision {
-                detail.push(("decision", dd.clone()));
-            }
-            e.detail = JsonText::reuse(pd, J::Obj(detail));
-            if !baseline_full || m < spec.min_samples {
+            // A non-finite critical value is shown as null (as serde_json writes any).
+            e.limit = Limit::Ks { alpha: *alpha, critical: crit };
+            e.detail = Detail::Ks {
+                ks_d: d,
+                critical: crit,
+                baseline_n: nb,
+                window_n: m,
+                baseline_full,
+                bins: current.len() as u64,
+                decision,
+            };
+            if !enough {
                 return e;
             }
             e.value = Some(d);
-            let breach = match &decision {
-                Some((crossed, _)) => *crossed,
-                None => d > crit,
-            };
-            e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
+            e.verdict = if crossed.unwrap_or(d > crit) { Verdict::Breach } else { Verdict::Ok };
         }
         DriftMethod::PageHinkley { .. } => unreachable!("handled above"),
     }
@@ -603,49 +511,40 @@ fn drift_eval(ds: &mut DriftState, now: Millis, prev: Option<&Evaluation>) -> Ev
 /// exceedances against p0 = 1 − q (Howard & Ramdas 2022, fixed-quantile route).
 /// A quantile condition from its value series. Public for the calibration harness.
 pub fn quantile_evaluation(q: &QuantileSpec, series: &LatencySeries, seq: &mut Sequential, now: Millis) -> Evaluation {
-    quantile_eval(q, series, seq, now, None)
-}
-
-fn quantile_eval(
-    q: &QuantileSpec,
-    series: &LatencySeries,
-    seq: &mut Sequential,
-    now: Millis,
-    prev: Option<&Evaluation>,
-) -> Evaluation {
-    let (pl, pd) = texts(prev);
     let mut e = Evaluation::new(Verdict::InsufficientData);
-    e.limit = JsonText::reuse(pl, J::Obj(vec![("max", J::F64(q.max.as_secs_f64()))]));
+    e.limit = Limit::Number("max", q.max.as_secs_f64());
     let (value, n) = series.quantile(q.window, q.q, now);
     e.n = Some(n);
-    let mut detail =
-        vec![("q", J::F64(q.q)), ("value", value.map(|v| v as f64 / 1000.0).into()), ("samples", J::U64(n))];
+    let mut exceedances = None;
     let bound = q.max.ms().max(0) as u64;
     let evidence = q.false_breach_per_day.per_day().map(|alpha| {
         let sides = [(Side::Upper, 1.0 - q.q)];
-        let ev = match q.window {
+        match q.window {
             Window::Duration(_) => {
                 let (x, n) = series.exceedances(Window::Deployment, bound, now);
-                sr_evidence(&mut seq.sr, &sides, x, n, now, alpha)
+                (sr_evidence(&mut seq.sr, &sides, x, n, now, alpha), "shiryaev_roberts")
             }
             w => {
                 let (x, n) = series.exceedances(w, bound, now);
-                detail.push(("exceedances", J::U64(x)));
-                cumulative_evidence(&sides, x, n, alpha)
+                exceedances = Some(x);
+                (cumulative_evidence(&sides, x, n, alpha), "e_process")
             }
-        };
-        let rule = if matches!(q.window, Window::Duration(_)) { "shiryaev_roberts" } else { "e_process" };
-        detail.push(("decision", ev.j(rule)));
-        ev
+        }
     });
-    e.detail = JsonText::reuse(pd, J::Obj(detail));
+    e.detail = Detail::Quantile {
+        q: q.q,
+        value: value.map(|v| v as f64 / 1000.0),
+        samples: n,
+        exceedances,
+        decision: evidence.map(|(ev, rule)| ev.decision(rule)),
+    };
     let Some(v) = value else { return e };
     e.value = Some(v as f64 / 1000.0);
     if n < q.min_samples {
         return e;
     }
     let breach = match evidence {
-        Some(ev) => ev.crossed(),
+        Some((ev, _)) => ev.crossed(),
         None => v as i64 > q.max.ms(),
     };
     e.verdict = if breach { Verdict::Breach } else { Verdict::Ok };
@@ -674,12 +573,10 @@ fn over_sources<T: Copy>(
     (worst, breaching)
 }
 
-fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evaluation>) -> Evaluation {
-    let (pl, pd) = texts(prev);
+fn state(check: &StateCheck, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::InsufficientData);
     let auth = dep.authorisation.as_ref();
-    let one = |k: &'static str, v: J<'_>| JsonText::reuse(pl, J::Obj(vec![(k, v)]));
-    let (value, breaching, limit): (Option<f64>, Vec<String>, JsonText) = match check {
+    let (value, breaching, limit): (Option<f64>, Vec<String>, Limit) = match check {
         StateCheck::ThresholdFloor { min } => {
             // The stricter of the config and the authorisation applies.
             let floor = match (*min, auth.and_then(|a| a.threshold_floor)) {
@@ -688,7 +585,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
             };
             let Some(floor) = floor else { return e };
             let (v, b) = over_sources(dep, |s| s.threshold.as_ref().map(|t| t.value), |t| t < floor, |a, b| a < b);
-            (v, b, one("min", J::F64(floor)))
+            (v, b, Limit::Number("min", floor))
         }
         StateCheck::ThresholdChanged => {
             let Some(first) = dep.first_threshold else { return e };
@@ -698,21 +595,21 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
                 |t| t != first,
                 |a, b| (a - first).abs() > (b - first).abs(),
             );
-            (v, b, one("expected", J::F64(first)))
+            (v, b, Limit::Number("expected", first))
         }
         StateCheck::AlgorithmPinned { version } => {
-            let Some(expected) = version.clone().or_else(|| dep.first_algorithm.clone()) else { return e };
+            let Some(expected) = version.as_ref().or(dep.first_algorithm.as_ref()) else { return e };
             let breaching: Vec<String> = dep
                 .sources
                 .iter()
-                .filter(|(_, s)| s.algorithm_version.as_ref().is_some_and(|v| v.value != expected))
+                .filter(|(_, s)| s.algorithm_version.as_ref().is_some_and(|v| &v.value != expected))
                 .map(|(id, _)| id.clone())
                 .collect();
             let any = dep.sources.values().any(|s| s.algorithm_version.is_some());
             if !any {
                 return e;
             }
-            (None, breaching, one("version", J::Str(&expected)))
+            (None, breaching, Limit::Version(expected.clone()))
         }
         StateCheck::ListSizeMax { max } => {
             let limit = match (*max, auth.and_then(|a| a.max_list_size)) {
@@ -721,7 +618,7 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
             };
             let Some(limit) = limit else { return e };
             let (v, b) = over_sources(dep, |s| s.list_size.as_ref().map(|t| t.value), |n| n > limit, |a, b| a > b);
-            (v.map(|x| x as f64), b, one("max", J::U64(limit)))
+            (v.map(|x| x as f64), b, Limit::Count("max", limit))
         }
         StateCheck::ListAgeMax { max } => {
             let (v, b) = over_sources(
@@ -730,11 +627,11 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
                 |age| age > max.ms(),
                 |a, b| a > b,
             );
-            (v.map(|ms| ms as f64 / 1000.0), b, one("max", J::F64(max.as_secs_f64())))
+            (v.map(|ms| ms as f64 / 1000.0), b, Limit::Number("max", max.as_secs_f64()))
         }
         StateCheck::ListUnder18Max { max } => {
             let (v, b) = over_sources(dep, |s| s.list_under_18.as_ref().map(|t| t.value), |n| n > *max, |a, b| a > b);
-            (v.map(|x| x as f64), b, one("max", J::U64(*max)))
+            (v.map(|x| x as f64), b, Limit::Count("max", *max))
         }
         StateCheck::ListVersionKnown => {
             if dep.announced_versions.is_empty() && dep.unknown_versions.is_empty() {
@@ -742,16 +639,12 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
             }
             let n = dep.unknown_versions.len();
             let b = if n > 0 { vec!["alerts".to_string()] } else { vec![] };
-            (Some(n as f64), b, one("unknown_versions", J::U64(0)))
+            (Some(n as f64), b, Limit::Count("unknown_versions", 0))
         }
         StateCheck::AuthorisedWindow => {
             let b = if dep.window_tripped { vec!["deployment".to_string()] } else { vec![] };
-            let (start, end) =
-                (auth.and_then(|a| a.window_start).map(format_ts), auth.and_then(|a| a.window_end).map(format_ts));
-            let limit = JsonText::reuse(
-                pl,
-                J::Obj(vec![("window_start", start.as_deref().into()), ("window_end", end.as_deref().into())]),
-            );
+            let limit =
+                Limit::Window { start: auth.and_then(|a| a.window_start), end: auth.and_then(|a| a.window_end) };
             (Some(dep.window_tripped as u8 as f64), b, limit)
         }
         StateCheck::ClockSkewMax { max } => {
@@ -761,26 +654,18 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
                 |x| x > max.ms(),
                 |a, b| a > b,
             );
-            (v.map(|ms| ms as f64 / 1000.0), b, one("max", J::F64(max.as_secs_f64())))
+            (v.map(|ms| ms as f64 / 1000.0), b, Limit::Number("max", max.as_secs_f64()))
         }
         StateCheck::CaptureOk => {
             let (v, b) = over_sources(dep, |s| s.capture_ok.as_ref().map(|t| t.value), |ok| !ok, |a, _| !a);
             if v.is_none() {
                 return e;
             }
-            (v.map(|ok| ok as u8 as f64), b, one("capture_ok", J::Bool(true)))
+            (v.map(|ok| ok as u8 as f64), b, Limit::CaptureOk)
         }
     };
     e.value = value;
     e.limit = limit;
-    e.detail = JsonText::reuse(
-        pd,
-        J::Obj(vec![
-            ("check", J::Str(check.name())),
-            ("sources_breaching", J::Strs(&breaching)),
-            ("active", J::Bool(dep.is_active())),
-        ]),
-    );
     let has_data = value.is_some() || !breaching.is_empty() || matches!(check, StateCheck::AlgorithmPinned { .. });
     // CONDITIONS.md: state checks apply to active deployments only and resolve at `stopped`.
     e.verdict = if !has_data {
@@ -790,25 +675,21 @@ fn state(check: &StateCheck, dep: &Deployment, now: Millis, prev: Option<&Evalua
     } else {
         Verdict::Ok
     };
+    e.detail = Detail::State { check: check.name(), sources_breaching: breaching, active: dep.is_active() };
     e
 }
 
-fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis, prev: Option<&Evaluation>) -> Evaluation {
-    let (pl, pd) = texts(prev);
+fn deadline(scope: &str, within: Dur, dep: &Deployment, now: Millis) -> Evaluation {
     let mut e = Evaluation::new(Verdict::Ok);
-    e.limit = JsonText::reuse(pl, J::Obj(vec![("within", J::F64(within.as_secs_f64())), ("scope", J::Str(scope))]));
+    e.limit = Limit::Deadline { within: within.as_secs_f64(), scope: scope.to_string() };
     let Some(stop) = dep.stopped_at else {
-        e.detail = JsonText::reuse(pd, J::Obj(vec![("stopped", J::Bool(false))]));
+        e.detail = Detail::NotStopped;
         return e;
     };
-    let (verdict, since_stop, met) = deadline_now(scope, within, dep, stop, now);
+    let (verdict, since_stop, attested) = deadline_now(scope, within, dep, stop, now);
     e.value = Some(since_stop);
     e.verdict = verdict;
-    let (stopped_at, due_at) = (format_ts(stop), format_ts(stop + within.ms()));
-    e.detail = JsonText::reuse(
-        pd,
-        J::Obj(vec![("stopped_at", J::Str(&stopped_at)), ("due", J::Str(&due_at)), ("attested", J::Bool(met))]),
-    );
+    e.detail = Detail::Deadline { stopped_at: stop, due: stop + within.ms(), attested };
     e
 }
 
@@ -911,7 +792,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_source_keeps_its_silence_texts_and_a_new_event_rewrites_them() {
+    fn a_quiet_source_keeps_its_silence_detail_and_a_new_event_changes_it() {
         let mut e = engine(
             "      - {id: quiet, kind: silence, type: detection, max_gap: 5m, severity: warning, notify: [ops]}\n",
         );
@@ -923,18 +804,19 @@ mod tests {
         let after = last(&e, "quiet");
         assert_eq!((before.len(), after.len()), (1, 1));
         assert_eq!((before[0].value, after[0].value), (Some(1.0), Some(2.0)), "the gap grows every second");
-        assert!(after[0].detail.shares(&before[0].detail) && after[0].limit.shares(&before[0].limit));
-        // Six minutes on: the texts are still the same, the verdict is a breach.
+        assert_eq!((&after[0].detail, &after[0].limit), (&before[0].detail, &before[0].limit));
+        // Six minutes on: the detail is still the same, the verdict is a breach.
         ingest(&mut e, "t3", "control", "2026-04-25T09:06:03Z", r#""type":"status""#);
         let late = last(&e, "quiet");
         assert_eq!(late[0].verdict, Verdict::Breach);
-        assert!(late[0].detail.shares(&before[0].detail));
-        // A new detection from the camera: a new `last_seen`, a new detail text.
+        assert_eq!(late[0].detail, before[0].detail);
+        // A new detection from the camera: a new `last_seen`.
         ingest(&mut e, "d2", "cam-1", "2026-04-25T09:06:04Z", r#""type":"detection","count":1"#);
         let fresh = last(&e, "quiet");
         assert_eq!(fresh[0].verdict, Verdict::Ok);
-        assert!(!fresh[0].detail.shares(&before[0].detail));
+        assert_ne!(fresh[0].detail, before[0].detail);
         assert_eq!(fresh[0].detail.value()["last_seen"], "2026-04-25T09:06:04Z");
-        assert!(fresh[0].limit.shares(&before[0].limit), "an equal limit text is still shared");
+        assert_eq!(fresh[0].limit, before[0].limit);
+        assert_eq!(fresh[0].limit.to_string(), r#"{"max_gap":300.0}"#);
     }
 }

@@ -1,8 +1,7 @@
 //! What an evaluation of a condition concluded (the engine's evaluator, `engine/eval.rs`,
 //! produces them; the lifecycle, metrics and API read them).
 
-use serde_json::Value;
-
+use super::detail::{Detail, Limit};
 use super::lifecycle::Verdict;
 
 /// The result of one evaluation: verdict, value, bounds, sample size and kind-specific detail.
@@ -15,75 +14,13 @@ pub struct Evaluation {
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     pub n: Option<u64>,
-    pub limit: JsonText,
-    pub detail: JsonText,
-    /// The one input time its limit and detail texts were written from, where they depend on
-    /// nothing else of the deployment (a silence instance: its source's last event): the next
-    /// evaluation with the same stamp takes the texts without writing them. Cleared when the
-    /// condition's definition may have changed (hot reload).
+    pub limit: Limit,
+    pub detail: Detail,
+    /// The one input time its limit and detail were made from, where they depend on nothing else
+    /// of the deployment (a silence instance: its source's last event): the next evaluation with
+    /// the same stamp takes them as they are. Cleared when the condition's definition may have
+    /// changed (hot reload).
     pub stamp: Option<i64>,
-}
-
-/// The limit and kind-specific detail of an evaluation, kept as compact JSON text: every
-/// condition of every deployment keeps its latest evaluation, and a `serde_json::Value` tree
-/// costs several times its text (a per-group table alone ≈ 10 KB; ≈ 60 KB a deployment with the
-/// LFR profile). Parsed only when shown (API, metrics at scrape time, transitions).
-/// Shared (`Arc`): an evaluation whose text equals the previous one's keeps that text, so the
-/// unchanged limits and details of every second's evaluations cost no allocation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonText(std::sync::Arc<str>);
-
-impl std::fmt::Display for JsonText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Default for JsonText {
-    fn default() -> Self {
-        JsonText("{}".into())
-    }
-}
-
-impl From<Value> for JsonText {
-    fn from(v: Value) -> Self {
-        JsonText(v.to_string().into())
-    }
-}
-
-impl JsonText {
-    /// `j` written as JSON text, without building a `serde_json::Value` tree first (the
-    /// per-second evaluations write a limit and a detail for every condition of every
-    /// deployment). The text is the one `Value` would give, byte for byte.
-    pub fn of(j: J<'_>) -> Self {
-        Self::reuse(None, j)
-    }
-
-    /// [`JsonText::of`], but `prev` itself (shared, not copied) when the text is the same.
-    pub fn reuse(prev: Option<&JsonText>, j: J<'_>) -> Self {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        SCRATCH.with_borrow_mut(|buf| {
-            buf.clear();
-            j.write(buf);
-            match prev {
-                Some(p) if p.0.as_bytes() == buf.as_slice() => p.clone(),
-                _ => JsonText(std::sync::Arc::from(std::str::from_utf8(buf).expect("serde_json writes UTF-8"))),
-            }
-        })
-    }
-
-    /// Whether `other` is this very text (shared, not an equal copy).
-    #[cfg(test)]
-    pub(crate) fn shares(&self, other: &JsonText) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
-    }
-
-    /// The text as a JSON value.
-    pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).expect("a JsonText holds serialised JSON")
-    }
 }
 
 impl Evaluation {
@@ -96,16 +33,16 @@ impl Evaluation {
             lower: None,
             upper: None,
             n: None,
-            limit: JsonText::default(),
-            detail: JsonText::default(),
+            limit: Limit::None,
+            detail: Detail::None,
             stamp: None,
         }
     }
 }
 
-/// A JSON value to write as text ([`JsonText::of`]): objects are written with their keys sorted
-/// as a `serde_json::Value` object (a `BTreeMap`) sorts them, numbers and strings by serde_json
-/// itself (a non-finite float is `null`), so the text equals `Value`'s.
+/// A JSON value to write as text (how [`Limit`] and [`Detail`] are shown): objects are written
+/// with their keys sorted as a `serde_json::Value` object (a `BTreeMap`) sorts them, numbers and
+/// strings by serde_json itself (a non-finite float is `null`), so the text equals `Value`'s.
 #[derive(Debug, Clone)]
 pub enum J<'a> {
     Null,
@@ -121,7 +58,7 @@ pub enum J<'a> {
 }
 
 impl<'a> J<'a> {
-    fn write(&self, out: &mut Vec<u8>) {
+    pub(super) fn write(&self, out: &mut Vec<u8>) {
         let leaf = |out: &mut Vec<u8>, v: &dyn ErasedLeaf| v.put(out);
         match self {
             J::Null => out.extend_from_slice(b"null"),
@@ -178,7 +115,13 @@ impl<T: serde::Serialize + ?Sized> ErasedLeaf for T {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn text(j: &J<'_>) -> String {
+        let mut out = Vec::new();
+        j.write(&mut out);
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
     fn objects_are_written_as_value_writes_them() {
@@ -212,7 +155,7 @@ mod tests {
             ),
         ];
         for (j, v) in cases {
-            assert_eq!(JsonText::of(j).to_string(), v.to_string());
+            assert_eq!(text(&j), v.to_string());
         }
     }
 
@@ -235,7 +178,7 @@ mod tests {
             }
             // Keys given in reverse order: the writer sorts them.
             pairs.reverse();
-            prop_assert_eq!(JsonText::of(J::Obj(pairs)).to_string(), Value::Object(v).to_string());
+            prop_assert_eq!(text(&J::Obj(pairs)), Value::Object(v).to_string());
         }
     }
 }

@@ -2,13 +2,15 @@
 //! lifecycle that turns verdicts into `firing` / `resolved` transitions.
 
 mod book;
+mod detail;
 mod evaluation;
 mod lifecycle;
 mod model;
 mod parse;
 
 pub use book::{BreachBook, BreachRecord};
-pub use evaluation::{Evaluation, J, JsonText};
+pub use detail::{Decision, Detail, DisparityDetail, KsBand, Limit, PsiDetail, round6};
+pub use evaluation::{Evaluation, J};
 pub use lifecycle::{BreachState, Lifecycle, TransitionKind, Verdict};
 pub use model::*;
 pub use parse::parse_condition;
