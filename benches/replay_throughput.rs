@@ -1,6 +1,7 @@
 //! End-to-end replay throughput (issue 21): a simulated 1M-event file through parse + engine, as
-//! `ddtwatch replay` runs it (deployments evaluated on the available cores), against serde_json
-//! parse-only into `Value` of the same lines, single-threaded, in the same run. Two streams:
+//! `ddtwatch replay` runs it (lines read and parsed by its reader thread, deployments evaluated on
+//! the available cores), against serde_json parse-only into `Value` of the same lines,
+//! single-threaded, in the same run. Two streams:
 //! `threshold_lowered` (LFR, target ≥ 0.5×) and `anpr_steady` (ANPR, target ≥ 1.0×).
 //! Run: `cargo bench --bench replay_throughput` (`DDTWATCH_BENCH_EVENTS` changes the size,
 //! `DDTWATCH_BENCH_WORKERS` the engine's workers).
@@ -10,6 +11,8 @@ use std::time::Instant;
 
 use ddtwatch::config::{ClockMode, Config};
 use ddtwatch::engine::Engine;
+use ddtwatch::ingest::DeadLetterSink;
+use ddtwatch::ingest::replay::{Progress, replay};
 use ddtwatch::ingest::simulator::{Scenario, generate_lines};
 
 fn main() {
@@ -29,14 +32,14 @@ fn main() {
         if let Some(w) = std::env::var("DDTWATCH_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()) {
             engine.set_workers(w);
         }
+        // As `ddtwatch replay` runs it: lines read from a buffer by its reader stage.
+        let input: Vec<u8> = lines.iter().flat_map(|l| l.bytes().chain([b'\n'])).collect();
+        let mut sink = DeadLetterSink::Discard;
+        let progress = Progress::new(None, true);
         let t = Instant::now();
-        for l in &lines {
-            engine.ingest(l.as_bytes(), 0);
-            engine.drain_transitions();
-            engine.drain_dead_letters();
-        }
-        engine.finish();
+        let stats = replay(&mut engine, &input[..], &mut |_| Ok(()), &mut sink, &progress).expect("replay");
         let replay = t.elapsed().as_secs_f64();
+        assert_eq!(stats.lines as usize, lines.len());
         let (eps_parse, eps_replay) = (lines.len() as f64 / parse, lines.len() as f64 / replay);
         println!("{}: {} events ({:.1} MB)", scenario.name(), lines.len(), bytes as f64 / 1e6);
         println!("  serde_json parse-only: {:>10.0} events/s ({parse:.2} s)", eps_parse);

@@ -325,7 +325,13 @@ fn replay_cmd(
     };
     let stats = if input == "-" {
         let progress = Progress::new(None, quiet);
-        replay(&mut engine, io::stdin().lock(), &mut on_transition, &mut dead, &progress)
+        replay(
+            &mut engine,
+            io::BufReader::with_capacity(1 << 20, io::stdin()),
+            &mut on_transition,
+            &mut dead,
+            &progress,
+        )
     } else {
         let f = std::fs::File::open(input).with_context(|| format!("opening {input}"))?;
         let size = f.metadata().ok().map(|m| m.len());

@@ -3,6 +3,7 @@
 use std::io::{self, BufRead, IsTerminal};
 
 use crate::engine::{Engine, Ingested};
+use crate::event::{Event, Invalid, parse_line};
 use crate::ingest::DeadLetterSink;
 use crate::rules::Transition;
 
@@ -69,25 +70,76 @@ impl Progress {
     }
 }
 
+/// Lines handed from the reader to the engine at a time, and batches in flight.
+const BATCH_LINES: usize = 1024;
+const BATCHES_IN_FLIGHT: usize = 8;
+
+/// Lines read and parsed, in input order: each line's bytes (`text[range]`, kept for dead letters
+/// and held events) and what it parsed to.
+struct Batch {
+    text: Vec<u8>,
+    lines: Vec<(std::ops::Range<usize>, Result<Event, Invalid>)>,
+    /// Input bytes the batch covers (blank lines included).
+    bytes: u64,
+}
+
 /// Applies every line of `input`; transitions go to `on_transition` in order, dead letters to
 /// `dead`. Ends with the engine's end-of-input step (orphans dead-lettered, final evaluation).
+///
+/// Two stages, so a single deployment's stream uses two cores: a thread reads and parses lines
+/// (parsing is a pure function of the line), and this one applies them to the engine in input
+/// order. The engine sees exactly what [`Engine::ingest`] of each line in turn would give it, so
+/// the output is the same; at most [`BATCHES_IN_FLIGHT`] batches are buffered.
 pub fn replay(
     engine: &mut Engine,
-    mut input: impl BufRead,
+    input: impl BufRead + Send,
     on_transition: &mut dyn FnMut(&Transition) -> io::Result<()>,
     dead: &mut DeadLetterSink,
     progress: &Progress,
 ) -> io::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("replay-parse".into())
+            .spawn_scoped(scope, move || read_and_parse(input, &tx))?;
+        let applied = apply_batches(engine, &rx, &mut stats, on_transition, dead, progress);
+        // The reader stops at its next send once the receiver is gone (on an error here).
+        drop(rx);
+        reader.join().map_err(|_| io::Error::other("the replay parse thread panicked"))?;
+        applied
+    })?;
+    engine.finish();
+    drain(engine, on_transition, dead)?;
+    dead.flush()?;
+    progress.finish(&stats);
+    Ok(stats)
+}
+
+/// The reader stage: batches of parsed lines to `tx` until end of input, a read error (sent on)
+/// or the receiver hanging up.
+fn read_and_parse(mut input: impl BufRead, tx: &std::sync::mpsc::SyncSender<io::Result<Batch>>) {
     let mut buf = Vec::with_capacity(4096);
     let mut first = true;
+    let fresh =
+        || Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 };
+    let mut batch = fresh();
     loop {
         buf.clear();
-        let n = read_line_bounded(&mut input, &mut buf, crate::event::MAX_EVENT_BYTES + 1)?;
+        let n = match read_line_bounded(&mut input, &mut buf, crate::event::MAX_EVENT_BYTES + 1) {
+            Ok(n) => n,
+            Err(e) => {
+                // The lines read before the error are applied, then the error ends the replay.
+                if tx.send(Ok(batch)).is_ok() {
+                    let _ = tx.send(Err(e));
+                }
+                return;
+            }
+        };
         if n == 0 {
             break;
         }
-        stats.bytes += n as u64;
+        batch.bytes += n as u64;
         // A UTF-8 byte-order mark is stripped from the first line of a file only; elsewhere it is
         // the documented `malformed_json`.
         if std::mem::take(&mut first) && buf.starts_with(UTF8_BOM) {
@@ -97,22 +149,43 @@ pub fn replay(
         if line.is_empty() {
             continue;
         }
-        stats.lines += 1;
-        // Replay runs on event time: the receive time is not used.
-        match engine.ingest(line, 0) {
-            Ingested::Applied(_) => stats.applied += 1,
-            Ingested::Held => stats.held += 1,
-            Ingested::Duplicate => stats.duplicates += 1,
-            Ingested::Invalid(_) => stats.invalid += 1,
+        let start = batch.text.len();
+        batch.text.extend_from_slice(line);
+        batch.lines.push((start..batch.text.len(), parse_line(line)));
+        if batch.lines.len() >= BATCH_LINES && tx.send(Ok(std::mem::replace(&mut batch, fresh()))).is_err() {
+            return;
         }
-        drain(engine, on_transition, dead)?;
-        progress.update(&stats);
     }
-    engine.finish();
-    drain(engine, on_transition, dead)?;
-    dead.flush()?;
-    progress.finish(&stats);
-    Ok(stats)
+    let _ = tx.send(Ok(batch));
+}
+
+/// The engine stage: every batch's lines applied in order, transitions and dead letters drained
+/// after each line (as they always were).
+fn apply_batches(
+    engine: &mut Engine,
+    rx: &std::sync::mpsc::Receiver<io::Result<Batch>>,
+    stats: &mut ReplayStats,
+    on_transition: &mut dyn FnMut(&Transition) -> io::Result<()>,
+    dead: &mut DeadLetterSink,
+    progress: &Progress,
+) -> io::Result<()> {
+    for batch in rx {
+        let batch = batch?;
+        stats.bytes += batch.bytes;
+        for (range, parsed) in batch.lines {
+            stats.lines += 1;
+            // Replay runs on event time: the receive time is not used.
+            match engine.ingest_parsed(parsed, &batch.text[range], 0) {
+                Ingested::Applied(_) => stats.applied += 1,
+                Ingested::Held => stats.held += 1,
+                Ingested::Duplicate => stats.duplicates += 1,
+                Ingested::Invalid(_) => stats.invalid += 1,
+            }
+            drain(engine, on_transition, dead)?;
+            progress.update(stats);
+        }
+    }
+    Ok(())
 }
 
 fn drain(
@@ -198,5 +271,84 @@ mod tests {
         assert_eq!(got[1].1.len(), 100, "only `keep` bytes of the long line are held");
         assert_eq!(got[2], (5, b"next\n".to_vec()));
         assert_eq!(got[3], (20, b"last-without-newline".to_vec()));
+    }
+
+    fn engine() -> Engine {
+        let config = std::sync::Arc::new(crate::config::Config::demo());
+        Engine::new(config, crate::config::ClockMode::Event)
+    }
+
+    /// Several batches (and a malformed line, a blank one and a duplicate among them): the two
+    /// stages give exactly what ingesting each line in turn gives.
+    #[test]
+    fn the_reader_stage_changes_nothing() {
+        use crate::ingest::simulator::{Scenario, generate_lines};
+        let mut lines = generate_lines(Scenario::ThresholdLowered, 3 * BATCH_LINES + 17, 3);
+        lines.insert(100, "{not json".into());
+        lines.insert(2000, String::new());
+        lines.insert(2500, lines[1500].clone());
+        let (mut direct, mut staged) = (engine(), engine());
+        let mut want = Vec::new();
+        for l in lines.iter().filter(|l| !l.is_empty()) {
+            direct.ingest(l.as_bytes(), 0);
+            want.extend(direct.drain_transitions());
+        }
+        direct.finish();
+        want.extend(direct.drain_transitions());
+        let input = lines.join("\n");
+        let mut got = Vec::new();
+        let stats = replay(
+            &mut staged,
+            input.as_bytes(),
+            &mut |t| {
+                got.push(t.clone());
+                Ok(())
+            },
+            &mut DeadLetterSink::Discard,
+            &Progress::new(None, true),
+        )
+        .unwrap();
+        assert_eq!(stats.lines as usize, lines.len() - 1, "the blank line is not an event");
+        assert_eq!((stats.invalid, stats.duplicates), (1, 1));
+        assert_eq!(stats.bytes as usize, input.len());
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
+        let json = |e: &Engine| serde_json::to_string(&e.summary()).unwrap();
+        assert!(json(&staged) == json(&direct), "the summaries differ");
+    }
+
+    /// A read error mid-stream: the lines before it are applied, then the replay fails with it.
+    #[test]
+    fn a_read_error_applies_what_came_before_and_fails() {
+        struct Failing(io::Cursor<Vec<u8>>);
+        impl io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                unreachable!("read through BufRead")
+            }
+        }
+        impl BufRead for Failing {
+            fn fill_buf(&mut self) -> io::Result<&[u8]> {
+                if self.0.position() as usize == self.0.get_ref().len() {
+                    return Err(io::Error::other("disk gone"));
+                }
+                self.0.fill_buf()
+            }
+            fn consume(&mut self, n: usize) {
+                self.0.consume(n)
+            }
+        }
+        let lines = crate::ingest::simulator::generate_lines(crate::ingest::simulator::Scenario::Steady, 10, 1);
+        let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+        let mut e = engine();
+        let err = replay(
+            &mut e,
+            Failing(io::Cursor::new(input)),
+            &mut |_| Ok(()),
+            &mut DeadLetterSink::Discard,
+            &Progress::new(None, true),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk gone");
+        assert_eq!(e.stats.applied_by_type.iter().sum::<u64>(), 10, "every line before the error applied");
     }
 }
