@@ -372,6 +372,72 @@ impl Detail {
     }
 }
 
+impl Limit {
+    /// The limit's numbers, keys sorted, as [`Limit::value`]'s object holds them (a non-finite
+    /// number is shown as null, so it is not one): what `/metrics` exports, without writing JSON.
+    pub fn numbers(&self) -> impl Iterator<Item = (&'static str, f64)> {
+        let pairs: [Option<(&'static str, f64)>; 3] = match self {
+            Limit::None | Limit::Version(_) | Limit::Window { .. } | Limit::CaptureOk => [None, None, None],
+            Limit::Band { min, max } => [max.map(|v| ("max", v)), min.map(|v| ("min", v)), None],
+            Limit::Disparity { max_ratio, alpha, min_per_group } => [
+                alpha.map(|a| ("alpha", a)),
+                Some(("max_ratio", *max_ratio)),
+                Some(("min_per_group", *min_per_group as f64)),
+            ],
+            Limit::PageHinkley { lambda, delta, hold } => {
+                [Some(("delta", *delta)), Some(("hold", *hold)), Some(("lambda", *lambda))]
+            }
+            Limit::Ks { alpha, critical } => [Some(("alpha", *alpha)), Some(("critical", *critical)), None],
+            Limit::Number(k, v) => [Some((k, *v)), None, None],
+            Limit::Count(k, v) => [Some((k, *v as f64)), None, None],
+            Limit::Deadline { within, .. } => [Some(("within", *within)), None, None],
+        };
+        pairs.into_iter().flatten().filter(|(_, v)| v.is_finite())
+    }
+}
+
+impl Detail {
+    /// The detail's top-level number `key` as [`Detail::value`] holds it, for the statistics
+    /// `/metrics` exports (`ratio_max_min`, `ratio_max_geomean`, `p_value`, `psi`, `ks_d`,
+    /// `critical`, `statistic`); None for any other key.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        let v = match (self, key) {
+            (Detail::Disparity(d), "ratio_max_min") => d.result.ratio_max_min,
+            (Detail::Disparity(d), "ratio_max_geomean") => d.result.ratio_max_geomean,
+            (Detail::Disparity(d), "p_value") => d.result.p_value,
+            (Detail::Psi(p), "psi") => Some(p.psi),
+            (Detail::Ks { ks_d, .. }, "ks_d") => Some(*ks_d),
+            (Detail::Ks { critical, .. }, "critical") => Some(*critical),
+            (Detail::PageHinkley { statistic, .. }, "statistic") => Some(*statistic),
+            _ => None,
+        };
+        v.filter(|x| x.is_finite())
+    }
+
+    /// A calibrated decision's statistic over its threshold, on one linear scale for every kind,
+    /// firing at 1 (docs/STATISTICS.md): e-value / (1/α) and Shiryaev–Roberts R / A (both from
+    /// their logarithms), segment KS D / band for PSI and KS, statistic / threshold for
+    /// Page–Hinkley. Capped at 1,000 (a breach far past its boundary). From the values the detail
+    /// shows (rounded as shown). None without a decision.
+    pub fn evidence_ratio(&self) -> Option<f64> {
+        let finite = |x: f64| Some(x).filter(|x| x.is_finite());
+        let positive = |x: f64| finite(x).filter(|x| *x > 0.0);
+        let band = |b: &KsBand| Some(finite(round6(b.segment_ks_d))? / positive(round6(b.boundary))?);
+        let evidence = |d: &Decision| Some((finite(round6(d.ln))? - finite(round6(d.boundary))?).min(7.0).exp());
+        let r = match self {
+            Detail::Rate { decision: Some(d), .. } | Detail::Quantile { decision: Some(d), .. } => evidence(d)?,
+            Detail::Disparity(d) => evidence(&d.decision.as_ref()?.0)?,
+            Detail::Psi(p) => band(p.decision.as_ref()?)?,
+            Detail::Ks { decision: Some(b), .. } => band(b)?,
+            Detail::PageHinkley { statistic, decision: Some((_, threshold, _)), .. } => {
+                finite(*statistic)? / positive(round6(*threshold))?
+            }
+            _ => return None,
+        };
+        Some(r.clamp(0.0, 1000.0))
+    }
+}
+
 /// Writes with `f` and reads the text back as a value (so the value is exactly the text's).
 fn parse(f: impl FnOnce(&mut Vec<u8>)) -> Value {
     let mut out = Vec::with_capacity(128);
@@ -392,5 +458,160 @@ impl std::fmt::Display for Detail {
         let mut out = Vec::with_capacity(128);
         self.write(&mut out);
         f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::disparity;
+
+    /// What `/metrics` read from the JSON before the typed accessors (the reference).
+    fn evidence_ratio_of(detail: &Value) -> Option<f64> {
+        let d = &detail["decision"];
+        let r = match d["rule"].as_str()? {
+            "ks_band_segments" => d["segment_ks_d"].as_f64()? / d["boundary"].as_f64().filter(|b| *b > 0.0)?,
+            "page_hinkley_budget" => detail["statistic"].as_f64()? / d["threshold"].as_f64().filter(|b| *b > 0.0)?,
+            _ => (d["evidence"].as_f64()? - d["boundary"].as_f64()?).min(7.0).exp(),
+        };
+        Some(r.clamp(0.0, 1000.0))
+    }
+
+    fn limits(x: f64) -> Vec<Limit> {
+        vec![
+            Limit::None,
+            Limit::Band { min: Some(x), max: Some(0.25) },
+            Limit::Band { min: None, max: Some(x) },
+            Limit::Disparity { max_ratio: x, alpha: Some(0.05), min_per_group: 20 },
+            Limit::Disparity { max_ratio: 1.25, alpha: None, min_per_group: 7 },
+            Limit::PageHinkley { lambda: 50.0, delta: x, hold: 900.0 },
+            Limit::Ks { alpha: 0.01, critical: x },
+            Limit::Number("max_gap", x),
+            Limit::Count("max", 2000),
+            Limit::Count("unknown_versions", 0),
+            Limit::Version("v1".into()),
+            Limit::Window { start: Some(0), end: None },
+            Limit::CaptureOk,
+            Limit::Deadline { within: x, scope: "s".into() },
+        ]
+    }
+
+    fn details(x: f64) -> Vec<Detail> {
+        let decision = Decision { rule: "e_process", budget: 0.01, ln: x, boundary: 4.605170186 };
+        let band = KsBand {
+            budget: 0.01,
+            segment_n: 10,
+            segment_index: 1,
+            segment_ks_d: x,
+            boundary: 0.0756189,
+            crossed: Some(false),
+        };
+        let rows = vec![("a".to_string(), 3, 40), ("b".to_string(), 9, 41)];
+        vec![
+            Detail::None,
+            Detail::Rate {
+                x: 1,
+                n: 2,
+                method: "wilson",
+                confidence: 0.95,
+                on: "bound",
+                excess: None,
+                decision: Some(decision),
+            },
+            Detail::Quantile { q: 0.95, value: Some(x), samples: 3, exceedances: Some(1), decision: Some(decision) },
+            Detail::Disparity(Arc::new(DisparityDetail {
+                attribute: "sex".into(),
+                source: GroupSource::SubjectGroups,
+                result: disparity(&rows, 20, 0.95),
+                decision: Some((decision, Some("b".into()))),
+            })),
+            Detail::Psi(Arc::new(PsiDetail {
+                psi: x,
+                baseline_n: 10,
+                window_n: 10,
+                baseline_full: true,
+                edges: Arc::from([0.0, 0.5]),
+                baseline_counts: vec![5, 5],
+                window_counts: vec![4, 6],
+                decision: Some(band),
+            })),
+            Detail::Ks {
+                ks_d: x,
+                critical: f64::NAN,
+                baseline_n: 1,
+                window_n: 0,
+                baseline_full: false,
+                bins: 2,
+                decision: Some(band),
+            },
+            Detail::Ks {
+                ks_d: 0.1,
+                critical: x,
+                baseline_n: 1,
+                window_n: 1,
+                baseline_full: true,
+                bins: 2,
+                decision: None,
+            },
+            Detail::PageHinkley {
+                statistic: x,
+                detections: 1,
+                last_detection: Some((0, Shift::Up)),
+                decision: Some((0.01, 50.0, 0.01)),
+            },
+            Detail::PageHinkley { statistic: 1.0, detections: 0, last_detection: None, decision: Some((0.01, x, 0.0)) },
+            Detail::State { check: "capture_ok", sources_breaching: vec!["cam-\"1".into()], active: true },
+            Detail::Silence { source: "cam-1".into(), last_seen: 1, event_type: "detection" },
+            Detail::NotStopped,
+            Detail::Deadline { stopped_at: 0, due: 1000, attested: false },
+        ]
+    }
+
+    const SAMPLES: [f64; 9] = [0.0, -0.0, 0.1, 1.0 / 3.0, 12.5, -7.25, 1e-300, f64::NAN, f64::INFINITY];
+
+    /// The typed accessors give exactly what reading the written JSON gives.
+    #[test]
+    fn typed_numbers_equal_the_json_ones() {
+        for x in SAMPLES {
+            for limit in limits(x) {
+                let json: Vec<(String, f64)> = match limit.value() {
+                    Value::Object(m) => m.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect(),
+                    other => panic!("a limit is an object: {other}"),
+                };
+                let typed: Vec<(String, f64)> = limit.numbers().map(|(k, v)| (k.to_string(), v)).collect();
+                assert_eq!(format!("{typed:?}"), format!("{json:?}"), "{limit:?}");
+            }
+            for detail in details(x) {
+                let v = detail.value();
+                for key in ["ratio_max_min", "ratio_max_geomean", "p_value", "psi", "ks_d", "critical", "statistic"] {
+                    let want = v.get(key).and_then(|v| v.as_f64());
+                    assert_eq!(format!("{:?}", detail.number(key)), format!("{want:?}"), "{key} of {detail:?}");
+                }
+                let want = evidence_ratio_of(&v);
+                assert_eq!(format!("{:?}", detail.evidence_ratio()), format!("{want:?}"), "{detail:?}");
+            }
+        }
+    }
+
+    /// Each kind is shown with its keys (sorted) and values as the API documents them.
+    #[test]
+    fn limits_and_details_are_shown_as_documented() {
+        let texts: Vec<String> = limits(0.5).iter().map(|l| l.to_string()).collect();
+        assert_eq!(texts[2], r#"{"max":0.5}"#);
+        assert_eq!(texts[3], r#"{"alpha":0.05,"max_ratio":0.5,"min_per_group":20}"#);
+        assert_eq!(texts[11], r#"{"window_end":null,"window_start":"1970-01-01T00:00:00Z"}"#);
+        assert_eq!(texts[13], r#"{"scope":"s","within":0.5}"#);
+        let d: Vec<String> = details(0.5).iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            d[1],
+            r#"{"confidence":0.95,"decision":{"boundary":4.60517,"evidence":0.5,"false_breach_per_day":0.01,"rule":"e_process"},"method":"wilson","n":2,"on":"bound","x":1}"#
+        );
+        assert_eq!(
+            d[7],
+            r#"{"decision":{"false_breach_per_day":0.01,"rule":"page_hinkley_budget","threshold":50.0,"variance":0.01},"detections":1,"direction":"up","last_detection":"1970-01-01T00:00:00Z","statistic":0.5}"#
+        );
+        assert_eq!(d[9], r#"{"active":true,"check":"capture_ok","sources_breaching":["cam-\"1"]}"#);
+        assert_eq!(d[12], r#"{"attested":false,"due":"1970-01-01T00:00:01Z","stopped_at":"1970-01-01T00:00:00Z"}"#);
+        assert!(d[3].contains(r#""decision":{"boundary":4.60517,"evidence":0.5,"false_breach_per_day":0.01,"group":"b","rule":"e_process"}"#), "{}", d[3]);
     }
 }

@@ -917,31 +917,25 @@ impl<'a> DeploymentFamilies<'a> {
             if let Some(n) = e.n {
                 self.samples.add(short.clone(), n as f64);
             }
-            if let serde_json::Value::Object(obj) = e.limit.value() {
-                for (k, v) in obj {
-                    if let (Some(v), Some(k)) = (v.as_f64(), LIMIT_KEYS.iter().find(|x| **x == k)) {
-                        self.limit.add(short.with("limit", *k), v);
-                    }
+            for (k, v) in e.limit.numbers() {
+                if let Some(k) = LIMIT_KEYS.iter().find(|x| **x == k) {
+                    self.limit.add(short.with("limit", *k), v);
                 }
             }
-            // The detail text is parsed once, and only for the kinds that export from it.
-            let budgeted = cond.kind.budget().and_then(|b| b.per_day()).is_some();
-            let detail = if budgeted || matches!(cond.kind, Kind::Disparity(_) | Kind::Drift(_)) {
-                e.detail.value()
-            } else {
-                serde_json::Value::Null
-            };
-            if budgeted && let Some(r) = evidence_ratio(&detail) {
+            if cond.kind.budget().and_then(|b| b.per_day()).is_some()
+                && let Some(r) = e.detail.evidence_ratio()
+            {
                 self.evidence.add(short.clone(), r);
             }
+            let detail = &e.detail;
             match &cond.kind {
                 Kind::Disparity(spec) => {
                     for (key, r) in [("ratio_max_min", "max_min"), ("ratio_max_geomean", "max_geomean")] {
-                        if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
+                        if let Some(v) = detail.number(key) {
                             self.ratio.add(short.with("attribute", spec.attribute.as_str()).with("ratio", r), v);
                         }
                     }
-                    if let Some(p) = detail.get("p_value").and_then(|v| v.as_f64()) {
+                    if let Some(p) = detail.number("p_value") {
                         self.pval.add(short.with("attribute", spec.attribute.as_str()), p);
                     }
                 }
@@ -949,7 +943,7 @@ impl<'a> DeploymentFamilies<'a> {
                     for (key, stat) in
                         [("psi", "psi"), ("ks_d", "ks_d"), ("critical", "ks_critical"), ("statistic", "page_hinkley")]
                     {
-                        if let Some(v) = detail.get(key).and_then(|v| v.as_f64()) {
+                        if let Some(v) = detail.number(key) {
                             self.drift.add(short.with("statistic", stat), v);
                         }
                     }
@@ -1050,20 +1044,6 @@ impl<'a> DeploymentFamilies<'a> {
 /// Limit keys exported as `ddtwatch_condition_limit{limit=...}` (a bounded set).
 const LIMIT_KEYS: &[&str] =
     &["min", "max", "max_ratio", "alpha", "min_per_group", "max_gap", "within", "lambda", "delta", "hold", "critical"];
-
-/// A calibrated decision's statistic over its threshold (`detail.decision`, docs/STATISTICS.md),
-/// on one linear scale for every kind, firing at 1: e-value / (1/α) and Shiryaev–Roberts R / A
-/// (both from their logarithms), segment KS D / band for PSI and KS, statistic / threshold for
-/// Page–Hinkley. Capped at 1,000 (a breach far past its boundary).
-fn evidence_ratio(detail: &serde_json::Value) -> Option<f64> {
-    let d = &detail["decision"];
-    let r = match d["rule"].as_str()? {
-        "ks_band_segments" => d["segment_ks_d"].as_f64()? / d["boundary"].as_f64().filter(|b| *b > 0.0)?,
-        "page_hinkley_budget" => detail["statistic"].as_f64()? / d["threshold"].as_f64().filter(|b| *b > 0.0)?,
-        _ => (d["evidence"].as_f64()? - d["boundary"].as_f64()?).min(7.0).exp(),
-    };
-    Some(r.clamp(0.0, 1000.0))
-}
 
 /// Logging: JSON lines for `run`, human-readable for `demo` and the other commands.
 /// The default log filter: rdkafka's own "Global error" lines repeat what the sources' error
