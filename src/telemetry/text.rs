@@ -7,7 +7,7 @@
 
 use prometheus_client::metrics::MetricType;
 
-use super::{Family, HistFamily, Labels};
+use super::{HistFamily, Labels};
 
 /// The two text formats a scrape may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,17 +95,16 @@ fn int(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-/// The samples of a gauge or counter family (the same lines in both formats).
-pub(super) fn samples(out: &mut String, f: &Family<'_>) {
-    let suffix = if f.ty == MetricType::Counter { "_total" } else { "" };
-    for (l, v) in &f.samples {
-        out.push_str(f.name);
-        out.push_str(suffix);
-        labels(out, None, l, None);
-        out.push(' ');
-        float(out, *v);
-        out.push('\n');
+/// One sample line of a gauge or counter family (the same line in both formats).
+pub(super) fn sample(out: &mut String, name: &str, ty: MetricType, l: &Labels<'_>, v: f64) {
+    out.push_str(name);
+    if ty == MetricType::Counter {
+        out.push_str("_total");
     }
+    labels(out, None, l, None);
+    out.push(' ');
+    float(out, v);
+    out.push('\n');
 }
 
 /// A histogram bucket's bound as each format writes it: OpenMetrics as a float (`1.0`),
