@@ -119,16 +119,16 @@ pub fn replay(
 /// The reader stage: batches of parsed lines to `tx` until end of input, a read error (sent on)
 /// or the receiver hanging up.
 fn read_and_parse(mut input: impl BufRead, tx: &std::sync::mpsc::SyncSender<io::Result<Batch>>) {
-    let mut buf = Vec::with_capacity(4096);
     let mut first = true;
-    let fresh =
-        || Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 };
+    let fresh = || Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 };
     let mut batch = fresh();
     loop {
-        buf.clear();
-        let n = match read_line_bounded(&mut input, &mut buf, crate::event::MAX_EVENT_BYTES + 1) {
+        // Straight into the batch's text (at most the event limit and one byte more of a line).
+        let start = batch.text.len();
+        let n = match read_line_bounded(&mut input, &mut batch.text, start + crate::event::MAX_EVENT_BYTES + 1) {
             Ok(n) => n,
             Err(e) => {
+                batch.text.truncate(start);
                 // The lines read before the error are applied, then the error ends the replay.
                 if tx.send(Ok(batch)).is_ok() {
                     let _ = tx.send(Err(e));
@@ -142,16 +142,17 @@ fn read_and_parse(mut input: impl BufRead, tx: &std::sync::mpsc::SyncSender<io::
         batch.bytes += n as u64;
         // A UTF-8 byte-order mark is stripped from the first line of a file only; elsewhere it is
         // the documented `malformed_json`.
-        if std::mem::take(&mut first) && buf.starts_with(UTF8_BOM) {
-            buf.drain(..UTF8_BOM.len());
+        if std::mem::take(&mut first) && batch.text.starts_with(UTF8_BOM) {
+            batch.text.drain(..UTF8_BOM.len());
         }
-        let line = trim(&buf);
-        if line.is_empty() {
+        let range = trim(&batch.text, start);
+        if range.is_empty() {
+            batch.text.truncate(start);
             continue;
         }
-        let start = batch.text.len();
-        batch.text.extend_from_slice(line);
-        batch.lines.push((start..batch.text.len(), parse_line(line)));
+        batch.text.truncate(range.end);
+        let parsed = parse_line(&batch.text[range.clone()]);
+        batch.lines.push((range, parsed));
         if batch.lines.len() >= BATCH_LINES && tx.send(Ok(std::mem::replace(&mut batch, fresh()))).is_err() {
             return;
         }
@@ -233,16 +234,17 @@ pub fn read_line_bounded(input: &mut impl BufRead, buf: &mut Vec<u8>, keep: usiz
     }
 }
 
-fn trim(line: &[u8]) -> &[u8] {
-    let mut end = line.len();
-    while end > 0 && matches!(line[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
+/// The range of `text[from..]` without its line ending and surrounding blanks.
+fn trim(text: &[u8], from: usize) -> std::ops::Range<usize> {
+    let mut end = text.len();
+    while end > from && matches!(text[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
         end -= 1;
     }
-    let mut start = 0;
-    while start < end && matches!(line[start], b' ' | b'\t') {
+    let mut start = from;
+    while start < end && matches!(text[start], b' ' | b'\t') {
         start += 1;
     }
-    &line[start..end]
+    start..end
 }
 
 #[cfg(test)]
