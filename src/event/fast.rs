@@ -1,9 +1,9 @@
-//! A fast path for the event nearly every stream is made of, a valid `detection`: parsed from the
-//! bytes straight into the typed event, without the `serde_json::Value` tree the general parser
-//! builds first (issue 21). It accepts only what the general parser accepts, with the same
-//! result; anything else (another type, any doubt, any invalid field) returns None and goes to
-//! the general parser, which gives the reason. A differential property test holds the two
-//! together (`tests` below).
+//! Valid events parsed from the bytes straight into the typed event, without the
+//! `serde_json::Value` tree the general parser builds first (issue 21): the event nearly every
+//! stream is made of, a `detection` ([`detection`]), and the six other types ([`other`]). They
+//! accept only what the general parser accepts, with the same result; anything else (any doubt,
+//! any invalid field) returns None and goes to the general parser, which gives the reason.
+//! Differential property tests hold the two together (`tests` below).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -11,7 +11,30 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::parse::{MAX_INTEGER, MAX_SCORES, is_valid_id};
-use super::{Body, Detection, Event, System, parse_ts};
+use super::{
+    Adjudication, Alert, Authorisation, Body, Decision as AdjudicationDecision, Deletion, DeploymentEvent, Detection,
+    Event, EventType, Groups, ListInfo, Millis, Outcome, OutcomeResult, Phase, Status, System, parse_ts,
+};
+
+/// `T` from a JSON object only: a derived struct also takes an array of its fields in order,
+/// which the general parser rejects (`not_an_object`, or a field of the wrong type).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
+    }
+}
 
 #[derive(Deserialize)]
 struct RawDetection<'a> {
@@ -74,7 +97,7 @@ fn units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::
 /// The event in `line` if it is a valid detection without `exposure` (None: let the general
 /// parser decide).
 pub(super) fn detection(line: &[u8]) -> Option<Event> {
-    let r: RawDetection<'_> = serde_json::from_slice(line).ok()?;
+    let ObjectOnly(r) = serde_json::from_slice::<ObjectOnly<RawDetection<'_>>>(line).ok()?;
     if r.schema_version != 1 || r.kind != "detection" || r.exposure.is_some() {
         return None;
     }
@@ -121,6 +144,295 @@ pub(super) fn detection(line: &[u8]) -> Option<Event> {
             exposure: BTreeMap::new(),
             canary_passes,
         }),
+    })
+}
+
+/// Any field of the six other event types (a field the type does not read may be absent; one of a
+/// type the typed parse cannot take sends the event to the general parser, which ignores what its
+/// type does not read).
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    schema_version: u64,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    deployment_id: Cow<'a, str>,
+    #[serde(borrow)]
+    system: Cow<'a, str>,
+    #[serde(borrow)]
+    source_id: Cow<'a, str>,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(default, borrow)]
+    ts_emitted: Option<Cow<'a, str>>,
+    // alert
+    #[serde(default, borrow)]
+    alert_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    score: Option<f64>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    #[serde(default, borrow)]
+    list_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    category: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    subject_groups: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    #[serde(default)]
+    canary: Option<bool>,
+    #[serde(default)]
+    latency_ms: Option<u64>,
+    // adjudication
+    #[serde(default, borrow)]
+    decision: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    operator_token: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    verifier_token: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+    // outcome
+    #[serde(default, borrow)]
+    result: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    engaged_groups: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    // status
+    #[serde(default, borrow)]
+    algorithm_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    list: Option<ObjectOnly<RawList<'a>>>,
+    #[serde(default)]
+    clock_offset_ms: Option<i64>,
+    #[serde(default)]
+    capture_ok: Option<bool>,
+    // deployment
+    #[serde(default, borrow)]
+    phase: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    authorisation: Option<ObjectOnly<RawAuthorisation<'a>>>,
+    // deletion
+    #[serde(default, borrow)]
+    scope: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    up_to: Option<Cow<'a, str>>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(default, borrow)]
+    version: Option<Cow<'a, str>>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default, borrow)]
+    built_at: Option<Cow<'a, str>>,
+    #[serde(default)]
+    under_18: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawAuthorisation<'a> {
+    #[serde(default, borrow)]
+    authority_token: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    rank: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    window_start: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    window_end: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    location: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    purpose: Option<Cow<'a, str>>,
+    #[serde(default)]
+    max_list_size: Option<u64>,
+    #[serde(default)]
+    threshold_floor: Option<f64>,
+}
+
+/// An optional string of `min`–`max` characters: `Some(value)` if valid (None: let the general
+/// parser say why).
+fn text(s: &Option<Cow<'_, str>>, min: usize, max: usize) -> Option<Option<String>> {
+    match s {
+        None => Some(None),
+        Some(s) => (min..=max).contains(&s.chars().count()).then(|| Some(s.to_string())),
+    }
+}
+
+/// A required string of `min`–`max` characters.
+fn required(s: &Option<Cow<'_, str>>, min: usize, max: usize) -> Option<String> {
+    text(s, min, max)?
+}
+
+/// An optional count within 2^53 − 1.
+fn count(v: Option<u64>) -> Option<Option<u64>> {
+    match v {
+        Some(n) if n > MAX_INTEGER => None,
+        v => Some(v),
+    }
+}
+
+/// An optional number in [0, 1].
+fn unit(v: Option<f64>) -> Option<Option<f64>> {
+    match v {
+        Some(x) if !x.is_finite() || !(0.0..=1.0).contains(&x) => None,
+        v => Some(v),
+    }
+}
+
+/// An optional RFC 3339 time.
+fn time(s: &Option<Cow<'_, str>>) -> Option<Option<Millis>> {
+    match s {
+        None => Some(None),
+        Some(s) => Some(Some(parse_ts(s)?)),
+    }
+}
+
+/// `{attr: group}`, both at most 64 bytes.
+fn groups(g: Option<BTreeMap<Cow<'_, str>, Cow<'_, str>>>) -> Option<Groups> {
+    let mut out = Groups::new();
+    for (a, v) in g.unwrap_or_default() {
+        if a.len() > 64 || v.len() > 64 {
+            return None;
+        }
+        out.insert(a.into_owned(), v.into_owned());
+    }
+    Some(out)
+}
+
+/// The event in `line` if it is a valid alert, adjudication, outcome, status, deployment or
+/// deletion (None: let the general parser decide). The rules are `parse.rs`'s, field by field.
+pub(super) fn other(line: &[u8]) -> Option<Event> {
+    let ObjectOnly(r) = serde_json::from_slice::<ObjectOnly<RawEvent<'_>>>(line).ok()?;
+    if r.schema_version != 1 {
+        return None;
+    }
+    let kind = EventType::parse(&r.kind)?;
+    let event_id = required(&Some(r.event_id), 1, 128)?;
+    if !is_valid_id(&r.deployment_id) || !is_valid_id(&r.source_id) {
+        return None;
+    }
+    let system = match r.system.as_ref() {
+        "lfr" => System::Lfr,
+        "anpr" => System::Anpr,
+        _ => return None,
+    };
+    let ts = parse_ts(&r.ts)?;
+    let ts_emitted = time(&r.ts_emitted)?;
+    let body = match kind {
+        EventType::Detection => return None,
+        EventType::Alert => Body::Alert(Alert {
+            alert_id: required(&r.alert_id, 1, 128)?,
+            score: unit(r.score)??,
+            threshold: unit(r.threshold)??,
+            list_version: required(&r.list_version, 1, 128)?,
+            category: text(&r.category, 1, 64)?,
+            subject_groups: groups(r.subject_groups)?,
+            canary: r.canary.unwrap_or(false),
+            latency_ms: count(r.latency_ms)?,
+        }),
+        EventType::Adjudication => {
+            let alert_id = required(&r.alert_id, 1, 128)?;
+            let decision = match required(&r.decision, 1, 16)?.as_str() {
+                "engage" => AdjudicationDecision::Engage,
+                "dismiss" => AdjudicationDecision::Dismiss,
+                _ => return None,
+            };
+            required(&r.operator_token, 1, 256)?;
+            let verified = text(&r.verifier_token, 1, 256)?.is_some();
+            let reason = text(&r.reason, 0, 64)?;
+            Body::Adjudication(Adjudication {
+                alert_id,
+                decision,
+                verified,
+                reason_misread: reason.as_deref() == Some("misread"),
+            })
+        }
+        EventType::Outcome => {
+            let alert_id = required(&r.alert_id, 1, 128)?;
+            let result = match (required(&r.result, 1, 32)?.as_str(), system) {
+                ("true_match", _) => OutcomeResult::TrueMatch,
+                ("false_match", _) => OutcomeResult::FalseMatch,
+                ("inconclusive", _) => OutcomeResult::Inconclusive,
+                ("not_located", _) => OutcomeResult::NotLocated,
+                ("misread", System::Anpr) => OutcomeResult::Misread,
+                _ => return None,
+            };
+            text(&r.action, 0, 64)?;
+            Body::Outcome(Outcome { alert_id, result, engaged_groups: groups(r.engaged_groups)? })
+        }
+        EventType::Status => {
+            let list = match &r.list {
+                None => None,
+                Some(ObjectOnly(l)) => Some(ListInfo {
+                    version: text(&l.version, 1, 128)?,
+                    size: count(l.size)?,
+                    built_at: time(&l.built_at)?,
+                    under_18: count(l.under_18)?,
+                }),
+            };
+            if r.clock_offset_ms.is_some_and(|v| v.unsigned_abs() > MAX_INTEGER) {
+                return None;
+            }
+            Body::Status(Status {
+                threshold: unit(r.threshold)?,
+                algorithm_version: text(&r.algorithm_version, 1, 128)?,
+                list,
+                clock_offset_ms: r.clock_offset_ms,
+                capture_ok: r.capture_ok,
+            })
+        }
+        EventType::Deployment => {
+            let phase = match required(&r.phase, 1, 16)?.as_str() {
+                "authorised" => Phase::Authorised,
+                "started" => Phase::Started,
+                "stopped" => Phase::Stopped,
+                _ => return None,
+            };
+            let authorisation = match &r.authorisation {
+                None => None,
+                Some(ObjectOnly(a)) => {
+                    let auth = Authorisation {
+                        authority_token: text(&a.authority_token, 1, 256)?,
+                        rank: text(&a.rank, 1, 64)?,
+                        window_start: time(&a.window_start)?,
+                        window_end: time(&a.window_end)?,
+                        location: text(&a.location, 1, 256)?,
+                        purpose: text(&a.purpose, 1, 256)?,
+                        max_list_size: count(a.max_list_size)?,
+                        threshold_floor: unit(a.threshold_floor)?,
+                    };
+                    if let (Some(s), Some(e)) = (auth.window_start, auth.window_end)
+                        && e < s
+                    {
+                        return None;
+                    }
+                    Some(auth)
+                }
+            };
+            Body::Deployment(DeploymentEvent { phase, authorisation })
+        }
+        EventType::Deletion => {
+            let scope = required(&r.scope, 1, 32)?;
+            if !matches!(scope.as_str(), "non_match_biometrics" | "list" | "alerts" | "reads") {
+                return None;
+            }
+            Body::Deletion(Deletion { scope, up_to: time(&r.up_to)??, count: count(r.count)? })
+        }
+    };
+    Some(Event {
+        event_id,
+        deployment_id: r.deployment_id.into_owned(),
+        system,
+        source_id: r.source_id.into_owned(),
+        ts,
+        ts_emitted,
+        body,
     })
 }
 
@@ -237,5 +549,141 @@ mod tests {
         assert_eq!(detection(with_exposure), None, "exposure is left to the general parser");
         let duplicate = br#"{"schema_version":1,"type":"detection","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","count":2,"count":3}"#;
         assert_eq!(detection(duplicate), None, "a repeated key is left to the general parser");
+        // A derived struct would take its fields as an array; the general parser does not.
+        let array = br#"[1,"detection","e","d","lfr","c","2026-04-25T09:00:00Z",null,2]"#;
+        assert_eq!(detection(array), None);
+        assert_eq!(general(array).unwrap_err().reason, crate::event::Reason::NotAnObject);
+    }
+
+    /// A valid event of each other type, with every field its type reads.
+    fn others() -> Vec<serde_json::Map<String, Value>> {
+        let envelope = json!({"schema_version": 1, "event_id": "e-2", "deployment_id": "d-1", "system": "anpr",
+            "source_id": "cam-1", "ts": "2026-04-25T09:00:00.5+01:00", "ts_emitted": "2026-04-25T08:00:00.4Z"});
+        let bodies = [
+            json!({"type": "alert", "alert_id": "a-1", "score": 0.91, "threshold": 0.8, "list_version": "v1",
+                "category": "stolen_vehicle", "subject_groups": {"sex": "male", "ethnicity": "white"}, "canary": true,
+                "latency_ms": 120}),
+            json!({"type": "adjudication", "alert_id": "a-1", "decision": "dismiss", "operator_token": "op",
+                "verifier_token": "ver", "reason": "misread"}),
+            json!({"type": "outcome", "alert_id": "a-1", "result": "misread", "action": "none",
+                "engaged_groups": {"sex": "female"}}),
+            json!({"type": "status", "threshold": 0.8, "algorithm_version": "ocr-7", "clock_offset_ms": -12,
+                "capture_ok": false, "list": {"version": "v1", "size": 42000, "built_at": "2026-04-25T07:00:00Z",
+                "under_18": 0, "categories": {"stolen_vehicle": 30000}}}),
+            json!({"type": "deployment", "phase": "authorised", "authorisation": {"authority_token": "t",
+                "rank": "superintendent", "window_start": "2026-04-25T08:00:00Z", "window_end": "2026-04-25T12:00:00Z",
+                "location": "A12", "purpose": "vehicles of interest", "max_list_size": 100000, "threshold_floor": 0.6}}),
+            json!({"type": "deletion", "scope": "reads", "up_to": "2026-04-25T12:00:00Z", "count": 5800}),
+        ];
+        bodies
+            .into_iter()
+            .map(|b| {
+                let mut o = envelope.as_object().unwrap().clone();
+                o.extend(b.as_object().unwrap().clone());
+                o
+            })
+            .collect()
+    }
+
+    const OTHER_FIELDS: [&str; 31] = [
+        "schema_version",
+        "type",
+        "event_id",
+        "deployment_id",
+        "system",
+        "source_id",
+        "ts",
+        "ts_emitted",
+        "alert_id",
+        "score",
+        "threshold",
+        "list_version",
+        "category",
+        "subject_groups",
+        "canary",
+        "latency_ms",
+        "decision",
+        "operator_token",
+        "verifier_token",
+        "reason",
+        "result",
+        "action",
+        "engaged_groups",
+        "algorithm_version",
+        "list",
+        "clock_offset_ms",
+        "capture_ok",
+        "phase",
+        "authorisation",
+        "scope",
+        "up_to",
+    ];
+
+    /// Values for the other types' fields: [`field_values`], their enumerations and nested objects.
+    fn other_values() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            3 => field_values(),
+            1 => prop_oneof![
+                Just(Some(json!("engage"))),
+                Just(Some(json!("misread"))),
+                Just(Some(json!("true_match"))),
+                Just(Some(json!("stopped"))),
+                Just(Some(json!("list"))),
+                Just(Some(json!("x".repeat(129)))),
+                Just(Some(json!(-9007199254740992i64))),
+                Just(Some(json!({"version": "", "size": 1}))),
+                Just(Some(json!({"size": -1}))),
+                Just(Some(json!({"built_at": "yesterday"}))),
+                Just(Some(json!({"window_start": "2026-04-25T12:00:00Z", "window_end": "2026-04-25T08:00:00Z"}))),
+                Just(Some(json!({"threshold_floor": 2}))),
+                Just(Some(json!({"max_list_size": 9007199254740992u64}))),
+                Just(Some(json!({"sex": "x".repeat(65)}))),
+            ],
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6000))]
+        /// Whatever the typed parse of the other six types accepts, the general parser accepts
+        /// with the same event.
+        #[test]
+        fn the_typed_parse_of_other_types_agrees_with_the_general_parser(
+            which in 0..6usize,
+            changes in proptest::collection::vec((0..OTHER_FIELDS.len(), other_values()), 0..4),
+            escaped in any::<bool>(),
+        ) {
+            let mut obj = others()[which].clone();
+            for (i, v) in changes {
+                match v {
+                    None => { obj.remove(OTHER_FIELDS[i]); }
+                    Some(v) => { obj.insert(OTHER_FIELDS[i].to_string(), v); }
+                }
+            }
+            let mut line = serde_json::to_string(&obj).unwrap();
+            if escaped {
+                line = line.replace("\"alert_id\"", "\"alert\\u005fid\"").replace("a-1", "a\\u002d1");
+            }
+            let slow = general(line.as_bytes());
+            if let Some(fast) = other(line.as_bytes()) {
+                prop_assert_eq!(Ok(fast), slow, "{}", line);
+            }
+        }
+    }
+
+    #[test]
+    fn every_other_type_takes_the_typed_path() {
+        for o in others() {
+            let line = serde_json::to_vec(&o).unwrap();
+            let want = general(&line).unwrap();
+            assert_eq!(other(&line), Some(want), "{}", String::from_utf8_lossy(&line));
+            assert_eq!(super::super::parse_line(&line), general(&line));
+        }
+        // A detection is not another type's; an outcome `misread` is ANPR's only.
+        assert_eq!(other(&serde_json::to_vec(&valid()).unwrap()), None);
+        let mut lfr = others()[2].clone();
+        lfr.insert("system".into(), json!("lfr"));
+        let line = serde_json::to_vec(&lfr).unwrap();
+        assert_eq!(other(&line), None);
+        assert!(general(&line).is_err());
     }
 }

@@ -29,6 +29,10 @@ pub fn parse_line(line: &[u8]) -> R<Event> {
     if let Some(ev) = super::fast::detection(line) {
         return Ok(ev);
     }
+    // The other valid events, also straight from the bytes.
+    if let Some(ev) = super::fast::other(line) {
+        return Ok(ev);
+    }
     let value: Value = serde_json::from_slice(line).map_err(|e| Invalid::new(Reason::MalformedJson, format!("{e}")))?;
     parse_value(value)
 }

@@ -120,7 +120,8 @@ pub fn replay(
 /// or the receiver hanging up.
 fn read_and_parse(mut input: impl BufRead, tx: &std::sync::mpsc::SyncSender<io::Result<Batch>>) {
     let mut first = true;
-    let fresh = || Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 };
+    let fresh =
+        || Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 };
     let mut batch = fresh();
     loop {
         // Straight into the batch's text (at most the event limit and one byte more of a line).
