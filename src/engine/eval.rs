@@ -204,7 +204,7 @@ impl Evidence {
 /// Cumulative window: the Bernoulli mixture e-value per side, each side holding alpha/sides.
 fn cumulative_evidence(sides: &[(Side, f64)], x: u64, n: u64, alpha: f64) -> Evidence {
     let share = alpha / sides.len().max(1) as f64;
-    let ln = sides.iter().map(|&(side, p0)| BernoulliMixture::new(p0, side).ln_e(x, n)).fold(f64::MIN, f64::max);
+    let ln = sides.iter().map(|&(side, p0)| BernoulliMixture::shared(p0, side).ln_e(x, n)).fold(f64::MIN, f64::max);
     Evidence { ln, boundary: sequential::e_threshold(share), budget: alpha }
 }
 
@@ -223,7 +223,7 @@ fn sr_evidence(
     let ln = sides
         .iter()
         .zip(sr.iter_mut())
-        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::new(p0, side), x, n, now, boundary))
+        .map(|(&(side, p0), d)| d.tick(&BernoulliMixture::shared(p0, side), x, n, now, boundary))
         .fold(f64::MIN, f64::max);
     Evidence { ln, boundary, budget: alpha }
 }

@@ -57,6 +57,29 @@ impl BernoulliMixture {
         BernoulliMixture { ln_theta, ln_norm }
     }
 
+    /// [`BernoulliMixture::new`], shared: the mixtures of recent nulls are kept per thread (a
+    /// condition's null is fixed, and every evaluation of every deployment's rate and quantile
+    /// conditions needs one; building one takes 99 logarithms). The same value `new` gives.
+    pub fn shared(p0: f64, side: Side) -> std::rc::Rc<BernoulliMixture> {
+        type Cache = Vec<((u64, Side), std::rc::Rc<BernoulliMixture>)>;
+        thread_local! {
+            static CACHE: std::cell::RefCell<Cache> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let key = (p0.to_bits(), side);
+        CACHE.with_borrow_mut(|cache| {
+            if let Some((_, m)) = cache.iter().find(|(k, _)| *k == key) {
+                return m.clone();
+            }
+            // A bounded cache: profiles hold a handful of nulls.
+            if cache.len() >= 64 {
+                cache.clear();
+            }
+            let m = std::rc::Rc::new(BernoulliMixture::new(p0, side));
+            cache.push((key, m.clone()));
+            m
+        })
+    }
+
     /// ln L_j for a batch of x successes in n trials (either may be negative when a count was
     /// corrected downwards: the likelihood ratio then divides out).
     fn ln_lr(&self, j: usize, x: f64, n: f64) -> f64 {
@@ -282,6 +305,9 @@ mod tests {
             assert!((got - want).abs() < 5e-6, "({x}, {n}, {p0}): {got} vs {want}");
         }
         // Lower test (θ → 1/θ): python3 tests/fixtures/calibration_vectors.py prints 11.933115 and 7.144456.
+        assert_eq!(*BernoulliMixture::shared(0.001, Side::Upper), BernoulliMixture::new(0.001, Side::Upper));
+        assert_eq!(*BernoulliMixture::shared(0.001, Side::Lower), BernoulliMixture::new(0.001, Side::Lower));
+        assert_ne!(*BernoulliMixture::shared(0.002, Side::Upper), BernoulliMixture::new(0.001, Side::Upper));
         let lower = BernoulliMixture::new(0.99, Side::Lower).ln_e(90, 100);
         assert!((lower - 11.933115).abs() < 5e-6, "{lower}");
         let lower = BernoulliMixture::new(0.01, Side::Lower).ln_e(0, 1000);
