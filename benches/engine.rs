@@ -64,7 +64,7 @@ fn engine_with(config: Arc<Config>, spill: Option<&std::path::Path>, setup: &[Ev
         e.spill_dedup_to(dir).unwrap();
     }
     for ev in setup {
-        e.ingest_parsed(Ok(ev.clone()), b"", 0);
+        e.ingest_parsed(&Ok(ev.clone()), b"", 0);
     }
     e
 }
@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
                 || (engine_with(config.clone(), spill.as_deref(), &setup), events.clone()),
                 |(mut engine, evs)| {
                     for ev in evs {
-                        engine.ingest_parsed(Ok(ev), b"", 0);
+                        engine.ingest_parsed(&Ok(ev), b"", 0);
                     }
                     engine
                 },
@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
     // A deployment with 100k detections applied, evaluated at successive seconds.
     let mut engine = Engine::new(Arc::new(Config::demo()), ClockMode::Wall);
     for ev in setup.iter().chain(events.iter()) {
-        engine.ingest_parsed(Ok(ev.clone()), b"", T0);
+        engine.ingest_parsed(&Ok(ev.clone()), b"", T0);
     }
     // Every condition in full (as when the deployment had input in the second), then the same
     // deployment with no input since: only the clock-driven part refreshed (eval::refresh).

@@ -556,16 +556,17 @@ impl Engine {
     /// Parses and applies one message. `receive` is the wall time it arrived.
     pub fn ingest(&mut self, payload: &[u8], receive: Millis) -> Ingested {
         match parse_line(payload) {
-            Ok(ev) => self.apply(ev, payload, receive),
+            Ok(ev) => self.apply(&ev, payload, receive),
             Err(e) => self.reject(e, payload),
         }
     }
 
-    /// Applies an already-parsed message (HTTP JSON arrays).
-    pub fn ingest_parsed(&mut self, parsed: Result<Event, Invalid>, payload: &[u8], receive: Millis) -> Ingested {
+    /// Applies an already-parsed message (HTTP JSON arrays, replay's reader stage). Borrowed, so
+    /// the caller drops it where it was made (an event is copied only when it is held).
+    pub fn ingest_parsed(&mut self, parsed: &Result<Event, Invalid>, payload: &[u8], receive: Millis) -> Ingested {
         match parsed {
             Ok(ev) => self.apply(ev, payload, receive),
-            Err(e) => self.reject(e, payload),
+            Err(e) => self.reject(e.clone(), payload),
         }
     }
 
@@ -611,7 +612,7 @@ impl Engine {
     /// - a held event still beyond the horizon after the clock advanced `max_future` since it was
     ///   held, or at end of input, is dead-lettered `future_timestamp` (a corrupt timestamp moves
     ///   no clock and changes no state).
-    fn apply(&mut self, ev: Event, payload: &[u8], receive: Millis) -> Ingested {
+    fn apply(&mut self, ev: &Event, payload: &[u8], receive: Millis) -> Ingested {
         if self.retired.contains_key(&ev.deployment_id) {
             let e = Invalid {
                 reason: Reason::RetiredDeployment,
@@ -627,7 +628,7 @@ impl Engine {
         let horizon = self.config.raw.engine.max_future.ms();
         match (self.mode, self.clock) {
             (ClockMode::Wall, _) if ev.ts > receive + horizon => {
-                let e = self.future_invalid(&ev, "the wall clock at receipt");
+                let e = self.future_invalid(ev, "the wall clock at receipt");
                 return self.reject(e, payload);
             }
             (ClockMode::Event, Some(clock)) if ev.ts > clock + horizon => {
@@ -643,7 +644,7 @@ impl Engine {
                 let origin = self.origin.clone();
                 self.future.push(FutureHeld {
                     origin,
-                    event: ev,
+                    event: ev.clone(),
                     payload: Arc::from(payload),
                     receive,
                     held_at: clock,
@@ -685,7 +686,7 @@ impl Engine {
             let f = self.future.remove(i);
             // Whatever it holds or dead-letters came from its own message.
             let current = std::mem::replace(&mut self.origin, f.origin);
-            self.apply_now(f.event, &f.payload, f.receive);
+            self.apply_now(&f.event, &f.payload, f.receive);
             self.origin = current;
         }
         let Some(clock) = self.clock else { return };
@@ -698,7 +699,7 @@ impl Engine {
         }
     }
 
-    fn apply_now(&mut self, ev: Event, payload: &[u8], receive: Millis) -> Ingested {
+    fn apply_now(&mut self, ev: &Event, payload: &[u8], receive: Millis) -> Ingested {
         let now = match self.mode {
             ClockMode::Event => self.clock.unwrap_or(ev.ts),
             ClockMode::Wall => receive,
@@ -728,7 +729,7 @@ impl Engine {
         let origin = &self.origin;
         // Borrows only the fields it needs: the origin stays readable.
         let d = deployment_in(&mut self.deployments, &self.config, &self.groups, &ev.deployment_id, Some(ev.system));
-        let outcome = d.apply(&ev, eval_now, timeout);
+        let outcome = d.apply(ev, eval_now, timeout);
         match outcome {
             Applied::Duplicate => {
                 d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;
@@ -743,7 +744,7 @@ impl Engine {
                 };
                 d.held_order.push_back((now, alert_id.clone()));
                 d.held.entry(alert_id).or_default().push(Held {
-                    event: ev,
+                    event: ev.clone(),
                     held_at: now,
                     raw: Arc::from(payload),
                     origin: origin.clone(),

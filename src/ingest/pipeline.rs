@@ -151,7 +151,7 @@ impl Pipeline {
         for (i, m) in messages.into_iter().enumerate() {
             let res = match m {
                 Ingest::Raw(bytes) => engine.ingest(bytes, receive),
-                Ingest::Parsed(parsed, raw) => engine.ingest_parsed(*parsed, &raw, receive),
+                Ingest::Parsed(parsed, raw) => engine.ingest_parsed(&parsed, &raw, receive),
             };
             match res {
                 Ingested::Applied(_) => r.accepted += 1,
