@@ -98,7 +98,7 @@ fn units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::
 /// parser decide).
 pub(super) fn detection(line: &[u8]) -> Option<Event> {
     let ObjectOnly(r) = serde_json::from_slice::<ObjectOnly<RawDetection<'_>>>(line).ok()?;
-    if r.schema_version != 1 || r.kind != "detection" || r.exposure.is_some() {
+    if r.kind != "detection" || r.exposure.is_some() {
         return None;
     }
     let units = |v: &Option<Vec<f64>>, count: u64| match v {
@@ -109,20 +109,6 @@ pub(super) fn detection(line: &[u8]) -> Option<Event> {
                 && v.iter().all(|x| x.is_finite() && (0.0..=1.0).contains(x))
         }
     };
-    let event_id_len = r.event_id.chars().count();
-    if !(1..=128).contains(&event_id_len) || !is_valid_id(&r.deployment_id) || !is_valid_id(&r.source_id) {
-        return None;
-    }
-    let system = match r.system.as_ref() {
-        "lfr" => System::Lfr,
-        "anpr" => System::Anpr,
-        _ => return None,
-    };
-    let ts = parse_ts(&r.ts)?;
-    let ts_emitted = match &r.ts_emitted {
-        None => None,
-        Some(s) => Some(parse_ts(s)?),
-    };
     if r.count == 0 || r.count > MAX_INTEGER || !units(&r.scores, r.count) || !units(&r.quality, r.count) {
         return None;
     }
@@ -130,21 +116,64 @@ pub(super) fn detection(line: &[u8]) -> Option<Event> {
     if canary_passes > MAX_INTEGER {
         return None;
     }
-    Some(Event {
-        event_id: r.event_id.into_owned(),
-        deployment_id: r.deployment_id.into_owned(),
-        system,
-        source_id: r.source_id.into_owned(),
-        ts,
-        ts_emitted,
-        body: Body::Detection(Detection {
-            count: r.count,
-            scores: r.scores.unwrap_or_default(),
-            quality: r.quality.unwrap_or_default(),
-            exposure: BTreeMap::new(),
-            canary_passes,
-        }),
-    })
+    let body = Body::Detection(Detection {
+        count: r.count,
+        scores: r.scores.unwrap_or_default(),
+        quality: r.quality.unwrap_or_default(),
+        exposure: BTreeMap::new(),
+        canary_passes,
+    });
+    let head = Head {
+        schema_version: r.schema_version,
+        event_id: r.event_id,
+        deployment_id: r.deployment_id,
+        system: system(&r.system)?,
+        source_id: r.source_id,
+        ts: r.ts,
+        ts_emitted: r.ts_emitted,
+    };
+    head.event(body)
+}
+
+/// The envelope every type shares, as read by serde.
+struct Head<'a> {
+    schema_version: u64,
+    event_id: Cow<'a, str>,
+    deployment_id: Cow<'a, str>,
+    system: System,
+    source_id: Cow<'a, str>,
+    ts: Cow<'a, str>,
+    ts_emitted: Option<Cow<'a, str>>,
+}
+
+impl Head<'_> {
+    /// The event with `body` if the envelope is valid (`parse.rs::parse_object`'s rules).
+    fn event(self, body: Body) -> Option<Event> {
+        if self.schema_version != 1
+            || !(1..=128).contains(&self.event_id.chars().count())
+            || !is_valid_id(&self.deployment_id)
+            || !is_valid_id(&self.source_id)
+        {
+            return None;
+        }
+        Some(Event {
+            event_id: self.event_id.into_owned(),
+            deployment_id: self.deployment_id.into_owned(),
+            system: self.system,
+            source_id: self.source_id.into_owned(),
+            ts: parse_ts(&self.ts)?,
+            ts_emitted: time(&self.ts_emitted)?,
+            body,
+        })
+    }
+}
+
+fn system(s: &str) -> Option<System> {
+    match s {
+        "lfr" => Some(System::Lfr),
+        "anpr" => Some(System::Anpr),
+        _ => None,
+    }
 }
 
 /// Any field of the six other event types (a field the type does not read may be absent; one of a
@@ -309,21 +338,8 @@ fn groups(g: Option<BTreeMap<Cow<'_, str>, Cow<'_, str>>>) -> Option<Groups> {
 /// deletion (None: let the general parser decide). The rules are `parse.rs`'s, field by field.
 pub(super) fn other(line: &[u8]) -> Option<Event> {
     let ObjectOnly(r) = serde_json::from_slice::<ObjectOnly<RawEvent<'_>>>(line).ok()?;
-    if r.schema_version != 1 {
-        return None;
-    }
     let kind = EventType::parse(&r.kind)?;
-    let event_id = required(&Some(r.event_id), 1, 128)?;
-    if !is_valid_id(&r.deployment_id) || !is_valid_id(&r.source_id) {
-        return None;
-    }
-    let system = match r.system.as_ref() {
-        "lfr" => System::Lfr,
-        "anpr" => System::Anpr,
-        _ => return None,
-    };
-    let ts = parse_ts(&r.ts)?;
-    let ts_emitted = time(&r.ts_emitted)?;
+    let system = system(&r.system)?;
     let body = match kind {
         EventType::Detection => return None,
         EventType::Alert => Body::Alert(Alert {
@@ -425,15 +441,16 @@ pub(super) fn other(line: &[u8]) -> Option<Event> {
             Body::Deletion(Deletion { scope, up_to: time(&r.up_to)??, count: count(r.count)? })
         }
     };
-    Some(Event {
-        event_id,
-        deployment_id: r.deployment_id.into_owned(),
+    let head = Head {
+        schema_version: r.schema_version,
+        event_id: r.event_id,
+        deployment_id: r.deployment_id,
         system,
-        source_id: r.source_id.into_owned(),
-        ts,
-        ts_emitted,
-        body,
-    })
+        source_id: r.source_id,
+        ts: r.ts,
+        ts_emitted: r.ts_emitted,
+    };
+    head.event(body)
 }
 
 #[cfg(test)]

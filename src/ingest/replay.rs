@@ -89,7 +89,7 @@ struct Batch {
 /// Two stages, so a single deployment's stream uses two cores: a thread reads and parses lines
 /// (parsing is a pure function of the line), and this one applies them to the engine in input
 /// order. The engine sees exactly what [`Engine::ingest`] of each line in turn would give it, so
-/// the output is the same; at most [`BATCHES_IN_FLIGHT`] batches are buffered. Applied batches go
+/// the output is the same; at most `BATCHES_IN_FLIGHT` batches are buffered. Applied batches go
 /// back to the reader, which drops their events and reuses their buffers (memory is freed by the
 /// thread that allocated it, which glibc's allocator does far faster than a free from another).
 pub fn replay(
