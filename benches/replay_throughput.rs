@@ -37,7 +37,8 @@ fn main() {
         let mut sink = DeadLetterSink::Discard;
         let progress = Progress::new(None, true);
         let t = Instant::now();
-        let stats = replay(&mut engine, &input[..], &mut |_| Ok(()), &mut sink, &progress).expect("replay");
+        let stats =
+            replay(&mut engine, std::io::Cursor::new(input), &mut |_| Ok(()), &mut sink, &progress).expect("replay");
         let replay = t.elapsed().as_secs_f64();
         assert_eq!(stats.lines as usize, lines.len());
         let (eps_parse, eps_replay) = (lines.len() as f64 / parse, lines.len() as f64 / replay);

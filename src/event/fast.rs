@@ -16,6 +16,65 @@ use super::{
     Event, EventType, Groups, ListInfo, Millis, Outcome, OutcomeResult, Phase, Status, System, parse_ts,
 };
 
+/// Whether the typed parses may take `line`: they skip the fields they do not read with
+/// serde_json's `IgnoredAny`, which checks less than building a `Value` does (the general
+/// parser's `malformed_json`): no UTF-8 check of a skipped string, no check of a `\u` escape
+/// for lone surrogates, no range check of a skipped number, no depth limit. A line with any of
+/// those (invalid UTF-8, a surrogate escape, a number with an exponent or over 300 digits, nesting
+/// beyond 100) is left to the general parser. A single pass over the bytes.
+pub(super) fn plain(line: &[u8]) -> bool {
+    if std::str::from_utf8(line).is_err() {
+        return false;
+    }
+    let (mut depth, mut in_string, mut i) = (0usize, false, 0);
+    while i < line.len() {
+        let b = line[i];
+        if in_string {
+            match b {
+                b'\\' => {
+                    // \uD800–\uDFFF: a surrogate (paired or not): left to the general parser.
+                    if line.get(i + 1) == Some(&b'u')
+                        && line.get(i + 2).is_some_and(|c| matches!(c, b'd' | b'D'))
+                        && line.get(i + 3).is_some_and(|c| matches!(c, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+                    {
+                        return false;
+                    }
+                    i += 1;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > 100 {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b'0'..=b'9' | b'-' => {
+                    let start = i;
+                    while i < line.len() && matches!(line[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                        if matches!(line[i], b'e' | b'E') {
+                            return false;
+                        }
+                        i += 1;
+                    }
+                    if i - start > 300 {
+                        return false;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    true
+}
+
 /// `T` from a JSON object only: a derived struct also takes an array of its fields in order,
 /// which the general parser rejects (`not_an_object`, or a field of the wrong type).
 struct ObjectOnly<T>(T);
@@ -702,5 +761,47 @@ mod tests {
         let line = serde_json::to_vec(&lfr).unwrap();
         assert_eq!(other(&line), None);
         assert!(general(&line).is_err());
+    }
+
+    /// What serde_json's skipping of unread fields does not check, and building a `Value` does:
+    /// such a line is never taken by the typed parses (it is `malformed_json`, as before them).
+    #[test]
+    fn unread_fields_are_checked_as_the_general_parser_checks_them() {
+        let alert = r#"{"schema_version":1,"type":"alert","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","alert_id":"a","score":0.9,"threshold":0.8,"list_version":"v1""#;
+        let detection = r#"{"schema_version":1,"type":"detection","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","count":2"#;
+        let status = r#"{"schema_version":1,"type":"status","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","list":{"size":3"#;
+        let deep = format!("{}1{}", "[".repeat(129), "]".repeat(129));
+        let bad: Vec<Vec<u8>> = vec![
+            br#""vendor":1e400"#.to_vec(),
+            br#""vendor":"\ud800""#.to_vec(),
+            br#""vendor":"\udc00""#.to_vec(),
+            br#""vendor":{"\ud800":1}"#.to_vec(),
+            [&b"\"vendor\":\""[..], &[0xFF], b"\""].concat(),
+            format!(r#""vendor":{}"#, "9".repeat(400)).into_bytes(),
+            format!(r#""vendor":{deep}"#).into_bytes(),
+        ];
+        for base in [alert, detection, status] {
+            let closing: &[u8] = if base == status { b"}}" } else { b"}" };
+            let good = [base.as_bytes(), closing].concat();
+            assert!(plain(&good));
+            assert!(super::super::parse_line(&good).is_ok(), "{base}");
+            for field in &bad {
+                let line = [base.as_bytes(), b",", field, closing].concat();
+                assert!(!plain(&line), "{}", String::from_utf8_lossy(&line));
+                let got = super::super::parse_line(&line).map_err(|e| e.reason);
+                assert_eq!(got, Err(crate::event::Reason::MalformedJson), "{}", String::from_utf8_lossy(&line));
+            }
+        }
+        // Where the general parser takes them, so does the fallback: a valid surrogate pair, a
+        // number with an exponent, deep but legal nesting.
+        let fine = [base_with(alert, r#""vendor":"\ud83d\ude00""#), base_with(alert, r#""vendor":1e3"#)];
+        for line in fine {
+            assert!(!plain(line.as_bytes()));
+            assert!(super::super::parse_line(line.as_bytes()).is_ok(), "{line}");
+        }
+    }
+
+    fn base_with(base: &str, field: &str) -> String {
+        format!("{base},{field}}}")
     }
 }

@@ -25,13 +25,15 @@ pub fn parse_line(line: &[u8]) -> R<Event> {
             format!("{} bytes exceeds the {} byte limit", line.len(), MAX_EVENT_BYTES),
         ));
     }
-    // Nearly every event is a valid detection: straight from the bytes (`fast.rs`).
-    if let Some(ev) = super::fast::detection(line) {
-        return Ok(ev);
-    }
-    // The other valid events, also straight from the bytes.
-    if let Some(ev) = super::fast::other(line) {
-        return Ok(ev);
+    // Nearly every event is a valid detection: straight from the bytes (`fast.rs`), as are the
+    // other valid events, unless the line holds something only the general parser checks.
+    if super::fast::plain(line) {
+        if let Some(ev) = super::fast::detection(line) {
+            return Ok(ev);
+        }
+        if let Some(ev) = super::fast::other(line) {
+            return Ok(ev);
+        }
     }
     let value: Value = serde_json::from_slice(line).map_err(|e| Invalid::new(Reason::MalformedJson, format!("{e}")))?;
     parse_value(value)

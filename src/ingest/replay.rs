@@ -70,8 +70,11 @@ impl Progress {
     }
 }
 
-/// Lines handed from the reader to the engine at a time, and batches in flight.
+/// Lines handed from the reader to the engine at a time (fewer once their text reaches
+/// `BATCH_BYTES`), and batches in flight: the reader holds at most ≈ 10 batches of text, ≈ 25 MB
+/// however long the lines.
 const BATCH_LINES: usize = 1024;
+const BATCH_BYTES: usize = 2 << 20;
 const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Lines read and parsed, in input order: each line's bytes (`text[range]`, kept for dead letters
@@ -94,7 +97,7 @@ struct Batch {
 /// thread that allocated it, which glibc's allocator does far faster than a free from another).
 pub fn replay(
     engine: &mut Engine,
-    input: impl BufRead + Send,
+    input: impl BufRead + Send + 'static,
     on_transition: &mut dyn FnMut(&Transition) -> io::Result<()>,
     dead: &mut DeadLetterSink,
     progress: &Progress,
@@ -102,16 +105,14 @@ pub fn replay(
     let mut stats = ReplayStats::default();
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(BATCHES_IN_FLIGHT);
     let (back, used) = std::sync::mpsc::channel::<Batch>();
-    std::thread::scope(|scope| {
-        let reader = std::thread::Builder::new()
-            .name("replay-parse".into())
-            .spawn_scoped(scope, move || read_and_parse(input, &tx, &used))?;
-        let applied = apply_batches(engine, &rx, &back, &mut stats, on_transition, dead, progress);
-        // The reader stops at its next send once the receiver is gone (on an error here).
-        drop(rx);
-        reader.join().map_err(|_| io::Error::other("the replay parse thread panicked"))?;
-        applied
-    })?;
+    let reader =
+        std::thread::Builder::new().name("replay-parse".into()).spawn(move || read_and_parse(input, &tx, &used))?;
+    let applied = apply_batches(engine, &rx, &back, &mut stats, on_transition, dead, progress);
+    drop(rx);
+    // An error here (stdout closed, the dead-letter file unwritable) ends the replay at once: the
+    // reader stops at its next send, or with the process, without waiting for more input.
+    applied?;
+    reader.join().map_err(|_| io::Error::other("the replay parse thread panicked"))?;
     engine.finish();
     drain(engine, on_transition, dead)?;
     dead.flush()?;
@@ -127,17 +128,16 @@ fn read_and_parse(
     used: &std::sync::mpsc::Receiver<Batch>,
 ) {
     let mut first = true;
-    // An applied batch emptied (its events dropped here), else a new one.
+    // An applied batch emptied (its events dropped here), else a new one; a text grown past the
+    // budget by long lines is not kept.
     let fresh = || match used.try_recv() {
-        Ok(mut b) => {
+        Ok(mut b) if b.text.capacity() <= 2 * BATCH_BYTES => {
             b.text.clear();
             b.lines.clear();
             b.bytes = 0;
             b
         }
-        Err(_) => {
-            Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 }
-        }
+        _ => Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 },
     };
     let mut batch = fresh();
     loop {
@@ -171,7 +171,8 @@ fn read_and_parse(
         batch.text.truncate(range.end);
         let parsed = parse_line(&batch.text[range.clone()]);
         batch.lines.push((range, parsed));
-        if batch.lines.len() >= BATCH_LINES && tx.send(Ok(std::mem::replace(&mut batch, fresh()))).is_err() {
+        let full = batch.lines.len() >= BATCH_LINES || batch.text.len() >= BATCH_BYTES;
+        if full && tx.send(Ok(std::mem::replace(&mut batch, fresh()))).is_err() {
             return;
         }
     }
@@ -319,10 +320,11 @@ mod tests {
         direct.finish();
         want.extend(direct.drain_transitions());
         let input = lines.join("\n");
+        let input_len = input.len();
         let mut got = Vec::new();
         let stats = replay(
             &mut staged,
-            input.as_bytes(),
+            io::Cursor::new(input.into_bytes()),
             &mut |t| {
                 got.push(t.clone());
                 Ok(())
@@ -333,7 +335,7 @@ mod tests {
         .unwrap();
         assert_eq!(stats.lines as usize, lines.len() - 1, "the blank line is not an event");
         assert_eq!((stats.invalid, stats.duplicates), (1, 1));
-        assert_eq!(stats.bytes as usize, input.len());
+        assert_eq!(stats.bytes as usize, input_len);
         assert!(!want.is_empty());
         assert_eq!(got, want);
         let json = |e: &Engine| serde_json::to_string(&e.summary()).unwrap();
@@ -373,5 +375,65 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "disk gone");
         assert_eq!(e.stats.applied_by_type.iter().sum::<u64>(), 10, "every line before the error applied");
+    }
+
+    /// Long lines make smaller batches: the reader's text stays within its byte budget.
+    #[test]
+    fn batches_are_bounded_in_bytes_as_well_as_lines() {
+        let line = format!("{}\n", "x".repeat(100_000));
+        let input = line.repeat(100);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1000);
+        let (_back, used) = std::sync::mpsc::channel();
+        read_and_parse(io::Cursor::new(input.into_bytes()), &tx, &used);
+        drop(tx);
+        let batches: Vec<Batch> = rx.into_iter().map(|b| b.unwrap()).collect();
+        assert!(batches.len() >= 4, "{} batches", batches.len());
+        assert_eq!(batches.iter().map(|b| b.lines.len()).sum::<usize>(), 100);
+        for b in &batches {
+            assert!(b.text.len() < BATCH_BYTES + 100_000, "{} bytes in a batch", b.text.len());
+        }
+    }
+
+    /// An error on the engine's side (here: writing a transition) ends the replay at once, even
+    /// while the input has nothing more to give (a pipe from a live producer).
+    #[test]
+    fn an_output_error_returns_without_waiting_for_input() {
+        struct Stalled(io::Cursor<Vec<u8>>, std::sync::mpsc::Receiver<()>);
+        impl io::Read for Stalled {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                unreachable!("read through BufRead")
+            }
+        }
+        impl BufRead for Stalled {
+            fn fill_buf(&mut self) -> io::Result<&[u8]> {
+                if self.0.position() as usize == self.0.get_ref().len() {
+                    // Nothing more, and no end of input: waits as a quiet pipe does.
+                    let _ = self.1.recv();
+                    return Ok(&[]);
+                }
+                self.0.fill_buf()
+            }
+            fn consume(&mut self, n: usize) {
+                self.0.consume(n)
+            }
+        }
+        use crate::ingest::simulator::{Scenario, generate_lines};
+        let lines = generate_lines(Scenario::ThresholdLowered, 20_000, 1);
+        let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+        let (_never, wait) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut e = engine();
+            let r = replay(
+                &mut e,
+                Stalled(io::Cursor::new(input), wait),
+                &mut |_| Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdout closed")),
+                &mut DeadLetterSink::Discard,
+                &Progress::new(None, true),
+            );
+            let _ = done_tx.send(r.map_err(|e| e.kind()));
+        });
+        let got = done.recv_timeout(std::time::Duration::from_secs(60)).expect("replay returned");
+        assert_eq!(got, Err(io::ErrorKind::BrokenPipe));
     }
 }
