@@ -55,16 +55,14 @@ pub(super) fn plain(line: &[u8]) -> bool {
                 }
                 b']' | b'}' => depth = depth.saturating_sub(1),
                 b'0'..=b'9' | b'-' => {
-                    let start = i;
-                    while i < line.len() && matches!(line[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
-                        if matches!(line[i], b'e' | b'E') {
-                            return false;
-                        }
-                        i += 1;
-                    }
-                    if i - start > 300 {
+                    let end = line[i..]
+                        .iter()
+                        .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                        .map_or(line.len(), |n| i + n);
+                    if !finite(&line[i..end]) {
                         return false;
                     }
+                    i = end;
                     continue;
                 }
                 _ => {}
@@ -73,6 +71,26 @@ pub(super) fn plain(line: &[u8]) -> bool {
         i += 1;
     }
     true
+}
+
+/// Whether a number token surely fits an f64 (as building a `Value` requires): at most 300
+/// digits before the point plus a positive exponent (a negative one only rounds towards 0, which
+/// serde_json accepts), and not absurdly long. Scores such as `1.0E-4` (Java's way) stay typed.
+fn finite(token: &[u8]) -> bool {
+    let (mantissa, exponent) = match token.iter().position(|c| matches!(c, b'e' | b'E')) {
+        Some(at) => (&token[..at], &token[at + 1..]),
+        None => (token, &b""[..]),
+    };
+    let digits = mantissa.iter().take_while(|c| **c != b'.').filter(|c| c.is_ascii_digit()).count();
+    let exponent: i64 = match std::str::from_utf8(exponent).ok().filter(|e| e.len() <= 6) {
+        Some("") => 0,
+        Some(e) => match e.trim_start_matches('+').parse() {
+            Ok(v) => v,
+            Err(_) => return false,
+        },
+        None => return false,
+    };
+    token.len() <= 1000 && digits as i64 + exponent.max(0) <= 300
 }
 
 /// `T` from a JSON object only: a derived struct also takes an array of its fields in order,
@@ -792,12 +810,19 @@ mod tests {
                 assert_eq!(got, Err(crate::event::Reason::MalformedJson), "{}", String::from_utf8_lossy(&line));
             }
         }
-        // Where the general parser takes them, so does the fallback: a valid surrogate pair, a
-        // number with an exponent, deep but legal nesting.
-        let fine = [base_with(alert, r#""vendor":"\ud83d\ude00""#), base_with(alert, r#""vendor":1e3"#)];
-        for line in fine {
-            assert!(!plain(line.as_bytes()));
+        // Where the general parser takes them, so does the fallback: a valid surrogate pair.
+        let pair = base_with(alert, r#""vendor":"\ud83d\ude00""#);
+        assert!(!plain(pair.as_bytes()));
+        assert!(super::super::parse_line(pair.as_bytes()).is_ok(), "{pair}");
+        // Exponents that surely fit stay on the typed path, with the general parser's result.
+        for field in [r#""vendor":1e3"#, r#""vendor":1e-400"#, r#""vendor":-2.5E+299"#, r#""scores":[1.0E-4,5e-1]"#] {
+            let line = base_with(detection, field);
+            assert!(plain(line.as_bytes()), "{line}");
+            assert_eq!(super::super::parse_line(line.as_bytes()), general(line.as_bytes()), "{line}");
             assert!(super::super::parse_line(line.as_bytes()).is_ok(), "{line}");
+        }
+        for token in ["1e301", "10e300", "1E+999999", "1e9999999999", &"9".repeat(301)] {
+            assert!(!finite(token.as_bytes()), "{token}");
         }
     }
 
