@@ -281,8 +281,25 @@ pub fn ph_threshold(lambda: f64, delta: f64, variance: f64, alpha_side: f64) -> 
     if delta <= 0.0 {
         return f64::INFINITY;
     }
-    let needed = variance.max(0.0) / (2.0 * delta) * (PH_HORIZON / alpha_side).ln();
+    let needed = variance.max(0.0) / (2.0 * delta) * horizon_ln(alpha_side);
     lambda.max(needed)
+}
+
+/// ln(PH_HORIZON / alpha_side), remembered per thread for the last `alpha_side` (the threshold is
+/// recomputed for every value a detector sees, with its condition's fixed budget).
+fn horizon_ln(alpha_side: f64) -> f64 {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, f64)> = const { std::cell::Cell::new((u64::MAX, f64::NAN)) };
+    }
+    LAST.with(|last| {
+        let (bits, ln) = last.get();
+        if bits == alpha_side.to_bits() {
+            return ln;
+        }
+        let ln = (PH_HORIZON / alpha_side).ln();
+        last.set((alpha_side.to_bits(), ln));
+        ln
+    })
 }
 
 #[cfg(test)]
@@ -308,6 +325,10 @@ mod tests {
         assert_eq!(*BernoulliMixture::shared(0.001, Side::Upper), BernoulliMixture::new(0.001, Side::Upper));
         assert_eq!(*BernoulliMixture::shared(0.001, Side::Lower), BernoulliMixture::new(0.001, Side::Lower));
         assert_ne!(*BernoulliMixture::shared(0.002, Side::Upper), BernoulliMixture::new(0.001, Side::Upper));
+        for (v, a) in [(0.01, 0.005), (0.02, 0.005), (0.01, 0.0005), (0.03, 0.005), (0.0, 1e-9)] {
+            let want = 50f64.max(v / (2.0 * 0.005) * (PH_HORIZON / a).ln());
+            assert_eq!(ph_threshold(50.0, 0.005, v, a).to_bits(), want.to_bits(), "{v} {a}");
+        }
         let lower = BernoulliMixture::new(0.99, Side::Lower).ln_e(90, 100);
         assert!((lower - 11.933115).abs() < 5e-6, "{lower}");
         let lower = BernoulliMixture::new(0.01, Side::Lower).ln_e(0, 1000);
