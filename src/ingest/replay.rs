@@ -297,6 +297,28 @@ mod tests {
         assert_eq!(got[3], (20, b"last-without-newline".to_vec()));
     }
 
+    /// Input that serves its bytes, then does what `end` does (fail, or wait) before its end.
+    struct Input<F>(io::Cursor<Vec<u8>>, F);
+
+    impl<F: FnMut() -> io::Result<()>> io::Read for Input<F> {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            unreachable!("read through BufRead")
+        }
+    }
+
+    impl<F: FnMut() -> io::Result<()>> BufRead for Input<F> {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            if self.0.position() as usize == self.0.get_ref().len() {
+                (self.1)()?;
+                return Ok(&[]);
+            }
+            self.0.fill_buf()
+        }
+        fn consume(&mut self, n: usize) {
+            self.0.consume(n)
+        }
+    }
+
     fn engine() -> Engine {
         let config = std::sync::Arc::new(crate::config::Config::demo());
         Engine::new(config, crate::config::ClockMode::Event)
@@ -345,29 +367,12 @@ mod tests {
     /// A read error mid-stream: the lines before it are applied, then the replay fails with it.
     #[test]
     fn a_read_error_applies_what_came_before_and_fails() {
-        struct Failing(io::Cursor<Vec<u8>>);
-        impl io::Read for Failing {
-            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-                unreachable!("read through BufRead")
-            }
-        }
-        impl BufRead for Failing {
-            fn fill_buf(&mut self) -> io::Result<&[u8]> {
-                if self.0.position() as usize == self.0.get_ref().len() {
-                    return Err(io::Error::other("disk gone"));
-                }
-                self.0.fill_buf()
-            }
-            fn consume(&mut self, n: usize) {
-                self.0.consume(n)
-            }
-        }
         let lines = crate::ingest::simulator::generate_lines(crate::ingest::simulator::Scenario::Steady, 10, 1);
         let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
         let mut e = engine();
         let err = replay(
             &mut e,
-            Failing(io::Cursor::new(input)),
+            Input(io::Cursor::new(input), || Err(io::Error::other("disk gone"))),
             &mut |_| Ok(()),
             &mut DeadLetterSink::Discard,
             &Progress::new(None, true),
@@ -398,35 +403,20 @@ mod tests {
     /// while the input has nothing more to give (a pipe from a live producer).
     #[test]
     fn an_output_error_returns_without_waiting_for_input() {
-        struct Stalled(io::Cursor<Vec<u8>>, std::sync::mpsc::Receiver<()>);
-        impl io::Read for Stalled {
-            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-                unreachable!("read through BufRead")
-            }
-        }
-        impl BufRead for Stalled {
-            fn fill_buf(&mut self) -> io::Result<&[u8]> {
-                if self.0.position() as usize == self.0.get_ref().len() {
-                    // Nothing more, and no end of input: waits as a quiet pipe does.
-                    let _ = self.1.recv();
-                    return Ok(&[]);
-                }
-                self.0.fill_buf()
-            }
-            fn consume(&mut self, n: usize) {
-                self.0.consume(n)
-            }
-        }
         use crate::ingest::simulator::{Scenario, generate_lines};
         let lines = generate_lines(Scenario::ThresholdLowered, 20_000, 1);
         let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
-        let (_never, wait) = std::sync::mpsc::channel();
+        let (_never, wait) = std::sync::mpsc::channel::<()>();
         let (done_tx, done) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut e = engine();
             let r = replay(
                 &mut e,
-                Stalled(io::Cursor::new(input), wait),
+                // After the lines, no end of input: it waits as a quiet pipe does.
+                Input(io::Cursor::new(input), move || {
+                    let _ = wait.recv();
+                    Ok(())
+                }),
                 &mut |_| Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdout closed")),
                 &mut DeadLetterSink::Discard,
                 &Progress::new(None, true),
