@@ -397,10 +397,6 @@ impl Deployment {
                     rt.condition = c.clone();
                     rt.memo = None;
                     rt.seen = None;
-                    // Texts written under the old definition are not taken over unseen.
-                    for e in &mut rt.last {
-                        e.stamp = None;
-                    }
                     rt
                 }
                 _ => ConditionRuntime {

@@ -51,24 +51,13 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
         Kind::State(check) => vec![state(check, dep, now)],
         Kind::Silence { event_type, max_gap } => {
             let mut out = Vec::new();
-            // The previous evaluations, in the same (source) order: their texts are reused.
-            let mut prev = rt.last.iter().peekable();
             for (source, s) in &dep.sources {
                 let Some(last) = s.last_seen[event_type.index()] else { continue };
-                while prev.next_if(|p| p.instance.as_deref().is_some_and(|i| i < source.as_str())).is_some() {}
-                let p = prev.peek().filter(|p| p.instance.as_deref() == Some(source.as_str()));
                 let (verdict, gap) = silence_now(dep, last, *max_gap, now);
                 let mut e = Evaluation::new(verdict);
                 e.instance = Some(source.clone());
                 e.value = Some(gap);
                 e.stamp = Some(last);
-                if let Some(p) = p.filter(|p| p.stamp == Some(last)) {
-                    // Same source, same last event, same definition: the same limit and detail.
-                    e.limit = p.limit.clone();
-                    e.detail = p.detail.clone();
-                    out.push(e);
-                    continue;
-                }
                 e.limit = Limit::Number("max_gap", max_gap.as_secs_f64());
                 e.detail = Detail::Silence { source: source.clone(), last_seen: last, event_type: event_type.as_str() };
                 out.push(e);
@@ -92,8 +81,8 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
 /// - State checks other than list age (which grows with the clock): pure functions of the
 ///   deployment's state; `last` stands.
 /// - Page–Hinkley: only "a detection within `hold`" moves with the clock; the verdict is redone.
-/// - Silence: each instance's gap and verdict move with the clock; its texts are those of the same
-///   last event (`Evaluation::stamp`).
+/// - Silence: each instance's gap and verdict move with the clock, from its source's last event
+///   (`Evaluation::stamp`); its limit and detail depend on that event alone.
 /// - Deletion deadline: the time since the stop and whether the deadline passed move with the clock.
 ///
 /// Sliding windows, budgets on sliding windows (their detectors count evaluations), list age and
@@ -712,7 +701,7 @@ fn silence_now(dep: &Deployment, last: Millis, max_gap: Dur, now: Millis) -> (Ve
 }
 
 /// Page–Hinkley's verdict at `now`: a breach while its last detection is within `hold`; no data
-/// before 30 values without a detection. [`drift_eval`] and [`refresh`] both use it.
+/// before 30 values without a detection. [`drift_evaluation`] and [`refresh`] both use it.
 fn page_hinkley_verdict(ds: &DriftState, hold: Dur, now: Millis) -> Verdict {
     if ds.last_detection.is_some_and(|(at, _)| now - at < hold.ms()) {
         Verdict::Breach

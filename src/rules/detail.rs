@@ -13,7 +13,7 @@ use super::evaluation::J;
 use super::model::GroupSource;
 use crate::stats::DisparityResult;
 use crate::stats::drift::Shift;
-use crate::time::{Millis, format_ts};
+use crate::time::Millis;
 
 /// What a condition's value is held against.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -185,7 +185,6 @@ impl KsBand {
 impl Limit {
     /// Writes the limit as JSON text.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let window: [Option<String>; 2];
         let j = match self {
             Limit::None => J::Obj(vec![]),
             Limit::Band { min, max } => {
@@ -213,8 +212,7 @@ impl Limit {
             Limit::Count(k, v) => J::Obj(vec![(k, J::U64(*v))]),
             Limit::Version(v) => J::Obj(vec![("version", J::Str(v))]),
             Limit::Window { start, end } => {
-                window = [start.map(format_ts), end.map(format_ts)];
-                J::Obj(vec![("window_start", window[0].as_deref().into()), ("window_end", window[1].as_deref().into())])
+                J::Obj(vec![("window_start", start.map_or(J::Null, J::Ts)), ("window_end", end.map_or(J::Null, J::Ts))])
             }
             Limit::CaptureOk => J::Obj(vec![("capture_ok", J::Bool(true))]),
             Limit::Deadline { within, scope } => J::Obj(vec![("within", J::F64(*within)), ("scope", J::Str(scope))]),
@@ -231,7 +229,6 @@ impl Limit {
 impl Detail {
     /// Writes the detail as JSON text.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let stamps: [String; 2];
         let j = match self {
             Detail::None => J::Obj(vec![]),
             Detail::Rate { x, n, method, confidence, on, excess, decision } => {
@@ -276,8 +273,6 @@ impl Detail {
                 return;
             }
             Detail::PageHinkley { statistic, detections, last_detection, decision } => {
-                let last = last_detection.map(|(at, _)| format_ts(at));
-                stamps = [last.unwrap_or_default(), String::new()];
                 let direction = last_detection.map(|(_, s)| match s {
                     Shift::Up => "up",
                     Shift::Down => "down",
@@ -285,7 +280,7 @@ impl Detail {
                 let mut pairs = vec![
                     ("statistic", J::F64(*statistic)),
                     ("detections", J::U64(*detections)),
-                    ("last_detection", last_detection.map(|_| stamps[0].as_str()).into()),
+                    ("last_detection", last_detection.map_or(J::Null, |(at, _)| J::Ts(at))),
                     ("direction", direction.into()),
                 ];
                 if let Some((budget, threshold, variance)) = decision {
@@ -346,21 +341,11 @@ impl Detail {
                 ("active", J::Bool(*active)),
             ]),
             Detail::Silence { source, last_seen, event_type } => {
-                stamps = [format_ts(*last_seen), String::new()];
-                J::Obj(vec![
-                    ("source", J::Str(source)),
-                    ("last_seen", J::Str(&stamps[0])),
-                    ("type", J::Str(event_type)),
-                ])
+                J::Obj(vec![("source", J::Str(source)), ("last_seen", J::Ts(*last_seen)), ("type", J::Str(event_type))])
             }
             Detail::NotStopped => J::Obj(vec![("stopped", J::Bool(false))]),
             Detail::Deadline { stopped_at, due, attested } => {
-                stamps = [format_ts(*stopped_at), format_ts(*due)];
-                J::Obj(vec![
-                    ("stopped_at", J::Str(&stamps[0])),
-                    ("due", J::Str(&stamps[1])),
-                    ("attested", J::Bool(*attested)),
-                ])
+                J::Obj(vec![("stopped_at", J::Ts(*stopped_at)), ("due", J::Ts(*due)), ("attested", J::Bool(*attested))])
             }
         };
         j.write(out);
@@ -445,19 +430,22 @@ fn parse(f: impl FnOnce(&mut Vec<u8>)) -> Value {
     serde_json::from_slice(&out).expect("the writer writes JSON")
 }
 
+/// Shows what `write` writes.
+fn show(f: &mut std::fmt::Formatter<'_>, write: impl FnOnce(&mut Vec<u8>)) -> std::fmt::Result {
+    let mut out = Vec::with_capacity(128);
+    write(&mut out);
+    f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+}
+
 impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut out = Vec::with_capacity(64);
-        self.write(&mut out);
-        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+        show(f, |out| self.write(out))
     }
 }
 
 impl std::fmt::Display for Detail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut out = Vec::with_capacity(128);
-        self.write(&mut out);
-        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+        show(f, |out| self.write(out))
     }
 }
 

@@ -16,10 +16,9 @@ pub struct Evaluation {
     pub n: Option<u64>,
     pub limit: Limit,
     pub detail: Detail,
-    /// The one input time its limit and detail were made from, where they depend on nothing else
-    /// of the deployment (a silence instance: its source's last event): the next evaluation with
-    /// the same stamp takes them as they are. Cleared when the condition's definition may have
-    /// changed (hot reload).
+    /// The one input time the evaluation was made from, where it depends on nothing else of the
+    /// deployment (a silence instance: its source's last event); `engine::eval::refresh` moves
+    /// such an evaluation to the current second from it.
     pub stamp: Option<i64>,
 }
 
@@ -51,6 +50,8 @@ pub enum J<'a> {
     U64(u64),
     I64(i64),
     Str(&'a str),
+    /// A time, as RFC 3339 text (`time::format_ts`).
+    Ts(crate::time::Millis),
     Strs(&'a [String]),
     F64s(&'a [f64]),
     U64s(&'a [u64]),
@@ -67,6 +68,7 @@ impl<'a> J<'a> {
             J::U64(x) => leaf(out, x),
             J::I64(x) => leaf(out, x),
             J::Str(x) => leaf(out, x),
+            J::Ts(ms) => leaf(out, &crate::time::format_ts(*ms)),
             J::Strs(x) => leaf(out, x),
             J::F64s(x) => leaf(out, x),
             J::U64s(x) => leaf(out, x),
@@ -135,6 +137,10 @@ mod tests {
                     ("type", J::Str("detection")),
                 ]),
                 json!({"source": "cam-1", "last_seen": "2026-01-01T00:00:00Z", "type": "detection"}),
+            ),
+            (
+                J::Obj(vec![("due", J::Ts(1_777_107_601_500)), ("at", J::Ts(0))]),
+                json!({"due": "2026-04-25T09:00:01.500Z", "at": "1970-01-01T00:00:00Z"}),
             ),
             (
                 J::Obj(vec![("max", J::F64(0.1)), ("min", J::F64(f64::NAN)), ("n", J::U64(7)), ("d", J::I64(-3))]),
