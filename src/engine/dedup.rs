@@ -5,9 +5,9 @@
 //! The spec's "at least the last 1,000,000 per deployment" means that with many deployments
 //! nearly every id of a long stream must be held, so the cost per id is what matters. An id is
 //! held as a 64-bit fingerprint in *generations*: each generation is one sorted `Vec<u64>`
-//! (exactly 8 bytes an id), fed from a small hash set of the newest ids that is merged into it
-//! when it reaches 1/16 of the generation (so the set adds ≈ 1 byte an id and a merge moves
-//! ≈ 16 keys per id). Whole generations are dropped, oldest first, once every id in them is
+//! (8 bytes an id, and ≈ 0.25 for its prefix [`Directory`], which makes a lookup one or two cache
+//! misses), fed from a small hash set of the newest ids that is merged into it when it reaches
+//! 1/16 of the generation (so the set adds ≈ 1 byte an id and a merge moves ≈ 16 keys per id). Whole generations are dropped, oldest first, once every id in them is
 //! older than the horizon and the rest still holds `min_ids`. A generation is closed once it
 //! holds `min_ids / 4` ids and spans a quarter of the horizon, so at most about six are ever
 //! searched and at most about a quarter more ids than required are held.
@@ -328,8 +328,9 @@ impl Drop for Segment {
 
 #[derive(Debug, Default)]
 struct Generation {
-    /// Sorted fingerprints still in memory (merged batches).
+    /// Sorted fingerprints still in memory (merged batches), and their directory.
     sorted: Vec<u64>,
+    directory: Directory,
     /// Runs spilled to files, oldest (largest) first.
     spilled: Vec<Segment>,
     /// Engine clock of the first and the latest insertion.
@@ -347,7 +348,7 @@ impl Generation {
     }
 
     fn contains(&self, k: u64) -> bool {
-        sorted_contains(&self.sorted, k) || self.spilled.iter().rev().any(|seg| seg.contains(k))
+        self.directory.contains(&self.sorted, k) || self.spilled.iter().rev().any(|seg| seg.contains(k))
     }
 
     /// Writes the in-memory keys out once they are a full run, then merges the newest segments
@@ -359,6 +360,7 @@ impl Generation {
         let Some(seg) = sp.write(&self.sorted) else { return };
         self.spilled.push(seg);
         self.sorted = Vec::new();
+        self.directory = Directory::default();
         while let [.., a, b] = &self.spilled[..] {
             if b.len * 2 < a.len {
                 break;
@@ -371,43 +373,55 @@ impl Generation {
     }
 }
 
-/// Whether `k` is in `s` (strictly increasing). Fingerprints are uniform on u64, so within any
-/// run of `s` whose ends bracket `k`, `k` sits near the position interpolated from those ends
-/// (off by O(√run)). Each round interpolates, then tests a window of ≈ 2√run around the guess:
-/// if its ends bracket `k` the run shrinks to it, else to the side `k` is on. A few rounds leave
-/// a run of tens of keys for the binary search: a handful of cache lines instead of a binary
-/// search's ≈ log2(n) misses over a multi-megabyte array. Correct for any sorted input; only the
-/// speed relies on uniformity (after [`GUIDED_ROUNDS`], the binary search takes what is left).
-fn sorted_contains(s: &[u64], k: u64) -> bool {
-    // k's index, if it is there, lies in lo..hi.
-    let (mut lo, mut hi) = (0, s.len());
-    for _ in 0..GUIDED_ROUNDS {
-        let n = hi - lo;
-        if n <= 64 {
-            break;
-        }
-        let (a, b) = (s[lo], s[hi - 1]);
-        if k < a || k > b {
-            return false;
-        }
-        // b > a: the run holds distinct keys.
-        let at = ((k - a) as f64 / (b - a) as f64 * (n - 1) as f64) as usize;
-        let guess = lo + at.min(n - 1);
-        let radius = (n as f64).sqrt() as usize + 8;
-        let (wl, wh) = (guess.saturating_sub(radius).max(lo), (guess + radius + 1).min(hi));
-        if s[wl] > k {
-            hi = wl;
-        } else if s[wh - 1] < k {
-            lo = wh;
-        } else {
-            (lo, hi) = (wl, wh);
-        }
-    }
-    s[lo..hi].binary_search(&k).is_ok()
+/// Where each fingerprint prefix starts in a generation's sorted keys, so a lookup reads one
+/// entry here and then a bucket of ≈ [`KEYS_PER_PREFIX`] keys (one or two cache lines) instead of
+/// binary-searching a multi-megabyte array (≈ log2(n) cache misses, the engine's largest cost on
+/// a one-deployment replay before this). `starts[p]` is the index of the first key whose top
+/// `bits` bits are ≥ p, for the 2^bits + 1 prefixes; ≈ 0.25 byte an id. Fingerprints are uniform
+/// on u64, so buckets hold about the mean; a skewed set only makes its buckets' binary searches
+/// longer, and the answer is exact for any sorted keys.
+#[derive(Debug, Default)]
+struct Directory {
+    starts: Vec<u32>,
+    /// 64 − bits (64: one prefix, the whole array).
+    shift: u32,
 }
 
-/// Interpolation rounds of [`sorted_contains`] before its binary search.
-const GUIDED_ROUNDS: usize = 4;
+/// Mean keys per prefix of a [`Directory`].
+const KEYS_PER_PREFIX: usize = 16;
+
+impl Directory {
+    /// The directory of `keys` (sorted; none past u32 indexes, where the whole array is searched).
+    fn build(keys: &[u64]) -> Directory {
+        if u32::try_from(keys.len()).is_err() {
+            return Directory::default();
+        }
+        let bits = (keys.len() / KEYS_PER_PREFIX).max(1).ilog2();
+        let shift = 64 - bits;
+        let prefixes = 1u64 << bits;
+        let mut starts = Vec::with_capacity(prefixes as usize + 1);
+        let mut i = 0;
+        for p in 0..=prefixes {
+            while i < keys.len() && keys[i].checked_shr(shift).unwrap_or(0) < p {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        Directory { starts, shift }
+    }
+
+    /// Whether `k` is in `keys`, the sorted keys this was built from.
+    fn contains(&self, keys: &[u64], k: u64) -> bool {
+        let bucket = match self.starts.len() {
+            0 => keys,
+            _ => {
+                let p = k.checked_shr(self.shift).unwrap_or(0) as usize;
+                &keys[self.starts[p] as usize..self.starts[p + 1] as usize]
+            }
+        };
+        bucket.binary_search(&k).is_ok()
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
@@ -501,14 +515,18 @@ impl Dedup {
                 j -= 1;
             }
         }
-        if let Some(sp) = spill {
-            g.spill(sp);
-            // Over the index budget: this deployment's oldest indexes go to disk first.
-            let mut resident =
-                self.generations.iter_mut().flat_map(|g| g.spilled.iter_mut()).filter(|s| s.index.is_some());
-            while sp.over_budget() {
-                let Some(seg) = resident.next() else { break };
-                seg.evict();
+        match spill {
+            None => g.directory = Directory::build(&g.sorted),
+            Some(sp) => {
+                g.spill(sp);
+                g.directory = Directory::build(&g.sorted);
+                // Over the index budget: this deployment's oldest indexes go to disk first.
+                let mut resident =
+                    self.generations.iter_mut().flat_map(|g| g.spilled.iter_mut()).filter(|s| s.index.is_some());
+                while sp.over_budget() {
+                    let Some(seg) = resident.next() else { break };
+                    seg.evict();
+                }
             }
         }
     }
@@ -570,10 +588,10 @@ mod tests {
         }
     }
 
-    /// At the spec's million ids a generation holds (every guided round taken), and on keys
-    /// clustered against the uniform guess: the same answers as a binary search.
+    /// At the spec's million ids a generation holds, and on keys clustered into a few prefixes:
+    /// the same answers as a binary search of the whole array.
     #[test]
-    fn guided_search_of_a_million_keys_equals_binary_search() {
+    fn directory_search_of_a_million_keys_equals_binary_search() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
             x ^= x << 13;
@@ -582,34 +600,38 @@ mod tests {
             x
         };
         let mut keys: Vec<u64> = (0..1_000_000).map(|_| next()).collect();
-        // Half the keys squeezed into the bottom 2^-20 of the range: the guesses land far off.
+        // Half the keys squeezed into the bottom 2^-20 of the range: one huge bucket.
         let clustered: Vec<u64> = keys.iter().map(|k| if k % 2 == 0 { k >> 20 } else { *k }).collect();
         for set in [&mut keys, &mut clustered.clone()] {
             set.sort_unstable();
             set.dedup();
+            let dir = Directory::build(set);
+            assert_eq!(dir.starts.len(), (1 << (set.len() / KEYS_PER_PREFIX).ilog2()) + 1);
             for i in (0..set.len()).step_by(97) {
-                assert!(sorted_contains(set, set[i]), "key {i}");
+                assert!(dir.contains(set, set[i]), "key {i}");
                 let near = set[i].wrapping_add(1);
-                assert_eq!(sorted_contains(set, near), set.binary_search(&near).is_ok());
+                assert_eq!(dir.contains(set, near), set.binary_search(&near).is_ok());
             }
             for _ in 0..20_000 {
                 let p = next();
-                assert_eq!(sorted_contains(set, p), set.binary_search(&p).is_ok());
+                assert_eq!(dir.contains(set, p), set.binary_search(&p).is_ok());
             }
         }
     }
 
     proptest! {
-        /// The guided search answers as a plain binary search, for uniform and skewed keys.
+        /// The directory search answers as a plain binary search, for uniform and skewed keys,
+        /// at every size (including none, and sizes around the prefix-count steps).
         #[test]
-        fn guided_search_equals_binary_search(
+        fn directory_search_equals_binary_search(
             mut keys in proptest::collection::vec(prop_oneof![any::<u64>(), 0u64..1000, (u64::MAX - 1000)..=u64::MAX], 0..3000),
             probes in proptest::collection::vec(prop_oneof![any::<u64>(), 0u64..1000, (u64::MAX - 1000)..=u64::MAX], 1..200),
         ) {
             keys.sort_unstable();
             keys.dedup();
+            let dir = Directory::build(&keys);
             for p in probes.iter().chain(keys.iter().step_by(7)) {
-                prop_assert_eq!(sorted_contains(&keys, *p), keys.binary_search(p).is_ok());
+                prop_assert_eq!(dir.contains(&keys, *p), keys.binary_search(p).is_ok());
             }
         }
 
@@ -780,7 +802,7 @@ mod tests {
         }
         // An id only in a vanished file is answered "not seen", and counted.
         let spilled_id = (0..1000)
-            .find(|&i| !d.pending.contains(&key(i)) && !sorted_contains(&d.generations[0].sorted, key(i)))
+            .find(|&i| !d.pending.contains(&key(i)) && d.generations[0].sorted.binary_search(&key(i)).is_err())
             .unwrap();
         let before = sp.counts().errors;
         assert!(!d.contains(key(spilled_id)));

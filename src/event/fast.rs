@@ -21,56 +21,58 @@ use super::{
 /// parser's `malformed_json`): no UTF-8 check of a skipped string, no check of a `\u` escape
 /// for lone surrogates, no range check of a skipped number, no depth limit. A line with any of
 /// those (invalid UTF-8, a surrogate escape, a number with an exponent or over 300 digits, nesting
-/// beyond 100) is left to the general parser. A single pass over the bytes.
-pub(super) fn plain(line: &[u8]) -> bool {
-    if std::str::from_utf8(line).is_err() {
-        return false;
-    }
-    let (mut depth, mut in_string, mut i) = (0usize, false, 0);
+/// beyond 100) is left to the general parser. Returns the line as text (valid UTF-8, so the typed
+/// parses read it without checking each string again). One pass over the bytes, which skips
+/// through strings to their next quote or backslash.
+pub(super) fn plain(line: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (mut depth, mut i) = (0usize, 0);
     while i < line.len() {
-        let b = line[i];
-        if in_string {
-            match b {
-                b'\\' => {
+        match line[i] {
+            b'"' => {
+                // Inside a string only its escapes matter: straight to the next quote or backslash.
+                i += 1;
+                loop {
+                    // An unterminated string is malformed: the general parser says so.
+                    let at = i + memchr::memchr2(b'"', b'\\', &line[i..])?;
+                    if line[at] == b'"' {
+                        i = at + 1;
+                        break;
+                    }
                     // \uD800–\uDFFF: a surrogate (paired or not): left to the general parser.
-                    if line.get(i + 1) == Some(&b'u')
-                        && line.get(i + 2).is_some_and(|c| matches!(c, b'd' | b'D'))
-                        && line.get(i + 3).is_some_and(|c| matches!(c, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+                    if line.get(at + 1) == Some(&b'u')
+                        && line.get(at + 2).is_some_and(|c| matches!(c, b'd' | b'D'))
+                        && line.get(at + 3).is_some_and(|c| matches!(c, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
                     {
-                        return false;
+                        return None;
                     }
-                    i += 1;
+                    i = at + 2;
                 }
-                b'"' => in_string = false,
-                _ => {}
+                continue;
             }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > 100 {
-                        return false;
-                    }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > 100 {
+                    return None;
                 }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                b'0'..=b'9' | b'-' => {
-                    let end = line[i..]
-                        .iter()
-                        .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-                        .map_or(line.len(), |n| i + n);
-                    if !finite(&line[i..end]) {
-                        return false;
-                    }
-                    i = end;
-                    continue;
-                }
-                _ => {}
             }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'0'..=b'9' | b'-' => {
+                let end = line[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .map_or(line.len(), |n| i + n);
+                if !finite(&line[i..end]) {
+                    return None;
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
         }
         i += 1;
     }
-    true
+    Some(text)
 }
 
 /// Whether a number token surely fits an f64 (as building a `Value` requires): at most 300
@@ -173,8 +175,8 @@ fn units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::
 
 /// The event in `line` if it is a valid detection without `exposure` (None: let the general
 /// parser decide).
-pub(super) fn detection(line: &[u8]) -> Option<Event> {
-    let ObjectOnly(r) = serde_json::from_slice::<ObjectOnly<RawDetection<'_>>>(line).ok()?;
+pub(super) fn detection(line: &str) -> Option<Event> {
+    let ObjectOnly(r) = serde_json::from_str::<ObjectOnly<RawDetection<'_>>>(line).ok()?;
     if r.kind != "detection" || r.exposure.is_some() {
         return None;
     }
@@ -413,8 +415,8 @@ fn groups(g: Option<BTreeMap<Cow<'_, str>, Cow<'_, str>>>) -> Option<Groups> {
 
 /// The event in `line` if it is a valid alert, adjudication, outcome, status, deployment or
 /// deletion (None: let the general parser decide). The rules are `parse.rs`'s, field by field.
-pub(super) fn other(line: &[u8]) -> Option<Event> {
-    let ObjectOnly(r) = serde_json::from_slice::<ObjectOnly<RawEvent<'_>>>(line).ok()?;
+pub(super) fn other(line: &str) -> Option<Event> {
+    let ObjectOnly(r) = serde_json::from_str::<ObjectOnly<RawEvent<'_>>>(line).ok()?;
     let kind = EventType::parse(&r.kind)?;
     let system = system(&r.system)?;
     let body = match kind {
@@ -629,7 +631,7 @@ mod tests {
                 line = line.replace("\"count\"", "\"co\\u0075nt\"").replace("cam-1", "cam\\u002d1");
             }
             let slow = general(line.as_bytes());
-            if let Some(fast) = detection(line.as_bytes()) {
+            if let Some(fast) = detection(&line) {
                 prop_assert_eq!(Ok(fast), slow, "{}", line);
             }
         }
@@ -638,14 +640,14 @@ mod tests {
     #[test]
     fn a_plain_detection_takes_the_fast_path() {
         let line = serde_json::to_vec(&valid()).unwrap();
-        assert_eq!(detection(&line), Some(general(&line).unwrap()));
+        assert_eq!(detection(text(&line)), Some(general(&line).unwrap()));
         let with_exposure = br#"{"schema_version":1,"type":"detection","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","count":2,"exposure":{"sex":{"male":2}}}"#;
-        assert_eq!(detection(with_exposure), None, "exposure is left to the general parser");
+        assert_eq!(detection(text(with_exposure)), None, "exposure is left to the general parser");
         let duplicate = br#"{"schema_version":1,"type":"detection","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","count":2,"count":3}"#;
-        assert_eq!(detection(duplicate), None, "a repeated key is left to the general parser");
+        assert_eq!(detection(text(duplicate)), None, "a repeated key is left to the general parser");
         // A derived struct would take its fields as an array; the general parser does not.
         let array = br#"[1,"detection","e","d","lfr","c","2026-04-25T09:00:00Z",null,2]"#;
-        assert_eq!(detection(array), None);
+        assert_eq!(detection(text(array)), None);
         assert_eq!(general(array).unwrap_err().reason, crate::event::Reason::NotAnObject);
     }
 
@@ -758,7 +760,7 @@ mod tests {
                 line = line.replace("\"alert_id\"", "\"alert\\u005fid\"").replace("a-1", "a\\u002d1");
             }
             let slow = general(line.as_bytes());
-            if let Some(fast) = other(line.as_bytes()) {
+            if let Some(fast) = other(&line) {
                 prop_assert_eq!(Ok(fast), slow, "{}", line);
             }
         }
@@ -769,15 +771,15 @@ mod tests {
         for o in others() {
             let line = serde_json::to_vec(&o).unwrap();
             let want = general(&line).unwrap();
-            assert_eq!(other(&line), Some(want), "{}", String::from_utf8_lossy(&line));
+            assert_eq!(other(text(&line)), Some(want), "{}", String::from_utf8_lossy(&line));
             assert_eq!(super::super::parse_line(&line), general(&line));
         }
         // A detection is not another type's; an outcome `misread` is ANPR's only.
-        assert_eq!(other(&serde_json::to_vec(&valid()).unwrap()), None);
+        assert_eq!(other(&serde_json::to_string(&valid()).unwrap()), None);
         let mut lfr = others()[2].clone();
         lfr.insert("system".into(), json!("lfr"));
         let line = serde_json::to_vec(&lfr).unwrap();
-        assert_eq!(other(&line), None);
+        assert_eq!(other(text(&line)), None);
         assert!(general(&line).is_err());
     }
 
@@ -801,29 +803,107 @@ mod tests {
         for base in [alert, detection, status] {
             let closing: &[u8] = if base == status { b"}}" } else { b"}" };
             let good = [base.as_bytes(), closing].concat();
-            assert!(plain(&good));
+            assert!(plain(&good).is_some());
             assert!(super::super::parse_line(&good).is_ok(), "{base}");
             for field in &bad {
                 let line = [base.as_bytes(), b",", field, closing].concat();
-                assert!(!plain(&line), "{}", String::from_utf8_lossy(&line));
+                assert!(plain(&line).is_none(), "{}", String::from_utf8_lossy(&line));
                 let got = super::super::parse_line(&line).map_err(|e| e.reason);
                 assert_eq!(got, Err(crate::event::Reason::MalformedJson), "{}", String::from_utf8_lossy(&line));
             }
         }
         // Where the general parser takes them, so does the fallback: a valid surrogate pair.
         let pair = base_with(alert, r#""vendor":"\ud83d\ude00""#);
-        assert!(!plain(pair.as_bytes()));
+        assert!(plain(pair.as_bytes()).is_none());
         assert!(super::super::parse_line(pair.as_bytes()).is_ok(), "{pair}");
         // Exponents that surely fit stay on the typed path, with the general parser's result.
         for field in [r#""vendor":1e3"#, r#""vendor":1e-400"#, r#""vendor":-2.5E+299"#, r#""scores":[1.0E-4,5e-1]"#] {
             let line = base_with(detection, field);
-            assert!(plain(line.as_bytes()), "{line}");
+            assert!(plain(line.as_bytes()).is_some(), "{line}");
             assert_eq!(super::super::parse_line(line.as_bytes()), general(line.as_bytes()), "{line}");
             assert!(super::super::parse_line(line.as_bytes()).is_ok(), "{line}");
         }
         for token in ["1e301", "10e300", "1E+999999", "1e9999999999", &"9".repeat(301)] {
             assert!(!finite(token.as_bytes()), "{token}");
         }
+    }
+
+    /// `plain` as a plain byte-by-byte scan (the first version, before it skipped through strings),
+    /// for the differential test below.
+    fn plain_bytewise(line: &[u8]) -> bool {
+        if std::str::from_utf8(line).is_err() {
+            return false;
+        }
+        let (mut depth, mut in_string, mut i) = (0usize, false, 0);
+        while i < line.len() {
+            let b = line[i];
+            if in_string {
+                match b {
+                    b'\\' => {
+                        if line.get(i + 1) == Some(&b'u')
+                            && line.get(i + 2).is_some_and(|c| matches!(c, b'd' | b'D'))
+                            && line.get(i + 3).is_some_and(|c| matches!(c, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+                        {
+                            return false;
+                        }
+                        i += 1;
+                    }
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => {
+                        depth += 1;
+                        if depth > 100 {
+                            return false;
+                        }
+                    }
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    b'0'..=b'9' | b'-' => {
+                        let end = line[i..]
+                            .iter()
+                            .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                            .map_or(line.len(), |n| i + n);
+                        if !finite(&line[i..end]) {
+                            return false;
+                        }
+                        i = end;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        // An unterminated string: malformed either way.
+        !in_string
+    }
+
+    proptest! {
+        /// The string-skipping scan decides as the byte-by-byte one, on lines made of the bytes
+        /// that matter to it (quotes, escapes, surrogate hex, brackets, numbers, invalid UTF-8).
+        #[test]
+        fn plain_equals_the_bytewise_scan(
+            parts in proptest::collection::vec(prop_oneof![
+                Just(&b"\""[..]), Just(&b"\\"[..]), Just(&b"\\u"[..]), Just(&b"d8"[..]), Just(&b"DF"[..]),
+                Just(&b"dc00"[..]), Just(&b"{"[..]), Just(&b"["[..]), Just(&b"}"[..]), Just(&b"]"[..]),
+                Just(&b"1"[..]), Just(&b"-2.5"[..]), Just(&b"e"[..]), Just(&b"E+400"[..]), Just(&b"9"[..]),
+                Just(&b"ab c:,"[..]), Just(&[0xFFu8][..]), Just("é".as_bytes()),
+            ], 0..400),
+            deep in 0usize..3,
+        ) {
+            let mut line: Vec<u8> = parts.concat();
+            if deep == 1 {
+                line = [&b"["[..].repeat(101), &line[..]].concat();
+            }
+            prop_assert_eq!(plain(&line).is_some(), plain_bytewise(&line), "{}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    fn text(line: &[u8]) -> &str {
+        std::str::from_utf8(line).unwrap()
     }
 
     fn base_with(base: &str, field: &str) -> String {

@@ -27,11 +27,11 @@ pub fn parse_line(line: &[u8]) -> R<Event> {
     }
     // Nearly every event is a valid detection: straight from the bytes (`fast.rs`), as are the
     // other valid events, unless the line holds something only the general parser checks.
-    if super::fast::plain(line) {
-        if let Some(ev) = super::fast::detection(line) {
+    if let Some(text) = super::fast::plain(line) {
+        if let Some(ev) = super::fast::detection(text) {
             return Ok(ev);
         }
-        if let Some(ev) = super::fast::other(line) {
+        if let Some(ev) = super::fast::other(text) {
             return Ok(ev);
         }
     }

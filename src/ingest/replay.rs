@@ -242,7 +242,7 @@ pub fn read_line_bounded(input: &mut impl BufRead, buf: &mut Vec<u8>, keep: usiz
         if chunk.is_empty() {
             return Ok(total);
         }
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
