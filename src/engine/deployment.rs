@@ -465,13 +465,20 @@ impl Deployment {
         self.first_ts = Some(self.first_ts.map_or(ev.ts, |t| t.min(ev.ts)));
         self.last_ts = Some(self.last_ts.map_or(ev.ts, |t| t.max(ev.ts)));
         self.events_by_type[ty.index()] += 1;
-        if !self.sources.contains_key(&ev.source_id) {
-            self.sources.insert(ev.source_id.clone(), Box::default());
-            self.state_changes += 1;
+        // One lookup for a known source (nearly every event).
+        let see = |src: &mut SourceState| {
+            let seen = &mut src.last_seen[ty.index()];
+            *seen = Some(seen.map_or(ev.ts, |t| t.max(ev.ts)));
+        };
+        match self.sources.get_mut(&ev.source_id) {
+            Some(src) => see(src),
+            None => {
+                let mut src = Box::<SourceState>::default();
+                see(&mut src);
+                self.sources.insert(ev.source_id.clone(), src);
+                self.state_changes += 1;
+            }
         }
-        let src = self.sources.get_mut(&ev.source_id).expect("inserted above");
-        let seen = &mut src.last_seen[ty.index()];
-        *seen = Some(seen.map_or(ev.ts, |t| t.max(ev.ts)));
         match &ev.body {
             Body::Detection(d) => self.detection(ev, d, now),
             Body::Alert(a) => self.alert(ev, a, now, timeout),

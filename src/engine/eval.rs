@@ -10,9 +10,11 @@ use crate::stats::sequential::{self, BernoulliMixture, ShiryaevRoberts, Side};
 use crate::stats::{disparity, ks_binned, ks_critical, psi};
 use crate::time::{Dur, Millis};
 
-/// Evaluates a condition; silence conditions give one evaluation per source.
-pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec<Evaluation> {
-    match &rt.condition.kind {
+/// Evaluates a condition into `rt.last` (silence conditions give one evaluation per source). In
+/// place: the vector is reused, and where the counts a statistic is computed from are unchanged
+/// (`memo_hit`), `rt.last` already is the evaluation and stands.
+pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) {
+    let e = match &rt.condition.kind {
         Kind::Rate(r) => {
             let t = dep.tally(r.window, now);
             let (x, n) = (t.get(r.numerator), t.get(r.denominator));
@@ -20,37 +22,40 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 // Sliding window: a Shiryaev–Roberts detector on the deployment's counts.
                 let c = dep.tally(Window::Deployment, now);
                 let cum = (c.get(r.numerator), c.get(r.denominator));
-                return vec![rate_evaluation(r, (x, n), cum, &mut rt.seq, now)];
+                rate_evaluation(r, (x, n), cum, &mut rt.seq, now)
+            } else if memo_hit(&mut rt.memo, &rt.last, [x, n].into_iter()) {
+                return;
+            } else {
+                rate_evaluation(r, (x, n), (x, n), &mut rt.seq, now)
             }
-            let seq = &mut rt.seq;
-            vec![memoised(&mut rt.memo, &rt.last, &[x, n], || rate_evaluation(r, (x, n), (x, n), seq, now))]
         }
-        Kind::Disparity(d) => {
-            let Some(rows) = group_rows(d, dep, now) else {
+        Kind::Disparity(d) => match group_rows(d, dep, now) {
+            None => {
                 let mut e = Evaluation::new(Verdict::InsufficientData);
                 e.limit = disparity_limit(d);
-                return vec![e];
-            };
-            if let (Budget::PerDay(_), Window::Duration(_)) = (d.false_breach_per_day, d.window) {
-                let whole = DisparitySpec { window: Window::Deployment, ..d.clone() };
-                let cum: Vec<(u64, u64)> =
-                    group_rows(&whole, dep, now).unwrap_or_default().into_iter().map(|(_, x, n)| (x, n)).collect();
-                return vec![disparity_evaluation(d, &rows, &cum, &mut rt.seq, now)];
+                e
             }
-            let key: Vec<u64> = rows.iter().flat_map(|(_, x, n)| [*x, *n]).collect();
-            let seq = &mut rt.seq;
-            vec![memoised(&mut rt.memo, &rt.last, &key, || disparity_evaluation(d, &rows, &[], seq, now))]
-        }
-        Kind::Drift(_) => match rt.drift.as_mut() {
-            Some(ds) => vec![drift_evaluation(ds, now)],
-            None => vec![Evaluation::new(Verdict::InsufficientData)],
+            Some(rows) => {
+                if let (Budget::PerDay(_), Window::Duration(_)) = (d.false_breach_per_day, d.window) {
+                    let whole = DisparitySpec { window: Window::Deployment, ..d.clone() };
+                    let cum: Vec<(u64, u64)> =
+                        group_rows(&whole, dep, now).unwrap_or_default().into_iter().map(|(_, x, n)| (x, n)).collect();
+                    disparity_evaluation(d, &rows, &cum, &mut rt.seq, now)
+                } else if memo_hit(&mut rt.memo, &rt.last, rows.iter().flat_map(|(_, x, n)| [*x, *n])) {
+                    return;
+                } else {
+                    disparity_evaluation(d, &rows, &[], &mut rt.seq, now)
+                }
+            }
         },
-        Kind::Quantile(q) => {
-            vec![quantile_evaluation(q, &dep.latency[q.value as usize], &mut rt.seq, now)]
-        }
-        Kind::State(check) => vec![state(check, dep, now)],
+        Kind::Drift(_) => match rt.drift.as_mut() {
+            Some(ds) => drift_evaluation(ds, now),
+            None => Evaluation::new(Verdict::InsufficientData),
+        },
+        Kind::Quantile(q) => quantile_evaluation(q, &dep.latency[q.value as usize], &mut rt.seq, now),
+        Kind::State(check) => state(check, dep, now),
         Kind::Silence { event_type, max_gap } => {
-            let mut out = Vec::new();
+            rt.last.clear();
             for (source, s) in &dep.sources {
                 let Some(last) = s.last_seen[event_type.index()] else { continue };
                 let (verdict, gap) = silence_now(dep, last, *max_gap, now);
@@ -60,15 +65,17 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) -> Vec
                 e.stamp = Some(last);
                 e.limit = Limit::Number("max_gap", max_gap.as_secs_f64());
                 e.detail = Detail::Silence { source: source.clone(), last_seen: last, event_type: event_type.as_str() };
-                out.push(e);
+                rt.last.push(e);
             }
-            if out.is_empty() {
-                out.push(Evaluation::new(Verdict::InsufficientData));
+            if rt.last.is_empty() {
+                rt.last.push(Evaluation::new(Verdict::InsufficientData));
             }
-            out
+            return;
         }
-        Kind::Deadline { scope, within } => vec![deadline(scope, *within, dep, now)],
-    }
+        Kind::Deadline { scope, within } => deadline(scope, *within, dep, now),
+    };
+    rt.last.clear();
+    rt.last.push(e);
 }
 
 /// Brings `rt.last` up to `now` when the deployment has not changed since it was evaluated in full
@@ -141,21 +148,19 @@ pub fn inputs(rt: &ConditionRuntime, dep: &Deployment) -> u64 {
     }
 }
 
-/// The previous evaluation (`last`) when the counts it was computed from are unchanged; the
-/// statistics are pure functions of those counts and the (unchanged) condition.
-fn memoised(
-    memo: &mut Option<Vec<u64>>,
-    last: &[Evaluation],
-    key: &[u64],
-    f: impl FnOnce() -> Evaluation,
-) -> Evaluation {
-    if let (Some(k), [e]) = (memo.as_deref(), last)
-        && k == key
+/// Whether `key` is what the single evaluation in `last` was computed from (then it stands: the
+/// statistics are pure functions of those counts and the unchanged condition); else `key` is
+/// remembered for the evaluation about to be made.
+fn memo_hit(memo: &mut Option<Vec<u64>>, last: &[Evaluation], key: impl Iterator<Item = u64> + Clone) -> bool {
+    if let (Some(k), [_]) = (memo.as_deref(), last)
+        && k.iter().copied().eq(key.clone())
     {
-        return e.clone();
+        return true;
     }
-    *memo = Some(key.to_vec());
-    f()
+    let m = memo.get_or_insert_with(Vec::new);
+    m.clear();
+    m.extend(key);
+    false
 }
 
 /// The sides of a band as one-sided Bernoulli nulls: `max` → H0: p ≤ max, `min` → H0: p ≥ min.

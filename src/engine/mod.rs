@@ -705,9 +705,6 @@ impl Engine {
             ClockMode::Wall => receive,
         };
         let engine_cfg = &self.config.raw.engine;
-        if !self.dedup.contains_key(&ev.deployment_id) {
-            self.dedup.insert(ev.deployment_id.clone(), Dedup::default());
-        }
         let timeout = engine_cfg.adjudication_timeout;
         // The clock a newly applied event would set (watermark in event mode).
         let new_clock = match self.mode {
@@ -716,9 +713,21 @@ impl Engine {
         };
         let eval_now = new_clock.unwrap_or(now);
         // Every event that gets this far is remembered, whatever the deployment does with it.
-        let dedup = self.dedup.get_mut(&ev.deployment_id).expect("inserted above");
         let key = fingerprint(&ev.event_id);
-        if !dedup.insert(key, eval_now, engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids, self.spill.as_ref()) {
+        let remember = |d: &mut Dedup| {
+            d.insert(key, eval_now, engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids, self.spill.as_ref())
+        };
+        // One lookup for a known deployment (nearly every event).
+        let fresh = match self.dedup.get_mut(&ev.deployment_id) {
+            Some(d) => remember(d),
+            None => {
+                let mut d = Dedup::default();
+                let fresh = remember(&mut d);
+                self.dedup.insert(ev.deployment_id.clone(), d);
+                fresh
+            }
+        };
+        if !fresh {
             self.stats.duplicates += 1;
             let d = self.deployment_mut(&ev.deployment_id, Some(ev.system));
             d.total.counts[crate::rules::Counter::Duplicates.index()] += 1;

@@ -56,7 +56,7 @@ impl Deployment {
                 check_refresh(rt, self, now);
                 round.refreshed += 1;
             } else {
-                rt.last = evaluate(rt, self, now);
+                evaluate(rt, self, now);
                 rt.seen = Some(inputs(rt, self));
                 round.evaluated += 1;
                 // A silence instance seen for the first time gets its lifecycle (a refresh keeps
@@ -148,7 +148,8 @@ impl Deployment {
 #[cfg(debug_assertions)]
 fn check_refresh(rt: &super::ConditionRuntime, dep: &Deployment, now: crate::time::Millis) {
     let mut full = rt.clone();
-    let evals = evaluate(&mut full, dep, now);
+    evaluate(&mut full, dep, now);
+    let evals = &full.last;
     let state = |r: &super::ConditionRuntime| {
         let drift = r.drift.as_ref().map(|d| format!("{:?} {:?} {:?}", d.segment, d.ph, d.last_detection));
         format!("{:?} {:?} {drift:?}", r.seq, r.memo)

@@ -275,25 +275,29 @@ impl DriftState {
             self.baseline_missing -= 1;
             return;
         }
+        // The baseline and the window are built from one template (`new`): one bin for both.
+        let b = self.baseline.bin(x);
         if let Some(alpha) = self.spec.false_breach_per_day.per_day() {
-            let b = self.baseline.bin(x);
             self.segment.push(b, &self.spec, &self.baseline.counts, now, alpha);
         }
         match &mut self.window {
             DriftWindow::Last { cap, ring, hist } => {
-                let b = hist.bin(x);
+                debug_assert_eq!(hist.edges, self.baseline.edges);
                 hist.counts[b] += 1;
                 if let Some(old) = ring.push(b, *cap) {
                     hist.counts[old] -= 1;
                 }
             }
-            DriftWindow::All { hist } => hist.add(x),
+            DriftWindow::All { hist } => {
+                debug_assert_eq!(hist.edges, self.baseline.edges);
+                hist.counts[b] += 1;
+            }
             DriftWindow::Duration { width, bucket, buckets, template } => {
+                debug_assert_eq!(template.edges, self.baseline.edges);
                 let k = ts.div_euclid(*bucket);
                 if k <= now.div_euclid(*bucket) - *width / *bucket {
                     return;
                 }
-                let b = template.bin(x);
                 let n = template.counts.len();
                 buckets.entry(k).or_insert_with(|| vec![0; n])[b] += 1;
             }
