@@ -89,8 +89,12 @@ fn ln_choose(n: u64, k: u64) -> f64 {
 /// probabilities of all tables with the same margins that are no more likely than the observed
 /// one (scipy's definition, relative tolerance 1e-7).
 ///
-/// Works in log space from the mode outwards with the ratio recurrence, so it is exact for
-/// counts in the millions without overflow and stops once terms are negligible.
+/// Walks from the mode outwards with the ratio recurrence P(x+1)/P(x), stopping once terms are
+/// negligible (below e^-50 of the observed table's). The terms are carried relative to the mode's
+/// (all ≤ 1, so counts in the millions cannot overflow them): one product and one division a
+/// table. Where the observed table is beyond e^-650 of the mode, so far that its relative term
+/// would underflow, the walk is made in log space instead (four logarithms and an exponential a
+/// table).
 pub fn fisher_exact_two_sided(a: u64, b: u64, c: u64, d: u64) -> f64 {
     let r1 = a + b;
     let r2 = c + d;
@@ -103,24 +107,65 @@ pub fn fisher_exact_two_sided(a: u64, b: u64, c: u64, d: u64) -> f64 {
     let hi = r1.min(c1);
     let ln_p = |x: u64| ln_choose(r1, x) + ln_choose(r2, c1 - x) - ln_choose(n, c1);
     let ln_obs = ln_p(a);
-    let cutoff = ln_obs + (1e-7f64).ln_1p();
     // Mode of the hypergeometric distribution.
     let mode = (((r1 + 1) as f64 * (c1 + 1) as f64) / (n + 2) as f64).floor() as u64;
     let mode = mode.clamp(lo, hi);
-    // ln P(x+1) - ln P(x) = ln((r1-x)(c1-x)) - ln((x+1)(r2-c1+x+1))
-    let step_up = |x: u64| {
-        ((r1 - x) as f64).ln() + ((c1 - x) as f64).ln() - ((x + 1) as f64).ln() - ((r2 + x + 1 - c1) as f64).ln()
-    };
+    let ln_mode = ln_p(mode);
+    // P(x+1) / P(x) = (r1-x)(c1-x) / ((x+1)(r2-c1+x+1)); each factor ≤ 2^32 in practice, and the
+    // products exact in f64 below 2^53.
+    let ratio = |x: u64| ((r1 - x) as f64 * (c1 - x) as f64) / ((x + 1) as f64 * (r2 + x + 1 - c1) as f64);
+    if ln_obs - ln_mode < -650.0 {
+        return fisher_log_space(lo, hi, mode, ln_mode, ln_obs, ratio);
+    }
+    // Terms P(x)/P(mode); the observed table's, and the cut-offs, on the same scale.
+    let t_obs = (ln_obs - ln_mode).exp();
+    let cutoff = t_obs * (1.0 + 1e-7);
+    let negligible = t_obs * NEGLIGIBLE.exp();
+    // Sum of P(x)/P(mode) over tables no more likely than the observed one.
+    let mut sum = 0.0f64;
+    let (mut t, mut x) = (1.0f64, mode);
+    loop {
+        if t <= cutoff {
+            sum += t;
+            if t < negligible {
+                break;
+            }
+        }
+        if x == hi {
+            break;
+        }
+        t *= ratio(x);
+        x += 1;
+    }
+    let (mut t, mut x) = (1.0f64, mode);
+    while x > lo {
+        t /= ratio(x - 1);
+        x -= 1;
+        if t <= cutoff {
+            sum += t;
+            if t < negligible {
+                break;
+            }
+        }
+    }
+    (sum * ln_mode.exp()).min(1.0)
+}
+
+/// Terms below e^-50 of the observed table's cannot change the result.
+const NEGLIGIBLE: f64 = -50.0;
+
+/// [`fisher_exact_two_sided`]'s walk in log space, for an observed table so unlikely that its
+/// probability relative to the mode's underflows.
+fn fisher_log_space(lo: u64, hi: u64, mode: u64, ln_mode: f64, ln_obs: f64, ratio: impl Fn(u64) -> f64) -> f64 {
+    let cutoff = ln_obs + (1e-7f64).ln_1p();
+    let step_up = |x: u64| ratio(x).ln();
     // Sum of P(x)/P(obs) over tables no more likely than the observed one.
     let mut sum = 0.0f64;
-    let negligible = -50.0; // terms below e^-50 of the observed one cannot change the result
-    let ln_mode = ln_p(mode);
-    let mut lp = ln_mode;
-    let mut x = mode;
+    let (mut lp, mut x) = (ln_mode, mode);
     loop {
         if lp <= cutoff {
             sum += (lp - ln_obs).exp();
-            if lp - ln_obs < negligible {
+            if lp - ln_obs < NEGLIGIBLE {
                 break;
             }
         }
@@ -130,14 +175,13 @@ pub fn fisher_exact_two_sided(a: u64, b: u64, c: u64, d: u64) -> f64 {
         lp += step_up(x);
         x += 1;
     }
-    let mut lp = ln_mode;
-    let mut x = mode;
+    let (mut lp, mut x) = (ln_mode, mode);
     while x > lo {
         lp -= step_up(x - 1);
         x -= 1;
         if lp <= cutoff {
             sum += (lp - ln_obs).exp();
-            if lp - ln_obs < negligible {
+            if lp - ln_obs < NEGLIGIBLE {
                 break;
             }
         }
@@ -177,6 +221,10 @@ mod tests {
         // same command: f([[3000,997000],[1000,999000]]).pvalue = 9.14744117931969e-230
         let huge = fisher_exact_two_sided(3000, 997_000, 1000, 999_000);
         assert!((huge - 9.14744117931969e-230).abs() <= 9.14744117931969e-230 * 1e-6, "{huge}");
+        // Beyond e^-650 of the mode (the log-space walk), scipy 1.17.1:
+        // f([[120,880],[880,120]]).pvalue = 7.626744131471723e-285
+        let far = fisher_exact_two_sided(120, 880, 880, 120);
+        assert!((far - 7.626744131471723e-285).abs() <= 7.626744131471723e-285 * 1e-6, "{far}");
     }
 
     #[test]
@@ -203,6 +251,25 @@ mod tests {
     }
 
     proptest! {
+        /// The two walks agree wherever both can run (the log-space one is otherwise taken only
+        /// beyond e^-650 of the mode), up to counts in the hundreds of thousands.
+        #[test]
+        fn the_linear_and_log_space_walks_agree(
+            a in 0u64..3000, b in 1u64..300_000, c in 0u64..3000, d in 1u64..300_000,
+        ) {
+            let (r1, r2, c1) = (a + b, c + d, a + c);
+            prop_assume!(c1 > 0 && c1 < r1 + r2);
+            let n = r1 + r2;
+            let ln_p = |x: u64| ln_choose(r1, x) + ln_choose(r2, c1 - x) - ln_choose(n, c1);
+            let (lo, hi) = (c1.saturating_sub(r2), r1.min(c1));
+            let mode = ((((r1 + 1) as f64 * (c1 + 1) as f64) / (n + 2) as f64).floor() as u64).clamp(lo, hi);
+            let ratio = |x: u64| ((r1 - x) as f64 * (c1 - x) as f64) / ((x + 1) as f64 * (r2 + x + 1 - c1) as f64);
+            prop_assume!(ln_p(a) - ln_p(mode) >= -650.0);
+            let linear = fisher_exact_two_sided(a, b, c, d);
+            let logs = fisher_log_space(lo, hi, mode, ln_p(mode), ln_p(a), ratio);
+            prop_assert!((linear - logs).abs() <= 1e-300 + logs * 1e-9, "{linear} vs {logs}");
+        }
+
         #[test]
         fn fisher_equals_brute_force(a in 0u64..60, b in 0u64..60, c in 0u64..60, d in 0u64..60) {
             let fast = fisher_exact_two_sided(a, b, c, d);
