@@ -65,7 +65,9 @@ pub struct Engine {
     clock: Option<Millis>,
     last_eval_sec: Option<i64>,
     deployments: BTreeMap<String, Deployment>,
-    dedup: HashMap<String, Dedup>,
+    /// Remembered event ids per deployment (looked up for every event: a fast hasher, seeded per
+    /// process).
+    dedup: HashMap<String, Dedup, foldhash::quality::RandomState>,
     /// Where remembered event ids' sorted runs go (`state_dir/dedup` under `run`).
     spill: Option<Arc<Spill>>,
     transitions: Vec<Transition>,
@@ -182,6 +184,12 @@ fn deployment_in<'a>(
     d
 }
 
+/// The key an event is remembered by for duplicate detection (a fingerprint of its `event_id`,
+/// the same in every process; see `dedup.rs`).
+pub fn event_key(ev: &Event) -> u64 {
+    fingerprint(&ev.event_id)
+}
+
 /// `engine.workers`, or the available cores.
 fn config_workers(config: &Config) -> usize {
     config
@@ -254,7 +262,7 @@ impl Engine {
             clock: None,
             last_eval_sec: None,
             deployments: BTreeMap::new(),
-            dedup: HashMap::new(),
+            dedup: HashMap::default(),
             spill: None,
             transitions: Vec::new(),
             dead: Vec::new(),
@@ -556,7 +564,7 @@ impl Engine {
     /// Parses and applies one message. `receive` is the wall time it arrived.
     pub fn ingest(&mut self, payload: &[u8], receive: Millis) -> Ingested {
         match parse_line(payload) {
-            Ok(ev) => self.apply(&ev, payload, receive),
+            Ok(ev) => self.apply(&ev, None, payload, receive),
             Err(e) => self.reject(e, payload),
         }
     }
@@ -564,8 +572,20 @@ impl Engine {
     /// Applies an already-parsed message (HTTP JSON arrays, replay's reader stage). Borrowed, so
     /// the caller drops it where it was made (an event is copied only when it is held).
     pub fn ingest_parsed(&mut self, parsed: &Result<Event, Invalid>, payload: &[u8], receive: Millis) -> Ingested {
+        self.ingest_keyed(parsed, None, payload, receive)
+    }
+
+    /// [`Engine::ingest_parsed`] with the event's [`event_key`] where the caller has it (computed
+    /// on the thread that parsed the event: `replay`'s parse stage).
+    pub fn ingest_keyed(
+        &mut self,
+        parsed: &Result<Event, Invalid>,
+        key: Option<u64>,
+        payload: &[u8],
+        receive: Millis,
+    ) -> Ingested {
         match parsed {
-            Ok(ev) => self.apply(ev, payload, receive),
+            Ok(ev) => self.apply(ev, key, payload, receive),
             Err(e) => self.reject(e.clone(), payload),
         }
     }
@@ -612,7 +632,7 @@ impl Engine {
     /// - a held event still beyond the horizon after the clock advanced `max_future` since it was
     ///   held, or at end of input, is dead-lettered `future_timestamp` (a corrupt timestamp moves
     ///   no clock and changes no state).
-    fn apply(&mut self, ev: &Event, payload: &[u8], receive: Millis) -> Ingested {
+    fn apply(&mut self, ev: &Event, key: Option<u64>, payload: &[u8], receive: Millis) -> Ingested {
         if self.retired.contains_key(&ev.deployment_id) {
             let e = Invalid {
                 reason: Reason::RetiredDeployment,
@@ -658,7 +678,7 @@ impl Engine {
             }
             _ => {}
         }
-        let r = self.apply_now(ev, payload, receive);
+        let r = self.apply_now(ev, key, payload, receive);
         if !self.future.is_empty() {
             self.settle_future(None);
         }
@@ -686,7 +706,7 @@ impl Engine {
             let f = self.future.remove(i);
             // Whatever it holds or dead-letters came from its own message.
             let current = std::mem::replace(&mut self.origin, f.origin);
-            self.apply_now(&f.event, &f.payload, f.receive);
+            self.apply_now(&f.event, None, &f.payload, f.receive);
             self.origin = current;
         }
         let Some(clock) = self.clock else { return };
@@ -699,7 +719,7 @@ impl Engine {
         }
     }
 
-    fn apply_now(&mut self, ev: &Event, payload: &[u8], receive: Millis) -> Ingested {
+    fn apply_now(&mut self, ev: &Event, key: Option<u64>, payload: &[u8], receive: Millis) -> Ingested {
         let now = match self.mode {
             ClockMode::Event => self.clock.unwrap_or(ev.ts),
             ClockMode::Wall => receive,
@@ -713,7 +733,7 @@ impl Engine {
         };
         let eval_now = new_clock.unwrap_or(now);
         // Every event that gets this far is remembered, whatever the deployment does with it.
-        let key = fingerprint(&ev.event_id);
+        let key = key.unwrap_or_else(|| event_key(ev));
         let remember = |d: &mut Dedup| {
             d.insert(key, eval_now, engine_cfg.dedup_horizon.ms(), engine_cfg.dedup_min_ids, self.spill.as_ref())
         };

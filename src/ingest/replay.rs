@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, IsTerminal};
 
-use crate::engine::{Engine, Ingested};
+use crate::engine::{Engine, Ingested, event_key};
 use crate::event::{Event, Invalid, parse_line};
 use crate::ingest::DeadLetterSink;
 use crate::rules::Transition;
@@ -70,31 +70,45 @@ impl Progress {
     }
 }
 
-/// Lines handed from the reader to the engine at a time (fewer once their text reaches
-/// `BATCH_BYTES`), and batches in flight: the reader holds at most ≈ 10 batches of text, ≈ 25 MB
-/// however long the lines.
+/// Lines handed from the reader to a parse thread at a time (fewer once their text reaches
+/// `BATCH_BYTES`), and batches queued between two stages. In flight at most: per parse thread one
+/// queued to it, one it parses, one queued to the engine and one the engine applies, plus the one
+/// the reader fills: with two parse threads ≈ 10 batches, ≈ 20 MB however long the lines.
 const BATCH_LINES: usize = 1024;
 const BATCH_BYTES: usize = 2 << 20;
-const BATCHES_IN_FLIGHT: usize = 8;
+const QUEUED: usize = 1;
 
-/// Lines read and parsed, in input order: each line's bytes (`text[range]`, kept for dead letters
-/// and held events) and what it parsed to.
+/// Lines read and, once a parse thread has been at them, what they parsed to, in input order.
 struct Batch {
     text: Vec<u8>,
-    lines: Vec<(std::ops::Range<usize>, Result<Event, Invalid>)>,
+    /// Each line's bytes, `text[range]` (kept for dead letters and held events).
+    lines: Vec<std::ops::Range<usize>>,
+    /// What each line parsed to, and a valid event's [`event_key`] (0 for an invalid line).
+    parsed: Vec<(Result<Event, Invalid>, u64)>,
     /// Input bytes the batch covers (blank lines included).
     bytes: u64,
+}
+
+/// What flows from the reader through a parse thread to the engine.
+enum Msg {
+    Batch(Batch),
+    /// A read error: the replay fails with it after the lines before it.
+    Failed(io::Error),
+    /// End of input.
+    End,
 }
 
 /// Applies every line of `input`; transitions go to `on_transition` in order, dead letters to
 /// `dead`. Ends with the engine's end-of-input step (orphans dead-lettered, final evaluation).
 ///
-/// Two stages, so a single deployment's stream uses two cores: a thread reads and parses lines
-/// (parsing is a pure function of the line), and this one applies them to the engine in input
-/// order. The engine sees exactly what [`Engine::ingest`] of each line in turn would give it, so
-/// the output is the same; at most `BATCHES_IN_FLIGHT` batches are buffered. Applied batches go
-/// back to the reader, which drops their events and reuses their buffers (memory is freed by the
-/// thread that allocated it, which glibc's allocator does far faster than a free from another).
+/// Three stages, so that even a single deployment's stream uses every core: a thread reads lines
+/// into batches; parse threads (the available cores, up to 4) parse them, batch `k` by thread
+/// `k mod threads`; this thread applies them to the engine, taking batch `k` from thread
+/// `k mod threads`, so in input order. Parsing is a pure function of the line, and the engine
+/// sees exactly what [`Engine::ingest`] of each line in turn would give it: the output is the
+/// same for any number of parse threads. Applied batches go back to the parse thread that filled
+/// them, which drops their events (memory is freed by the thread that allocated it, which glibc's
+/// allocator does far faster than a free from another), and their buffers then to the reader.
 pub fn replay(
     engine: &mut Engine,
     input: impl BufRead + Send + 'static,
@@ -102,17 +116,40 @@ pub fn replay(
     dead: &mut DeadLetterSink,
     progress: &Progress,
 ) -> io::Result<ReplayStats> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    replay_with(engine, input, on_transition, dead, progress, threads)
+}
+
+fn replay_with(
+    engine: &mut Engine,
+    input: impl BufRead + Send + 'static,
+    on_transition: &mut dyn FnMut(&Transition) -> io::Result<()>,
+    dead: &mut DeadLetterSink,
+    progress: &Progress,
+    parse_threads: usize,
+) -> io::Result<ReplayStats> {
+    use std::sync::mpsc::{channel, sync_channel};
     let mut stats = ReplayStats::default();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(BATCHES_IN_FLIGHT);
-    let (back, used) = std::sync::mpsc::channel::<Batch>();
-    let reader =
-        std::thread::Builder::new().name("replay-parse".into()).spawn(move || read_and_parse(input, &tx, &used))?;
-    let applied = apply_batches(engine, &rx, &back, &mut stats, on_transition, dead, progress);
-    drop(rx);
-    // An error here (stdout closed, the dead-letter file unwritable) ends the replay at once: the
-    // reader stops at its next send, or with the process, without waiting for more input.
-    applied?;
-    reader.join().map_err(|_| io::Error::other("the replay parse thread panicked"))?;
+    let (recycle, recycled) = channel::<Batch>();
+    let (mut to_parse, mut parsed, mut used) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..parse_threads.max(1) {
+        let (tx, rx) = sync_channel::<Msg>(QUEUED);
+        let (out, out_rx) = sync_channel::<Msg>(QUEUED);
+        let (back, back_rx) = channel::<Batch>();
+        let recycle = recycle.clone();
+        std::thread::Builder::new()
+            .name(format!("replay-parse-{i}"))
+            .spawn(move || parse_batches(&rx, &out, &back_rx, &recycle))?;
+        to_parse.push(tx);
+        parsed.push(out_rx);
+        used.push(back);
+    }
+    drop(recycle);
+    std::thread::Builder::new().name("replay-read".into()).spawn(move || read_lines(input, &to_parse, &recycled))?;
+    // An error here (stdout closed, the dead-letter file unwritable, a read error) ends the replay
+    // at once: the other stages stop at their next send, or with the process, without waiting for
+    // more input.
+    apply_batches(engine, parsed, &used, &mut stats, on_transition, dead, progress)?;
     engine.finish();
     drain(engine, on_transition, dead)?;
     dead.flush()?;
@@ -120,24 +157,31 @@ pub fn replay(
     Ok(stats)
 }
 
-/// The reader stage: batches of parsed lines to `tx` until end of input, a read error (sent on)
-/// or the receiver hanging up.
-fn read_and_parse(
+/// The reader stage: batches of lines to the parse threads in turn until end of input or a read
+/// error (each passed on after the lines before it), or a parse thread hanging up.
+fn read_lines(
     mut input: impl BufRead,
-    tx: &std::sync::mpsc::SyncSender<io::Result<Batch>>,
-    used: &std::sync::mpsc::Receiver<Batch>,
+    to_parse: &[std::sync::mpsc::SyncSender<Msg>],
+    recycled: &std::sync::mpsc::Receiver<Batch>,
 ) {
     let mut first = true;
-    // An applied batch emptied (its events dropped here), else a new one; a text grown past the
-    // budget by long lines is not kept.
-    let fresh = || match used.try_recv() {
+    let mut turn = (0..to_parse.len()).cycle();
+    let mut send = |m: Msg| to_parse[turn.next().expect("endless")].send(m).is_ok();
+    // An applied batch emptied (its events dropped by its parse thread), else a new one; a text
+    // grown past the budget by long lines is not kept.
+    let fresh = || match recycled.try_recv() {
         Ok(mut b) if b.text.capacity() <= 2 * BATCH_BYTES => {
             b.text.clear();
             b.lines.clear();
             b.bytes = 0;
             b
         }
-        _ => Batch { text: Vec::with_capacity(BATCH_LINES * 512), lines: Vec::with_capacity(BATCH_LINES), bytes: 0 },
+        _ => Batch {
+            text: Vec::with_capacity(BATCH_LINES * 512),
+            lines: Vec::with_capacity(BATCH_LINES),
+            parsed: Vec::with_capacity(BATCH_LINES),
+            bytes: 0,
+        },
     };
     let mut batch = fresh();
     loop {
@@ -148,8 +192,8 @@ fn read_and_parse(
             Err(e) => {
                 batch.text.truncate(start);
                 // The lines read before the error are applied, then the error ends the replay.
-                if tx.send(Ok(batch)).is_ok() {
-                    let _ = tx.send(Err(e));
+                if send(Msg::Batch(batch)) {
+                    send(Msg::Failed(e));
                 }
                 return;
             }
@@ -169,34 +213,74 @@ fn read_and_parse(
             continue;
         }
         batch.text.truncate(range.end);
-        let parsed = parse_line(&batch.text[range.clone()]);
-        batch.lines.push((range, parsed));
+        batch.lines.push(range);
         let full = batch.lines.len() >= BATCH_LINES || batch.text.len() >= BATCH_BYTES;
-        if full && tx.send(Ok(std::mem::replace(&mut batch, fresh()))).is_err() {
+        if full && !send(Msg::Batch(std::mem::replace(&mut batch, fresh()))) {
             return;
         }
     }
-    let _ = tx.send(Ok(batch));
+    if send(Msg::Batch(batch)) {
+        send(Msg::End);
+    }
 }
 
-/// The engine stage: every batch's lines applied in order, transitions and dead letters drained
-/// after each line (as they always were).
+/// A parse stage: each batch's lines parsed and passed on; batches the engine has applied are
+/// emptied here (their events dropped by the thread that made them) and go back to the reader.
+fn parse_batches(
+    rx: &std::sync::mpsc::Receiver<Msg>,
+    out: &std::sync::mpsc::SyncSender<Msg>,
+    used: &std::sync::mpsc::Receiver<Batch>,
+    recycle: &std::sync::mpsc::Sender<Batch>,
+) {
+    for msg in rx {
+        while let Ok(mut b) = used.try_recv() {
+            b.parsed.clear();
+            let _ = recycle.send(b);
+        }
+        let msg = match msg {
+            Msg::Batch(mut b) => {
+                for range in &b.lines {
+                    let line = &b.text[range.clone()];
+                    #[cfg(test)]
+                    assert!(line != tests::PANIC_IN_PARSE, "the test's parse-thread panic");
+                    let parsed = parse_line(line);
+                    let key = parsed.as_ref().map_or(0, event_key);
+                    b.parsed.push((parsed, key));
+                }
+                Msg::Batch(b)
+            }
+            other => other,
+        };
+        if out.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// The engine stage: every batch's lines applied in order (batch `k` from parse thread
+/// `k mod threads`), transitions and dead letters drained after each line (as they always were).
 fn apply_batches(
     engine: &mut Engine,
-    rx: &std::sync::mpsc::Receiver<io::Result<Batch>>,
-    back: &std::sync::mpsc::Sender<Batch>,
+    parsed: Vec<std::sync::mpsc::Receiver<Msg>>,
+    used: &[std::sync::mpsc::Sender<Batch>],
     stats: &mut ReplayStats,
     on_transition: &mut dyn FnMut(&Transition) -> io::Result<()>,
     dead: &mut DeadLetterSink,
     progress: &Progress,
 ) -> io::Result<()> {
-    for batch in rx {
-        let batch = batch?;
+    for k in (0..parsed.len()).cycle() {
+        let batch = match parsed[k].recv() {
+            Ok(Msg::Batch(b)) => b,
+            Ok(Msg::Failed(e)) => return Err(e),
+            Ok(Msg::End) => return Ok(()),
+            // Only a panic ends a stage without a word: never a silently shortened replay.
+            Err(_) => return Err(io::Error::other("a replay reader or parse thread stopped unexpectedly (panicked)")),
+        };
         stats.bytes += batch.bytes;
-        for (range, parsed) in &batch.lines {
+        for (range, (parsed, key)) in batch.lines.iter().zip(&batch.parsed) {
             stats.lines += 1;
             // Replay runs on event time: the receive time is not used.
-            match engine.ingest_parsed(parsed, &batch.text[range.clone()], 0) {
+            match engine.ingest_keyed(parsed, Some(*key), &batch.text[range.clone()], 0) {
                 Ingested::Applied(_) => stats.applied += 1,
                 Ingested::Held => stats.held += 1,
                 Ingested::Duplicate => stats.duplicates += 1,
@@ -205,10 +289,10 @@ fn apply_batches(
             drain(engine, on_transition, dead)?;
             progress.update(stats);
         }
-        // The reader may have finished: then the batch is dropped here.
-        let _ = back.send(batch);
+        // The parse thread may have finished: then the batch is dropped here.
+        let _ = used[k].send(batch);
     }
-    Ok(())
+    unreachable!("an endless cycle of at least one parse thread")
 }
 
 fn drain(
@@ -324,8 +408,29 @@ mod tests {
         Engine::new(config, crate::config::ClockMode::Event)
     }
 
-    /// Several batches (and a malformed line, a blank one and a duplicate among them): the two
-    /// stages give exactly what ingesting each line in turn gives.
+    /// A line that makes a parse thread panic (tests only).
+    pub(super) const PANIC_IN_PARSE: &[u8] = b"\0panic in parse";
+
+    fn run(lines: &[String], parse_threads: usize) -> (Engine, Vec<crate::rules::Transition>, io::Result<ReplayStats>) {
+        let mut e = engine();
+        let mut got = Vec::new();
+        let input = lines.join("\n").into_bytes();
+        let r = replay_with(
+            &mut e,
+            io::Cursor::new(input),
+            &mut |t| {
+                got.push(t.clone());
+                Ok(())
+            },
+            &mut DeadLetterSink::Discard,
+            &Progress::new(None, true),
+            parse_threads,
+        );
+        (e, got, r)
+    }
+
+    /// Several batches (and a malformed line, a blank one and a duplicate among them), with one,
+    /// two and three parse threads: the stages give exactly what ingesting each line in turn gives.
     #[test]
     fn the_reader_stage_changes_nothing() {
         use crate::ingest::simulator::{Scenario, generate_lines};
@@ -333,7 +438,7 @@ mod tests {
         lines.insert(100, "{not json".into());
         lines.insert(2000, String::new());
         lines.insert(2500, lines[1500].clone());
-        let (mut direct, mut staged) = (engine(), engine());
+        let mut direct = engine();
         let mut want = Vec::new();
         for l in lines.iter().filter(|l| !l.is_empty()) {
             direct.ingest(l.as_bytes(), 0);
@@ -341,27 +446,33 @@ mod tests {
         }
         direct.finish();
         want.extend(direct.drain_transitions());
-        let input = lines.join("\n");
-        let input_len = input.len();
-        let mut got = Vec::new();
-        let stats = replay(
-            &mut staged,
-            io::Cursor::new(input.into_bytes()),
-            &mut |t| {
-                got.push(t.clone());
-                Ok(())
-            },
-            &mut DeadLetterSink::Discard,
-            &Progress::new(None, true),
-        )
-        .unwrap();
-        assert_eq!(stats.lines as usize, lines.len() - 1, "the blank line is not an event");
-        assert_eq!((stats.invalid, stats.duplicates), (1, 1));
-        assert_eq!(stats.bytes as usize, input_len);
-        assert!(!want.is_empty());
-        assert_eq!(got, want);
+        let input_len = lines.join("\n").len();
         let json = |e: &Engine| serde_json::to_string(&e.summary()).unwrap();
-        assert!(json(&staged) == json(&direct), "the summaries differ");
+        assert!(!want.is_empty());
+        for threads in 1..=3 {
+            let (staged, got, stats) = run(&lines, threads);
+            let stats = stats.unwrap();
+            assert_eq!(stats.lines as usize, lines.len() - 1, "the blank line is not an event");
+            assert_eq!((stats.invalid, stats.duplicates), (1, 1));
+            assert_eq!(stats.bytes as usize, input_len);
+            assert_eq!(got, want, "{threads} parse threads");
+            assert!(json(&staged) == json(&direct), "the summaries differ with {threads} parse threads");
+        }
+    }
+
+    /// A parse thread that dies fails the replay, never ends it early as if the input had.
+    #[test]
+    fn a_parse_thread_panic_fails_the_replay() {
+        use crate::ingest::simulator::{Scenario, generate_lines};
+        let mut lines = generate_lines(Scenario::Steady, 5 * BATCH_LINES, 1);
+        lines.insert(2 * BATCH_LINES + 5, String::from_utf8(PANIC_IN_PARSE.to_vec()).unwrap());
+        for threads in 1..=3 {
+            let (e, _, r) = run(&lines, threads);
+            let err = r.unwrap_err();
+            assert!(err.to_string().contains("stopped unexpectedly"), "{err}");
+            // At most the batches before the one that failed were applied.
+            assert!(e.stats.applied_by_type.iter().sum::<u64>() <= 2 * BATCH_LINES as u64);
+        }
     }
 
     /// A read error mid-stream: the lines before it are applied, then the replay fails with it.
@@ -369,17 +480,20 @@ mod tests {
     fn a_read_error_applies_what_came_before_and_fails() {
         let lines = crate::ingest::simulator::generate_lines(crate::ingest::simulator::Scenario::Steady, 10, 1);
         let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
-        let mut e = engine();
-        let err = replay(
-            &mut e,
-            Input(io::Cursor::new(input), || Err(io::Error::other("disk gone"))),
-            &mut |_| Ok(()),
-            &mut DeadLetterSink::Discard,
-            &Progress::new(None, true),
-        )
-        .unwrap_err();
-        assert_eq!(err.to_string(), "disk gone");
-        assert_eq!(e.stats.applied_by_type.iter().sum::<u64>(), 10, "every line before the error applied");
+        for threads in 1..=3 {
+            let mut e = engine();
+            let err = replay_with(
+                &mut e,
+                Input(io::Cursor::new(input.clone()), || Err(io::Error::other("disk gone"))),
+                &mut |_| Ok(()),
+                &mut DeadLetterSink::Discard,
+                &Progress::new(None, true),
+                threads,
+            )
+            .unwrap_err();
+            assert_eq!(err.to_string(), "disk gone");
+            assert_eq!(e.stats.applied_by_type.iter().sum::<u64>(), 10, "every line before the error applied");
+        }
     }
 
     /// Long lines make smaller batches: the reader's text stays within its byte budget.
@@ -389,9 +503,14 @@ mod tests {
         let input = line.repeat(100);
         let (tx, rx) = std::sync::mpsc::sync_channel(1000);
         let (_back, used) = std::sync::mpsc::channel();
-        read_and_parse(io::Cursor::new(input.into_bytes()), &tx, &used);
-        drop(tx);
-        let batches: Vec<Batch> = rx.into_iter().map(|b| b.unwrap()).collect();
+        read_lines(io::Cursor::new(input.into_bytes()), &[tx], &used);
+        let batches: Vec<Batch> = rx
+            .into_iter()
+            .filter_map(|m| match m {
+                Msg::Batch(b) => Some(b),
+                _ => None,
+            })
+            .collect();
         assert!(batches.len() >= 4, "{} batches", batches.len());
         assert_eq!(batches.iter().map(|b| b.lines.len()).sum::<usize>(), 100);
         for b in &batches {
