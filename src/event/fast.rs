@@ -209,7 +209,14 @@ fn units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::
 
 /// The event in `line` if it is a valid detection without `exposure` (None: let the general
 /// parser decide).
+#[cfg(test)]
 pub(super) fn detection(line: &str) -> Option<Event> {
+    detection_into(line, &mut Vec::new())
+}
+
+/// The valid detection in `line` (see `detection`), written into an event of `spares` (events
+/// done with) where there is one.
+pub(super) fn detection_into(line: &str, spares: &mut Vec<Event>) -> Option<Event> {
     let ObjectOnly(r) = serde_json::from_str::<ObjectOnly<RawDetection<'_>>>(line).ok()?;
     if r.kind != "detection" || r.exposure.is_some() {
         return None;
@@ -245,7 +252,7 @@ pub(super) fn detection(line: &str) -> Option<Event> {
         ts: r.ts,
         ts_emitted: r.ts_emitted,
     };
-    head.event(body)
+    head.event_into(body, spares.pop())
 }
 
 /// The envelope every type shares, as read by serde.
@@ -262,6 +269,12 @@ struct Head<'a> {
 impl Head<'_> {
     /// The event with `body` if the envelope is valid (`parse.rs::parse_object`'s rules).
     fn event(self, body: Body) -> Option<Event> {
+        self.event_into(body, None)
+    }
+
+    /// [`Head::event`], written into `spare` (an event done with) where there is one: its id
+    /// strings are overwritten in place, which saves their allocations.
+    fn event_into(self, body: Body, spare: Option<Event>) -> Option<Event> {
         if self.schema_version != 1
             || !(1..=128).contains(&self.event_id.chars().count())
             || !is_valid_id(&self.deployment_id)
@@ -269,15 +282,28 @@ impl Head<'_> {
         {
             return None;
         }
-        Some(Event {
-            event_id: self.event_id.into_owned(),
-            deployment_id: self.deployment_id.into_owned(),
-            system: self.system,
-            source_id: self.source_id.into_owned(),
-            ts: parse_ts(&self.ts)?,
-            ts_emitted: time(&self.ts_emitted)?,
-            body,
-        })
+        let (ts, ts_emitted) = (parse_ts(&self.ts)?, time(&self.ts_emitted)?);
+        let Some(mut ev) = spare else {
+            return Some(Event {
+                event_id: self.event_id.into_owned(),
+                deployment_id: self.deployment_id.into_owned(),
+                system: self.system,
+                source_id: self.source_id.into_owned(),
+                ts,
+                ts_emitted,
+                body,
+            });
+        };
+        for (to, from) in [
+            (&mut ev.event_id, &self.event_id),
+            (&mut ev.deployment_id, &self.deployment_id),
+            (&mut ev.source_id, &self.source_id),
+        ] {
+            to.clear();
+            to.push_str(from);
+        }
+        (ev.system, ev.ts, ev.ts_emitted, ev.body) = (self.system, ts, ts_emitted, body);
+        Some(ev)
     }
 }
 

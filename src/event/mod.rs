@@ -9,7 +9,7 @@
 mod fast;
 mod parse;
 
-pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, is_valid_id, parse_line, parse_value};
+pub use parse::{MAX_EVENT_BYTES, MAX_INTEGER, is_valid_id, parse_line, parse_line_into, parse_value};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -3,7 +3,7 @@
 use std::io::{self, BufRead, IsTerminal};
 
 use crate::engine::{Engine, Ingested, event_key};
-use crate::event::{Event, Invalid, parse_line};
+use crate::event::{Event, Invalid, parse_line_into};
 use crate::ingest::DeadLetterSink;
 use crate::rules::Transition;
 
@@ -236,9 +236,18 @@ fn parse_batches(
     used: &std::sync::mpsc::Receiver<Batch>,
     recycle: &std::sync::mpsc::Sender<Batch>,
 ) {
+    // Valid events of applied batches, rewritten by the next parses (saving their strings'
+    // allocations and frees, a third of this stage's time before).
+    let mut spares: Vec<Event> = Vec::with_capacity(2 * BATCH_LINES);
     for msg in rx {
         while let Ok(mut b) = used.try_recv() {
-            b.parsed.clear();
+            for (parsed, _) in b.parsed.drain(..) {
+                if let Ok(ev) = parsed
+                    && spares.len() < 2 * BATCH_LINES
+                {
+                    spares.push(ev);
+                }
+            }
             let _ = recycle.send(b);
         }
         let msg = match msg {
@@ -247,7 +256,7 @@ fn parse_batches(
                     let line = &b.text[range.clone()];
                     #[cfg(test)]
                     assert!(line != tests::PANIC_IN_PARSE, "the test's parse-thread panic");
-                    let parsed = parse_line(line);
+                    let parsed = parse_line_into(line, &mut spares);
                     let key = parsed.as_ref().map_or(0, event_key);
                     b.parsed.push((parsed, key));
                 }
