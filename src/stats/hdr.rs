@@ -65,12 +65,15 @@ impl SparseHdr {
     pub fn value_at_quantile(&self, q: f64) -> u64 {
         let q = q.min(1.0);
         let target = ((q * self.total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (&k, &c) in &self.counts {
-            seen += c;
-            if seen >= target {
+        // From the top (the quantiles asked for are high ones: a few buckets instead of all):
+        // the bucket whose cumulative count reaches `target` while the one below it does not.
+        let mut above = 0;
+        for (&k, &c) in self.counts.iter().rev() {
+            let through = self.total.saturating_sub(above);
+            if through.saturating_sub(c) < target {
                 return if q == 0.0 { k } else { highest_equivalent(k) };
             }
+            above += c;
         }
         0
     }
@@ -78,7 +81,15 @@ impl SparseHdr {
     /// Count of recorded values ≤ `bound` counting whole buckets: a bucket is included when its
     /// highest equivalent value is ≤ bound (Prometheus `le` buckets).
     pub fn count_le(&self, bound: u64) -> u64 {
-        self.counts.iter().take_while(|(k, _)| highest_equivalent(**k) <= bound).map(|(_, c)| c).sum()
+        // The total less the buckets above `bound`: those from the one holding `bound` on (the
+        // bounds asked for are high ones: a few buckets instead of all).
+        let above: u64 = self
+            .counts
+            .range(lowest_equivalent(bound)..)
+            .filter(|(k, _)| highest_equivalent(**k) > bound)
+            .map(|(_, c)| c)
+            .sum();
+        self.total.saturating_sub(above)
     }
 
     /// [`SparseHdr::count_le`] of each of `bounds` (ascending), in one pass over the buckets:
@@ -176,8 +187,14 @@ mod tests {
         fn count_le_counts_whole_buckets(values in proptest::collection::vec(0u64..100_000, 0..200), bound in 0u64..120_000) {
             let mut h = SparseHdr::new();
             values.iter().for_each(|&v| h.record(v));
-            let brute = values.iter().filter(|&&v| highest_equivalent(v) <= bound).count() as u64;
-            prop_assert_eq!(h.count_le(bound), brute);
+            let brute = |bound: u64| values.iter().filter(|&&v| highest_equivalent(v) <= bound).count() as u64;
+            prop_assert_eq!(h.count_le(bound), brute(bound));
+            // At and around every bucket's edges.
+            for &v in values.iter().take(20) {
+                for b in [lowest_equivalent(v).saturating_sub(1), lowest_equivalent(v), highest_equivalent(v), highest_equivalent(v) + 1] {
+                    prop_assert_eq!(h.count_le(b), brute(b), "bound {}", b);
+                }
+            }
         }
     }
 }
