@@ -6,6 +6,7 @@
 //!
 //! Times are carried as milliseconds since the Unix epoch (UTC), which is all the engine needs.
 
+mod by_hand;
 mod fast;
 mod parse;
 

@@ -258,13 +258,18 @@ mod tests {
             a in 0u64..3000, b in 1u64..300_000, c in 0u64..3000, d in 1u64..300_000,
         ) {
             let (r1, r2, c1) = (a + b, c + d, a + c);
-            prop_assume!(c1 > 0 && c1 < r1 + r2);
+            if c1 == 0 || c1 == r1 + r2 {
+                return Ok(());
+            }
             let n = r1 + r2;
             let ln_p = |x: u64| ln_choose(r1, x) + ln_choose(r2, c1 - x) - ln_choose(n, c1);
             let (lo, hi) = (c1.saturating_sub(r2), r1.min(c1));
             let mode = ((((r1 + 1) as f64 * (c1 + 1) as f64) / (n + 2) as f64).floor() as u64).clamp(lo, hi);
             let ratio = |x: u64| ((r1 - x) as f64 * (c1 - x) as f64) / ((x + 1) as f64 * (r2 + x + 1 - c1) as f64);
-            prop_assume!(ln_p(a) - ln_p(mode) >= -650.0);
+            // (About a third of these tables are beyond it: nothing to compare there.)
+            if ln_p(a) - ln_p(mode) < -650.0 {
+                return Ok(());
+            }
             let linear = fisher_exact_two_sided(a, b, c, d);
             let logs = fisher_log_space(lo, hi, mode, ln_p(mode), ln_p(a), ratio);
             prop_assert!((linear - logs).abs() <= 1e-300 + logs * 1e-9, "{linear} vs {logs}");
