@@ -572,14 +572,14 @@ impl Engine {
     /// Applies an already-parsed message (HTTP JSON arrays, replay's reader stage). Borrowed, so
     /// the caller drops it where it was made (an event is copied only when it is held).
     pub fn ingest_parsed(&mut self, parsed: &Result<Event, Invalid>, payload: &[u8], receive: Millis) -> Ingested {
-        self.ingest_keyed(parsed, None, payload, receive)
+        self.ingest_keyed(parsed.as_ref(), None, payload, receive)
     }
 
     /// [`Engine::ingest_parsed`] with the event's [`event_key`] where the caller has it (computed
     /// on the thread that parsed the event: `replay`'s parse stage).
     pub fn ingest_keyed(
         &mut self,
-        parsed: &Result<Event, Invalid>,
+        parsed: Result<&Event, &Invalid>,
         key: Option<u64>,
         payload: &[u8],
         receive: Millis,

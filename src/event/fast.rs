@@ -210,15 +210,22 @@ fn units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::
 
 /// The event in `line` if it is a valid detection without `exposure` (None: let the general
 /// parser decide).
-#[cfg(test)]
 pub(super) fn detection(line: &str) -> Option<Event> {
-    detection_into(line, &mut Vec::new())
+    let (head, body) = detection_parts(raw_detection(line)?)?;
+    head.event(body)
 }
 
-/// The valid detection in `line` (see `detection`), written into an event of `spares` (events
-/// done with) where there is one.
-pub(super) fn detection_into(line: &str, spares: &mut Vec<Event>) -> Option<Event> {
-    detection_from(raw_detection(line)?, spares)
+/// [`detection`], written into an event of `spares` (events done with, boxed so that they move
+/// as pointers, not as their 272 bytes) where there is one.
+pub(super) fn detection_into(line: &str, spares: &mut Vec<Box<Event>>) -> Option<Box<Event>> {
+    let (head, body) = detection_parts(raw_detection(line)?)?;
+    match spares.pop() {
+        Some(mut ev) => {
+            head.write_into(body, &mut ev)?;
+            Some(ev)
+        }
+        None => head.event(body).map(Box::new),
+    }
 }
 
 /// A detection's fields: read by hand where the line is in the simplest form (nearly always),
@@ -230,8 +237,8 @@ fn raw_detection(line: &str) -> Option<RawDetection<'_>> {
     }
 }
 
-/// The valid detection `r` holds, written into an event of `spares` where there is one.
-fn detection_from(r: RawDetection<'_>, spares: &mut Vec<Event>) -> Option<Event> {
+/// The envelope and body of the valid detection `r` holds (the envelope still to be checked).
+fn detection_parts(r: RawDetection<'_>) -> Option<(Head<'_>, Body)> {
     if r.kind != "detection" || r.exposure.is_some() {
         return None;
     }
@@ -266,7 +273,7 @@ fn detection_from(r: RawDetection<'_>, spares: &mut Vec<Event>) -> Option<Event>
         ts: r.ts,
         ts_emitted: r.ts_emitted,
     };
-    head.event_into(body, spares.pop())
+    Some((head, body))
 }
 
 /// The envelope every type shares, as read by serde.
@@ -281,14 +288,8 @@ struct Head<'a> {
 }
 
 impl Head<'_> {
-    /// The event with `body` if the envelope is valid (`parse.rs::parse_object`'s rules).
-    fn event(self, body: Body) -> Option<Event> {
-        self.event_into(body, None)
-    }
-
-    /// [`Head::event`], written into `spare` (an event done with) where there is one: its id
-    /// strings are overwritten in place, which saves their allocations.
-    fn event_into(self, body: Body, spare: Option<Event>) -> Option<Event> {
+    /// Whether the envelope is valid (`parse.rs::parse_object`'s rules), with its times.
+    fn check(&self) -> Option<(Millis, Option<Millis>)> {
         if self.schema_version != 1
             || !(1..=128).contains(&self.event_id.chars().count())
             || !is_valid_id(&self.deployment_id)
@@ -296,18 +297,28 @@ impl Head<'_> {
         {
             return None;
         }
-        let (ts, ts_emitted) = (parse_ts(&self.ts)?, time(&self.ts_emitted)?);
-        let Some(mut ev) = spare else {
-            return Some(Event {
-                event_id: self.event_id.into_owned(),
-                deployment_id: self.deployment_id.into_owned(),
-                system: self.system,
-                source_id: self.source_id.into_owned(),
-                ts,
-                ts_emitted,
-                body,
-            });
-        };
+        Some((parse_ts(&self.ts)?, time(&self.ts_emitted)?))
+    }
+
+    /// The event with `body` if the envelope is valid.
+    fn event(self, body: Body) -> Option<Event> {
+        let (ts, ts_emitted) = self.check()?;
+        Some(Event {
+            event_id: self.event_id.into_owned(),
+            deployment_id: self.deployment_id.into_owned(),
+            system: self.system,
+            source_id: self.source_id.into_owned(),
+            ts,
+            ts_emitted,
+            body,
+        })
+    }
+
+    /// [`Head::event`] written into `ev`, an event done with (None, and `ev` left half written,
+    /// if the envelope is invalid): its id strings are overwritten in place, which saves their
+    /// allocations.
+    fn write_into(self, body: Body, ev: &mut Event) -> Option<()> {
+        let (ts, ts_emitted) = self.check()?;
         for (to, from) in [
             (&mut ev.event_id, &self.event_id),
             (&mut ev.deployment_id, &self.deployment_id),
@@ -317,7 +328,7 @@ impl Head<'_> {
             to.push_str(from);
         }
         (ev.system, ev.ts, ev.ts_emitted, ev.body) = (self.system, ts, ts_emitted, body);
-        Some(ev)
+        Some(())
     }
 }
 

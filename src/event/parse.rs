@@ -19,12 +19,16 @@ type R<T> = Result<T, Invalid>;
 
 /// Parses one NDJSON line (or Kafka payload).
 pub fn parse_line(line: &[u8]) -> R<Event> {
-    parse_line_into(line, &mut Vec::new())
+    parse_with(line, super::fast::detection, |ev| ev)
 }
 
-/// [`parse_line`], writing a valid detection (nearly every event of a stream) into one of
+/// [`parse_line`], boxed, writing a valid detection (nearly every event of a stream) into one of
 /// `spares`, events the caller is done with, to save its allocations. The result is the same.
-pub fn parse_line_into(line: &[u8], spares: &mut Vec<Event>) -> R<Event> {
+pub fn parse_line_into(line: &[u8], spares: &mut Vec<Box<Event>>) -> R<Box<Event>> {
+    parse_with(line, |text| super::fast::detection_into(text, spares), Box::new)
+}
+
+fn parse_with<T>(line: &[u8], detection: impl FnOnce(&str) -> Option<T>, event: impl Fn(Event) -> T) -> R<T> {
     if line.len() > MAX_EVENT_BYTES {
         return Err(Invalid::new(
             Reason::TooLarge,
@@ -34,15 +38,15 @@ pub fn parse_line_into(line: &[u8], spares: &mut Vec<Event>) -> R<Event> {
     // Nearly every event is a valid detection: straight from the bytes (`fast.rs`), as are the
     // other valid events, unless the line holds something only the general parser checks.
     if let Some(text) = super::fast::plain(line) {
-        if let Some(ev) = super::fast::detection_into(text, spares) {
+        if let Some(ev) = detection(text) {
             return Ok(ev);
         }
         if let Some(ev) = super::fast::other(text) {
-            return Ok(ev);
+            return Ok(event(ev));
         }
     }
     let value: Value = serde_json::from_slice(line).map_err(|e| Invalid::new(Reason::MalformedJson, format!("{e}")))?;
-    parse_value(value)
+    parse_value(value).map(event)
 }
 
 /// Validates an already-parsed JSON value (used for JSON-array HTTP bodies).
@@ -510,7 +514,7 @@ mod tests {
                 let before = spares.len();
                 let got = parse_line_into(line.as_bytes(), &mut spares);
                 reused += usize::from(spares.len() < before);
-                assert_eq!(got, parse_line(line.as_bytes()), "{}", line);
+                assert_eq!(got.as_deref(), parse_line(line.as_bytes()).as_ref(), "{}", line);
                 // Hand back events in a scrambled order, some at once and some later.
                 if let Ok(ev) = got
                     && i % 3 != 0
