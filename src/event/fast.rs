@@ -217,6 +217,7 @@ pub(super) fn detection(line: &str) -> Option<Event> {
 
 /// [`detection`], written into an event of `spares` (events done with, boxed so that they move
 /// as pointers, not as their 272 bytes) where there is one.
+#[allow(clippy::vec_box)] // boxed on purpose: they move as pointers, not 272 bytes
 pub(super) fn detection_into(line: &str, spares: &mut Vec<Box<Event>>) -> Option<Box<Event>> {
     let (head, body) = detection_parts(raw_detection(line)?)?;
     match spares.pop() {
