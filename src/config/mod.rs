@@ -352,6 +352,19 @@ mod tests {
         assert!(e.contains("did you mean \"denominator\""), "{e}");
     }
 
+    /// PSI edges must be finite and ascending: a NaN (`.nan`) compares false both ways, so the
+    /// ascending check alone let it through, and binning depended on how a value was searched.
+    #[test]
+    fn psi_edges_must_be_finite() {
+        for edges in ["[0, .nan, 0.5]", "[0, 0.5, .inf]", "[0, 0.5, 0.5]"] {
+            let yaml = format!(
+                "profiles:\n  p:\n    conditions:\n      - {{id: d, kind: drift, value: score, method: psi, edges: {edges}, max: 0.25}}\n"
+            );
+            let e = Config::from_yaml(&yaml, None).unwrap_err().to_string();
+            assert!(e.contains("edges"), "{edges}: {e}");
+        }
+    }
+
     #[test]
     fn override_of_unknown_condition_is_an_error() {
         let yaml = "deployments:\n  d1: {profile: lfr, overrides: [{id: false_alert_rat, max: 0.1}]}\nreceivers: {oversight: {kind: log}, ops: {kind: log}}\ngroups: {ethnicity: [black], sex: [female]}\n";

@@ -56,6 +56,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) {
         Kind::State(check) => state(check, dep, now),
         Kind::Silence { event_type, max_gap } => {
             rt.last.clear();
+            rt.last.reserve_exact(dep.sources.len().max(1));
             for (source, s) in &dep.sources {
                 let Some(last) = s.last_seen[event_type.index()] else { continue };
                 let (verdict, gap) = silence_now(dep, last, *max_gap, now);
@@ -87,7 +88,7 @@ pub fn evaluate(rt: &mut ConditionRuntime, dep: &Deployment, now: Millis) {
 /// (`round::check_refresh`); a kind qualifies only where what follows holds.
 ///
 /// - Whole-deployment rates and disparities, quantiles, count-window PSI/KS: pure functions of
-///   unchanged counts (what [`memoised`] would return), so `last` stands.
+///   unchanged counts (where [`memo_hit`] would keep it), so `last` stands.
 /// - State checks other than list age (which grows with the clock): pure functions of the
 ///   deployment's state; `last` stands.
 /// - Page–Hinkley: only "a detection within `hold`" moves with the clock; the verdict is redone.
@@ -751,22 +752,20 @@ mod tests {
     }
 
     /// Each condition of the shipped LFR profile keeps room for exactly the evaluations it has
-    /// after rounds in place (a vector grown by a first push holds four: 17 MB more over the
-    /// memory bench's 1,000 deployments).
+    /// after rounds in place, one each with one camera (a vector grown by a first push holds
+    /// four: 17 MB more over the memory bench's 1,000 deployments).
     #[test]
     fn evaluations_in_place_keep_no_spare_room() {
         let mut e = Engine::new(Arc::new(Config::demo()), ClockMode::Event);
-        for line in crate::ingest::simulator::generate_lines(crate::ingest::simulator::Scenario::Steady, 3000, 1) {
-            e.ingest(line.as_bytes(), 0);
+        for s in 0..20 {
+            let ts = format!("2026-04-25T09:00:{s:02}Z");
+            ingest(&mut e, &format!("d{s}"), "cam-1", &ts, r#""type":"detection","count":5,"scores":[0.1,0.2,0.3]"#);
         }
-        let id = e.summary().deployments[0].deployment_id.clone();
-        let d = e.deployment(&id).expect("the simulated deployment");
+        let d = e.deployment("d").expect("deployment d");
         assert!(d.conditions.len() > 10);
+        assert_eq!(d.sources.len(), 1);
         for c in &d.conditions {
-            assert!(!c.last.is_empty(), "{} evaluated", c.condition.id);
-            if c.last.len() == 1 {
-                assert_eq!(c.last.capacity(), 1, "{}", c.condition.id);
-            }
+            assert_eq!((c.last.len(), c.last.capacity()), (1, 1), "{}", c.condition.id);
         }
     }
 

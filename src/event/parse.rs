@@ -497,32 +497,4 @@ mod tests {
         assert_eq!(reason(lfr), Reason::OutOfRange);
         assert!(parse_line(lfr.replace("\"lfr\"", "\"anpr\"").as_bytes()).is_ok());
     }
-
-    /// Parsing into events done with gives exactly what a fresh parse gives, whatever those
-    /// events were (every scenario's types, ids of other lengths, scores and qualities of other
-    /// sizes, exposure tables, and invalid lines in between).
-    #[test]
-    fn parsing_into_spare_events_equals_a_fresh_parse() {
-        use crate::ingest::simulator::{Scenario, generate_lines};
-        let mut spares = Vec::new();
-        let mut reused = 0;
-        for scenario in Scenario::ALL {
-            let mut lines = generate_lines(scenario, 3000, 7);
-            lines.insert(50, "{not json".into());
-            lines.insert(70, lines[60].replace("\"count\":", "\"count\":-"));
-            for (i, line) in lines.iter().enumerate() {
-                let before = spares.len();
-                let got = parse_line_into(line.as_bytes(), &mut spares);
-                reused += usize::from(spares.len() < before);
-                assert_eq!(got.as_deref(), parse_line(line.as_bytes()).as_ref(), "{}", line);
-                // Hand back events in a scrambled order, some at once and some later.
-                if let Ok(ev) = got
-                    && i % 3 != 0
-                {
-                    spares.insert((i * 7) % (spares.len() + 1), ev);
-                }
-            }
-        }
-        assert!(reused > 10_000, "{reused} parses reused a spare event");
-    }
 }

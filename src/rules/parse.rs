@@ -409,7 +409,13 @@ fn drift(r: &mut Reader<'_>) -> Option<DriftSpec> {
                 None => (0..10).map(|i| i as f64 / 10.0).collect(),
                 Some(Value::Sequence(s)) => {
                     let e: Vec<f64> = s.iter().filter_map(Value::as_f64).collect();
-                    if e.len() != s.len() || e.len() < 2 || e[0] != 0.0 || e.windows(2).any(|w| w[0] >= w[1]) {
+                    // A NaN edge (`.nan` in YAML) compares false both ways: rejected on its own.
+                    if e.len() != s.len()
+                        || e.len() < 2
+                        || e[0] != 0.0
+                        || e.iter().any(|x| !x.is_finite())
+                        || e.windows(2).any(|w| w[0] >= w[1])
+                    {
                         r.err("edges", "must be ascending numbers starting at 0 (left edges of the bins)");
                     }
                     e

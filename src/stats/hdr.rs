@@ -63,6 +63,9 @@ impl SparseHdr {
     /// As `hdrhistogram::Histogram::value_at_quantile`: the highest equivalent value of the
     /// bucket where the cumulative count first reaches ⌈q·n⌉ (at least 1); 0 when empty.
     pub fn value_at_quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
         let q = q.min(1.0);
         let target = ((q * self.total as f64).ceil() as u64).max(1);
         // From the top (the quantiles asked for are high ones: a few buckets instead of all):
