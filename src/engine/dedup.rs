@@ -347,8 +347,10 @@ impl Generation {
         self.sorted.len() + self.spilled_len()
     }
 
-    fn contains(&self, k: u64) -> bool {
-        self.directory.contains(&self.sorted, k) || self.spilled.iter().rev().any(|seg| seg.contains(k))
+    /// `in_memory`: false when the sorted keys surely lack `k` (the [`Filter`] said so), and only
+    /// the spilled segments are searched.
+    fn contains(&self, k: u64, in_memory: bool) -> bool {
+        (in_memory && self.directory.contains(&self.sorted, k)) || self.spilled.iter().rev().any(|seg| seg.contains(k))
     }
 
     /// Writes the in-memory keys out once they are a full run, then merges the newest segments
@@ -488,11 +490,8 @@ impl Dedup {
         if self.pending.contains(&k) {
             return true;
         }
-        // Not in memory for sure: only spilled segments may hold it.
-        if self.filter.as_ref().is_some_and(|f| !f.may_contain(k)) {
-            return self.generations.iter().rev().any(|g| g.spilled.iter().rev().any(|seg| seg.contains(k)));
-        }
-        self.generations.iter().rev().any(|g| g.contains(k))
+        let in_memory = self.filter.as_ref().is_none_or(|f| f.may_contain(k));
+        self.generations.iter().rev().any(|g| g.contains(k, in_memory))
     }
 
     /// Keys in memory (sorted arrays and pending).
@@ -600,18 +599,17 @@ impl Dedup {
                 j -= 1;
             }
         }
-        match spill {
-            None => g.directory = Directory::build(&g.sorted),
-            Some(sp) => {
-                g.spill(sp);
-                g.directory = Directory::build(&g.sorted);
-                // Over the index budget: this deployment's oldest indexes go to disk first.
-                let mut resident =
-                    self.generations.iter_mut().flat_map(|g| g.spilled.iter_mut()).filter(|s| s.index.is_some());
-                while sp.over_budget() {
-                    let Some(seg) = resident.next() else { break };
-                    seg.evict();
-                }
+        if let Some(sp) = spill {
+            g.spill(sp);
+        }
+        g.directory = Directory::build(&g.sorted);
+        if let Some(sp) = spill {
+            // Over the index budget: this deployment's oldest indexes go to disk first.
+            let mut resident =
+                self.generations.iter_mut().flat_map(|g| g.spilled.iter_mut()).filter(|s| s.index.is_some());
+            while sp.over_budget() {
+                let Some(seg) = resident.next() else { break };
+                seg.evict();
             }
         }
         if self.filter.is_none() && self.in_memory() >= FILTER_MIN {
