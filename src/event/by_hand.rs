@@ -9,13 +9,18 @@
 //! field), and skips the values of unknown keys after checking their JSON syntax. Exposure other
 //! than `null` is left to the general parser. Whatever it returns, serde_json returns the same
 //! for the line: differential property tests in `fast.rs` hold the two together.
+//!
+//! A line it reads is also one the general parser (a `serde_json::Value`) takes, so it needs no
+//! `fast::plain` check first: it has no escapes (so no surrogate), no number with an exponent or
+//! over 300 digits before its point (so every number fits an f64), no nesting beyond 100, and the
+//! caller has checked that the whole line is UTF-8.
 
 use std::borrow::Cow;
 
 use super::fast::RawDetection;
 
-/// Nesting a skipped value may have (the general parser's own limit is 128; `plain` sends lines
-/// nested beyond 100 to it).
+/// Nesting a line may have, counting its outer object (`fast::plain`'s bound; the general
+/// parser's own limit is 128): a skipped value at depth d opens depth d + 1.
 const MAX_DEPTH: usize = 100;
 
 struct Cursor<'a> {
@@ -56,59 +61,57 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let len = memchr::memchr(b'"', &self.bytes()[start..])?;
-        let s = &self.bytes()[start..start + len];
-        if s.iter().any(|&c| c < 0x20 || c == b'\\') {
-            return None;
-        }
+        let len = string_len(&self.bytes()[start..])?;
         self.i = start + len + 1;
         // Quotes are ASCII, so both ends are character boundaries.
-        Some(&self.text[start..start + len])
+        self.text.get(start..start + len)
     }
 
-    /// A number token `-?(0|[1-9][0-9]*)(\.[0-9]+)?` (an exponent: None); the caller then checks
-    /// what follows it.
-    fn number(&mut self) -> Option<&'a str> {
+    /// A number token `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with at most 300 digits before its point
+    /// (None for an exponent or more digits: `fast::plain`'s bounds); the caller then checks what
+    /// follows it. Returns the token, and its digits as an integer with the number of digits after
+    /// the point where they fit a u64 (at most 19 digits in all).
+    fn number(&mut self) -> Option<Number<'a>> {
         self.ws();
         let b = self.bytes();
         let start = self.i;
-        let mut i = start;
-        if b.get(i) == Some(&b'-') {
-            i += 1;
-        }
+        let negative = b.get(start) == Some(&b'-');
+        let mut i = start + negative as usize;
+        let integer = i;
         match b.get(i) {
             Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                while b.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
-            }
+            Some(b'1'..=b'9') => i += b[i..].iter().take_while(|c| c.is_ascii_digit()).count(),
             _ => return None,
         }
+        if i - integer > 300 {
+            return None;
+        }
+        let mut scale = 0;
         if b.get(i) == Some(&b'.') {
-            i += 1;
-            let digits = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == digits {
+            scale = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if scale == 0 {
                 return None;
             }
+            i += 1 + scale;
         }
         if matches!(b.get(i), Some(b'e' | b'E')) {
             return None;
         }
         self.i = i;
-        Some(&self.text[start..i])
+        // At most 19 digits fit a u64 (10^19 − 1 < 2^64).
+        let digits = (i - integer - (scale > 0) as usize <= 19).then(|| {
+            b[integer..i].iter().filter(|c| c.is_ascii_digit()).fold(0u64, |n, c| n * 10 + u64::from(c - b'0'))
+        });
+        Some(Number { text: &self.text[start..i], negative, digits, scale })
     }
 
     /// An unsigned integer as serde reads a `u64` (no sign, no fraction, in range).
     fn unsigned(&mut self) -> Option<u64> {
         let t = self.number()?;
-        if t.starts_with('-') || t.contains('.') {
+        if t.negative || t.scale > 0 {
             return None;
         }
-        t.parse().ok()
+        t.digits.or_else(|| t.text.parse().ok())
     }
 
     /// `null`, else `f`'s value.
@@ -116,20 +119,21 @@ impl<'a> Cursor<'a> {
         if self.literal("null") { Some(None) } else { f(self).map(Some) }
     }
 
-    /// An array of unsigned numbers (scores and qualities; a sign is left to serde).
-    fn units(&mut self) -> Option<Vec<f64>> {
+    /// An array of unsigned numbers (scores and qualities; a sign is left to serde), into `v`
+    /// (a vector done with, so that its allocation is reused).
+    fn units(&mut self, mut v: Vec<f64>) -> Option<Vec<f64>> {
         self.eat(b'[')?;
-        let mut v = Vec::with_capacity(16);
+        v.clear();
+        v.reserve(16);
         if self.eat(b']').is_some() {
             return Some(v);
         }
         loop {
             let t = self.number()?;
-            if t.starts_with('-') {
+            if t.negative {
                 return None;
             }
-            // Correctly rounded, as serde_json's `float_roundtrip` parse.
-            v.push(t.parse().ok()?);
+            v.push(t.value()?);
             if self.eat(b',').is_some() {
                 continue;
             }
@@ -138,7 +142,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Any JSON value, checked and skipped.
+    /// Any JSON value at nesting `depth`, checked and skipped.
     fn skip(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
@@ -169,9 +173,63 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A number token as [`Cursor::number`] read it.
+struct Number<'a> {
+    text: &'a str,
+    negative: bool,
+    /// All its digits as one integer, where they are at most 19.
+    digits: Option<u64>,
+    /// How many of them follow the point.
+    scale: usize,
+}
+
+impl Number<'_> {
+    /// The f64 nearest the token, as serde_json (`float_roundtrip`) and `str::parse` read it.
+    /// Where its digits are an integer of at most 2^53 and at most 22 follow the point, that is
+    /// one division of two exactly represented numbers, which IEEE 754 rounds correctly (Clinger's
+    /// fast path, which `str::parse` also takes, after more work to find it applies).
+    fn value(&self) -> Option<f64> {
+        const POWERS: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+            1e19, 1e20, 1e21, 1e22,
+        ];
+        match self.digits {
+            Some(n) if n <= 1 << 53 && self.scale < POWERS.len() => {
+                let x = n as f64 / POWERS[self.scale];
+                Some(if self.negative { -x } else { x })
+            }
+            _ => self.text.parse().ok(),
+        }
+    }
+}
+
+/// Where the string starting at `b[0]` closes: the index of its closing quote (None at a
+/// backslash or control character before it, or without one). Eight bytes at a time: a byte
+/// equal to `"` or `\`, or below 0x20, sets the top bit of its lane in `special`, and no lane
+/// below the first such byte is set (the subtractions borrow only from a lane that matched), so
+/// the lowest set bit is the first such byte.
+fn string_len(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const TOPS: u64 = ONES << 7;
+    let below = |w: u64, c: u8| w.wrapping_sub(ONES * u64::from(c)) & !w & TOPS;
+    let mut at = 0;
+    while let Some(chunk) = b.get(at..at + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let special = below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20);
+        if special != 0 {
+            at += special.trailing_zeros() as usize / 8;
+            return (b[at] == b'"').then_some(at);
+        }
+        at += 8;
+    }
+    let rest = b[at..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    (b[at + rest] == b'"').then_some(at + rest)
+}
+
 /// The detection fields of `line` if it is a JSON object in the simple form described above (None:
 /// let serde read it). Whether they make a valid detection is for the caller to check.
-pub(super) fn detection(line: &str) -> Option<RawDetection<'_>> {
+/// `scores` and `quality` are vectors done with, whose allocations the arrays are read into.
+pub(super) fn detection(line: &str, [mut scores_buf, mut quality_buf]: [Vec<f64>; 2]) -> Option<RawDetection<'_>> {
     let mut c = Cursor { text: line, i: 0 };
     c.eat(b'{')?;
     let (mut schema_version, mut kind, mut event_id, mut deployment_id) = (None, None, None, None);
@@ -215,12 +273,12 @@ pub(super) fn detection(line: &str) -> Option<RawDetection<'_>> {
                 6 => ts = Some(c.string()?),
                 7 => ts_emitted = c.optional(Cursor::string)?,
                 8 => count = Some(c.unsigned()?),
-                9 => scores = c.optional(Cursor::units)?,
-                10 => quality = c.optional(Cursor::units)?,
+                9 => scores = c.optional(|c| c.units(std::mem::take(&mut scores_buf)))?,
+                10 => quality = c.optional(|c| c.units(std::mem::take(&mut quality_buf)))?,
                 // Exposure tables are the general parser's.
                 11 => c.literal("null").then_some(())?,
                 12 => canary_passes = c.optional(Cursor::unsigned)?,
-                _ => c.skip(0)?,
+                _ => c.skip(1)?,
             }
             if c.eat(b',').is_some() {
                 continue;

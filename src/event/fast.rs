@@ -211,35 +211,52 @@ fn units<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::
     d.deserialize_option(Units)
 }
 
-/// The event in `line` if it is a valid detection without `exposure` (None: let the general
-/// parser decide).
-pub(super) fn detection(line: &str) -> Option<Event> {
-    let (head, body) = detection_parts(raw_detection(line)?)?;
-    head.event(body)
+/// What reading a line as a detection by hand gave.
+pub(super) enum Read<T> {
+    /// A valid detection.
+    Valid(T),
+    /// Read by hand, so in the plain form (no [`plain`] check needed), but not a valid detection.
+    Plain,
+    /// Not in the form `by_hand` reads: for [`plain`] and serde to decide.
+    Left,
+}
+
+/// The event in `line` (valid UTF-8) if it is a valid detection without `exposure` in the plain
+/// form, read by hand.
+pub(super) fn detection(line: &str) -> Read<Event> {
+    let Some(raw) = super::by_hand::detection(line, Default::default()) else { return Read::Left };
+    detection_parts(raw).and_then(|(head, body)| head.event(body)).map_or(Read::Plain, Read::Valid)
 }
 
 /// [`detection`], written into an event of `spares` (events done with, boxed so that they move
-/// as pointers, not as their 272 bytes) where there is one.
+/// as pointers, not as their 272 bytes) where there is one, its scores read into the spare's
+/// vectors.
 #[allow(clippy::vec_box)] // boxed on purpose: they move as pointers, not 272 bytes
-pub(super) fn detection_into(line: &str, spares: &mut Vec<Box<Event>>) -> Option<Box<Event>> {
-    let (head, body) = detection_parts(raw_detection(line)?)?;
-    let times = head.check()?;
-    match spares.pop() {
+pub(super) fn detection_into(line: &str, spares: &mut Vec<Box<Event>>) -> Read<Box<Event>> {
+    // The spare keeps empty vectors if the line is not a valid detection.
+    let units = match spares.last_mut().map(|ev| &mut ev.body) {
+        Some(Body::Detection(d)) => [std::mem::take(&mut d.scores), std::mem::take(&mut d.quality)],
+        _ => Default::default(),
+    };
+    let Some(raw) = super::by_hand::detection(line, units) else { return Read::Left };
+    let Some(((head, body), times)) = detection_parts(raw).and_then(|(h, b)| h.check().map(|t| ((h, b), t))) else {
+        return Read::Plain;
+    };
+    Read::Valid(match spares.pop() {
         Some(mut ev) => {
             head.write_into(times, body, &mut ev);
-            Some(ev)
+            ev
         }
-        None => Some(Box::new(head.into_event(times, body))),
-    }
+        None => Box::new(head.into_event(times, body)),
+    })
 }
 
-/// A detection's fields: read by hand where the line is in the simplest form (nearly always),
-/// else by serde.
-fn raw_detection(line: &str) -> Option<RawDetection<'_>> {
-    match super::by_hand::detection(line) {
-        Some(r) => Some(r),
-        None => serde_json::from_str::<ObjectOnly<RawDetection<'_>>>(line).ok().map(|ObjectOnly(r)| r),
-    }
+/// A valid detection read by serde, for the lines `by_hand` leaves (nearly none); only for lines
+/// [`plain`] took.
+pub(super) fn detection_by_serde(line: &str) -> Option<Event> {
+    let ObjectOnly(raw) = serde_json::from_str::<ObjectOnly<RawDetection<'_>>>(line).ok()?;
+    let (head, body) = detection_parts(raw)?;
+    head.event(body)
 }
 
 /// The envelope and body of the valid detection `r` holds (the envelope still to be checked).
@@ -295,8 +312,10 @@ struct Head<'a> {
 impl Head<'_> {
     /// Whether the envelope is valid (`parse.rs::parse_object`'s rules), with its times.
     fn check(&self) -> Option<(Millis, Option<Millis>)> {
+        // 1–128 characters: surely so for 1–128 bytes (a character is 1–4 bytes).
+        let id_chars = |s: &str| if s.len() <= 128 { s.len() } else { s.chars().count() };
         if self.schema_version != 1
-            || !(1..=128).contains(&self.event_id.chars().count())
+            || !(1..=128).contains(&id_chars(&self.event_id))
             || !is_valid_id(&self.deployment_id)
             || !is_valid_id(&self.source_id)
         {
@@ -630,6 +649,16 @@ mod tests {
     use crate::event::parse::parse_value;
     use proptest::prelude::*;
     use serde_json::{Value, json};
+
+    /// A detection read typed, as `parse_with` reads it: by hand, else by serde where [`plain`]
+    /// takes the line.
+    fn detection(line: &str) -> Option<Event> {
+        match super::detection(line) {
+            Read::Valid(ev) => Some(ev),
+            Read::Plain => None,
+            Read::Left => plain(line.as_bytes()).and_then(|_| detection_by_serde(line)),
+        }
+    }
 
     fn general(line: &[u8]) -> Result<Event, crate::event::Invalid> {
         parse_value(
@@ -999,7 +1028,11 @@ mod tests {
 
     /// `by_hand`'s fields equal serde's, bit for bit (None where serde has none).
     fn hand_equals_serde(line: &str) -> Result<bool, String> {
-        let Some(h) = super::super::by_hand::detection(line) else { return Ok(false) };
+        let Some(h) = super::super::by_hand::detection(line, Default::default()) else { return Ok(false) };
+        // Read by hand means in the plain form: the general parser takes the line too.
+        if serde_json::from_str::<Value>(line).is_err() {
+            return Err(format!("by hand took what the general parser rejects: {line}"));
+        }
         let Ok(ObjectOnly(s)) = serde_json::from_str::<ObjectOnly<RawDetection<'_>>>(line) else {
             return Err(format!("by hand took what serde rejects: {line}"));
         };
@@ -1072,6 +1105,59 @@ mod tests {
         ] {
             let line = format!("{{{base}{extra}}}");
             assert!(!hand_equals_serde(&line).unwrap(), "read by hand: {line}");
+        }
+        // `plain`'s bounds, which reading by hand keeps without it: 300 digits before a point,
+        // nesting 100 deep counting the line's own object.
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        // (`plain` also leaves tokens over 1,000 characters to the general parser, which takes
+        // this one, as reading by hand does.)
+        for (extra, by_hand, plain_too) in [
+            (format!(r#","v":{}"#, "9".repeat(300)), true, true),
+            (format!(r#","v":-{}.5"#, "9".repeat(300)), true, true),
+            (format!(r#","v":{}"#, "9".repeat(301)), false, false),
+            (format!(r#","v":-{}.5"#, "9".repeat(301)), false, false),
+            (format!(r#","v":0.{}"#, "0".repeat(2000)), true, false),
+            (format!(r#","v":{}"#, nested(99)), true, true),
+            (format!(r#","v":{}"#, nested(100)), false, false),
+        ] {
+            let line = format!("{{{base}{extra}}}");
+            assert_eq!(hand_equals_serde(&line).unwrap(), by_hand, "{}", &line[..line.len().min(300)]);
+            assert_eq!(plain(line.as_bytes()).is_some(), plain_too, "plain's bound differs");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        /// Scores of any length and any place of the point are read by hand to serde's f64, bit
+        /// for bit: those that take the one-division path and those that do not.
+        #[test]
+        fn scores_are_read_as_serde_reads_them(
+            numbers in proptest::collection::vec((proptest::collection::vec(0u8..10, 1..30), 0usize..30, any::<bool>()), 1..10),
+        ) {
+            let tokens: Vec<String> = numbers
+                .into_iter()
+                .map(|(digits, point, zero)| {
+                    let mut t: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+                    if zero {
+                        t.insert_str(0, "0.");
+                    } else {
+                        // No leading zeros before a point (JSON does not allow them).
+                        t = t.trim_start_matches('0').to_string();
+                        if t.is_empty() {
+                            t.push('0');
+                        }
+                        if point > 0 && point < t.len() {
+                            t.insert(point, '.');
+                        }
+                    }
+                    t
+                })
+                .collect();
+            let line = format!(
+                r#"{{"schema_version":1,"type":"detection","event_id":"e","deployment_id":"d","system":"lfr","source_id":"c","ts":"2026-04-25T09:00:00Z","count":10,"scores":[{}]}}"#,
+                tokens.join(",")
+            );
+            prop_assert!(hand_equals_serde(&line).map_err(TestCaseError::fail)?, "not read by hand: {}", line);
         }
     }
 

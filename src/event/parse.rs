@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use super::fast::Read;
 use super::*;
 
 /// Largest accepted message (EVENTS.md: "an object over 1 MiB ... is not applied").
@@ -28,20 +29,29 @@ pub fn parse_line_into(line: &[u8], spares: &mut Vec<Box<Event>>) -> R<Box<Event
     parse_with(line, |text| super::fast::detection_into(text, spares), Box::new)
 }
 
-fn parse_with<T>(line: &[u8], detection: impl FnOnce(&str) -> Option<T>, event: impl Fn(Event) -> T) -> R<T> {
+fn parse_with<T>(line: &[u8], detection: impl FnOnce(&str) -> Read<T>, event: impl Fn(Event) -> T) -> R<T> {
     if line.len() > MAX_EVENT_BYTES {
         return Err(Invalid::new(
             Reason::TooLarge,
             format!("{} bytes exceeds the {} byte limit", line.len(), MAX_EVENT_BYTES),
         ));
     }
-    // Nearly every event is a valid detection: straight from the bytes (`fast.rs`), as are the
-    // other valid events, unless the line holds something only the general parser checks.
-    if let Some(text) = super::fast::plain(line) {
-        if let Some(ev) = detection(text) {
-            return Ok(ev);
-        }
-        if let Some(ev) = super::fast::other(text) {
+    // Nearly every event is a valid detection in the plain form, read by hand (`by_hand.rs`);
+    // other valid events are read typed (`fast.rs`), unless the line holds something only the
+    // general parser checks.
+    if let Ok(text) = std::str::from_utf8(line) {
+        let plain = match detection(text) {
+            Read::Valid(ev) => return Ok(ev),
+            Read::Plain => true,
+            Read::Left => {
+                let plain = super::fast::plain(line).is_some();
+                if let Some(ev) = plain.then(|| super::fast::detection_by_serde(text)).flatten() {
+                    return Ok(event(ev));
+                }
+                plain
+            }
+        };
+        if let Some(ev) = plain.then(|| super::fast::other(text)).flatten() {
             return Ok(event(ev));
         }
     }
