@@ -257,16 +257,23 @@ impl ConditionRuntime {
     /// (id, source, lifecycle, latest evaluation) per reported condition: the condition itself
     /// (no source), or one `<id>/<source>` entry per silence instance.
     pub fn entries(&self) -> Vec<(String, Option<&str>, &Lifecycle, Option<&Evaluation>)> {
-        if self.instances.is_empty() {
-            return vec![(self.condition.id.clone(), None, &self.lifecycle, self.last.first())];
-        }
-        self.instances
-            .iter()
-            .map(|(src, l)| {
-                let e = self.last.iter().find(|e| e.instance.as_deref() == Some(src));
-                (format!("{}/{src}", self.condition.id), Some(src.as_str()), l, e)
+        self.states()
+            .map(|(src, l, e)| match src {
+                None => (self.condition.id.clone(), None, l, e),
+                Some(src) => (format!("{}/{src}", self.condition.id), Some(src), l, e),
             })
             .collect()
+    }
+
+    /// [`ConditionRuntime::entries`] without building their ids (a scrape reads ≈ 30,000 of them
+    /// at 1,000 deployments).
+    pub fn states(&self) -> impl Iterator<Item = (Option<&str>, &Lifecycle, Option<&Evaluation>)> {
+        let whole = self.instances.is_empty().then(|| (None, &self.lifecycle, self.last.first()));
+        let instances = self
+            .instances
+            .iter()
+            .map(|(src, l)| (Some(src.as_str()), l, self.last.iter().find(|e| e.instance.as_deref() == Some(src))));
+        whole.into_iter().chain(instances)
     }
 }
 

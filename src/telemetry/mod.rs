@@ -319,12 +319,12 @@ pub fn encode(registry: &Registry, engine: &SharedEngine, format: Format) -> Res
     for (phase, n) in phases_a.into_iter().chain(phases_b) {
         *heads.by_phase.entry(phase).or_default() += n;
     }
-    body.reserve(first.iter().chain(&second).map(String::len).sum::<usize>() + 64 * 1024);
+    body.reserve(first.iter().chain(&second).map(Chunks::len).sum::<usize>() + 64 * 1024);
     heads.write_by_phase(&mut body, format);
     for ((head, x), y) in heads.heads().into_iter().zip(first).zip(second) {
         text::header(&mut body, head.0, head.1, head.2, format);
-        body.push_str(&x);
-        body.push_str(&y);
+        x.write_to(&mut body);
+        y.write_to(&mut body);
     }
     if format == Format::OpenMetrics {
         body.push_str(EOF);
@@ -365,7 +365,9 @@ impl<'a> Labels<'a> {
     /// The shared run as exposition text, written once for all the samples that share it.
     fn base_text(&self) -> &str {
         self.base.text.get_or_init(|| {
-            let mut s = String::new();
+            // Sized for the pairs unescaped, `k="v",` each (grown instead, it was reallocated
+            // three or four times for each of a scrape's ≈ 60,000 runs; see `Chunks`).
+            let mut s = String::with_capacity(self.base.pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
             for (i, (k, v)) in self.base.pairs.iter().enumerate() {
                 if i > 0 {
                     s.push(',');
@@ -398,6 +400,39 @@ impl prometheus_client::encoding::EncodeLabelSet for Labels<'_> {
     }
 }
 
+/// A family's exposition lines in chunks of up to 64 KiB, so that a text of megabytes grows
+/// without being copied. Grown by doubling as one string instead, each of the ≈ 40 texts of
+/// 0.1–2 MB at 1,000 deployments was reallocated ≈ 15 times, which took half of a scrape, with
+/// both encoding threads queued on the allocator's lock for it (issue 21: 60–70 ms scrapes).
+#[derive(Debug, Default)]
+struct Chunks(Vec<String>);
+
+impl Chunks {
+    /// Room for one line: a chunk with less left starts the next (a longer line grows its chunk,
+    /// which is only slower).
+    const LINE: usize = 2 * 1024;
+
+    /// Where to write the next line. Chunks double from 8 KiB to 64 KiB, so a family of a few
+    /// lines takes little.
+    fn line(&mut self) -> &mut String {
+        let last = self.0.last().map_or(0, String::capacity);
+        if last - self.0.last().map_or(0, String::len) < Self::LINE {
+            self.0.push(String::with_capacity((last * 2).clamp(8 * 1024, 64 * 1024)));
+        }
+        self.0.last_mut().expect("a chunk was just pushed if there was none")
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(String::len).sum()
+    }
+
+    fn write_to(&self, out: &mut String) {
+        for chunk in &self.0 {
+            out.push_str(chunk);
+        }
+    }
+}
+
 /// One metric family: its samples collected for prometheus-client's encoder, or (`text`, the
 /// per-deployment families of a scrape) written as exposition lines as they are added, so a
 /// scrape keeps no sample (≈ 175k at 1,000 deployments) and allocates nothing per sample.
@@ -406,7 +441,7 @@ struct Family<'a> {
     help: &'static str,
     ty: MetricType,
     samples: Vec<(Labels<'a>, f64)>,
-    text: Option<std::cell::RefCell<String>>,
+    text: Option<std::cell::RefCell<Chunks>>,
 }
 
 impl<'a> Family<'a> {
@@ -419,13 +454,13 @@ impl<'a> Family<'a> {
             return;
         }
         match &mut self.text {
-            Some(out) => text::sample(out.get_mut(), self.name, self.ty, &labels.into(), v),
+            Some(out) => text::sample(out.get_mut().line(), self.name, self.ty, &labels.into(), v),
             None => self.samples.push((labels.into(), v)),
         }
     }
 
     /// The lines written so far (a family writing text), leaving it empty.
-    fn take_text(&self) -> String {
+    fn take_text(&self) -> Chunks {
         self.text.as_ref().map(|t| std::mem::take(&mut *t.borrow_mut())).unwrap_or_default()
     }
 
@@ -445,7 +480,12 @@ impl<'a> Family<'a> {
 }
 
 fn l<'a>(pairs: &[(&'static str, &'a str)]) -> Labels<'a> {
-    pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect::<Vec<_>>().into()
+    l2(pairs, None)
+}
+
+/// [`l`] with one more pair at the end.
+fn l2<'a>(pairs: &[(&'static str, &'a str)], last: Option<(&'static str, &'a str)>) -> Labels<'a> {
+    pairs.iter().copied().chain(last).map(|(k, v)| (k, Cow::Borrowed(v))).collect::<Vec<_>>().into()
 }
 
 /// [`l`] with copied values (process-wide families, built from short-lived values).
@@ -898,23 +938,21 @@ impl<'a> DeploymentFamilies<'a> {
     /// One condition's state, value, limits and kind-specific statistics.
     fn add_condition(&mut self, dep: &'a str, sys: &'a str, rt: &'a crate::engine::ConditionRuntime) {
         let cond = &rt.condition;
-        let entries = rt.entries();
-        for (_, source, lc, e) in entries {
+        for (source, lc, e) in rt.states() {
             // A silence instance (`camera_silence/cam-2`) is the condition's id plus a `source`
             // label, so `condition` keeps the profile's ids and its values do not follow the stream.
-            let mut base = vec![
+            let base = [
                 ("deployment", dep),
                 ("system", sys),
                 ("condition", cond.id.as_str()),
                 ("kind", cond.kind.name()),
                 ("severity", cond.severity.as_str()),
             ];
-            let mut short = vec![("deployment", dep), ("condition", cond.id.as_str())];
-            if let Some(src) = source {
-                base.push(("source", src));
-                short.push(("source", src));
-            }
-            let (base, short) = (l(&base), l(&short));
+            let short = [("deployment", dep), ("condition", cond.id.as_str())];
+            let source = source.map(|src| ("source", src));
+            // Slices, not vectors grown by a push: a scrape's reallocations take the allocator's
+            // lock, which its two threads share (see `Chunks`).
+            let (base, short) = (l2(&base, source), l2(&short, source));
             self.state.add(base.clone(), lc.state.gauge() as f64);
             self.breaches.add(base.clone(), lc.times_fired as f64);
             let Some(e) = e else { continue };
@@ -984,7 +1022,7 @@ impl<'a> DeploymentFamilies<'a> {
         self.count_phases();
         let f = &self.deployments;
         text::header(out, f.name, f.help, f.ty, format);
-        out.push_str(&f.take_text());
+        f.take_text().write_to(out);
     }
 
     /// (name, help, type) of every family after the phase counts, in [`Self::finish`]'s order.
@@ -996,12 +1034,12 @@ impl<'a> DeploymentFamilies<'a> {
 
     /// The sample lines of every family after the phase counts, one text each, in
     /// [`Self::heads`]' order.
-    fn texts(&self, format: Format) -> Vec<String> {
-        let mut v: Vec<String> = self.plain().iter().map(|f| f.take_text()).collect();
+    fn texts(&self, format: Format) -> Vec<Chunks> {
+        let mut v: Vec<Chunks> = self.plain().iter().map(|f| f.take_text()).collect();
         v.extend(self.latency.iter().map(|h| {
             let mut s = String::with_capacity(h.samples.len() * 16 * 96);
             text::hist_samples(&mut s, h, format);
-            s
+            Chunks(vec![s])
         }));
         v
     }
@@ -1080,5 +1118,36 @@ pub fn log_format(value: Option<&str>, default: bool) -> Result<bool, String> {
         Some(v) if v.eq_ignore_ascii_case("json") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("text") => Ok(false),
         Some(v) => Err(format!("DDTWATCH_LOG_FORMAT is {v:?}, not json or text")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+
+    /// A text written line by line over many chunks reads back as the lines in order, and a
+    /// chunk is never grown (so never copied) unless one line outgrows the room kept for it.
+    #[test]
+    fn chunks_hold_the_lines_in_order_without_growing() {
+        let mut chunks = Chunks::default();
+        let mut expected = String::new();
+        for i in 0..20_000usize {
+            // Mostly sample-sized lines, now and then one longer than the room kept for a line.
+            let line = if i % 997 == 0 {
+                format!("{i}:{}\n", "x".repeat(3 * Chunks::LINE))
+            } else {
+                format!("{i}:{}\n", "y".repeat(i % 300))
+            };
+            let out = chunks.line();
+            let (before, long) = (out.capacity(), line.len() > Chunks::LINE);
+            out.push_str(&line);
+            assert!(long || out.capacity() == before, "line {i} grew its chunk");
+            expected.push_str(&line);
+        }
+        assert!(chunks.0.len() > 50, "the test spans many chunks: {}", chunks.0.len());
+        assert_eq!(chunks.len(), expected.len());
+        let mut out = String::new();
+        chunks.write_to(&mut out);
+        assert_eq!(out, expected);
     }
 }
