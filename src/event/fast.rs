@@ -1193,6 +1193,41 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// The whole parse (hand reader, typed parses, general parser) against the general parser
+        /// alone, on lines a few random edits away from valid events of every type, in compact
+        /// and spaced form: the same event, or the same reason.
+        #[test]
+        fn parse_line_agrees_with_the_general_parser_on_edited_lines(
+            base in 0usize..8,
+            spaced in any::<bool>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(
+                b"{}[]\",:0123456789.-eE ntrufalsx\\\t\x01\x80".to_vec())), 1..4),
+        ) {
+            let mut objects = vec![valid()];
+            objects.extend(others());
+            let object = Value::Object(objects[base % objects.len()].clone());
+            let text = if spaced { serde_json::to_string_pretty(&object).unwrap().replace('\n', " ") } else { object.to_string() };
+            let mut line = text.into_bytes();
+            for (at, op, byte) in edits {
+                let i = at.index(line.len() + 1);
+                match op {
+                    0 if i < line.len() => { line.remove(i); }
+                    1 if i < line.len() => line[i] = byte,
+                    _ => line.insert(i, byte),
+                }
+            }
+            let reason = |r: Result<Event, crate::event::Invalid>| r.map_err(|e| e.reason);
+            prop_assert_eq!(
+                reason(super::super::parse_line(&line)),
+                reason(general(&line)),
+                "{}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+    }
+
     fn text(line: &[u8]) -> &str {
         std::str::from_utf8(line).unwrap()
     }
