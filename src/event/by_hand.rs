@@ -307,3 +307,25 @@ pub(super) fn detection(line: &str, [mut scores_buf, mut quality_buf]: [Vec<f64>
         canary_passes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// The eight-bytes-at-a-time scan finds what a scan byte by byte finds, on strings of the
+        /// bytes that matter to it (and their neighbours in value) at every offset of a word.
+        #[test]
+        fn string_len_equals_the_bytewise_scan(
+            bytes in proptest::collection::vec(prop::sample::select(
+                vec![b'a', b'"', b'\\', 0x00, 0x01, 0x1F, 0x20, 0x21, 0x23, 0x5B, 0x5D, 0x7F, 0x80, 0xA2, 0xDC, 0xFF]), 0..40),
+        ) {
+            let bytewise = bytes
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .filter(|&at| bytes[at] == b'"');
+            prop_assert_eq!(super::string_len(&bytes), bytewise, "{:?}", bytes);
+        }
+    }
+}

@@ -1195,7 +1195,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
         /// The whole parse (hand reader, typed parses, general parser) against the general parser
         /// alone, on lines a few random edits away from valid events of every type, in compact
         /// and spaced form: the same event, or the same reason.
