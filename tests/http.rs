@@ -574,9 +574,14 @@ fn condition_values_are_split_by_unit() {
 fn direct_metrics_text_equals_prometheus_clients() {
     use ddtwatch::telemetry::{Format, encode, reference_registry};
     let state = app_state(None, true);
+    // Each scenario four times over under other deployment ids, so the larger families span
+    // several of the encoder's text chunks (`telemetry::Chunks`: 8, 16, 32, 64 KiB…).
     for s in Scenario::ALL {
-        let lines = generate_lines(s, 6_000, 5);
-        state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+        for copy in 0..4 {
+            let lines: Vec<String> =
+                generate_lines(s, 6_000, 5).iter().map(|l| l.replace("-sim-", &format!("-sim{copy}-"))).collect();
+            state.pipeline.ingest(lines.iter().map(|l| Ingest::Raw(l.as_bytes())), 0);
+        }
     }
     let engine = state.pipeline.engine.clone();
     let reference = reference_registry(engine.clone(), Arc::new(ProcessState::default()));
@@ -591,7 +596,7 @@ fn direct_metrics_text_equals_prometheus_clients() {
         }
         let got = encode(&state.registry, &engine, format).unwrap();
         let (got, want) = (stable(&got), stable(&want));
-        assert!(want.lines().count() > 1_500, "a rich scrape: {} lines", want.lines().count());
+        assert!(want.lines().count() > 6_000, "a rich scrape: {} lines", want.lines().count());
         for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
             assert_eq!(g, w, "{format:?}: line {} differs", i + 1);
         }
