@@ -1231,6 +1231,16 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&line)
             );
+            // `replay` parses into spare events (a detection with scores and quality, and an
+            // event of another type): the same result as `parse_line`, which HTTP and Kafka use.
+            let mut spares: Vec<Box<Event>> = [serde_json::to_vec(&valid()).unwrap(), serde_json::to_vec(&others()[3]).unwrap()]
+                .iter()
+                .map(|l| Box::new(super::super::parse_line(l).unwrap()))
+                .collect();
+            for _ in 0..3 {
+                let into = super::super::parse_line_into(&line, &mut spares).map(|ev| *ev);
+                prop_assert_eq!(reason(into), reason(super::super::parse_line(&line)));
+            }
         }
     }
 
