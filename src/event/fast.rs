@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::parse::{MAX_INTEGER, MAX_SCORES, is_valid_id};
+use super::parse::{MAX_INTEGER, MAX_SCORES, chars_within, is_valid_id};
 use super::{
     Adjudication, Alert, Authorisation, Body, Decision as AdjudicationDecision, Deletion, DeploymentEvent, Detection,
     Event, EventType, Groups, ListInfo, Millis, Outcome, OutcomeResult, Phase, Status, System, parse_ts,
@@ -239,9 +239,8 @@ pub(super) fn detection_into(line: &str, spares: &mut Vec<Box<Event>>) -> Read<B
         _ => Default::default(),
     };
     let Some(raw) = super::by_hand::detection(line, units) else { return Read::Left };
-    let Some(((head, body), times)) = detection_parts(raw).and_then(|(h, b)| h.check().map(|t| ((h, b), t))) else {
-        return Read::Plain;
-    };
+    let Some((head, body)) = detection_parts(raw) else { return Read::Plain };
+    let Some(times) = head.check() else { return Read::Plain };
     Read::Valid(match spares.pop() {
         Some(mut ev) => {
             head.write_into(times, body, &mut ev);
@@ -312,10 +311,8 @@ struct Head<'a> {
 impl Head<'_> {
     /// Whether the envelope is valid (`parse.rs::parse_object`'s rules), with its times.
     fn check(&self) -> Option<(Millis, Option<Millis>)> {
-        // 1–128 characters: surely so for 1–128 bytes (a character is 1–4 bytes).
-        let id_chars = |s: &str| if s.len() <= 128 { s.len() } else { s.chars().count() };
         if self.schema_version != 1
-            || !(1..=128).contains(&id_chars(&self.event_id))
+            || !chars_within(&self.event_id, 1, 128)
             || !is_valid_id(&self.deployment_id)
             || !is_valid_id(&self.source_id)
         {
@@ -479,7 +476,7 @@ struct RawAuthorisation<'a> {
 fn text(s: &Option<Cow<'_, str>>, min: usize, max: usize) -> Option<Option<String>> {
     match s {
         None => Some(None),
-        Some(s) => (min..=max).contains(&s.chars().count()).then(|| Some(s.to_string())),
+        Some(s) => chars_within(s, min, max).then(|| Some(s.to_string())),
     }
 }
 

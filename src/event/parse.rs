@@ -144,12 +144,23 @@ fn system(obj: &Obj) -> R<System> {
     }
 }
 
+/// Whether `s` has `min`–`max` characters. A character is 1–4 bytes, so its byte length settles
+/// it without counting unless it leaves a doubt (issue 21: counting every event id's characters
+/// was a percent of the parse stage).
+pub(super) fn chars_within(s: &str, min: usize, max: usize) -> bool {
+    let (fewest, most) = (s.len().div_ceil(4), s.len());
+    match (fewest >= min && most <= max, most < min || fewest > max) {
+        (true, _) => true,
+        (_, true) => false,
+        _ => (min..=max).contains(&s.chars().count()),
+    }
+}
+
 fn opt_string(obj: &Obj, field: &str, min: usize, max: usize) -> R<Option<String>> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
-            let len = s.chars().count();
-            if len < min || len > max {
+            if !chars_within(s, min, max) {
                 return Err(range(field, &format!("must be {min}-{max} characters")));
             }
             Ok(Some(s.clone()))
@@ -438,6 +449,21 @@ mod tests {
 
     fn reason(line: &str) -> Reason {
         parse_line(line.as_bytes()).unwrap_err().reason
+    }
+
+    proptest::proptest! {
+        /// The byte-length shortcut answers as counting the characters, for strings of one- to
+        /// four-byte characters and bounds around their lengths.
+        #[test]
+        fn chars_within_equals_counting(
+            chars in proptest::collection::vec(proptest::sample::select(vec!['a', 'é', '€', '😀']), 0..200),
+            min in 0usize..160,
+            span in 0usize..160,
+        ) {
+            let s: String = chars.iter().collect();
+            let max = min + span;
+            proptest::prop_assert_eq!(chars_within(&s, min, max), (min..=max).contains(&chars.len()), "{} bytes", s.len());
+        }
     }
 
     fn with(field: &str, value: &str) -> String {
